@@ -1,0 +1,116 @@
+//! A minimal classifier for the instruction behind a #GP in 32-bit code: just enough to name
+//! the exit reason (privileged instruction, segment load / far transfer, RDTSC, INT n). It is
+//! no decoder: the emulator re-executes the instruction at EIP in every case.
+
+/// What a #GP-raising instruction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpKind {
+    /// RDTSC (trapped by PR_SET_TSC).
+    Rdtsc,
+    /// RDTSCP (trapped by PR_SET_TSC).
+    Rdtscp,
+    /// HLT/CLI/STI/IN/OUT/INS/OUTS, control/debug register moves, descriptor-table loads, …
+    Privileged,
+    /// A segment register load or a far control transfer (including IRET and far RET).
+    SegmentLoad,
+    /// INT n (the host's IDT gate for n is not reachable from CPL 3).
+    SoftwareInterrupt(u8),
+    /// Anything else (a genuine #GP, e.g. a segment limit violation).
+    Other,
+}
+
+const MAX_PREFIXES: usize = 14;
+
+fn is_prefix(b: u8) -> bool {
+    matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3)
+}
+
+/// Classifies the instruction in `bytes` (fewer than 15 bytes when the rest is unreadable).
+/// `error_code` is the #GP error code.
+pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
+    let mut i = 0;
+    while i < bytes.len() && i < MAX_PREFIXES && is_prefix(bytes[i]) {
+        i += 1;
+    }
+    let Some(&op) = bytes.get(i) else { return GpKind::Other };
+    let modrm = bytes.get(i + 1).copied();
+    let reg = modrm.map(|m| (m >> 3) & 7);
+    match op {
+        0xf4 | 0xfa | 0xfb | 0xe4..=0xe7 | 0xec..=0xef | 0x6c..=0x6f => GpKind::Privileged,
+        0x8e | 0x07 | 0x17 | 0x1f => GpKind::SegmentLoad,
+        // LES/LDS (VEX prefixes only when ModRM.mod == 3, which would not #GP as LES/LDS).
+        0xc4 | 0xc5 if modrm.is_some_and(|m| m >> 6 != 3) => GpKind::SegmentLoad,
+        0xea | 0x9a | 0xca | 0xcb | 0xcf => GpKind::SegmentLoad,
+        0xff if matches!(reg, Some(3) | Some(5)) => GpKind::SegmentLoad,
+        0xcd => {
+            let v = bytes.get(i + 1).copied().unwrap_or(0);
+            if error_code == (u32::from(v) << 3) | 2 {
+                GpKind::SoftwareInterrupt(v)
+            } else {
+                GpKind::Other
+            }
+        }
+        0x0f => {
+            let Some(&op2) = bytes.get(i + 1) else { return GpKind::Other };
+            let modrm2 = bytes.get(i + 2).copied();
+            let reg2 = modrm2.map(|m| (m >> 3) & 7);
+            match op2 {
+                0x31 => GpKind::Rdtsc,
+                0x01 if modrm2 == Some(0xf9) => GpKind::Rdtscp,
+                0xa1 | 0xa9 | 0xb2 | 0xb4 | 0xb5 => GpKind::SegmentLoad,
+                // LLDT, LTR; SLDT/STR/VERR/VERW do not fault.
+                0x00 if matches!(reg2, Some(2) | Some(3)) => GpKind::Privileged,
+                0x01 => GpKind::Privileged,
+                0x06 | 0x07 | 0x08 | 0x09 | 0x20..=0x23 | 0x30 | 0x32 | 0x33 | 0x35 => {
+                    GpKind::Privileged
+                }
+                _ => GpKind::Other,
+            }
+        }
+        _ => GpKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_table() {
+        let cases: &[(&[u8], u32, GpKind)] = &[
+            (&[0xf4], 0, GpKind::Privileged),
+            (&[0xfa], 0, GpKind::Privileged),
+            (&[0xfb], 0, GpKind::Privileged),
+            (&[0xe6, 0x80], 0, GpKind::Privileged),
+            (&[0xec], 0, GpKind::Privileged),
+            (&[0x66, 0xef], 0, GpKind::Privileged),
+            (&[0xf3, 0x6c], 0, GpKind::Privileged),
+            (&[0x0f, 0x31], 0, GpKind::Rdtsc),
+            (&[0x0f, 0x01, 0xf9], 0, GpKind::Rdtscp),
+            (&[0x0f, 0x01, 0x10], 0, GpKind::Privileged), // lgdt [eax]
+            (&[0x0f, 0x22, 0xd8], 0, GpKind::Privileged), // mov cr3, eax
+            (&[0x0f, 0x30], 0, GpKind::Privileged),
+            (&[0x0f, 0x00, 0xd0], 0, GpKind::Privileged), // lldt ax
+            (&[0x8e, 0xd8], 0x28, GpKind::SegmentLoad),   // mov ds, ax
+            (&[0x66, 0x8e, 0xd8], 0x28, GpKind::SegmentLoad),
+            (&[0x1f], 0x28, GpKind::SegmentLoad),
+            (&[0x0f, 0xa1], 0x28, GpKind::SegmentLoad),
+            (&[0x0f, 0xb2, 0x00], 0x28, GpKind::SegmentLoad), // lss
+            (&[0xc5, 0x00], 0x28, GpKind::SegmentLoad),       // lds eax, [eax]
+            (&[0xea, 0, 0, 0, 0, 0x33, 0], 0x30, GpKind::SegmentLoad),
+            (&[0xff, 0x18], 0x30, GpKind::SegmentLoad), // call far [eax]
+            (&[0xff, 0x28], 0x30, GpKind::SegmentLoad), // jmp far [eax]
+            (&[0xff, 0x10], 0, GpKind::Other),          // call [eax]
+            (&[0xcb], 0, GpKind::SegmentLoad),
+            (&[0xcf], 0, GpKind::SegmentLoad),
+            (&[0xcd, 0x21], 0x10a, GpKind::SoftwareInterrupt(0x21)),
+            (&[0xcd, 0x21], 0, GpKind::Other),
+            (&[0x8b, 0x00], 0, GpKind::Other),
+            (&[], 0, GpKind::Other),
+            (&[0x66; 20], 0, GpKind::Other),
+        ];
+        for (bytes, ec, want) in cases {
+            assert_eq!(classify_gp(bytes, *ec), *want, "bytes {bytes:02x?}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Errors of the library.
+
+use std::fmt;
+
+/// How the executor process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeathCause {
+    /// Killed by the seccomp filter (a system call outside the allowlist).
+    SeccompViolation,
+    /// Killed by another signal.
+    Signal(i32),
+    /// Exited with a code (see [`crate::protocol::exit_code`]).
+    ExitCode(i32),
+    /// Killed by the library after a protocol violation or a guest escape.
+    KilledByLibrary,
+}
+
+impl fmt::Display for DeathCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeathCause::SeccompViolation => write!(f, "seccomp violation (killed by SIGSYS)"),
+            DeathCause::Signal(s) => write!(f, "killed by signal {s}"),
+            DeathCause::ExitCode(c) => {
+                write!(f, "exit code {c} ({})", crate::protocol::exit_code::describe(*c))
+            }
+            DeathCause::KilledByLibrary => write!(f, "killed by the library"),
+        }
+    }
+}
+
+/// Errors of [`crate::Executor`].
+#[derive(Debug)]
+pub enum DriverError {
+    /// The configuration is invalid.
+    InvalidConfig(String),
+    /// The executor binary was not found.
+    ExecutorNotFound(String),
+    /// An operating-system call of the library failed.
+    Io(std::io::Error),
+    /// The executor failed during setup.
+    SetupFailed {
+        /// The executor's failure code.
+        code: i32,
+        /// The executor's message.
+        message: String,
+    },
+    /// The executor process died.
+    ExecutorDied(DeathCause),
+    /// The executor wrote something invalid into the control region; it has been killed.
+    CorruptedSharedMemory(String),
+    /// The guest state cannot be run natively by this version; emulate instead.
+    UnsupportedState(String),
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::InvalidConfig(m) => write!(f, "invalid executor configuration: {m}"),
+            DriverError::ExecutorNotFound(m) => write!(f, "executor binary not found: {m}"),
+            DriverError::Io(e) => write!(f, "host system call failed: {e}"),
+            DriverError::SetupFailed { code, message } => {
+                write!(f, "executor setup failed (code {code}): {message}")
+            }
+            DriverError::ExecutorDied(c) => write!(f, "executor died: {c}"),
+            DriverError::CorruptedSharedMemory(m) => {
+                write!(f, "corrupted shared memory ({m}); executor killed")
+            }
+            DriverError::UnsupportedState(m) => write!(f, "unsupported guest state: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DriverError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for DriverError {
+    fn from(e: std::io::Error) -> Self {
+        DriverError::Io(e)
+    }
+}

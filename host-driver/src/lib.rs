@@ -1,0 +1,44 @@
+//! Runs a Bochs-emulated i386 guest's user-mode (CPL 3) code natively, in a sandboxed executor
+//! process.
+//!
+//! The library spawns `plex86-executor` ([`Executor::spawn`]), hands it the guest-RAM memfd and
+//! a shared control region, and then drives it with [`Executor::run`]: each run loads the full
+//! user-visible [`GuestState`], applies [`MmuCommand`]s, runs the guest natively until an
+//! instruction needs emulation (or the budget is spent), and returns an [`Exit`] with the state
+//! as it was *before* that instruction. See `docs/ARCHITECTURE.md`, section "Host driver".
+//!
+//! ```no_run
+//! use host_driver::{Executor, ExecutorConfig, GuestRam, GuestState, MmuCommand};
+//! use std::time::Duration;
+//! let ram = GuestRam::new(16 << 20)?;
+//! let mut exe = Executor::spawn(ExecutorConfig::new(ram.fd(), ram.size()))?;
+//! let mut state = GuestState::default();
+//! // ... set up segments, paging and code in `ram` ...
+//! let exit = exe.run(&mut state, Duration::from_millis(1), &[MmuCommand::FlushAll])?;
+//! println!("{:?} after {:?}", exit.reason, exit.native_time);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod decode;
+mod driver;
+mod error;
+mod exit;
+pub mod paging;
+pub mod protocol;
+pub mod seccomp;
+mod sys;
+
+pub use driver::{BudgetClock, Executor, ExecutorConfig, MmuCommand, XsaveInfo, DEFAULT_SPIN};
+pub use error::{DeathCause, DriverError};
+pub use exit::{EscapeKind, Exit, ExitReason, SyscallInstruction};
+pub use paging::Access;
+pub use protocol::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
+pub use sys::GuestRam;
+
+/// Host measurements used by the benchmarks as the yardsticks for the driver's costs.
+#[doc(hidden)]
+pub mod calibration {
+    pub use crate::sys::calibration::*;
+}

@@ -1,0 +1,418 @@
+//! Library-side operating-system glue: every `unsafe` block of the library (outside the
+//! executor) lives here.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Creates a sealed-size-capable memfd of `size` bytes (close-on-exec).
+pub(crate) fn memfd(name: &CStr, size: u64) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string; flags are valid.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    Ok(fd)
+}
+
+/// Size of the file behind `fd`.
+pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: `stat` is plain data; an all-zero value is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and a valid out-pointer.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_size as u64)
+}
+
+/// A shared mapping of (part of) a file, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct SharedMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; all access goes through raw pointers with
+// volatile/atomic operations, so sharing the handle between threads is sound.
+unsafe impl Send for SharedMapping {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMapping {}
+
+impl SharedMapping {
+    /// Maps `len` bytes of `fd` at `offset`, read/write, shared.
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, offset: u64) -> io::Result<Self> {
+        // SAFETY: a fresh mapping at a kernel-chosen address; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned 0"))?;
+        Ok(SharedMapping { ptr, len })
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The futex/sequence word at `offset` (4-byte aligned, inside the mapping).
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len);
+        // SAFETY: the address is inside the mapping (checked), 4-byte aligned (the mapping is
+        // page aligned and `offset` is checked), and the mapping lives as long as `&self`.
+        // Concurrent access by the other process is atomic too.
+        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast::<u32>()) }
+    }
+
+    /// Copies `src` into the mapping at `offset`.
+    pub(crate) fn write_bytes(&self, offset: usize, src: &[u8]) {
+        assert!(offset.checked_add(src.len()).is_some_and(|e| e <= self.len));
+        // SAFETY: the destination range is inside the mapping (checked) and cannot overlap
+        // `src`, which is ordinary process memory. No reference to the shared bytes is made.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        }
+    }
+
+    /// Copies bytes out of the mapping at `offset` into `dst`.
+    pub(crate) fn read_bytes(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset.checked_add(dst.len()).is_some_and(|e| e <= self.len));
+        // SAFETY: the source range is inside the mapping (checked) and cannot overlap `dst`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
+        }
+    }
+
+    /// Copies a plain-data value out of the mapping at `offset`.
+    pub(crate) fn read_pod<T: Pod>(&self, offset: usize) -> T {
+        let mut v = T::zeroed();
+        self.read_bytes(offset, pod_bytes_mut(&mut v));
+        v
+    }
+
+    /// Writes a plain-data value into the mapping at `offset`.
+    pub(crate) fn write_pod<T: Pod>(&self, offset: usize, v: &T) {
+        self.write_bytes(offset, pod_bytes(v));
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`; no references into it exist
+        // (all access is by copy).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Plain data: every bit pattern is a valid value and there is no padding that matters.
+///
+/// # Safety
+/// Implementors must be `repr(C)` structs of integers/arrays of integers for which any byte
+/// pattern is a valid value.
+pub(crate) unsafe trait Pod: Copy + 'static {
+    /// The all-zero value.
+    fn zeroed() -> Self {
+        // SAFETY: any bit pattern, including all zeros, is valid for a Pod type.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+// SAFETY: repr(C) integer fields and integer arrays only.
+unsafe impl Pod for crate::protocol::ExecArea {}
+// SAFETY: repr(C) integer fields and integer arrays only.
+unsafe impl Pod for crate::protocol::LibArea {}
+// SAFETY: repr(C) integer fields and integer arrays only.
+unsafe impl Pod for crate::protocol::GuestState {}
+// SAFETY: repr(C) integer fields and integer arrays only.
+unsafe impl Pod for crate::protocol::RawExit {}
+// SAFETY: repr(C) integer fields.
+unsafe impl Pod for crate::protocol::RawCommand {}
+// SAFETY: repr(C) integer fields.
+unsafe impl Pod for crate::protocol::RamRange {}
+// SAFETY: integers.
+unsafe impl Pod for u32 {}
+// SAFETY: integers.
+unsafe impl Pod for u64 {}
+
+/// The bytes of a Pod value.
+pub(crate) fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: `v` is a valid reference to `size_of::<T>()` initialised bytes (Pod types have
+    // no uninitialised padding that we rely on: all protocol types are padded explicitly).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// The bytes of a Pod value, writable.
+pub(crate) fn pod_bytes_mut<T: Pod>(v: &mut T) -> &mut [u8] {
+    // SAFETY: as `pod_bytes`; any byte pattern written is a valid `T`.
+    unsafe { std::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// FUTEX_WAIT on a shared word while it equals `expected`, for at most `timeout`.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `word` is a valid, aligned u32 in shared memory; `ts` is a valid timespec.
+    // Errors (EAGAIN, ETIMEDOUT, EINTR) are all handled by the caller re-checking the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+/// FUTEX_WAKE all waiters on a shared word.
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32 in shared memory.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
+
+/// Spawns the executor with `ram` as fd 3 and `control` as fd 4, an empty environment and
+/// stdin/stdout/stderr redirected to /dev/null.
+pub(crate) fn spawn_executor(
+    path: &std::path::Path,
+    ram: BorrowedFd<'_>,
+    control: BorrowedFd<'_>,
+    args: &[&str],
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let ram_raw = ram.as_raw_fd();
+    let control_raw = control.as_raw_fd();
+    let mut cmd = std::process::Command::new(path);
+    cmd.args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (fcntl, dup2, dup) on file descriptors inherited from the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both fds out of the way first so that dup2 onto 3/4 cannot clobber them.
+            let r = cvt(libc::fcntl(ram_raw, libc::F_DUPFD_CLOEXEC, 10))?;
+            let c = cvt(libc::fcntl(control_raw, libc::F_DUPFD_CLOEXEC, 10))?;
+            cvt(libc::dup2(r, crate::protocol::RAM_FD))?;
+            cvt(libc::dup2(c, crate::protocol::CONTROL_FD))?;
+            Ok(())
+        })
+    };
+    cmd.spawn()
+}
+
+/// Directory-relative path of the shared object or executable that contains this crate.
+pub(crate) fn current_module_path() -> Option<PathBuf> {
+    // SAFETY: `Dl_info` is plain data; zero is a valid initial value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let addr = current_module_path as fn() -> Option<PathBuf> as *const libc::c_void;
+    // SAFETY: `addr` is the address of a function of this module; `info` is a valid out
+    // pointer.
+    let ok = unsafe { libc::dladdr(addr, &mut info) };
+    if ok == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dladdr returned a valid NUL-terminated path for a loaded object.
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    let p = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+        name.to_bytes(),
+    ));
+    if p.is_absolute() {
+        Some(p)
+    } else {
+        std::env::current_exe().ok()
+    }
+}
+
+/// Guest RAM: a memfd mapped into this process, shared with the executor (and with Bochs).
+///
+/// Guest memory is never exposed as a Rust slice (the executor writes it concurrently); all
+/// access is by copying.
+#[derive(Debug)]
+pub struct GuestRam {
+    fd: OwnedFd,
+    map: SharedMapping,
+}
+
+impl GuestRam {
+    /// Creates `size` bytes (a multiple of 4 KiB) of zeroed guest RAM.
+    pub fn new(size: u64) -> io::Result<Self> {
+        if size == 0 || size % 4096 != 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "size must be a multiple of 4096"));
+        }
+        let fd = memfd(c"plex86-guest-ram", size)?;
+        let len = usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let map = SharedMapping::new(fd.as_fd(), len, 0)?;
+        Ok(GuestRam { fd, map })
+    }
+    /// The memfd (pass it in [`crate::ExecutorConfig`]).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.map.len() as u64
+    }
+    /// Writes `data` at guest-physical `pa`. Panics when out of range.
+    pub fn write(&self, pa: u64, data: &[u8]) {
+        self.map.write_bytes(usize::try_from(pa).expect("address"), data);
+    }
+    /// Reads into `buf` from guest-physical `pa`. Panics when out of range.
+    pub fn read(&self, pa: u64, buf: &mut [u8]) {
+        self.map.read_bytes(usize::try_from(pa).expect("address"), buf);
+    }
+    /// Reads a little-endian u32.
+    pub fn read_u32(&self, pa: u64) -> u32 {
+        let mut b = [0; 4];
+        self.read(pa, &mut b);
+        u32::from_le_bytes(b)
+    }
+    /// Writes a little-endian u32.
+    pub fn write_u32(&self, pa: u64, v: u32) {
+        self.write(pa, &v.to_le_bytes());
+    }
+    /// Reads a little-endian u64.
+    pub fn read_u64(&self, pa: u64) -> u64 {
+        let mut b = [0; 8];
+        self.read(pa, &mut b);
+        u64::from_le_bytes(b)
+    }
+    /// Writes a little-endian u64.
+    pub fn write_u64(&self, pa: u64, v: u64) {
+        self.write(pa, &v.to_le_bytes());
+    }
+}
+
+/// Host yardsticks for the benchmarks.
+pub mod calibration {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    static HITS: AtomicU64 = AtomicU64::new(0);
+
+    extern "C" fn on_usr1(_: libc::c_int) {
+        HITS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Average cost of one in-process signal round trip (raise → handler → sigreturn), over
+    /// `iters` signals.
+    pub fn signal_round_trip(iters: u32) -> Duration {
+        // SAFETY: `sigaction` is plain data; installing a handler that only bumps an atomic
+        // counter is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        }
+        let t = Instant::now();
+        for _ in 0..iters {
+            // SAFETY: sends SIGUSR1 to this thread, which has a handler installed above.
+            unsafe { libc::raise(libc::SIGUSR1) };
+        }
+        t.elapsed() / iters.max(1)
+    }
+
+    /// Average cost of one `mmap(MAP_SHARED | MAP_FIXED)` of a memfd page into a PROT_NONE
+    /// anonymous reservation (splitting it), over `iters` calls: the operation a demand fill
+    /// performs. Re-reserving between chunks is not timed.
+    pub fn mmap_fixed_replace(iters: u32) -> Duration {
+        const SLOTS: usize = 16384;
+        let fd = super::memfd(c"plex86-calib", 1 << 20).expect("memfd");
+        let len = SLOTS * 4096;
+        let reserve = |at: *mut libc::c_void, fixed: bool| {
+            let flags = libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | if fixed { libc::MAP_FIXED } else { 0 };
+            // SAFETY: either a fresh reservation at a kernel-chosen address, or a re-reservation
+            // of exactly the range this function reserved and owns.
+            let p = unsafe { libc::mmap(at, len, libc::PROT_NONE, flags, -1, 0) };
+            assert_ne!(p, libc::MAP_FAILED);
+            p
+        };
+        let base = reserve(std::ptr::null_mut(), false);
+        let mut total = Duration::ZERO;
+        let mut done = 0usize;
+        while done < iters as usize {
+            let chunk = (iters as usize - done).min(SLOTS);
+            let t = Instant::now();
+            for i in 0..chunk {
+                // SAFETY: maps one page inside the reservation made above, which this function
+                // owns exclusively.
+                let p = unsafe {
+                    libc::mmap(
+                        base.cast::<u8>().add(i * 4096).cast(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED | libc::MAP_FIXED,
+                        std::os::fd::AsRawFd::as_raw_fd(&fd),
+                        ((i * 2) % 256 * 4096) as libc::off_t,
+                    )
+                };
+                assert_ne!(p, libc::MAP_FAILED);
+            }
+            total += t.elapsed();
+            done += chunk;
+            reserve(base, true);
+        }
+        // SAFETY: unmaps the reservation made above.
+        unsafe { libc::munmap(base, len) };
+        total / iters.max(1)
+    }
+
+    /// Runs the reference compute loop natively (64-bit host code) for `iters` iterations and
+    /// returns the elapsed time and the final accumulator. The guest benchmark runs the same
+    /// instruction sequence in compatibility mode:
+    /// `imul eax, eax, 0x41c64e6d; add eax, 12345; xor edx, eax; rol edx, 5; dec ecx; jnz`.
+    pub fn native_compute_loop(iters: u32) -> (Duration, u32) {
+        let t = Instant::now();
+        let mut eax: u32 = 1;
+        let mut edx: u32 = 0;
+        // SAFETY: pure register arithmetic with no memory access; all clobbered registers are
+        // declared.
+        unsafe {
+            std::arch::asm!(
+                ".p2align 4",
+                "2:",
+                "imul eax, eax, 0x41c64e6d",
+                "add eax, 12345",
+                "xor edx, eax",
+                "rol edx, 5",
+                "dec ecx",
+                "jnz 2b",
+                inout("eax") eax,
+                inout("edx") edx,
+                inout("ecx") iters.max(1) => _,
+                options(nomem, nostack),
+            );
+        }
+        let _ = eax;
+        (t.elapsed(), edx)
+    }
+}

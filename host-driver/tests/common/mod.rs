@@ -1,0 +1,196 @@
+//! Test fixture: a guest RAM memfd with synthetic page tables and segment state, an executor,
+//! and guest code assembled with iced-x86's CodeAssembler.
+#![allow(dead_code)]
+
+use host_driver::{Executor, ExecutorConfig, Exit, GuestRam, GuestState, MmuCommand, Segment};
+use iced_x86::code_asm::CodeAssembler;
+use std::time::Duration;
+
+pub const RAM_SIZE: u64 = 16 << 20;
+/// Guest selectors: CS = GDT index 3, data = index 4 (RPL 3).
+pub const CS_SEL: u16 = 0x1b;
+pub const DS_SEL: u16 = 0x23;
+/// Where tests put code and stack (linear), and the physical pages behind them.
+pub const CODE: u32 = 0x0040_0000;
+pub const CODE_PHYS: u64 = 0x0010_0000;
+pub const DATA: u32 = 0x0050_0000;
+pub const DATA_PHYS: u64 = 0x0020_0000;
+pub const STACK_TOP: u32 = 0x0080_0000;
+pub const STACK_PHYS: u64 = 0x0030_0000;
+
+pub const P: u64 = 1;
+pub const RW: u64 = 2;
+pub const US: u64 = 4;
+pub const A: u64 = 0x20;
+pub const D: u64 = 0x40;
+pub const PS: u64 = 0x80;
+pub const G: u64 = 0x100;
+pub const NX: u64 = 1 << 63;
+pub const URW: u64 = P | RW | US;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    TwoLevel,
+    Pae,
+}
+
+pub struct Vm {
+    pub ram: GuestRam,
+    pub exe: Executor,
+    pub state: GuestState,
+    pub mode: Mode,
+    next_table: u64,
+    pdpt: u64,
+}
+
+pub fn executor_path() -> std::path::PathBuf {
+    env!("CARGO_BIN_EXE_plex86-executor").into()
+}
+
+impl Vm {
+    pub fn new(mode: Mode) -> Vm {
+        Self::with_ram_map(mode, std::iter::once(0..RAM_SIZE).collect())
+    }
+
+    pub fn with_ram_map(mode: Mode, map: Vec<std::ops::Range<u64>>) -> Vm {
+        let ram = GuestRam::new(RAM_SIZE).expect("guest RAM");
+        let mut cfg = ExecutorConfig::new(ram.fd(), RAM_SIZE);
+        cfg.executor_path = Some(executor_path());
+        cfg.ram_map = map;
+        if let Some(spin) = std::env::var("PLEX86_TEST_SPIN").ok().and_then(|s| s.parse().ok()) {
+            cfg.spin = spin;
+        }
+        let exe = Executor::spawn(cfg).expect("spawn executor");
+        let mut state = GuestState::default();
+        state.segs[1] = Segment::flat_code(CS_SEL);
+        for i in [0, 2, 3] {
+            state.segs[i] = Segment::flat_data(DS_SEL);
+        }
+        state.segs[4] = Segment::null(0);
+        state.segs[5] = Segment::null(0);
+        state.eflags = 0x202;
+        state.gprs[4] = STACK_TOP - 16;
+        state.eip = CODE;
+        state.xcr0 = 3;
+        let mut vm = Vm { ram, exe, state, mode, next_table: 0x2000, pdpt: 0x1000 };
+        match mode {
+            Mode::TwoLevel => {
+                vm.state.cr0 = 0x8001_0031; // PG, WP, NE, ET, PE
+                vm.state.cr3 = 0x1000;
+                vm.state.cr4 = 0x10 | 0x80; // PSE, PGE
+            }
+            Mode::Pae => {
+                vm.state.cr0 = 0x8001_0031;
+                vm.state.cr3 = 0x1000;
+                vm.state.cr4 = 0x20 | 0x80; // PAE, PGE
+                vm.state.efer = 1 << 11; // NXE
+                // Four PDPTEs with their page directories.
+                for i in 0..4 {
+                    let pd = vm.alloc_table();
+                    vm.ram.write_u64(0x1000 + 8 * i, pd | P);
+                }
+            }
+        }
+        // Code, data and stack: 64 KiB each.
+        for i in 0..16u32 {
+            vm.map(CODE + i * 4096, CODE_PHYS + u64::from(i) * 4096, URW);
+            vm.map(DATA + i * 4096, DATA_PHYS + u64::from(i) * 4096, URW);
+            vm.map(STACK_TOP - (i + 1) * 4096, STACK_PHYS + u64::from(i) * 4096, URW);
+        }
+        vm
+    }
+
+    pub fn alloc_table(&mut self) -> u64 {
+        let t = self.next_table;
+        self.next_table += 4096;
+        assert!(self.next_table < 0x0010_0000, "page-table area exhausted");
+        t
+    }
+
+    /// Physical address of the PDE for `lin`.
+    pub fn pde_addr(&self, lin: u32) -> u64 {
+        match self.mode {
+            Mode::TwoLevel => u64::from(self.state.cr3) + u64::from(lin >> 22) * 4,
+            Mode::Pae => {
+                let pdpte = self.ram.read_u64(self.pdpt + u64::from(lin >> 30) * 8);
+                (pdpte & !0xfff) + u64::from((lin >> 21) & 0x1ff) * 8
+            }
+        }
+    }
+
+    fn read_entry(&self, pa: u64) -> u64 {
+        match self.mode {
+            Mode::TwoLevel => u64::from(self.ram.read_u32(pa)),
+            Mode::Pae => self.ram.read_u64(pa),
+        }
+    }
+
+    pub fn write_entry(&self, pa: u64, v: u64) {
+        match self.mode {
+            Mode::TwoLevel => self.ram.write_u32(pa, v as u32),
+            Mode::Pae => self.ram.write_u64(pa, v),
+        }
+    }
+
+    /// Physical address of the PTE for `lin` (creating the page table if needed).
+    pub fn pte_addr(&mut self, lin: u32) -> u64 {
+        let pde_pa = self.pde_addr(lin);
+        let mut pde = self.read_entry(pde_pa);
+        if pde & P == 0 {
+            let t = self.alloc_table();
+            pde = t | URW;
+            self.write_entry(pde_pa, pde);
+        }
+        match self.mode {
+            Mode::TwoLevel => (pde & 0xffff_f000) + u64::from((lin >> 12) & 0x3ff) * 4,
+            Mode::Pae => (pde & 0x000f_ffff_ffff_f000) + u64::from((lin >> 12) & 0x1ff) * 8,
+        }
+    }
+
+    /// Maps the 4 KiB page at `lin` to `phys` with PTE flags `flags`.
+    pub fn map(&mut self, lin: u32, phys: u64, flags: u64) {
+        let pa = self.pte_addr(lin);
+        self.write_entry(pa, phys | flags);
+    }
+
+    pub fn pte(&mut self, lin: u32) -> u64 {
+        let pa = self.pte_addr(lin);
+        self.read_entry(pa)
+    }
+
+    pub fn set_pte(&mut self, lin: u32, v: u64) {
+        let pa = self.pte_addr(lin);
+        self.write_entry(pa, v);
+    }
+
+    /// Assembles 32-bit code at linear `at` (which must be mapped to CODE_PHYS + offset).
+    pub fn code_at(&mut self, at: u32, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Vec<u8> {
+        let mut a = CodeAssembler::new(32).unwrap();
+        f(&mut a).unwrap();
+        let bytes = a.assemble(u64::from(at)).unwrap();
+        assert!(at >= CODE && at + bytes.len() as u32 <= CODE + 0x10000);
+        self.ram.write(CODE_PHYS + u64::from(at - CODE), &bytes);
+        bytes
+    }
+
+    /// Assembles code at CODE and points EIP there.
+    pub fn code(&mut self, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Vec<u8> {
+        self.state.eip = CODE;
+        self.code_at(CODE, f)
+    }
+
+    pub fn run(&mut self) -> Exit<'_> {
+        self.run_with(&[])
+    }
+
+    pub fn run_with(&mut self, cmds: &[MmuCommand]) -> Exit<'_> {
+        self.exe
+            .run(&mut self.state, Duration::from_secs(5), cmds)
+            .unwrap_or_else(|e| panic!("run failed: {e}"))
+    }
+}
+
+/// Finds `needle` in assembled bytes (for "EIP at instruction X" assertions).
+pub fn offset_of_bytes(hay: &[u8], needle: &[u8]) -> u32 {
+    hay.windows(needle.len()).position(|w| w == needle).expect("instruction bytes") as u32
+}

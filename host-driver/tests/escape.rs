@@ -1,0 +1,187 @@
+//! Escape attempts: far transfers to the host's 64-bit code selector, loads of each host
+//! selector, host system calls through all three instructions. Each must be contained: either a
+//! normal exit (the executor keeps working), or a "guest escape" exit after which the executor
+//! is gone — and never a host system call executed on the guest's behalf.
+
+mod common;
+
+use common::*;
+use host_driver::{DeathCause, DriverError, EscapeKind, ExitReason, SEG_NOT_INSTALLED};
+use iced_x86::code_asm::*;
+use std::time::Duration;
+
+const TARGET: u32 = CODE + 0x100;
+
+/// Puts 64-bit code at TARGET.
+fn code64(vm: &mut Vm, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) {
+    let mut a = CodeAssembler::new(64).unwrap();
+    f(&mut a).unwrap();
+    let bytes = a.assemble(u64::from(TARGET)).unwrap();
+    vm.ram.write(CODE_PHYS + u64::from(TARGET - CODE), &bytes);
+}
+
+fn expect_escape(vm: &mut Vm, kind: EscapeKind) {
+    let exit = vm.exe.run(&mut vm.state, Duration::from_millis(200), &[]).unwrap();
+    match exit.reason {
+        ExitReason::GuestEscape { kind: k, .. } => assert_eq!(k, kind, "{}", exit.reason.describe()),
+        other => panic!("expected a guest escape, got {other:?}"),
+    }
+    assert!(exit.reason.describe().starts_with("guest escape"));
+    // The executor is gone; further runs fail cleanly.
+    match vm.exe.run(&mut vm.state, Duration::from_millis(10), &[]) {
+        Err(DriverError::ExecutorDied(DeathCause::KilledByLibrary)) => {}
+        other => panic!("expected a dead executor, got {other:?}"),
+    }
+}
+
+#[test]
+fn far_jump_to_host_64bit_selector_is_caught() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    code64(&mut vm, |a| a.hlt());
+    vm.code(|a| a.jmp_far(0x33, TARGET));
+    expect_escape(&mut vm, EscapeKind::LongMode);
+}
+
+#[test]
+fn far_call_to_host_64bit_selector_is_caught() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    code64(&mut vm, |a| a.ud2());
+    vm.code(|a| a.call_far(0x33, TARGET));
+    expect_escape(&mut vm, EscapeKind::LongMode);
+}
+
+#[test]
+fn far_return_into_64bit_infinite_loop_is_caught_by_the_budget_timer() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    code64(&mut vm, |a| {
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.jmp(l)
+    });
+    vm.code(|a| {
+        a.push(0x33)?;
+        a.push(TARGET)?;
+        a.retf()
+    });
+    expect_escape(&mut vm, EscapeKind::LongMode);
+}
+
+#[test]
+fn host_syscall_from_64bit_guest_code_is_not_executed() {
+    for (nr, name) in [(60u32, "exit"), (39, "getpid"), (57, "fork")] {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        code64(&mut vm, |a| {
+            a.mov(eax, nr)?;
+            a.syscall()?;
+            a.hlt()
+        });
+        vm.code(|a| a.jmp_far(0x33, TARGET));
+        let exit = vm.exe.run(&mut vm.state, Duration::from_millis(200), &[]).unwrap();
+        assert!(
+            matches!(exit.reason, ExitReason::GuestEscape { kind: EscapeKind::HostSyscall, address, .. } if address == u64::from(TARGET) + 7),
+            "{name}: {:?}",
+            exit.reason
+        );
+    }
+}
+
+#[test]
+fn int80_from_64bit_guest_code_is_caught() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    code64(&mut vm, |a| {
+        a.mov(eax, 1)?;
+        a.int(0x80)
+    });
+    vm.code(|a| a.jmp_far(0x33, TARGET));
+    expect_escape(&mut vm, EscapeKind::LongMode);
+}
+
+/// Loads `sel` into segment register `sreg` (0 ES … 5 GS); returns the exit.
+fn load_selector(sreg: usize, sel: u16) -> (Vm, ExitReason, Vec<u8>) {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    let regs = [es, cs, ss, ds, fs, gs];
+    let code = vm.code(|a| {
+        a.mov(eax, u32::from(sel))?;
+        a.mov(regs[sreg], ax)?;
+        a.hlt()
+    });
+    let exit = vm.run();
+    let reason = exit.reason;
+    (vm, reason, code)
+}
+
+#[test]
+fn loads_of_each_host_selector_are_contained() {
+    for sreg in [0usize, 2, 3, 4, 5] {
+        for sel in [0x23u16, 0x2b, 0x33, 0x63, 0x6b, 0x73, 0x7b] {
+            let (mut vm, reason, code) = load_selector(sreg, sel);
+            let what = format!("sreg {sreg} <- {sel:#x}: {reason:?}");
+            match reason {
+                // The load faulted: the emulator performs it with the guest's tables.
+                ExitReason::SegmentLoad => assert_eq!(vm.state.eip, CODE + 5, "{what}"),
+                // The load succeeded natively (a host GDT descriptor that CPL 3 may load): the
+                // register is reported raw and flagged for the emulator to reload.
+                ExitReason::Privileged => {
+                    assert_eq!(vm.state.eip, CODE + code.len() as u32 - 1, "{what}");
+                    assert_eq!(vm.state.segs[sreg].selector, sel, "{what}");
+                    assert_eq!(vm.state.segs[sreg].flags, SEG_NOT_INSTALLED, "{what}");
+                    assert!([0x23, 0x2b, 0x33, 0x7b].contains(&sel), "{what}");
+                }
+                other => panic!("{what}: unexpected {other:?}"),
+            }
+            if [0x63, 0x6b, 0x73].contains(&sel) {
+                assert_eq!(reason, ExitReason::SegmentLoad, "TLS slots must fault: {what}");
+            }
+            // Still alive and usable: re-enter with the state as the emulator would restore it.
+            vm.state.segs[sreg] = if sreg == 2 {
+                host_driver::Segment::flat_data(DS_SEL)
+            } else {
+                host_driver::Segment::null(0)
+            };
+            vm.state.eip = CODE + code.len() as u32 - 1;
+            assert_eq!(vm.run().reason, ExitReason::Privileged, "{what}");
+        }
+    }
+}
+
+#[test]
+fn far_jump_to_host_32bit_code_selector_is_contained() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    vm.ram.write(CODE_PHYS + u64::from(TARGET - CODE), &[0xf4]);
+    vm.code(|a| a.jmp_far(0x23, TARGET));
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::Privileged);
+    assert_eq!(vm.state.eip, TARGET);
+    assert_eq!(vm.state.segs[1].selector, 0x23);
+    assert_eq!(vm.state.segs[1].flags, SEG_NOT_INSTALLED);
+}
+
+#[test]
+fn host_system_calls_from_compat_mode_never_run() {
+    // exit(0), kill(getppid... ) numbers: none of them may run on the host.
+    for nr in [1u32, 2, 11, 37, 120] {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        let code = vm.code(|a| {
+            a.mov(eax, nr)?;
+            a.mov(ebx, 0)?;
+            a.int(0x80)?;
+            a.push(eax)?;
+            a.pop(eax)?;
+            a.mov(eax, nr)?;
+            a.syscall()?;
+            a.mov(eax, nr)?;
+            a.sysenter()
+        });
+        let exit = vm.run();
+        assert_eq!(exit.reason, ExitReason::SoftwareInterrupt { vector: 0x80 });
+        assert_eq!(vm.state.gprs[0], nr);
+        vm.state.eip += 2;
+        let exit = vm.run();
+        assert!(matches!(exit.reason, ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode), "{:?} {:x?}", exit.reason, vm.state);
+        vm.state.eip = CODE + offset_of_bytes(&code, &[0x0f, 0x34]) - 5;
+        let exit = vm.run();
+        assert!(matches!(exit.reason, ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode), "{:?}", exit.reason);
+        // The executor is alive and well.
+        assert!(vm.exe.apply_commands(&[host_driver::MmuCommand::FlushAll]).is_ok());
+    }
+}

@@ -1,0 +1,250 @@
+//! Shadow paging: A/D bits, PSE and PAE/NX walks, read-only-until-dirty, the MMU commands and
+//! the code-page write log.
+
+mod common;
+
+use common::*;
+use host_driver::{Access, ExitReason, MmuCommand};
+use iced_x86::code_asm::*;
+
+fn run_expect_hlt(vm: &mut Vm, cmds: &[MmuCommand]) -> Vec<u64> {
+    let exit = vm.run_with(cmds);
+    assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
+    let pages = exit.code_pages_written.to_vec();
+    vm.state.eip += 1; // skip HLT
+    pages
+}
+
+#[test]
+fn accessed_and_dirty_bits_two_level() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    vm.map(DATA, DATA_PHYS, URW);
+    vm.ram.write_u32(DATA_PHYS, 41);
+    vm.code(|a| {
+        a.mov(eax, dword_ptr(DATA))?;
+        a.hlt()?;
+        a.inc(eax)?;
+        a.mov(dword_ptr(DATA + 4), eax)?;
+        a.hlt()
+    });
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!(vm.state.gprs[0], 41);
+    assert_eq!(vm.pte(DATA), DATA_PHYS | URW | A, "read sets A only");
+    assert_ne!(vm.ram.read_u32(vm.pde_addr(DATA)) & A as u32, 0, "PDE accessed");
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!(vm.pte(DATA), DATA_PHYS | URW | A | D, "write sets D");
+    assert_eq!(vm.ram.read_u32(DATA_PHYS + 4), 42);
+}
+
+#[test]
+fn read_only_until_dirty_upgrade_pae() {
+    let mut vm = Vm::new(Mode::Pae);
+    vm.map(DATA, DATA_PHYS, URW | A);
+    vm.code(|a| {
+        a.mov(eax, dword_ptr(DATA))?;
+        a.hlt()?;
+        a.mov(dword_ptr(DATA), 0x1234_5678)?;
+        a.mov(ebx, dword_ptr(DATA))?;
+        a.hlt()
+    });
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!(vm.pte(DATA) & D, 0, "mirrored read-only while D is clear");
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!(vm.pte(DATA) & D, D, "D set before the first write was allowed");
+    assert_eq!(vm.state.gprs[3], 0x1234_5678);
+    assert_eq!(vm.ram.read_u32(DATA_PHYS), 0x1234_5678);
+}
+
+#[test]
+fn pse_4mib_page() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    let lin = 0x0c00_0000u32;
+    let pde = vm.pde_addr(lin);
+    vm.ram.write_u32(pde, 0x0080_0000 | (URW | PS) as u32);
+    vm.ram.write_u32(0x0080_0000 + 0x1234, 7);
+    vm.code(|a| {
+        a.mov(eax, dword_ptr(lin + 0x1234))?;
+        a.mov(dword_ptr(lin + 0x3f_f000), eax)?;
+        a.hlt()
+    });
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!(vm.state.gprs[0], 7);
+    assert_eq!(vm.ram.read_u32(0x00bf_f000), 7);
+    assert_eq!(u64::from(vm.ram.read_u32(pde)) & (A | D), A | D);
+}
+
+#[test]
+fn pae_2mib_pages_with_and_without_nx() {
+    let mut vm = Vm::new(Mode::Pae);
+    let exec_lin = 0x0a00_0000u32;
+    let nx_lin = 0x0a20_0000u32;
+    let pde_x = vm.pde_addr(exec_lin);
+    let pde_nx = vm.pde_addr(nx_lin);
+    vm.ram.write_u64(pde_x, 0x0080_0000 | URW | PS);
+    vm.ram.write_u64(pde_nx, 0x00a0_0000 | URW | PS | NX);
+    vm.ram.write(0x0080_0000 + 0x5000, &[0xf4]); // hlt inside the executable 2 MiB page
+    vm.ram.write_u32(0x00a0_0000 + 0x10, 99);
+    vm.code(|a| {
+        a.mov(eax, dword_ptr(nx_lin + 0x10))?;
+        a.mov(ecx, exec_lin + 0x5000)?;
+        a.jmp(ecx)
+    });
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::Privileged);
+    assert_eq!(vm.state.eip, exec_lin + 0x5000);
+    assert_eq!(vm.state.gprs[0], 99, "data read from an NX page");
+    vm.state.eip = nx_lin + 0x10;
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::PageFault { linear: nx_lin + 0x10, access: Access::Fetch, error_code: 0x15 });
+    assert_eq!(vm.ram.read_u64(pde_nx) & A, A);
+}
+
+#[test]
+fn tables_are_rewalked_before_a_fault_is_reported() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    vm.map(DATA, DATA_PHYS, 0); // not present
+    vm.ram.write_u32(DATA_PHYS, 5);
+    vm.code(|a| {
+        a.mov(eax, dword_ptr(DATA))?;
+        a.hlt()
+    });
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::PageFault { linear: DATA, access: Access::Read, error_code: 4 });
+    vm.map(DATA, DATA_PHYS, URW); // the guest fixes its PTE (no INVLPG needed for not-present)
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!(vm.state.gprs[0], 5);
+}
+
+/// Maps DATA to physical page `a` (value 1) and DATA+4K to `b` (value 2), global as asked,
+/// reads both, then remaps them to pages holding 11 and 12.
+fn remap_fixture(global_first: bool) -> Vm {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    let g = if global_first { G } else { 0 };
+    vm.map(DATA, DATA_PHYS, URW | g);
+    vm.map(DATA + 0x1000, DATA_PHYS + 0x1000, URW);
+    vm.ram.write_u32(DATA_PHYS, 1);
+    vm.ram.write_u32(DATA_PHYS + 0x1000, 2);
+    vm.ram.write_u32(DATA_PHYS + 0x2000, 11);
+    vm.ram.write_u32(DATA_PHYS + 0x3000, 12);
+    vm.code(|a| {
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.mov(eax, dword_ptr(DATA))?;
+        a.mov(ebx, dword_ptr(DATA + 0x1000))?;
+        a.hlt()?;
+        a.jmp(top)
+    });
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (1, 2));
+    vm.map(DATA, DATA_PHYS + 0x2000, URW | g);
+    vm.map(DATA + 0x1000, DATA_PHYS + 0x3000, URW);
+    // Without a command the mirrors are stale, like a TLB.
+    vm.state.eip = CODE;
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (1, 2));
+    vm.state.eip = CODE;
+    vm
+}
+
+#[test]
+fn invalidate_page_command() {
+    let mut vm = remap_fixture(false);
+    run_expect_hlt(&mut vm, &[MmuCommand::InvalidatePage(DATA + 0x1000 + 0x123)]);
+    assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (1, 12));
+}
+
+#[test]
+fn flush_all_command() {
+    let mut vm = remap_fixture(true);
+    run_expect_hlt(&mut vm, &[MmuCommand::FlushAll]);
+    assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (11, 12));
+}
+
+#[test]
+fn flush_non_global_command_keeps_global_pages() {
+    let mut vm = remap_fixture(true);
+    run_expect_hlt(&mut vm, &[MmuCommand::FlushNonGlobal]);
+    assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (1, 12));
+    vm.state.eip = CODE;
+    run_expect_hlt(&mut vm, &[MmuCommand::FlushAll]);
+    assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (11, 12));
+}
+
+#[test]
+fn commands_without_entry_and_many_pages() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    for i in 0..1500u32 {
+        vm.map(0x0100_0000 + i * 4096, 0x0040_0000 + u64::from(i) * 4096, URW | A | D);
+    }
+    vm.code(|a| {
+        a.mov(ebx, 0x0100_0000)?;
+        a.mov(ecx, 1500)?;
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.add(eax, dword_ptr(ebx))?;
+        a.mov(dword_ptr(ebx), ecx)?;
+        a.add(ebx, 4096)?;
+        a.dec(ecx)?;
+        a.jnz(l)?;
+        a.hlt()
+    });
+    run_expect_hlt(&mut vm, &[]);
+    assert_eq!(vm.ram.read_u32(0x0040_0000), 1500);
+    vm.exe.apply_commands(&[MmuCommand::FlushAll]).unwrap();
+    let cmds: Vec<MmuCommand> = (0..600).map(|i| MmuCommand::InvalidatePage(0x0100_0000 + i * 4096)).collect();
+    vm.state.eip = CODE;
+    vm.state.gprs[0] = 0;
+    run_expect_hlt(&mut vm, &cmds);
+    assert_eq!(vm.state.gprs[0], (1..=1500).sum::<u32>());
+}
+
+#[test]
+fn write_protect_logs_code_page_writes() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    vm.map(DATA, DATA_PHYS, URW | A | D);
+    vm.map(DATA + 0x1000, DATA_PHYS + 0x1000, URW | A | D);
+    vm.code(|a| {
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.mov(dword_ptr(DATA), eax)?;
+        a.hlt()?;
+        a.mov(dword_ptr(DATA + 0x1000), eax)?;
+        a.hlt()?;
+        a.jmp(top)
+    });
+    vm.state.gprs[0] = 1;
+    // The first page is mirrored writable, then write-protected.
+    assert!(run_expect_hlt(&mut vm, &[]).is_empty());
+    vm.state.eip = CODE;
+    vm.state.gprs[0] = 2;
+    let log = run_expect_hlt(&mut vm, &[MmuCommand::WriteProtectPhysPage(DATA_PHYS + 0x10)]);
+    assert_eq!(log, vec![DATA_PHYS], "native write to a write-protected page is logged");
+    assert_eq!(vm.ram.read_u32(DATA_PHYS), 2, "and then allowed");
+    // The second page is write-protected before it is ever mirrored.
+    vm.state.gprs[0] = 3;
+    let log = run_expect_hlt(&mut vm, &[MmuCommand::WriteProtectPhysPage(DATA_PHYS + 0x1000)]);
+    assert_eq!(log, vec![DATA_PHYS + 0x1000]);
+    assert_eq!(vm.ram.read_u32(DATA_PHYS + 0x1000), 3);
+    // Writes after the log are not logged again.
+    vm.state.eip = CODE;
+    assert!(run_expect_hlt(&mut vm, &[]).is_empty());
+    assert!(run_expect_hlt(&mut vm, &[]).is_empty());
+}
+
+#[test]
+fn aliased_physical_page_is_write_protected_everywhere() {
+    let mut vm = Vm::new(Mode::Pae);
+    vm.map(DATA, DATA_PHYS, URW | A | D);
+    vm.map(DATA + 0x5000, DATA_PHYS, URW | A | D); // alias
+    vm.code(|a| {
+        a.mov(dword_ptr(DATA), 1)?;
+        a.mov(dword_ptr(DATA + 0x5000), 2)?;
+        a.hlt()?;
+        a.mov(dword_ptr(DATA + 0x5004), 3)?;
+        a.hlt()
+    });
+    assert!(run_expect_hlt(&mut vm, &[]).is_empty());
+    let log = run_expect_hlt(&mut vm, &[MmuCommand::WriteProtectPhysPage(DATA_PHYS)]);
+    assert_eq!(log, vec![DATA_PHYS]);
+    assert_eq!(vm.ram.read_u32(DATA_PHYS + 4), 3);
+}
