@@ -102,6 +102,35 @@ static inline void result(const char *fmt, ...)
     fflush(stdout);
 }
 
+/* Which vector ISAs user code may use: CPUID says so and the kernel enabled their state in XCR0.
+ * SUITE_NO_AVX512 / SUITE_NO_AVX2 force the narrower paths (test hooks). Prints cpu: lines. */
+struct vector_isa { uint64_t xcr0; int avx2, avx512; };
+
+static inline struct vector_isa detect_vector_isa(void)
+{
+    struct vector_isa v = { 0, 0, 0 };
+    unsigned a, b, c, d, max, b7 = 0;
+    __asm__ volatile("cpuid" : "=a"(max), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (osxsave) {
+        uint32_t lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        v.xcr0 = ((uint64_t)hi << 32) | lo;
+    }
+    if (max >= 7) __asm__ volatile("cpuid" : "=a"(a), "=b"(b7), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    v.avx2 = avx && osxsave && (v.xcr0 & 6) == 6 && ((b7 >> 5) & 1);
+    v.avx512 = v.avx2 && (v.xcr0 & 0xe6) == 0xe6 &&
+               ((b7 >> 16) & 1) && ((b7 >> 17) & 1) && ((b7 >> 28) & 1) &&
+               ((b7 >> 30) & 1) && ((b7 >> 31) & 1);  /* F DQ CD BW VL */
+    if (getenv("SUITE_NO_AVX512")) v.avx512 = 0;
+    if (getenv("SUITE_NO_AVX2")) v.avx2 = v.avx512 = 0;
+    cpu_line("xcr0", "0x%llx", (unsigned long long)v.xcr0);
+    cpu_line("avx2", "%s", v.avx2 ? "yes" : "no");
+    cpu_line("avx512", "%s", v.avx512 ? "yes" : "no");
+    return v;
+}
+
 static inline void result_ck(const char *tag, const ck_t *c)
 {
     result("%s-%016llx", tag, (unsigned long long)c->h);

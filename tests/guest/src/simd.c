@@ -18,7 +18,6 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <immintrin.h>
-#include <cpuid.h>
 
 static ck_t ck;
 static unsigned long nops;
@@ -353,32 +352,11 @@ static void t_sigfpe(void)
 /* ---- CPU features ---- */
 static int have_avx2, have_avx512;
 
-static uint64_t xgetbv0(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return ((uint64_t)hi << 32) | lo;
-}
-
 static void detect(void)
 {
-    unsigned a, b, c, d, max;
-    __cpuid(0, max, b, c, d);
-    __cpuid(1, a, b, c, d);
-    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
-    uint64_t xcr0 = osxsave ? xgetbv0() : 0;
-    unsigned b7 = 0;
-    if (max >= 7) __cpuid_count(7, 0, a, b7, c, d);
-    have_avx2 = avx && osxsave && (xcr0 & 6) == 6 && ((b7 >> 5) & 1);
-    have_avx512 = have_avx2 && (xcr0 & 0xe6) == 0xe6 &&
-                  ((b7 >> 16) & 1) && ((b7 >> 17) & 1) && ((b7 >> 28) & 1) &&
-                  ((b7 >> 30) & 1) && ((b7 >> 31) & 1);  /* F DQ CD BW VL */
-    /* test hooks: force the narrower paths */
-    if (getenv("SUITE_NO_AVX512")) have_avx512 = 0;
-    if (getenv("SUITE_NO_AVX2")) have_avx2 = have_avx512 = 0;
-    cpu_line("xcr0", "0x%llx", (unsigned long long)xcr0);
-    cpu_line("avx2", "%s", have_avx2 ? "yes" : "no");
-    cpu_line("avx512", "%s", have_avx512 ? "yes" : "no");
+    struct vector_isa v = detect_vector_isa();
+    have_avx2 = v.avx2;
+    have_avx512 = v.avx512;
 }
 
 /* ---- register state across syscalls and signals ---- */
