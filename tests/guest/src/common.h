@@ -11,6 +11,10 @@
 #ifndef SUITE_COMMON_H
 #define SUITE_COMMON_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_getcpu, CPU_SET */
+#endif
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +104,18 @@ static inline void result(const char *fmt, ...)
     fputc('\n', stdout);
     va_end(ap);
     fflush(stdout);
+}
+
+/* Pins the process to the CPU it runs on, so repeated CPUID/RDTSC reads come from one CPU. */
+static inline void pin_to_current_cpu(void)
+{
+    int cpu = sched_getcpu();
+    if (cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        sched_setaffinity(0, sizeof set, &set);
+    }
 }
 
 /* Which vector ISAs user code may use: CPUID says so and the kernel enabled their state in XCR0.

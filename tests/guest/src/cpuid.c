@@ -21,13 +21,7 @@ static void cpuid2(unsigned leaf, unsigned sub, unsigned r[4])
 int main(void)
 {
     suite_init();
-    int cpu = sched_getcpu();
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        sched_setaffinity(0, sizeof set, &set);
-    }
+    pin_to_current_cpu();
     unsigned l0[4], l1[4], r[4];
     cpuid2(0, 0, l0);
     cpuid2(1, 0, l1);

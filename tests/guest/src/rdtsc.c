@@ -30,13 +30,7 @@ static inline uint64_t rdtscp(uint32_t *aux)
 int main(void)
 {
     suite_init();
-    int cpu = sched_getcpu();
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        sched_setaffinity(0, sizeof set, &set);
-    }
+    pin_to_current_cpu();
     enum { N = 200000 };
     uint64_t first = rdtsc(), prev = first, maxgap = 0;
     for (int i = 0; i < N; i++) {
