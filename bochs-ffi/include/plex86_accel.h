@@ -1,15 +1,33 @@
 /*
  * plex86-accel: the C ABI between Bochs (built with --enable-plex86-accel) and the accelerator
- * library (accel-core). This header is the ABI's one source of truth: Bochs includes it, and the
- * Rust side's types are generated from it with bindgen (bochs-ffi/src/bindings.rs).
+ * library (accel-core, libplex86_accel.so). This header is the ABI's one source of truth: Bochs
+ * includes it, and the Rust side's types are generated from it with bindgen
+ * (bochs-ffi/src/bindings.rs; ci/check-bindings fails when they drift).
  *
- * Any change to a type or function here that is not purely additive bumps
- * PLEX86_ACCEL_ABI_VERSION; Bochs refuses a library whose version differs from the one it was
- * built with.
+ * Any change here that is not purely additive bumps PLEX86_ACCEL_ABI_VERSION; Bochs refuses a
+ * library whose version differs from the one it was built with.
+ *
+ * Protocol (one guest CPU, one thread; the library is not reentrant):
+ *   1. Bochs dlopen()s the library, calls plex86_accel_abi_version() and compares.
+ *   2. plex86_accel_init() with the configuration below; NULL means failure, with a message.
+ *   3. At its CPU-loop hook, when the guest is in 32-bit protected mode with paging, CPL 3,
+ *      not V8086, TF clear, no interrupt shadow, no pending event, not in SMM, A20 on, no debug
+ *      registers armed, CR0.TS/EM clear, IF=1 and IOPL=0, Bochs fills plex86_accel_cpu_state
+ *      and calls plex86_accel_run(). The library may decline (nothing changed) or run the guest
+ *      natively; then the state is the one *before* the instruction at which it stopped, and
+ *      Bochs emulates exactly that one instruction before it may call plex86_accel_run() again.
+ *   4. Between runs Bochs reports what invalidates the native mirror: TLB flushes, INVLPG,
+ *      memory-map changes, and physical pages it holds decoded code for.
+ *   5. plex86_accel_shutdown() at exit prints (through the log callback) and writes statistics.
+ *
+ * Reference sides: Bochs is the reference for all guest state; the library only ever returns
+ * state of its own native run. The guest page tables in RAM are the reference for the native
+ * mirror, which behaves like a TLB and is kept coherent by the notifications of step 4.
  */
 #ifndef PLEX86_ACCEL_H
 #define PLEX86_ACCEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -17,13 +35,228 @@ extern "C" {
 #endif
 
 /* Version of this interface. */
-#define PLEX86_ACCEL_ABI_VERSION 1u
+#define PLEX86_ACCEL_ABI_VERSION 2u
 
 /* The one symbol Bochs resolves first, to learn the library's ABI version. */
 #define PLEX86_ACCEL_VERSION_SYMBOL "plex86_accel_abi_version"
 
+/* ---- guest state ------------------------------------------------------------------------ */
+
+/* Segment register order, as in Bochs (BX_SEG_REG_ES ... BX_SEG_REG_GS). */
+enum plex86_accel_seg_index {
+  PLEX86_ACCEL_SEG_ES = 0,
+  PLEX86_ACCEL_SEG_CS = 1,
+  PLEX86_ACCEL_SEG_SS = 2,
+  PLEX86_ACCEL_SEG_DS = 3,
+  PLEX86_ACCEL_SEG_FS = 4,
+  PLEX86_ACCEL_SEG_GS = 5,
+};
+
+/* One segment register: the visible selector and the descriptor cache. */
+typedef struct plex86_accel_segment {
+  uint16_t selector;
+  /* Access rights in the VMX packing of descriptor bytes 5 and 6: bits 0-3 type, 4 S,
+     5-6 DPL, 7 P, 12 AVL, 13 L, 14 D/B, 15 G. 0 for an unusable (null) register. */
+  uint16_t attr;
+  uint32_t limit; /* raw 20-bit descriptor limit (in 4 KiB units when G is set) */
+  uint32_t base;
+  uint32_t valid; /* Bochs's cache valid flag: nonzero when the cache holds a descriptor */
+} plex86_accel_segment;
+
+/* x87, SSE, AVX and AVX-512 state, field for field as Bochs keeps it (i387_t, vmm, opmask). */
+typedef struct plex86_accel_fpu_state {
+  uint16_t fcw;     /* control word */
+  uint16_t fsw;     /* status word, TOP included */
+  uint16_t ftw;     /* full tag word: 2 bits per *physical* register (as FSTENV) */
+  uint16_t fop;     /* last opcode */
+  /* FIP/FDP/FCS/FDS/FOP round-trip only as the host's XSAVE keeps them: AMD saves them only
+     while an x87 exception is pending, and recent Intel CPUs deprecate FCS/FDS (zero). */
+  uint32_t fip;     /* last instruction pointer (offset) */
+  uint32_t fdp;     /* last data pointer (offset) */
+  uint16_t fcs;
+  uint16_t fds;
+  uint32_t mxcsr;
+  /* Physical registers R0..R7 (not stack order): 64-bit significand in bytes 0-7,
+     sign and exponent in bytes 8-9, bytes 10-15 zero. MMX registers alias the significands. */
+  uint8_t st[8][16];
+  /* ZMM0..ZMM7: XMM in bytes 0-15, the upper YMM half in 16-31, the upper ZMM half in 32-63.
+     Only registers 0-7 exist in 32-bit mode. */
+  uint8_t zmm[8][64];
+  uint64_t opmask[8]; /* k0..k7 */
+} plex86_accel_fpu_state;
+
+/* The guest's user-visible CPU state, plus the control registers the native mirror needs. */
+typedef struct plex86_accel_cpu_state {
+  uint32_t gpr[8];   /* EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI */
+  uint32_t eip;
+  uint32_t eflags;   /* materialised (no lazy flags) */
+  plex86_accel_segment seg[6]; /* indexed by enum plex86_accel_seg_index */
+  uint32_t cr0;
+  uint32_t cr2;
+  uint32_t cr3;
+  uint32_t cr4;
+  uint64_t efer;
+  uint64_t xcr0;
+  plex86_accel_fpu_state fpu;
+} plex86_accel_cpu_state;
+
+/* ---- configuration ---------------------------------------------------------------------- */
+
+/* A range of guest-physical addresses [start, end) that is plain RAM, backed by the RAM memfd
+   at the same offset. Everything else (device memory, ROM, holes) is never mirrored. */
+typedef struct plex86_accel_ram_range {
+  uint64_t start;
+  uint64_t end;
+} plex86_accel_ram_range;
+
+#define PLEX86_ACCEL_MAX_RAM_RANGES 16
+
+/* Log levels, as Bochs's (LOGLEV_DEBUG .. LOGLEV_PANIC). */
+enum plex86_accel_log_level {
+  PLEX86_ACCEL_LOG_DEBUG = 0,
+  PLEX86_ACCEL_LOG_INFO = 1,
+  PLEX86_ACCEL_LOG_ERROR = 2,
+  PLEX86_ACCEL_LOG_PANIC = 3,
+};
+
+typedef void (*plex86_accel_log_fn)(void *opaque, int level, const char *message);
+
+/* Bochs's CPUID, for comparing the guest's CPU model with what native code sees. */
+typedef void (*plex86_accel_cpuid_fn)(void *opaque, uint32_t leaf, uint32_t subleaf,
+                                      uint32_t out[4] /* eax, ebx, ecx, edx */);
+
+typedef struct plex86_accel_config {
+  uint32_t abi_version;     /* PLEX86_ACCEL_ABI_VERSION as Bochs was built */
+  uint32_t struct_size;     /* sizeof(plex86_accel_config); must match the library's exactly */
+  int32_t ram_fd;           /* the guest-RAM memfd; offset == guest-physical address */
+  uint32_t n_ram_ranges;
+  uint64_t ram_size;        /* bytes of the memfd that hold RAM */
+  plex86_accel_ram_range ram_ranges[PLEX86_ACCEL_MAX_RAM_RANGES];
+  uint64_t ips;             /* Bochs's instructions per second (cpu: ips=): ticks per second */
+  const char *executor_path; /* NULL or "": next to the library */
+  const char *stats_path;   /* NULL or "": no JSON statistics file */
+  uint32_t min_user_insns;  /* entry policy: emulate this many user instructions after each
+                               return from the kernel before running natively */
+  uint32_t flags;           /* reserved, must be 0 */
+  plex86_accel_log_fn log;
+  void *log_opaque;
+  plex86_accel_cpuid_fn guest_cpuid; /* may be NULL */
+  void *cpuid_opaque;
+} plex86_accel_config;
+
+/* ---- runs ------------------------------------------------------------------------------- */
+
+/* What plex86_accel_run() did. */
+enum plex86_accel_status {
+  /* Declined: nothing ran and nothing changed; Bochs emulates. decline_reason says why and
+     retry_after_ticks how many ticks Bochs should emulate before asking again (0: any time). */
+  PLEX86_ACCEL_DECLINED = 0,
+  /* Ran natively: the state is the one before the instruction at eip, which Bochs emulates. */
+  PLEX86_ACCEL_RAN = 1,
+  /* The accelerator failed (executor died, guest escape, corrupted control region). message
+     says why. If lost_native_progress is 0 the state is unchanged and emulation may go on;
+     otherwise the guest state cannot be vouched for and Bochs must stop. */
+  PLEX86_ACCEL_FAILED = 2,
+};
+
+/* Why an entry was declined; counted in the statistics. Bochs-side reasons are reported with
+   plex86_accel_note_declined(). */
+enum plex86_accel_decline_reason {
+  PLEX86_ACCEL_DECLINE_NONE = 0,
+  PLEX86_ACCEL_DECLINE_SHORT_BURST = 1,     /* entry policy: still in the first N instructions */
+  PLEX86_ACCEL_DECLINE_UNSUPPORTED_STATE = 2, /* e.g. LDT selectors, conforming code segment */
+  PLEX86_ACCEL_DECLINE_NO_BUDGET = 3,       /* the next timer event is too close */
+  PLEX86_ACCEL_DECLINE_DISABLED = 4,        /* after a failure the library stays off */
+  /* Bochs-side reasons (the hook's eligibility checks) */
+  PLEX86_ACCEL_DECLINE_NOT_USER_MODE = 16,  /* CPL != 3, not protected mode, paging off, V8086 */
+  PLEX86_ACCEL_DECLINE_EVENT_PENDING = 17,  /* async event, interrupt shadow, not active */
+  PLEX86_ACCEL_DECLINE_DEBUG = 18,          /* TF, DR7 breakpoints, debugger */
+  PLEX86_ACCEL_DECLINE_FPU_UNUSABLE = 19,   /* CR0.TS or CR0.EM set */
+  PLEX86_ACCEL_DECLINE_EFLAGS = 20,         /* IF=0, IOPL!=0, AC, NT, VIF/VIP */
+  PLEX86_ACCEL_DECLINE_A20_OR_SMM = 21,
+  PLEX86_ACCEL_DECLINE_REASONS = 22         /* number of slots */
+};
+
+/* Exit reasons of a run that ran (status RAN); counted in the statistics. */
+enum plex86_accel_exit_reason {
+  PLEX86_ACCEL_EXIT_PAGE_FAULT = 0,
+  PLEX86_ACCEL_EXIT_NEEDS_EMULATION = 1, /* page 0, device memory, ROM */
+  PLEX86_ACCEL_EXIT_GENERAL_PROTECTION = 2,
+  PLEX86_ACCEL_EXIT_INVALID_OPCODE = 3,
+  PLEX86_ACCEL_EXIT_DIVIDE_ERROR = 4,
+  PLEX86_ACCEL_EXIT_X87_EXCEPTION = 5,
+  PLEX86_ACCEL_EXIT_SIMD_EXCEPTION = 6,
+  PLEX86_ACCEL_EXIT_BREAKPOINT = 7,      /* INT3, INTO, INT n other than the system call */
+  PLEX86_ACCEL_EXIT_SYSTEM_CALL = 8,     /* INT 0x80, SYSCALL, SYSENTER */
+  PLEX86_ACCEL_EXIT_RDTSC = 9,
+  PLEX86_ACCEL_EXIT_PRIVILEGED = 10,     /* HLT, CLI, STI, IN, OUT, ... */
+  PLEX86_ACCEL_EXIT_SEGMENT_LOAD = 11,   /* segment load or far transfer */
+  PLEX86_ACCEL_EXIT_OTHER_EXCEPTION = 12,
+  PLEX86_ACCEL_EXIT_BUDGET_EXPIRED = 13, /* no instruction needs emulation; Bochs may emulate
+                                            the next one anyway */
+  PLEX86_ACCEL_EXIT_CODE_LOG_FULL = 14,
+  PLEX86_ACCEL_EXIT_REASONS = 15         /* number of slots */
+};
+
+/* plex86_accel_exit.seg_reload bit i (enum plex86_accel_seg_index): the guest loaded that
+   segment register natively with a selector the monitor did not install; its descriptor cache
+   must be reloaded from the guest's own descriptor tables for the new selector value. */
+
+typedef struct plex86_accel_exit {
+  uint32_t status;          /* enum plex86_accel_status */
+  uint32_t reason;          /* enum plex86_accel_exit_reason, when status is RAN */
+  uint32_t decline_reason;  /* enum plex86_accel_decline_reason, when status is DECLINED */
+  uint32_t seg_reload;      /* bit mask, see above */
+  uint64_t ticks;           /* guest ticks to charge for the native run (native time × ips) */
+  uint64_t retry_after_ticks;
+  uint32_t lost_native_progress; /* with FAILED: nonzero when guest state may have changed */
+  uint32_t n_code_pages;
+  /* Guest-physical page addresses of pages that Bochs holds decoded code for and that native
+     code wrote during the run: Bochs must invalidate its decoded code for exactly these pages
+     before emulating anything. Points into library memory valid until the next call. */
+  const uint64_t *code_pages;
+  char message[256];        /* with FAILED: why, NUL-terminated */
+} plex86_accel_exit;
+
+/* ---- functions -------------------------------------------------------------------------- */
+
+typedef struct plex86_accel plex86_accel; /* opaque */
+
 /* Returns PLEX86_ACCEL_ABI_VERSION as the library was built. */
 uint32_t plex86_accel_abi_version(void);
+
+/* Starts the accelerator (spawns the executor). On failure returns NULL and writes a
+   NUL-terminated message into error (at most error_len bytes). */
+plex86_accel *plex86_accel_init(const plex86_accel_config *config, char *error, size_t error_len);
+
+/* Runs the guest natively from *state for at most budget_ticks guest ticks (the time to Bochs's
+   next timer event). On RAN, *state is updated; see enum plex86_accel_status. user_insns is the
+   number of user-mode instructions Bochs has executed since the last return from the kernel
+   (for the entry policy). */
+void plex86_accel_run(plex86_accel *accel, plex86_accel_cpu_state *state, uint64_t budget_ticks,
+                      uint64_t user_insns, plex86_accel_exit *exit);
+
+/* Bochs declined an entry at its hook, for the statistics. */
+void plex86_accel_note_declined(plex86_accel *accel, uint32_t reason);
+
+/* Bochs's TLB was flushed: all entries (include_global != 0) or all but global ones. */
+void plex86_accel_flush_tlb(plex86_accel *accel, int include_global);
+
+/* INVLPG of one linear address. */
+void plex86_accel_invlpg(plex86_accel *accel, uint32_t linear);
+
+/* Bochs now holds decoded code from this guest-physical page: native writes to it must be
+   reported in plex86_accel_exit.code_pages. */
+void plex86_accel_protect_code_page(plex86_accel *accel, uint64_t physical);
+
+/* The physical memory map changed (memory handlers, PAM, SMRAM, A20): the new plain-RAM ranges.
+   Implies a flush of everything. */
+void plex86_accel_memory_map_changed(plex86_accel *accel, const plex86_accel_ram_range *ranges,
+                                     uint32_t n_ranges);
+
+/* Stops the executor, logs the statistics and writes the JSON file if configured. accel may
+   be NULL. */
+void plex86_accel_shutdown(plex86_accel *accel);
 
 #ifdef __cplusplus
 }

@@ -434,6 +434,7 @@ impl Executor {
                 code_pages_written: &[],
                 ecx_clobbered: false,
                 eip_lost: false,
+                demand_fills: raw.demand_fills,
             });
         }
         let n = raw.n_code_pages as usize;
@@ -458,6 +459,7 @@ impl Executor {
             code_pages_written: &self.code_pages,
             ecx_clobbered: raw.flags & protocol::EXIT_ECX_CLOBBERED != 0,
             eip_lost: raw.flags & protocol::EXIT_EIP_LOST != 0,
+            demand_fills: raw.demand_fills,
         })
     }
 }

@@ -140,6 +140,8 @@ pub struct Exit<'a> {
     /// emulator cannot resume exactly; guests must not execute these instructions natively
     /// (see docs/ARCHITECTURE.md).
     pub eip_lost: bool,
+    /// Pages the executor mirrored on demand during the run (informational).
+    pub demand_fills: u32,
 }
 
 /// Decodes and validates the reason fields of a raw exit. `Err` names the bad field.

@@ -505,8 +505,8 @@ pub struct RawExit {
     pub native_ns: u64,
     /// Number of valid entries in `code_pages`.
     pub n_code_pages: u32,
-    /// Padding.
-    pub pad: u32,
+    /// Pages mirrored on demand during the run (host #PF → walk → mmap); informational.
+    pub demand_fills: u32,
     /// Guest-physical addresses of write-protected pages written natively during the run.
     pub code_pages: [u64; MAX_CODE_PAGES],
 }
@@ -523,7 +523,7 @@ impl RawExit {
         detail: 0,
         native_ns: 0,
         n_code_pages: 0,
-        pad: 0,
+        demand_fills: 0,
         code_pages: [0; MAX_CODE_PAGES],
     };
 }
@@ -652,6 +652,7 @@ mod tests {
         assert_eq!(offset_of!(ExecArea, msg), 32);
         assert_eq!(offset_of!(ExecArea, exit), 288);
         assert_eq!(offset_of!(RawExit, native_ns), 32);
+        assert_eq!(offset_of!(RawExit, demand_fills), 44);
         assert_eq!(offset_of!(RawExit, code_pages), 48);
         assert_eq!(offset_of!(ExecArea, state), 2432);
         assert_eq!(REGION_SIZE, 12288 + 8192);

@@ -375,6 +375,7 @@ impl Monitor {
             self.set_exit(RawReason::NeedsEmulation);
             return None;
         }
+        self.exit.demand_fills = self.exit.demand_fills.wrapping_add(1);
         Some(SignalAction::Resume)
     }
 

@@ -1,0 +1,139 @@
+//! What runs guest code: the host driver's executor, behind a small trait so that the
+//! accelerator's logic is tested without one.
+
+use host_driver::{DriverError, Executor, ExecutorConfig, Exit, GuestState, MmuCommand, XsaveInfo};
+use std::ops::Range;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Runs guest state natively.
+pub trait Backend: Send {
+    /// The XSAVE layout transferred (the host's offsets).
+    fn xsave_info(&self) -> XsaveInfo;
+    /// One native run (see [`Executor::run`]).
+    fn run(
+        &mut self,
+        state: &mut GuestState,
+        budget: Duration,
+        commands: &[MmuCommand],
+    ) -> Result<Exit<'_>, DriverError>;
+    /// Starts over with a new plain-RAM map: a fresh executor with an empty mirror and no
+    /// write-protected pages.
+    fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String>;
+    /// One line for the log: what runs the guest.
+    fn describe(&self) -> String;
+}
+
+/// The sandboxed `plex86-executor` process.
+#[derive(Debug)]
+pub struct ExecutorBackend {
+    exe: Option<Executor>,
+    ram_fd: OwnedFd,
+    ram_size: u64,
+    path: Option<PathBuf>,
+    xsave: XsaveInfo,
+}
+
+impl ExecutorBackend {
+    /// Spawns the executor on the library's own duplicate of the RAM fd. `path` `None`: next
+    /// to this library (then `$PLEX86_EXECUTOR`), as the host driver looks.
+    pub fn spawn(
+        ram_fd: OwnedFd,
+        ram_size: u64,
+        ram_map: &[Range<u64>],
+        path: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        let exe = spawn(&ram_fd, ram_size, ram_map, path.as_ref())?;
+        let xsave = exe.xsave_info();
+        Ok(ExecutorBackend {
+            exe: Some(exe),
+            ram_fd,
+            ram_size,
+            path,
+            xsave,
+        })
+    }
+
+    /// The library's duplicate of the RAM fd.
+    pub fn ram_fd(&self) -> &OwnedFd {
+        &self.ram_fd
+    }
+}
+
+/// Where the executor is looked for when no path is given, for error messages.
+pub fn default_executor_location() -> String {
+    let next_to = crate::sys::module_path()
+        .and_then(|p| p.parent().map(|d| d.join(EXECUTOR_NAME)))
+        .map_or_else(
+            || "(the library's directory is unknown)".to_string(),
+            |p| p.display().to_string(),
+        );
+    let env = match std::env::var_os("PLEX86_EXECUTOR") {
+        Some(v) => format!("$PLEX86_EXECUTOR={}", PathBuf::from(v).display()),
+        None => "$PLEX86_EXECUTOR unset".to_string(),
+    };
+    format!("looked for {next_to} (next to this library), {env}")
+}
+
+/// The executor binary's name (host-driver's `EXECUTOR_NAME`).
+pub const EXECUTOR_NAME: &str = "plex86-executor";
+
+fn spawn(
+    ram_fd: &OwnedFd,
+    ram_size: u64,
+    ram_map: &[Range<u64>],
+    path: Option<&PathBuf>,
+) -> Result<Executor, String> {
+    let mut cfg = ExecutorConfig::new(ram_fd.as_fd(), ram_size);
+    cfg.ram_map = ram_map.to_vec();
+    cfg.executor_path = path.cloned();
+    Executor::spawn(cfg).map_err(|e| match (&e, path) {
+        (DriverError::ExecutorNotFound(_), None) => {
+            format!("{e} ({})", default_executor_location())
+        }
+        (_, Some(p)) => format!("{e} (executor {})", p.display()),
+        _ => e.to_string(),
+    })
+}
+
+impl Backend for ExecutorBackend {
+    fn xsave_info(&self) -> XsaveInfo {
+        self.xsave
+    }
+
+    fn run(
+        &mut self,
+        state: &mut GuestState,
+        budget: Duration,
+        commands: &[MmuCommand],
+    ) -> Result<Exit<'_>, DriverError> {
+        match self.exe.as_mut() {
+            Some(exe) => exe.run(state, budget, commands),
+            None => Err(DriverError::ExecutorDied(
+                host_driver::DeathCause::KilledByLibrary,
+            )),
+        }
+    }
+
+    fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String> {
+        drop(self.exe.take());
+        let exe = spawn(&self.ram_fd, self.ram_size, ram_map, self.path.as_ref())?;
+        self.xsave = exe.xsave_info();
+        self.exe = Some(exe);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let pid = self
+            .exe
+            .as_ref()
+            .and_then(Executor::pid)
+            .map_or("none".to_string(), |p| p.to_string());
+        let path = self.path.as_ref().map_or_else(
+            || "next to the library".to_string(),
+            |p| p.display().to_string(),
+        );
+        format!("executor {path} (pid {pid})")
+    }
+}

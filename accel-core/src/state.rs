@@ -1,0 +1,833 @@
+//! State translation between Bochs's `plex86_accel_cpu_state` and [`host_driver::GuestState`].
+//!
+//! Reference sides (QEMU's accel-cpu-ops wording):
+//!
+//! * **Entry ([`to_guest`]): Bochs is the reference** for everything. The XSAVE image is built
+//!   in the *host's* standard layout ([`XsaveInfo`] offsets: AVX, opmask and ZMM_Hi256 sit at
+//!   different offsets on AMD and Intel hosts).
+//! * **Exit ([`from_guest`]): the executor is the reference** for the GPRs, EIP, EFLAGS, the
+//!   selectors it flags [`SEG_NOT_INSTALLED`] (reported in the returned reload mask) and the
+//!   FPU/vector components that were transferred (the guest's effective XCR0). Bochs stays the
+//!   reference for the control registers, CR2, the descriptor caches and every component that
+//!   was not transferred: [`from_guest`] leaves those fields of the Bochs state untouched.
+//!
+//! x87 details: Bochs keeps the registers in *physical* order (R0..R7) with a full tag word;
+//! FXSAVE keeps them in *stack* order (ST(i) = R[(TOP+i) & 7]) with an abridged tag (bit i set
+//! when physical register i is not empty). On the way back the full tag is recomputed from the
+//! values as Bochs's `FPU_tagof` does (valid 00, zero 01, special 10, empty 11), which is what
+//! an FXSAVE/FXRSTOR pair does on hardware too.
+
+use bochs_ffi::raw::{
+    plex86_accel_cpu_state as CpuState, plex86_accel_fpu_state as FpuState,
+    plex86_accel_segment as BxSegment,
+};
+use host_driver::{GuestState, Segment, XsaveImage, XsaveInfo, SEG_NOT_INSTALLED};
+
+/// CR4.OSXSAVE: the guest's XCR0 is only in force when it is set.
+pub const CR4_OSXSAVE: u32 = 1 << 18;
+
+/// XSAVE component bits (XCR0 / XSTATE_BV).
+pub mod xfeature {
+    /// x87 state.
+    pub const X87: u64 = 1 << 0;
+    /// SSE state (XMM registers, MXCSR).
+    pub const SSE: u64 = 1 << 1;
+    /// AVX: upper halves of the YMM registers.
+    pub const AVX: u64 = 1 << 2;
+    /// AVX-512 opmask registers k0..k7.
+    pub const OPMASK: u64 = 1 << 5;
+    /// AVX-512: upper 256 bits of ZMM0..ZMM15.
+    pub const ZMM_HI256: u64 = 1 << 6;
+    /// AVX-512: ZMM16..ZMM31 (unreachable in 32-bit code; always zero here).
+    pub const HI16_ZMM: u64 = 1 << 7;
+    /// Every component this module transfers.
+    pub const TRANSFERRED: u64 = X87 | SSE | AVX | OPMASK | ZMM_HI256 | HI16_ZMM;
+}
+
+/// Offsets in the legacy (FXSAVE) region of the XSAVE image.
+mod fx {
+    pub const FCW: usize = 0;
+    pub const FSW: usize = 2;
+    pub const FTW: usize = 4;
+    pub const FOP: usize = 6;
+    pub const FIP: usize = 8;
+    pub const FCS: usize = 12;
+    pub const FDP: usize = 16;
+    pub const FDS: usize = 20;
+    pub const MXCSR: usize = 24;
+    pub const MXCSR_MASK: usize = 28;
+    pub const ST: usize = 32;
+    pub const XMM: usize = 160;
+    pub const XSTATE_BV: usize = 512;
+}
+
+/// MXCSR_MASK written into the image (Bochs does not carry one; the executor keeps the
+/// entry's value and the kernel ignores it on sigreturn). 0xFFFF: every MXCSR bit incl. DAZ.
+pub const MXCSR_MASK: u32 = 0xffff;
+
+/// x87 register tags of the full tag word.
+pub mod tag {
+    /// A valid (normal) number.
+    pub const VALID: u16 = 0;
+    /// +0 or -0.
+    pub const ZERO: u16 = 1;
+    /// NaN, infinity, denormal, pseudo-denormal or unnormal.
+    pub const SPECIAL: u16 = 2;
+    /// Empty register.
+    pub const EMPTY: u16 = 3;
+}
+
+/// FCW after FNINIT / in the XSAVE initial state.
+pub const FCW_INIT: u16 = 0x037f;
+
+/// The XSAVE components that carry guest state in a native run: x87 and SSE always (the XMM
+/// registers and MXCSR exist whether or not the guest enabled them in XCR0), plus the guest's
+/// XCR0 when CR4.OSXSAVE is set. This is the XCR0 handed to the executor.
+pub fn effective_xcr0(cpu: &CpuState) -> u64 {
+    let enabled = if cpu.cr4 & CR4_OSXSAVE != 0 {
+        cpu.xcr0
+    } else {
+        0
+    };
+    xfeature::X87 | xfeature::SSE | enabled
+}
+
+/// The abridged (FXSAVE) tag: bit i set when physical register i is not empty.
+pub fn abridged_tag(ftw: u16) -> u8 {
+    (0..8).fold(0u8, |acc, i| {
+        if (ftw >> (2 * i)) & 3 != tag::EMPTY {
+            acc | (1 << i)
+        } else {
+            acc
+        }
+    })
+}
+
+/// Classifies an 80-bit register value (significand in bytes 0-7, sign/exponent in 8-9) as
+/// Bochs's `FPU_tagof` does.
+pub fn classify(reg: &[u8]) -> u16 {
+    let frac = u64::from_le_bytes(reg[0..8].try_into().expect("8 bytes"));
+    let exp = u16::from_le_bytes([reg[8], reg[9]]) & 0x7fff;
+    if exp == 0 {
+        if frac == 0 {
+            tag::ZERO
+        } else {
+            tag::SPECIAL // denormal or pseudo-denormal
+        }
+    } else if exp == 0x7fff || frac & (1 << 63) == 0 {
+        tag::SPECIAL // infinity, NaN, unsupported (pseudo-NaN/-infinity), unnormal
+    } else {
+        tag::VALID
+    }
+}
+
+/// The full tag word from an abridged tag and the registers in *stack* order.
+pub fn full_tag(abridged: u8, stack_regs: &[[u8; 10]; 8], top: u32) -> u16 {
+    let mut ftw = 0u16;
+    for phys in 0..8u32 {
+        let t = if abridged & (1 << phys) == 0 {
+            tag::EMPTY
+        } else {
+            classify(&stack_regs[(phys.wrapping_sub(top) & 7) as usize])
+        };
+        ftw |= t << (2 * phys);
+    }
+    ftw
+}
+
+fn top_of(fsw: u16) -> u32 {
+    u32::from((fsw >> 11) & 7)
+}
+
+fn put(img: &mut XsaveImage, off: usize, bytes: &[u8]) {
+    img.0[off..off + bytes.len()].copy_from_slice(bytes);
+}
+
+fn get<const N: usize>(img: &XsaveImage, off: usize) -> [u8; N] {
+    img.0[off..off + N].try_into().expect("in range")
+}
+
+fn get_u16(img: &XsaveImage, off: usize) -> u16 {
+    u16::from_le_bytes(get(img, off))
+}
+
+fn get_u32(img: &XsaveImage, off: usize) -> u32 {
+    u32::from_le_bytes(get(img, off))
+}
+
+/// The host offset of component `bit`, when it is present and fits in the transferred image.
+fn component(xs: &XsaveInfo, bit: usize, need: usize) -> Option<usize> {
+    let (off, size) = xs.components[bit];
+    let (off, size) = (off as usize, size as usize);
+    (off >= 576
+        && size >= need
+        && off + need <= (xs.size as usize).min(host_driver::protocol::XSAVE_AREA_SIZE))
+    .then_some(off)
+}
+
+/// One Bochs segment register as the driver's segment: `valid == 0` is a null (unusable)
+/// register with the same selector.
+pub fn segment_to_guest(s: &BxSegment) -> Segment {
+    if s.valid == 0 {
+        Segment::null(s.selector)
+    } else {
+        Segment {
+            selector: s.selector,
+            attr: s.attr,
+            limit: s.limit,
+            base: s.base,
+            flags: 0,
+        }
+    }
+}
+
+/// Builds the host-layout XSAVE image of `fpu` for the components in `xcr0` (the effective
+/// XCR0) that the host transfers. Every byte of `img` is written.
+pub fn build_xsave(fpu: &FpuState, xcr0: u64, xs: &XsaveInfo, img: &mut XsaveImage) {
+    img.0.fill(0);
+    put(img, fx::FCW, &fpu.fcw.to_le_bytes());
+    put(img, fx::FSW, &fpu.fsw.to_le_bytes());
+    img.0[fx::FTW] = abridged_tag(fpu.ftw);
+    put(img, fx::FOP, &fpu.fop.to_le_bytes());
+    put(img, fx::FIP, &fpu.fip.to_le_bytes());
+    put(img, fx::FCS, &fpu.fcs.to_le_bytes());
+    put(img, fx::FDP, &fpu.fdp.to_le_bytes());
+    put(img, fx::FDS, &fpu.fds.to_le_bytes());
+    put(img, fx::MXCSR, &fpu.mxcsr.to_le_bytes());
+    put(img, fx::MXCSR_MASK, &MXCSR_MASK.to_le_bytes());
+    let top = top_of(fpu.fsw);
+    for i in 0..8u32 {
+        let phys = ((top + i) & 7) as usize;
+        put(img, fx::ST + 16 * i as usize, &fpu.st[phys][..10]);
+    }
+    for (i, z) in fpu.zmm.iter().enumerate() {
+        put(img, fx::XMM + 16 * i, &z[..16]);
+    }
+    let mut bv = xcr0 & xs.features & xfeature::TRANSFERRED;
+    if bv & xfeature::AVX != 0 {
+        match component(xs, 2, 16 * 8) {
+            Some(off) => fpu
+                .zmm
+                .iter()
+                .enumerate()
+                .for_each(|(i, z)| put(img, off + 16 * i, &z[16..32])),
+            None => bv &= !xfeature::AVX,
+        }
+    }
+    if bv & xfeature::OPMASK != 0 {
+        match component(xs, 5, 8 * 8) {
+            Some(off) => fpu
+                .opmask
+                .iter()
+                .enumerate()
+                .for_each(|(i, k)| put(img, off + 8 * i, &k.to_le_bytes())),
+            None => bv &= !xfeature::OPMASK,
+        }
+    }
+    if bv & xfeature::ZMM_HI256 != 0 {
+        match component(xs, 6, 32 * 8) {
+            Some(off) => fpu
+                .zmm
+                .iter()
+                .enumerate()
+                .for_each(|(i, z)| put(img, off + 32 * i, &z[32..64])),
+            None => bv &= !xfeature::ZMM_HI256,
+        }
+    }
+    // Hi16_ZMM (ZMM16..31) does not exist in 32-bit code: its area stays zero.
+    img.set_u64_at(fx::XSTATE_BV, bv);
+}
+
+/// Reads the host-layout image back into `fpu`, for the components in `xcr0` (the effective
+/// XCR0 of the run). A component whose XSTATE_BV bit is clear gets its initial values;
+/// components outside `xcr0` are left as they are (they were not transferred).
+pub fn read_xsave(img: &XsaveImage, xcr0: u64, xs: &XsaveInfo, fpu: &mut FpuState) {
+    let bv = img.xstate_bv() & xcr0;
+    if xcr0 & xfeature::X87 != 0 {
+        if bv & xfeature::X87 != 0 {
+            fpu.fcw = get_u16(img, fx::FCW);
+            fpu.fsw = get_u16(img, fx::FSW);
+            fpu.fop = get_u16(img, fx::FOP);
+            fpu.fip = get_u32(img, fx::FIP);
+            fpu.fcs = get_u16(img, fx::FCS);
+            fpu.fdp = get_u32(img, fx::FDP);
+            fpu.fds = get_u16(img, fx::FDS);
+            let top = top_of(fpu.fsw);
+            let stack: [[u8; 10]; 8] = std::array::from_fn(|i| get(img, fx::ST + 16 * i));
+            fpu.ftw = full_tag(img.0[fx::FTW], &stack, top);
+            for (i, r) in stack.iter().enumerate() {
+                let phys = (top as usize + i) & 7;
+                fpu.st[phys] = [0; 16];
+                fpu.st[phys][..10].copy_from_slice(r);
+            }
+        } else {
+            fpu.fcw = FCW_INIT;
+            fpu.fsw = 0;
+            fpu.ftw = 0xffff;
+            fpu.fop = 0;
+            fpu.fip = 0;
+            fpu.fcs = 0;
+            fpu.fdp = 0;
+            fpu.fds = 0;
+            fpu.st = [[0; 16]; 8];
+        }
+    }
+    if xcr0 & (xfeature::SSE | xfeature::AVX) != 0 {
+        // XRSTOR loads MXCSR whenever SSE or AVX is requested, whatever XSTATE_BV says.
+        fpu.mxcsr = get_u32(img, fx::MXCSR);
+    }
+    if xcr0 & xfeature::SSE != 0 {
+        for (i, z) in fpu.zmm.iter_mut().enumerate() {
+            z[..16].copy_from_slice(&if bv & xfeature::SSE != 0 {
+                get::<16>(img, fx::XMM + 16 * i)
+            } else {
+                [0; 16]
+            });
+        }
+    }
+    if xcr0 & xfeature::AVX != 0 {
+        let off = component(xs, 2, 16 * 8).filter(|_| bv & xfeature::AVX != 0);
+        for (i, z) in fpu.zmm.iter_mut().enumerate() {
+            z[16..32].copy_from_slice(&off.map_or([0; 16], |o| get::<16>(img, o + 16 * i)));
+        }
+    }
+    if xcr0 & xfeature::OPMASK != 0 {
+        let off = component(xs, 5, 8 * 8).filter(|_| bv & xfeature::OPMASK != 0);
+        for (i, k) in fpu.opmask.iter_mut().enumerate() {
+            *k = off.map_or(0, |o| u64::from_le_bytes(get(img, o + 8 * i)));
+        }
+    }
+    if xcr0 & xfeature::ZMM_HI256 != 0 {
+        let off = component(xs, 6, 32 * 8).filter(|_| bv & xfeature::ZMM_HI256 != 0);
+        for (i, z) in fpu.zmm.iter_mut().enumerate() {
+            z[32..64].copy_from_slice(&off.map_or([0; 32], |o| get::<32>(img, o + 32 * i)));
+        }
+    }
+}
+
+/// Bochs state → driver state (entry). Every field of `out` is written.
+pub fn to_guest(cpu: &CpuState, xs: &XsaveInfo, out: &mut GuestState) {
+    out.gprs = cpu.gpr;
+    out.eip = cpu.eip;
+    out.eflags = cpu.eflags;
+    for (d, s) in out.segs.iter_mut().zip(&cpu.seg) {
+        *d = segment_to_guest(s);
+    }
+    out.cr0 = cpu.cr0;
+    out.cr2 = cpu.cr2;
+    out.cr3 = cpu.cr3;
+    out.cr4 = cpu.cr4;
+    out.efer = cpu.efer;
+    out.xcr0 = effective_xcr0(cpu);
+    out.reserved = [0; 3];
+    build_xsave(&cpu.fpu, out.xcr0, xs, &mut out.xsave);
+}
+
+/// Driver state → Bochs state (exit): writes what the executor is the reference for (see the
+/// module documentation) and returns the `seg_reload` mask (bit i: segment register i holds a
+/// selector the monitor did not install; its new selector is in `cpu.seg[i].selector` and its
+/// descriptor cache must be reloaded by Bochs).
+pub fn from_guest(gs: &GuestState, xs: &XsaveInfo, cpu: &mut CpuState) -> u32 {
+    cpu.gpr = gs.gprs;
+    cpu.eip = gs.eip;
+    cpu.eflags = gs.eflags;
+    let mut reload = 0;
+    for (i, (s, d)) in gs.segs.iter().zip(cpu.seg.iter_mut()).enumerate() {
+        if s.flags & SEG_NOT_INSTALLED != 0 {
+            reload |= 1 << i;
+            d.selector = s.selector;
+        }
+    }
+    read_xsave(&gs.xsave, gs.xcr0, xs, &mut cpu.fpu);
+    reload
+}
+
+/// Host layouts for tests and benchmarks.
+pub mod layouts {
+    use host_driver::XsaveInfo;
+
+    /// An Intel-like layout (MPX areas present but not offered): opmask at 1088.
+    pub const INTEL: XsaveInfo = XsaveInfo {
+        size: 2688,
+        features: 0xe7,
+        components: [
+            (0, 0),
+            (0, 0),
+            (576, 256),
+            (0, 0),
+            (0, 0),
+            (1088, 64),
+            (1152, 512),
+            (1664, 1024),
+        ],
+    };
+    /// An AMD Zen 4-like layout (no MPX area): opmask at 832.
+    pub const AMD: XsaveInfo = XsaveInfo {
+        size: 2432,
+        features: 0xe7,
+        components: [
+            (0, 0),
+            (0, 0),
+            (576, 256),
+            (0, 0),
+            (0, 0),
+            (832, 64),
+            (896, 512),
+            (1408, 1024),
+        ],
+    };
+    /// A host with AVX but no AVX-512.
+    pub const AVX_ONLY: XsaveInfo = XsaveInfo {
+        size: 832,
+        features: 0x7,
+        components: [
+            (0, 0),
+            (0, 0),
+            (576, 256),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+        ],
+    };
+}
+
+/// A Bochs state with a distinct value in every field (a flat 32-bit user-mode setup with
+/// XCR0 = 0xe7 and CR4.OSXSAVE), for tests and benchmarks.
+pub fn sample_state() -> CpuState {
+    let seg = |selector: u16, ty: u16, base: u32| BxSegment {
+        selector,
+        attr: ty | 0x10 | (3 << 5) | 0x80 | (1 << 14) | (1 << 15),
+        limit: 0xfffff,
+        base,
+        valid: 1,
+    };
+    let mut fpu = FpuState {
+        fcw: 0x0c7a,
+        fsw: 0x4541 | (5 << 11), // C3, TOP = 5, C2, C0, SF, IE
+        ftw: 0,
+        fop: 0x05d9,
+        fip: 0x0804_9abc,
+        fdp: 0x0805_1234,
+        fcs: 0x73,
+        fds: 0x7b,
+        mxcsr: 0xffc5, // FZ, RC, masks, DAZ, two flags
+        st: [[0; 16]; 8],
+        zmm: [[0; 64]; 8],
+        opmask: [0; 8],
+    };
+    let mut n: u32 = 0x1234_5679;
+    let mut next = || {
+        n = n.wrapping_mul(0x9e37_79b9).wrapping_add(0x7f4a_7c15);
+        n
+    };
+    for z in fpu.zmm.iter_mut() {
+        for c in z.chunks_mut(4) {
+            c.copy_from_slice(&next().to_le_bytes());
+        }
+    }
+    for k in fpu.opmask.iter_mut() {
+        *k = u64::from(next()) << 32 | u64::from(next());
+    }
+    // Physical registers: valid, zero, NaN, infinity, denormal, unnormal, pseudo-denormal, and
+    // one empty register with leftover contents.
+    let regs: [(u64, u16, u16); 8] = [
+        (0xc90f_daa2_2168_c235, 0x4000, tag::VALID),   // pi
+        (0, 0x8000, tag::ZERO),                        // -0
+        (0xc000_0000_0000_0001, 0x7fff, tag::SPECIAL), // QNaN
+        (0x8000_0000_0000_0000, 0xffff, tag::SPECIAL), // -inf
+        (0x0000_0000_dead_beef, 0x0000, tag::SPECIAL), // denormal
+        (0x1234_5678_9abc_def0, 0x3fff, tag::SPECIAL), // unnormal (J clear)
+        (0x8000_0000_0000_0042, 0x0000, tag::SPECIAL), // pseudo-denormal
+        (0xa5a5_a5a5_a5a5_a5a5, 0x1234, tag::EMPTY),   // empty, stale value
+    ];
+    for (i, &(frac, se, t)) in regs.iter().enumerate() {
+        fpu.st[i][..8].copy_from_slice(&frac.to_le_bytes());
+        fpu.st[i][8..10].copy_from_slice(&se.to_le_bytes());
+        fpu.ftw |= t << (2 * i);
+    }
+    CpuState {
+        gpr: [
+            0x1111_1111,
+            0x2222_2222,
+            0x3333_3333,
+            0x4444_4444,
+            0x007f_fff0,
+            0x5555_5555,
+            0x6666_6666,
+            0x7777_7777,
+        ],
+        eip: 0x0040_1234,
+        eflags: 0x0000_0a97, // OF IF SF AF PF CF, bit 1
+        seg: [
+            seg(0x7b, 0x3, 0),
+            seg(0x73, 0xb, 0),
+            seg(0x7b, 0x3, 0),
+            seg(0x7b, 0x3, 0),
+            BxSegment {
+                selector: 0,
+                attr: 0,
+                limit: 0,
+                base: 0,
+                valid: 0,
+            },
+            seg(0x33, 0x3, 0xb7e0_0000),
+        ],
+        cr0: 0x8005_003b,
+        cr2: 0xbfff_f000,
+        cr3: 0x0123_4000,
+        cr4: 0x0004_06d0 | CR4_OSXSAVE,
+        efer: 0,
+        xcr0: 0xe7,
+        fpu,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layouts::{AMD, AVX_ONLY, INTEL};
+    use super::*;
+
+    fn bytes_eq(a: &CpuState, b: &CpuState) -> bool {
+        format!("{a:?}") == format!("{b:?}")
+    }
+
+    fn round_trip(cpu: &CpuState, xs: &XsaveInfo) -> (CpuState, u32, Box<GuestState>) {
+        let mut gs = Box::new(GuestState::default());
+        to_guest(cpu, xs, &mut gs);
+        let mut back = *cpu;
+        // Scribble over everything the exit path must rewrite.
+        back.gpr = [0; 8];
+        back.eip = 0;
+        back.eflags = 0;
+        back.fpu = FpuState {
+            fcw: 0,
+            fsw: 0,
+            ftw: 0,
+            fop: 0,
+            fip: 0,
+            fdp: 0,
+            fcs: 0,
+            fds: 0,
+            mxcsr: 0,
+            st: [[0xee; 16]; 8],
+            zmm: [[0xee; 64]; 8],
+            opmask: [0xee; 8],
+        };
+        let reload = from_guest(&gs, xs, &mut back);
+        (back, reload, gs)
+    }
+
+    #[test]
+    fn sample_state_tags_match_the_values() {
+        let cpu = sample_state();
+        for phys in 0..8 {
+            let t = (cpu.fpu.ftw >> (2 * phys)) & 3;
+            if t != tag::EMPTY {
+                assert_eq!(classify(&cpu.fpu.st[phys][..10]), t, "register {phys}");
+            }
+        }
+        assert_eq!(cpu.fpu.ftw >> 14, tag::EMPTY);
+    }
+
+    #[test]
+    fn round_trip_is_exact_with_both_layouts() {
+        let cpu = sample_state();
+        for xs in [INTEL, AMD] {
+            let (back, reload, gs) = round_trip(&cpu, &xs);
+            assert_eq!(reload, 0);
+            assert!(
+                bytes_eq(&back, &cpu),
+                "layout {xs:?}:\n{back:?}\n!=\n{cpu:?}"
+            );
+            assert_eq!(gs.xsave.xstate_bv(), 0xe7);
+            assert_eq!(gs.xcr0, 0xe7);
+        }
+    }
+
+    #[test]
+    fn image_uses_the_hosts_offsets() {
+        let cpu = sample_state();
+        for xs in [INTEL, AMD] {
+            let mut gs = GuestState::default();
+            to_guest(&cpu, &xs, &mut gs);
+            let img = &gs.xsave.0;
+            let (avx, k, zhi) = (
+                xs.components[2].0 as usize,
+                xs.components[5].0 as usize,
+                xs.components[6].0 as usize,
+            );
+            for r in 0..8 {
+                assert_eq!(
+                    img[160 + 16 * r..176 + 16 * r],
+                    cpu.fpu.zmm[r][..16],
+                    "xmm{r}"
+                );
+                assert_eq!(
+                    img[avx + 16 * r..avx + 16 * r + 16],
+                    cpu.fpu.zmm[r][16..32],
+                    "ymm{r} upper"
+                );
+                assert_eq!(
+                    img[zhi + 32 * r..zhi + 32 * r + 32],
+                    cpu.fpu.zmm[r][32..64],
+                    "zmm{r} upper"
+                );
+                assert_eq!(gs.xsave.u64_at(k + 8 * r), cpu.fpu.opmask[r], "k{r}");
+            }
+            // XMM8-15, YMM8-15, ZMM8-15 upper and Hi16_ZMM: unreachable, zero.
+            assert!(img[288..416].iter().all(|&b| b == 0));
+            assert!(img[avx + 128..avx + 256].iter().all(|&b| b == 0));
+            assert!(img[zhi + 256..zhi + 512].iter().all(|&b| b == 0));
+            let hi16 = xs.components[7].0 as usize;
+            assert!(img[hi16..hi16 + 1024].iter().all(|&b| b == 0));
+            // Header: XCOMP_BV and reserved bytes zero.
+            assert!(img[520..576].iter().all(|&b| b == 0));
+        }
+        // AMD and Intel images differ exactly in where the AVX-512 state lives.
+        let (mut a, mut i) = (GuestState::default(), GuestState::default());
+        to_guest(&cpu, &AMD, &mut a);
+        to_guest(&cpu, &INTEL, &mut i);
+        assert_eq!(a.xsave.0[..832], i.xsave.0[..832]);
+        assert_eq!(a.xsave.u64_at(832), cpu.fpu.opmask[0]);
+        assert_eq!(i.xsave.u64_at(1088), cpu.fpu.opmask[0]);
+    }
+
+    #[test]
+    fn legacy_area_fields_and_stack_order() {
+        let cpu = sample_state();
+        let mut gs = GuestState::default();
+        to_guest(&cpu, &AMD, &mut gs);
+        let img = &gs.xsave;
+        assert_eq!(get_u16(img, 0), 0x0c7a);
+        assert_eq!(get_u16(img, 2), cpu.fpu.fsw);
+        assert_eq!(img.0[4], 0x7f, "R7 empty, the rest not");
+        assert_eq!(img.0[5], 0);
+        assert_eq!(get_u16(img, 6), 0x05d9);
+        assert_eq!(get_u32(img, 8), 0x0804_9abc);
+        assert_eq!(get_u16(img, 12), 0x73);
+        assert_eq!(get_u32(img, 16), 0x0805_1234);
+        assert_eq!(get_u16(img, 20), 0x7b);
+        assert_eq!(get_u32(img, 24), cpu.fpu.mxcsr);
+        assert_eq!(get_u32(img, 28), MXCSR_MASK);
+        // TOP = 5: ST(0) = R5, ST(1) = R6, ST(2) = R7, ST(3) = R0, ...
+        for i in 0..8 {
+            let phys = (5 + i) & 7;
+            assert_eq!(
+                img.0[32 + 16 * i..42 + 16 * i],
+                cpu.fpu.st[phys][..10],
+                "ST({i})"
+            );
+            assert!(img.0[42 + 16 * i..48 + 16 * i].iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn every_top_value_round_trips() {
+        let mut cpu = sample_state();
+        for top in 0..8u16 {
+            cpu.fpu.fsw = (cpu.fpu.fsw & !0x3800) | (top << 11);
+            let (back, _, _) = round_trip(&cpu, &INTEL);
+            assert!(bytes_eq(&back, &cpu), "TOP {top}");
+        }
+    }
+
+    #[test]
+    fn tag_word_conversions() {
+        assert_eq!(abridged_tag(0xffff), 0);
+        assert_eq!(abridged_tag(0x0000), 0xff);
+        assert_eq!(abridged_tag(0b11_10_01_00_11_11_10_01), 0b0111_0011);
+        let reg = |frac: u64, se: u16| {
+            let mut r = [0u8; 10];
+            r[..8].copy_from_slice(&frac.to_le_bytes());
+            r[8..].copy_from_slice(&se.to_le_bytes());
+            r
+        };
+        assert_eq!(classify(&reg(0x8000_0000_0000_0000, 0x3fff)), tag::VALID); // 1.0
+        assert_eq!(classify(&reg(0x8000_0000_0000_0000, 0xbfff)), tag::VALID); // -1.0
+        assert_eq!(classify(&reg(0, 0)), tag::ZERO);
+        assert_eq!(classify(&reg(0, 0x8000)), tag::ZERO);
+        assert_eq!(classify(&reg(1, 0)), tag::SPECIAL); // denormal
+        assert_eq!(classify(&reg(0x8000_0000_0000_0000, 0)), tag::SPECIAL); // pseudo-denormal
+        assert_eq!(classify(&reg(0x8000_0000_0000_0000, 0x7fff)), tag::SPECIAL); // +inf
+        assert_eq!(classify(&reg(0xc000_0000_0000_0000, 0xffff)), tag::SPECIAL); // -QNaN
+        assert_eq!(classify(&reg(0, 0x7fff)), tag::SPECIAL); // pseudo-infinity
+        assert_eq!(classify(&reg(0x4000_0000_0000_0000, 0x4000)), tag::SPECIAL); // unnormal
+                                                                                 // Full tag: empty registers stay empty whatever they hold; the others are classified.
+        let mut stack = [[0u8; 10]; 8];
+        stack[0] = reg(0x8000_0000_0000_0000, 0x3fff); // ST(0) valid
+        stack[1] = reg(0, 0); // ST(1) zero
+        stack[2] = reg(1, 0); // ST(2) special
+                              // TOP = 6: ST(0) = R6, ST(1) = R7, ST(2) = R0.
+        let ftw = full_tag(0b1100_0001, &stack, 6);
+        assert_eq!(ftw, 0b01_00_11_11_11_11_11_10);
+    }
+
+    #[test]
+    fn inconsistent_tags_are_recomputed_like_hardware() {
+        // Bochs says "valid" for a register holding zero: FXSAVE/FXRSTOR would say "zero".
+        let mut cpu = sample_state();
+        cpu.fpu.ftw &= !(3 << 2); // R1 (-0) tagged valid
+        let (back, _, _) = round_trip(&cpu, &AMD);
+        assert_eq!((back.fpu.ftw >> 2) & 3, tag::ZERO);
+        assert_eq!(back.fpu.ftw & !(3 << 2), cpu.fpu.ftw & !(3 << 2));
+    }
+
+    #[test]
+    fn all_empty_and_init_states() {
+        let mut cpu = sample_state();
+        cpu.fpu.ftw = 0xffff;
+        let (back, _, gs) = round_trip(&cpu, &AMD);
+        assert_eq!(gs.xsave.0[4], 0);
+        assert!(bytes_eq(&back, &cpu));
+        // A component whose XSTATE_BV bit the executor cleared comes back in its initial state.
+        let cpu = sample_state();
+        let mut gs = GuestState::default();
+        to_guest(&cpu, &INTEL, &mut gs);
+        gs.xsave.set_u64_at(512, xfeature::SSE); // x87, AVX, opmask, ZMM_Hi256 in init state
+        let mut back = cpu;
+        from_guest(&gs, &INTEL, &mut back);
+        assert_eq!(
+            (back.fpu.fcw, back.fpu.fsw, back.fpu.ftw, back.fpu.fop),
+            (FCW_INIT, 0, 0xffff, 0)
+        );
+        assert_eq!(
+            (back.fpu.fip, back.fpu.fcs, back.fpu.fdp, back.fpu.fds),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(back.fpu.st, [[0; 16]; 8]);
+        assert_eq!(back.fpu.opmask, [0; 8]);
+        for r in 0..8 {
+            assert_eq!(back.fpu.zmm[r][..16], cpu.fpu.zmm[r][..16], "xmm{r} kept");
+            assert!(
+                back.fpu.zmm[r][16..].iter().all(|&b| b == 0),
+                "zmm{r} upper initialised"
+            );
+        }
+        assert_eq!(
+            back.fpu.mxcsr, cpu.fpu.mxcsr,
+            "MXCSR is read whatever XSTATE_BV says"
+        );
+        gs.xsave.set_u64_at(512, 0);
+        from_guest(&gs, &INTEL, &mut back);
+        assert!(back.fpu.zmm.iter().all(|z| z.iter().all(|&b| b == 0)));
+    }
+
+    #[test]
+    fn xcr0_limits_what_is_transferred() {
+        // Guest without OSXSAVE: x87 and SSE only; AVX/AVX-512 state stays Bochs's.
+        let mut cpu = sample_state();
+        cpu.cr4 &= !CR4_OSXSAVE;
+        assert_eq!(effective_xcr0(&cpu), 3);
+        let mut gs = GuestState::default();
+        to_guest(&cpu, &INTEL, &mut gs);
+        assert_eq!(gs.xcr0, 3);
+        assert_eq!(gs.xsave.xstate_bv(), 3);
+        assert!(gs.xsave.0[576..2688].iter().all(|&b| b == 0));
+        let mut back = cpu;
+        back.fpu.opmask = [7; 8];
+        back.fpu.zmm[3][40] = 0x99;
+        from_guest(&gs, &INTEL, &mut back);
+        assert_eq!(back.fpu.opmask, [7; 8], "not transferred: untouched");
+        assert_eq!(back.fpu.zmm[3][40], 0x99);
+        assert_eq!(back.fpu.zmm[3][..16], cpu.fpu.zmm[3][..16]);
+        // Guest XCR0 = x87|SSE|AVX on an AVX-512 host; and an AVX-only host.
+        let mut cpu = sample_state();
+        cpu.xcr0 = 7;
+        for xs in [INTEL, AMD, AVX_ONLY] {
+            let (back, _, gs) = round_trip(&cpu, &xs);
+            assert_eq!(gs.xsave.xstate_bv(), 7);
+            let mut want = cpu;
+            want.fpu.opmask = [0xee; 8]; // scribbled by round_trip, not transferred
+            for z in want.fpu.zmm.iter_mut() {
+                z[32..].fill(0xee);
+            }
+            assert!(bytes_eq(&back, &want), "{xs:?}");
+        }
+    }
+
+    #[test]
+    fn segments_translate_and_reload_mask() {
+        let cpu = sample_state();
+        let mut gs = GuestState::default();
+        to_guest(&cpu, &AMD, &mut gs);
+        assert_eq!(
+            gs.segs[1],
+            Segment {
+                selector: 0x73,
+                attr: 0xc0fb,
+                limit: 0xfffff,
+                base: 0,
+                flags: 0
+            }
+        );
+        assert_eq!(gs.segs[5].base, 0xb7e0_0000);
+        assert_eq!(gs.segs[4], Segment::null(0));
+        let mut c = cpu;
+        c.seg[4] = BxSegment {
+            selector: 3,
+            attr: 0x1234,
+            limit: 5,
+            base: 6,
+            valid: 0,
+        };
+        to_guest(&c, &AMD, &mut gs);
+        assert_eq!(gs.segs[4], Segment::null(3), "valid=0 is a null register");
+        // Exit with DS and GS loaded natively with selectors the monitor did not install.
+        to_guest(&cpu, &AMD, &mut gs);
+        gs.segs[3] = Segment {
+            selector: 0x2b,
+            flags: SEG_NOT_INSTALLED,
+            ..gs.segs[3]
+        };
+        gs.segs[5] = Segment {
+            selector: 0x7b,
+            flags: SEG_NOT_INSTALLED,
+            ..gs.segs[5]
+        };
+        let mut back = cpu;
+        assert_eq!(from_guest(&gs, &AMD, &mut back), (1 << 3) | (1 << 5));
+        assert_eq!(back.seg[3].selector, 0x2b);
+        assert_eq!(back.seg[5].selector, 0x7b);
+        assert_eq!(
+            (back.seg[3].attr, back.seg[3].base, back.seg[3].valid),
+            (cpu.seg[3].attr, 0, 1)
+        );
+        assert_eq!(
+            back.seg[5].base, 0xb7e0_0000,
+            "descriptor cache is Bochs's to reload"
+        );
+    }
+
+    #[test]
+    fn control_registers_are_bochss() {
+        let cpu = sample_state();
+        let mut gs = GuestState::default();
+        to_guest(&cpu, &AMD, &mut gs);
+        assert_eq!(
+            (gs.cr0, gs.cr2, gs.cr3, gs.cr4, gs.efer),
+            (cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4, cpu.efer)
+        );
+        gs.cr3 = 0;
+        gs.cr2 = 0;
+        let mut back = cpu;
+        from_guest(&gs, &AMD, &mut back);
+        assert_eq!((back.cr2, back.cr3), (cpu.cr2, cpu.cr3));
+    }
+
+    #[test]
+    fn image_passes_the_drivers_header_rules() {
+        // XCOMP_BV = 0, XSTATE_BV within XCR0, reserved header bytes zero, MXCSR reserved zero.
+        for xs in [INTEL, AMD, AVX_ONLY] {
+            let mut cpu = sample_state();
+            cpu.xcr0 &= xs.features;
+            let mut gs = GuestState::default();
+            to_guest(&cpu, &xs, &mut gs);
+            assert_eq!(gs.xsave.xcomp_bv(), 0);
+            assert_eq!(gs.xsave.xstate_bv() & !gs.xcr0, 0);
+            assert!(gs.xsave.0[528..576].iter().all(|&b| b == 0));
+            assert_eq!(gs.xsave.mxcsr() & !0xffff, 0);
+        }
+    }
+}
