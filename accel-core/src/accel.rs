@@ -5,7 +5,7 @@ use crate::cpuid::{self, CpuidFn};
 use crate::decode::{self, GuestMemory};
 use crate::log::Logger;
 use crate::mmu::MmuQueue;
-use crate::policy::{ns_to_ticks, ticks_to_ns, Decision, Decline, Policy, MIN_BUDGET_NS};
+use crate::policy::{ns_to_ticks, ticks_to_ns, Backoff, Decision, Decline, Policy, MIN_BUDGET_NS};
 use crate::state::{self, effective_xcr0};
 use crate::stats::Stats;
 use crate::{AccelOps, CpuState, RunOutcome};
@@ -173,6 +173,7 @@ pub struct Accelerator<B: Backend> {
     backend: B,
     xsave: XsaveInfo,
     policy: Policy,
+    backoff: Backoff,
     ips: u64,
     log: Logger,
     stats: Stats,
@@ -269,6 +270,7 @@ impl<B: Backend> Accelerator<B> {
             backend,
             xsave,
             policy,
+            backoff: Backoff::default(),
             ips: cfg.ips,
             log,
             stats: Stats::default(),
@@ -477,6 +479,12 @@ impl<B: Backend> Accelerator<B> {
         self.last_paging = Some(key);
         self.stats.native_ns += ran.native_ns;
         self.stats.demand_fills += u64::from(ran.demand_fills);
+        self.stats.run_length(ran.native_ns);
+        self.backoff.record_run(
+            ran.native_ns,
+            ran.demand_fills,
+            matches!(ran.reason, ExitReason::BudgetExpired),
+        );
         let Some(reason) = exit_code(&ran.reason) else {
             return self.fail(ran.reason.describe(), true);
         };
@@ -534,6 +542,9 @@ impl<B: Backend> AccelOps for Accelerator<B> {
         self.stats.calls += 1;
         if self.disabled {
             return self.decline(Decline::Disabled, crate::policy::NEVER_TICKS);
+        }
+        if let Some(ticks) = self.backoff.take() {
+            return self.decline(Decline::Backoff, ticks);
         }
         match self.policy.decide(cpu, budget_ticks, user_insns) {
             Decision::Enter => self.run_native(cpu, budget_ticks),

@@ -15,6 +15,17 @@
 //! overshoot would exceed the slice itself. In guest ticks that is `MIN_BUDGET_NS × ips / 1e9`
 //! (840 ticks at `ips=60000000`).
 //!
+//! # Back-off
+//!
+//! A native run that ends after less than [`SHORT_RUN_NS`] (host time, entry and exit
+//! included) cost more than Bochs would have needed for the instructions it ran: a system-call
+//! or page-fault loop, RDTSC polling, a short-lived process filling its pages. After each such
+//! run the next entry waits for Bochs to emulate [`BACKOFF_START_TICKS`] ticks, doubling with
+//! every further short run up to [`BACKOFF_MAX_TICKS`]; one longer run resets it. At the cap an
+//! entry is tried once per million ticks (about 4 ms of emulation at Bochs's ~240 MIPS), so a
+//! program that turns to compute is run natively again within milliseconds, and a program that
+//! never does pays one short run per 4 ms (well under 1%).
+//!
 //! A state the driver cannot run (an LDT selector, a conforming code segment, …) usually
 //! persists for a while, so such declines ask Bochs to emulate [`UNSUPPORTED_RETRY_NS`] worth of
 //! ticks before asking again: that bounds the cost of filling the state and checking it to a
@@ -27,6 +38,17 @@ use bochs_ffi::raw::{self, plex86_accel_cpu_state as CpuState};
 pub const EXIT_REENTRY_NS: u64 = 7_000;
 /// Shortest budget worth an entry: twice the exit + re-entry cost.
 pub const MIN_BUDGET_NS: u64 = 2 * EXIT_REENTRY_NS;
+/// Native runs shorter than this (host time, entry and exit included, demand fills excluded)
+/// count as not paying off. A run that does nothing but enter and exit takes 8-16 µs here
+/// (measured with the run-length histogram of the statistics).
+pub const SHORT_RUN_NS: u64 = 32_000;
+/// Host cost of one demand fill inside a run (host-driver's fill benchmark: 8.4-8.8 µs). A run
+/// that mostly mirrors fresh pages did little guest work, however long it took.
+pub const FILL_NS: u64 = 8_000;
+/// First back-off distance after a short run, in guest ticks.
+pub const BACKOFF_START_TICKS: u64 = 1_000;
+/// Largest back-off distance, in guest ticks.
+pub const BACKOFF_MAX_TICKS: u64 = 1_000_000;
 /// After an unsupported-state decline, emulate this long before asking again.
 pub const UNSUPPORTED_RETRY_NS: u64 = 50_000;
 
@@ -57,6 +79,8 @@ pub enum Decline {
     NoBudget,
     /// The accelerator disabled itself after a failure.
     Disabled,
+    /// Recent native runs were too short to pay off (see "Back-off").
+    Backoff,
 }
 
 impl Decline {
@@ -71,6 +95,7 @@ impl Decline {
             }
             Decline::NoBudget => raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_NO_BUDGET,
             Decline::Disabled => raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_DISABLED,
+            Decline::Backoff => raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_BACKOFF,
         }
     }
 }
@@ -144,7 +169,6 @@ const EFL_TF: u32 = 1 << 8;
 const EFL_IF: u32 = 1 << 9;
 const EFL_IOPL: u32 = 3 << 12;
 const EFL_NT: u32 = 1 << 14;
-const EFL_RF: u32 = 1 << 16;
 const EFL_VM: u32 = 1 << 17;
 const EFL_VIF: u32 = 1 << 19;
 const EFL_VIP: u32 = 1 << 20;
@@ -157,6 +181,41 @@ const TYPE_CONFORMING: u16 = 4; // code segments
 const TYPE_WRITABLE: u16 = 2; // data segments
 const TYPE_READABLE: u16 = 2; // code segments
 
+/// The adaptive back-off after native runs that were too short to pay off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backoff {
+    /// Ticks the next call must decline for; 0 when not armed.
+    armed_ticks: u64,
+    /// The current back-off distance; 0 after a run that paid off.
+    distance: u64,
+}
+
+impl Backoff {
+    /// Records a native run of `native_ns` with `demand_fills` fills that ended for
+    /// `budget_expired` or another reason. A run cut short by the budget is as long as it was
+    /// allowed to be and never counts as short.
+    pub fn record_run(&mut self, native_ns: u64, demand_fills: u32, budget_expired: bool) {
+        let work_ns = native_ns.saturating_sub(u64::from(demand_fills) * FILL_NS);
+        if budget_expired || work_ns >= SHORT_RUN_NS {
+            self.distance = 0;
+            self.armed_ticks = 0;
+        } else {
+            self.distance = if self.distance == 0 {
+                BACKOFF_START_TICKS
+            } else {
+                (self.distance * 2).min(BACKOFF_MAX_TICKS)
+            };
+            self.armed_ticks = self.distance;
+        }
+    }
+
+    /// If armed, disarms and returns the ticks the current call must decline for.
+    pub fn take(&mut self) -> Option<u64> {
+        let t = std::mem::take(&mut self.armed_ticks);
+        (t > 0).then_some(t)
+    }
+}
+
 /// The host driver's entry rules (host-driver `validate_entry`, plus the conforming-segment
 /// limit of `modify_ldt`), checked on the Bochs state. `Err` names the first rule broken.
 pub fn check_state(cpu: &CpuState, host_xsave_features: u64) -> Result<(), &'static str> {
@@ -164,10 +223,9 @@ pub fn check_state(cpu: &CpuState, host_xsave_features: u64) -> Result<(), &'sta
     if f & 2 == 0 || f & EFL_RESERVED_ZERO != 0 {
         return Err("EFLAGS reserved bits are wrong");
     }
-    if f & EFL_IF == 0
-        || f & (EFL_IOPL | EFL_TF | EFL_NT | EFL_RF | EFL_VM | EFL_VIF | EFL_VIP) != 0
-    {
-        return Err("EFLAGS: native runs need IF=1, IOPL=0 and TF/NT/RF/VM/VIF/VIP clear");
+    if f & EFL_IF == 0 || f & (EFL_IOPL | EFL_TF | EFL_NT | EFL_VM | EFL_VIF | EFL_VIP) != 0 {
+        // RF is allowed: `state::to_guest` clears it (see there).
+        return Err("EFLAGS: native runs need IF=1, IOPL=0 and TF/NT/VM/VIF/VIP clear");
     }
     if cpu.cr0 & 1 == 0 {
         return Err("CR0.PE is clear");
@@ -328,6 +386,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn backoff_doubles_after_short_runs_up_to_the_cap_and_resets() {
+        let mut b = Backoff::default();
+        assert_eq!(b.take(), None, "not armed at start");
+        b.record_run(SHORT_RUN_NS - 1, 0, false);
+        assert_eq!(b.take(), Some(BACKOFF_START_TICKS));
+        assert_eq!(b.take(), None, "one decline per short run");
+        b.record_run(1_000, 0, false);
+        assert_eq!(b.take(), Some(2 * BACKOFF_START_TICKS));
+        for _ in 0..40 {
+            b.record_run(1_000, 0, false);
+        }
+        assert_eq!(b.take(), Some(BACKOFF_MAX_TICKS));
+        b.record_run(1_000, 0, true);
+        assert_eq!(b.take(), None, "a run ended by the budget is not short");
+        b.record_run(1_000, 0, false);
+        assert_eq!(
+            b.take(),
+            Some(BACKOFF_START_TICKS),
+            "the budget run reset the distance"
+        );
+        b.record_run(SHORT_RUN_NS - 1 + 3 * FILL_NS, 3, false);
+        assert_eq!(
+            b.take(),
+            Some(2 * BACKOFF_START_TICKS),
+            "fills are no guest work"
+        );
+        b.record_run(SHORT_RUN_NS, 0, false);
+        assert_eq!(b.take(), None, "a run that paid off resets");
+    }
+
     fn unsupported(f: impl Fn(&mut CpuState)) -> &'static str {
         let mut s = sample_state();
         f(&mut s);
@@ -384,7 +473,13 @@ mod tests {
         assert!(unsupported(|s| s.seg[5].limit = 0x10_0000).contains("limit"));
         assert!(unsupported(|s| s.eflags &= !0x200).contains("IF=1"));
         assert!(unsupported(|s| s.eflags |= 0x3000).contains("IOPL"));
-        assert!(unsupported(|s| s.eflags |= 1 << 16).contains("RF"));
+        let mut rf = sample_state();
+        rf.eflags |= 1 << 16;
+        assert_eq!(
+            check_state(&rf, 0xe7),
+            Ok(()),
+            "RF=1 (after a return from a fault) is entered"
+        );
         assert!(unsupported(|s| s.eflags |= 1 << 14).contains("NT"));
         assert!(unsupported(|s| s.eflags |= 1 << 3).contains("reserved"));
         assert!(unsupported(|s| s.eflags &= !2).contains("reserved"));

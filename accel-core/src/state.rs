@@ -305,11 +305,17 @@ pub fn read_xsave(img: &XsaveImage, xcr0: u64, xs: &XsaveInfo, fpu: &mut FpuStat
     }
 }
 
+const EFLAGS_RF: u32 = 1 << 16;
+
 /// Bochs state → driver state (entry). Every field of `out` is written.
 pub fn to_guest(cpu: &CpuState, xs: &XsaveInfo, out: &mut GuestState) {
     out.gprs = cpu.gpr;
     out.eip = cpu.eip;
-    out.eflags = cpu.eflags;
+    // RF (set by every IRET back from a fault) only suppresses instruction breakpoints for the
+    // next instruction, and Bochs enters only with no breakpoint armed in DR7; PUSHF and fault
+    // frames never store the RF of a completed instruction. Clearing it is therefore exact, and
+    // the host driver requires it clear.
+    out.eflags = cpu.eflags & !EFLAGS_RF;
     for (d, s) in out.segs.iter_mut().zip(&cpu.seg) {
         *d = segment_to_guest(s);
     }

@@ -39,6 +39,7 @@ pub fn decline_name(reason: usize) -> Option<&'static str> {
         2 => "unsupported_state",
         3 => "no_budget",
         4 => "disabled",
+        5 => "backoff",
         16 => "not_user_mode",
         17 => "event_pending",
         18 => "debug",
@@ -48,6 +49,20 @@ pub fn decline_name(reason: usize) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// Upper bounds (µs) of the run-length buckets of [`Stats::run_lengths`].
+pub const RUN_LENGTH_BOUNDS_US: [u64; 8] = [2, 4, 8, 16, 32, 64, 128, 1024];
+const RUN_LENGTH_NAMES: [&str; RUN_LENGTH_BOUNDS_US.len() + 1] = [
+    "lt_2us",
+    "lt_4us",
+    "lt_8us",
+    "lt_16us",
+    "lt_32us",
+    "lt_64us",
+    "lt_128us",
+    "lt_1024us",
+    "ge_1024us",
+];
 
 /// The counters.
 #[derive(Clone, Debug)]
@@ -75,6 +90,10 @@ pub struct Stats {
     pub ticks_charged: u64,
     /// Pages the executor mirrored on demand (host #PF → walk → mmap).
     pub demand_fills: u64,
+    /// Native runs by length (host time, entry and exit included): bucket i counts runs
+    /// shorter than `RUN_LENGTH_BOUNDS_US[i]` µs and not shorter than the bound before; the last
+    /// bucket the rest.
+    pub run_lengths: [u64; RUN_LENGTH_BOUNDS_US.len() + 1],
     /// TLB flush notifications: all entries.
     pub flush_all: u64,
     /// TLB flush notifications: non-global entries.
@@ -179,6 +198,16 @@ impl<'a> Obj<'a> {
 }
 
 impl Stats {
+    /// Counts one native run of `native_ns` in the run-length histogram.
+    pub fn run_length(&mut self, native_ns: u64) {
+        let us = native_ns / 1_000;
+        let i = RUN_LENGTH_BOUNDS_US
+            .iter()
+            .position(|&b| us < b)
+            .unwrap_or(RUN_LENGTH_BOUNDS_US.len());
+        self.run_lengths[i] += 1;
+    }
+
     /// Counters starting at `start`.
     pub fn new(start: Instant) -> Self {
         Stats {
@@ -193,6 +222,7 @@ impl Stats {
             run_wall_ns: 0,
             ticks_charged: 0,
             demand_fills: 0,
+            run_lengths: [0; RUN_LENGTH_BOUNDS_US.len() + 1],
             flush_all: 0,
             flush_non_global: 0,
             invlpg: 0,
@@ -336,6 +366,13 @@ impl Stats {
         o.num("ticks_charged", self.ticks_charged);
         o.num("demand_fills", self.demand_fills);
         o.counts(
+            "run_lengths",
+            RUN_LENGTH_NAMES
+                .iter()
+                .copied()
+                .zip(self.run_lengths.iter().copied()),
+        );
+        o.counts(
             "exits",
             EXIT_NAMES.iter().copied().zip(self.exits.iter().copied()),
         );
@@ -415,6 +452,9 @@ mod tests {
         s.run_wall_ns = 260_000_000;
         s.ticks_charged = 15_000_000;
         s.demand_fills = 42;
+        s.run_length(1_500);
+        s.run_length(2_000);
+        s.run_length(5_000_000);
         s.flush_all = 3;
         s.invlpg = 5;
         s.protect_requests = 7;
@@ -450,13 +490,16 @@ mod tests {
         assert!((v["native_share"].as_f64().unwrap() - 0.25).abs() < 1e-9);
         assert_eq!(v["ticks_charged"], 15_000_000);
         assert_eq!(v["demand_fills"], 42);
+        assert_eq!(v["run_lengths"]["lt_2us"], 1);
+        assert_eq!(v["run_lengths"]["lt_4us"], 1);
+        assert_eq!(v["run_lengths"]["ge_1024us"], 1);
         assert_eq!(v["exits"]["privileged"], 2);
         assert_eq!(v["exits"]["system_call"], 1);
         assert_eq!(v["exits"].as_object().unwrap().len(), EXIT_REASONS);
         assert_eq!(v["declines"]["short_burst"], 1);
         assert_eq!(v["declines"]["not_user_mode"], 2);
         assert_eq!(v["declines"]["unknown"], 2);
-        assert_eq!(v["declines"].as_object().unwrap().len(), 12);
+        assert_eq!(v["declines"].as_object().unwrap().len(), 13);
         assert_eq!(v["mmu"]["flush_all"], 3);
         assert_eq!(v["mmu"]["invlpg"], 5);
         assert_eq!(v["code_pages"]["protect_requests"], 7);

@@ -28,6 +28,7 @@ const BUDGET: u64 = 2_000_000_000;
 const DECLINED: u32 = raw::plex86_accel_status_PLEX86_ACCEL_DECLINED;
 const RAN: u32 = raw::plex86_accel_status_PLEX86_ACCEL_RAN;
 const FAILED: u32 = raw::plex86_accel_status_PLEX86_ACCEL_FAILED;
+const BACKOFF: u32 = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_BACKOFF;
 
 fn executor() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -253,8 +254,18 @@ impl Guest {
         self.exit.status
     }
 
+    /// Runs, calling again after back-off declines: these tests make one short run after
+    /// another, which the entry policy answers with a back-off (Bochs would emulate a while and
+    /// ask again; nothing changes in between). The back-off itself is tested over a scripted
+    /// backend in `accel/tests.rs`, where run lengths do not depend on the machine.
     fn run(&mut self) -> u32 {
-        self.run_with(BUDGET, 1000)
+        for _ in 0..2 {
+            let st = self.run_with(BUDGET, 1000);
+            if st != DECLINED || self.exit.decline_reason != BACKOFF {
+                return st;
+            }
+        }
+        panic!("two back-off declines in a row: {}", self.describe());
     }
 
     /// Runs and expects RAN with `reason`.

@@ -167,6 +167,7 @@ enum plex86_accel_decline_reason {
   PLEX86_ACCEL_DECLINE_UNSUPPORTED_STATE = 2, /* e.g. LDT selectors, conforming code segment */
   PLEX86_ACCEL_DECLINE_NO_BUDGET = 3,       /* the next timer event is too close */
   PLEX86_ACCEL_DECLINE_DISABLED = 4,        /* after a failure the library stays off */
+  PLEX86_ACCEL_DECLINE_BACKOFF = 5,         /* recent native runs were too short to pay off */
   /* Bochs-side reasons (the hook's eligibility checks) */
   PLEX86_ACCEL_DECLINE_NOT_USER_MODE = 16,  /* CPL != 3, not protected mode, paging off, V8086 */
   PLEX86_ACCEL_DECLINE_EVENT_PENDING = 17,  /* async event, interrupt shadow, not active */

@@ -222,6 +222,7 @@ pub const plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_NO_BUDGET: plex86_acc
     3;
 pub const plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_DISABLED: plex86_accel_decline_reason =
     4;
+pub const plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_BACKOFF: plex86_accel_decline_reason = 5;
 pub const plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_NOT_USER_MODE:
     plex86_accel_decline_reason = 16;
 pub const plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_EVENT_PENDING:

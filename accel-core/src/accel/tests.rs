@@ -226,6 +226,56 @@ fn ran_maps_reason_ticks_and_state() {
 }
 
 #[test]
+fn short_runs_back_off_and_long_or_budget_runs_reset() {
+    let short = |fills| {
+        let mut s = step(ExitReason::Privileged);
+        s.native_ns = 5_000 + u64::from(fills) * crate::policy::FILL_NS;
+        s.fills = fills;
+        s
+    };
+    let mut t = accel(vec![
+        short(0),
+        short(4),
+        step(ExitReason::Privileged), // 1 ms: pays off
+        short(0),
+        step(ExitReason::BudgetExpired),
+        short(0),
+    ]);
+    let mut cpu = sample_state();
+    let backoff = |retry_after_ticks| RunOutcome::Declined {
+        reason: Decline::Backoff.code(),
+        retry_after_ticks,
+    };
+    let start = crate::policy::BACKOFF_START_TICKS;
+    let mut outcomes = Vec::new();
+    for _ in 0..9 {
+        outcomes.push(match run(&mut t, &mut cpu) {
+            RunOutcome::Ran { .. } => None,
+            other => Some(other),
+        });
+    }
+    assert_eq!(
+        outcomes,
+        [
+            None,                     // short run
+            Some(backoff(start)),     // ...so the next call declines
+            None,                     // short, its time all demand fills
+            Some(backoff(2 * start)), // the distance doubles
+            None,                     // a run that paid off: no back-off
+            None,                     // short again: starts over
+            Some(backoff(start)),
+            None, // ended by the budget: not short
+            None, // the last short run
+        ]
+    );
+    assert_eq!(
+        t.log.lock().unwrap().runs.len(),
+        6,
+        "declines never reach the backend"
+    );
+}
+
+#[test]
 fn at_least_one_tick_is_charged() {
     let mut s = step(ExitReason::PageFault {
         linear: 0x1000,
