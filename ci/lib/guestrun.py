@@ -285,31 +285,41 @@ def cmd_run(argv: list[str]) -> int:
     ap.add_argument("--json", required=True, metavar="OUT")
     ap.add_argument("--bochs", help="Bochs binary to use (default target/bochs/plain/bochs)")
     ap.add_argument("--append", default="", help="extra kernel command-line arguments")
+    ap.add_argument("--accel-options", default="", metavar="K=V,...",
+                    help="extra keys of the bochsrc plex86accel: line (with --accel on), e.g. min_user_insns=200")
     ap.add_argument("--no-build", action="store_true", help="don't call ci/build-bochs / ci/build-guest")
     ap.add_argument("--keep-iso", action="store_true",
                     help="keep the run's guest.iso after a completed run (it is always kept otherwise)")
     a = ap.parse_args(argv)
 
-    if a.accel == "on":
-        die("--accel on: the accelerator is not implemented yet (only --accel off works at this stage)", 2)
     if a.add and not a.run:
         die("--add needs --run CMD", 2)
     add_dir = Path(a.add).resolve() if a.add else None
     if add_dir is not None and not add_dir.is_dir():
         die(f"--add {a.add}: not a directory", 2)
 
-    bochs = Path(a.bochs).resolve() if a.bochs else TARGET / "bochs" / "plain" / "bochs"
+    variant = "accel" if a.accel == "on" else "plain"
+    bochs = Path(a.bochs).resolve() if a.bochs else TARGET / "bochs" / variant / "bochs"
     if not a.no_build:
-        if not a.bochs and not os.access(bochs, os.X_OK):
-            bb = ROOT / "ci" / "build-bochs"
-            if not bb.exists():
-                die(f"{bochs} is missing and ci/build-bochs does not exist")
-            r = subprocess.run([str(bb)], stdout=sys.stderr)
+        steps = [] if a.bochs else [[str(ROOT / "ci" / "build-bochs"), "--variant", variant]]
+        if a.accel == "on":
+            steps.append(["cargo", "build", "--release", "-q", "-p", "accel-core", "--lib"])
+            steps.append(["cargo", "build", "--release", "-q", "-p", "host-driver",
+                          "--bin", "plex86-executor"])
+        steps.append([str(ROOT / "ci" / "build-guest")])
+        for cmd in steps:  # each is idempotent and fast when nothing changed
+            r = subprocess.run(cmd, stdout=sys.stderr, cwd=ROOT)
             if r.returncode != 0:
-                die(f"ci/build-bochs failed ({r.returncode})")
-        r = subprocess.run([str(ROOT / "ci" / "build-guest")], stdout=sys.stderr)
-        if r.returncode != 0:
-            die(f"ci/build-guest failed ({r.returncode})")
+                die(f"{' '.join(cmd)} failed ({r.returncode})")
+    accel_line = "# plex86accel: off (plain Bochs)"
+    stats_json = None
+    if a.accel == "on":
+        library = TARGET / "release" / "libplex86_accel.so"
+        if not library.exists():
+            die(f"{library} is missing: run cargo build --release -p accel-core")
+        accel_line = f'plex86accel: enabled=1, library="{library}"'
+        if a.accel_options:
+            accel_line += ", " + a.accel_options
     if not os.access(bochs, os.X_OK):
         die(f"no Bochs binary at {bochs}")
     base_img = GUEST_OUT / "iso" / "base.img"
@@ -349,10 +359,13 @@ def cmd_run(argv: list[str]) -> int:
     serial = rundir / "serial.txt"
     log = rundir / "bochs.log"
     rc_path = rundir / "bochsrc"
+    if a.accel == "on":
+        stats_json = rundir / "accel-stats.json"
+        accel_line += f', stats="{stats_json}"'
     rc_path.write_text(render(GUEST_DIR / "bochsrc.in", {
         "MEGS": str(MEGS), "ROMIMAGE": ROMIMAGE, "VGAROMIMAGE": VGAROMIMAGE, "IPS": str(IPS),
         "TIME0": str(TIME0), "ISO": str(iso), "SERIAL": str(serial), "LOG": str(log),
-        "MSRS": str(GUEST_DIR / "msrs.def")}))
+        "MSRS": str(GUEST_DIR / "msrs.def"), "PLEX86ACCEL": accel_line}))
     for fw in (ROMIMAGE, VGAROMIMAGE):
         if not Path(fw).exists():
             die(f"BIOS image {fw} missing (Debian packages bochsbios, vgabios; ci/build-guest installs them)")
@@ -486,6 +499,12 @@ def cmd_run(argv: list[str]) -> int:
         "console_timestamped": str(rundir / "console-ts.txt"),
         "bochs_log": str(log),
     }
+    if stats_json is not None:
+        try:
+            result["accel_stats"] = json.loads(stats_json.read_text())
+        except (OSError, ValueError) as err:
+            result["accel_stats"] = None
+            result["failures"].append(f"accelerator statistics unreadable: {err}")
     for p in result["programs"]:
         out_lines = p.pop("output", [])
         p["output_tail"] = out_lines[-20:]
