@@ -21,7 +21,9 @@
 //! included) cost more than Bochs would have needed for the instructions it ran: a system-call
 //! or page-fault loop, RDTSC polling, a short-lived process filling its pages. After each such
 //! run the next entry waits for Bochs to emulate [`BACKOFF_START_TICKS`] ticks, doubling with
-//! every further short run up to [`BACKOFF_MAX_TICKS`]; one longer run resets it. At the cap an
+//! every further short run up to [`BACKOFF_MAX_TICKS`]; one longer run resets it. Demand
+//! fills ([`FILL_NS`] each) are not guest work and are subtracted; a short run that the budget
+//! ended says nothing about the guest code and neither arms nor resets. At the cap an
 //! entry is tried once per million ticks (about 4 ms of emulation at Bochs's ~240 MIPS), so a
 //! program that turns to compute is run natively again within milliseconds, and a program that
 //! never does pays one short run per 4 ms (well under 1%).
@@ -192,14 +194,14 @@ pub struct Backoff {
 
 impl Backoff {
     /// Records a native run of `native_ns` with `demand_fills` fills that ended for
-    /// `budget_expired` or another reason. A run cut short by the budget is as long as it was
-    /// allowed to be and never counts as short.
+    /// `budget_expired` or another reason. A short run that the budget ended says nothing about
+    /// the guest code (the next timer event was close): it neither arms nor resets.
     pub fn record_run(&mut self, native_ns: u64, demand_fills: u32, budget_expired: bool) {
         let work_ns = native_ns.saturating_sub(u64::from(demand_fills) * FILL_NS);
-        if budget_expired || work_ns >= SHORT_RUN_NS {
+        if work_ns >= SHORT_RUN_NS {
             self.distance = 0;
             self.armed_ticks = 0;
-        } else {
+        } else if !budget_expired {
             self.distance = if self.distance == 0 {
                 BACKOFF_START_TICKS
             } else {
@@ -400,12 +402,16 @@ mod tests {
         }
         assert_eq!(b.take(), Some(BACKOFF_MAX_TICKS));
         b.record_run(1_000, 0, true);
-        assert_eq!(b.take(), None, "a run ended by the budget is not short");
+        assert_eq!(b.take(), None, "a short run ended by the budget does not arm...");
+        b.record_run(1_000, 0, false);
+        assert_eq!(b.take(), Some(BACKOFF_MAX_TICKS), "...nor reset");
+        b.record_run(SHORT_RUN_NS, 0, true);
+        assert_eq!(b.take(), None);
         b.record_run(1_000, 0, false);
         assert_eq!(
             b.take(),
             Some(BACKOFF_START_TICKS),
-            "the budget run reset the distance"
+            "a long run ended by the budget resets"
         );
         b.record_run(SHORT_RUN_NS - 1 + 3 * FILL_NS, 3, false);
         assert_eq!(

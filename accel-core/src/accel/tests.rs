@@ -238,7 +238,11 @@ fn short_runs_back_off_and_long_or_budget_runs_reset() {
         short(4),
         step(ExitReason::Privileged), // 1 ms: pays off
         short(0),
-        step(ExitReason::BudgetExpired),
+        {
+            let mut s = step(ExitReason::BudgetExpired);
+            s.native_ns = 5_000;
+            s
+        },
         short(0),
     ]);
     let mut cpu = sample_state();
@@ -264,7 +268,7 @@ fn short_runs_back_off_and_long_or_budget_runs_reset() {
             None,                     // a run that paid off: no back-off
             None,                     // short again: starts over
             Some(backoff(start)),
-            None, // ended by the budget: not short
+            None, // short but ended by the budget: neutral
             None, // the last short run
         ]
     );
