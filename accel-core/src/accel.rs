@@ -253,7 +253,7 @@ impl<B: Backend> Accelerator<B> {
         host_xcr0: Option<u64>,
     ) -> Self {
         let xsave = backend.xsave_info();
-        let policy = Policy::new(cfg.ips, cfg.min_user_insns, xsave.features);
+        let policy = Policy::new(cfg.ips, cfg.min_user_insns);
         log.info(&format!(
             "started: {}; {} MiB RAM in {} range(s); XSAVE {} bytes ({}); ips {}; entry after {} user instructions and with at least {} ticks of budget ({} µs)",
             backend.describe(),
@@ -353,6 +353,13 @@ impl<B: Backend> Accelerator<B> {
         }
     }
 
+    /// Declines a state the host driver cannot run (`why` is its rule), logging the first few.
+    fn unsupported(&mut self, why: &str) -> RunOutcome<'_> {
+        self.native_started = false;
+        self.note_unsupported(&format!("host driver: {why}"));
+        self.decline(Decline::Unsupported, self.policy.unsupported_retry_ticks)
+    }
+
     fn note_unsupported(&mut self, why: &str) {
         if self.unsupported_logged < UNSUPPORTED_LOG_LIMIT {
             self.unsupported_logged += 1;
@@ -397,7 +404,6 @@ impl<B: Backend> Accelerator<B> {
         self.stats.respawns += 1;
         self.backend_map = self.ram_map.clone();
         self.xsave = self.backend.xsave_info();
-        self.policy.host_xsave_features = self.xsave.features;
         // A fresh executor: empty mirror, no write protections.
         self.mmu.drop_flushes();
         for &p in &self.protected {
@@ -442,6 +448,13 @@ impl<B: Backend> Accelerator<B> {
         }
         self.note_xcr0(effective_xcr0(cpu));
         state::to_guest(cpu, &self.xsave, &mut self.gs);
+        // The driver's entry rules, checked before anything is queued or sent, so that any
+        // backend declines the same states (the driver checks again in `run`).
+        if let Err(DriverError::UnsupportedState(m)) =
+            host_driver::validate_entry(&self.gs, self.xsave)
+        {
+            return self.unsupported(&m);
+        }
         self.commands.clear();
         self.mmu.commands(&mut self.commands);
         let budget = Duration::from_nanos(ticks_to_ns(budget_ticks, self.ips));
@@ -463,15 +476,8 @@ impl<B: Backend> Accelerator<B> {
         self.stats.run_wall_ns += u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let ran = match result {
             Ok(r) => r,
-            Err(DriverError::UnsupportedState(m)) => {
-                // Refused before anything was sent: the commands stay queued.
-                self.native_started = false;
-                self.note_unsupported(&format!("host driver: {m}"));
-                return self.decline(
-                    Decline::Unsupported("host driver"),
-                    self.policy.unsupported_retry_ticks,
-                );
-            }
+            // Refused before anything was sent: the commands stay queued.
+            Err(DriverError::UnsupportedState(m)) => return self.unsupported(&m),
             Err(e) => return self.fail(format!("native run failed: {e}"), true),
         };
         self.count_commands();
@@ -546,17 +552,12 @@ impl<B: Backend> AccelOps for Accelerator<B> {
         if let Some(ticks) = self.backoff.take() {
             return self.decline(Decline::Backoff, ticks);
         }
-        match self.policy.decide(cpu, budget_ticks, user_insns) {
+        match self.policy.decide(budget_ticks, user_insns) {
             Decision::Enter => self.run_native(cpu, budget_ticks),
             Decision::Decline {
                 reason,
                 retry_after_ticks,
-            } => {
-                if let Decline::Unsupported(why) = reason {
-                    self.note_unsupported(why);
-                }
-                self.decline(reason, retry_after_ticks)
-            }
+            } => self.decline(reason, retry_after_ticks),
         }
     }
 

@@ -1,9 +1,8 @@
 //! The entry policy: whether a call of `plex86_accel_run` should run the guest natively.
 //!
-//! Pure and cheap: it looks only at the Bochs state and two counters, and allocates nothing.
-//! Checks run cheapest first: disabled, short burst, budget, then the state rules that the
-//! host driver would refuse (its `UnsupportedState` error is treated as the same decline by
-//! the caller, in case the two ever disagree).
+//! Pure and cheap: it looks only at counters, and allocates nothing. Whether the state itself
+//! can run natively is the host driver's rule (`host_driver::validate_entry`, written once): the
+//! accelerator treats its `UnsupportedState` answer as a decline.
 //!
 //! # Thresholds
 //!
@@ -33,8 +32,7 @@
 //! ticks before asking again: that bounds the cost of filling the state and checking it to a
 //! few percent of emulation time.
 
-use crate::state::effective_xcr0;
-use bochs_ffi::raw::{self, plex86_accel_cpu_state as CpuState};
+use bochs_ffi::raw;
 
 /// Measured host cost of one exit plus re-entry (2-vCPU EPYC VMs, a free core per process).
 pub const EXIT_REENTRY_NS: u64 = 7_000;
@@ -75,8 +73,8 @@ pub fn ns_to_ticks(ns: u64, ips: u64) -> u64 {
 pub enum Decline {
     /// Still within the first `min_user_insns` user instructions after a kernel return.
     ShortBurst,
-    /// The host driver cannot run this state; the reason is for the log.
-    Unsupported(&'static str),
+    /// The host driver cannot run this state (`host_driver::validate_entry`).
+    Unsupported,
     /// The next timer event is too close.
     NoBudget,
     /// The accelerator disabled itself after a failure.
@@ -92,7 +90,7 @@ impl Decline {
             Decline::ShortBurst => {
                 raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_SHORT_BURST
             }
-            Decline::Unsupported(_) => {
+            Decline::Unsupported => {
                 raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_UNSUPPORTED_STATE
             }
             Decline::NoBudget => raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_NO_BUDGET,
@@ -125,24 +123,20 @@ pub struct Policy {
     pub min_budget_ticks: u64,
     /// Retry distance after an unsupported-state decline.
     pub unsupported_retry_ticks: u64,
-    /// XSAVE components the host transfers (`XsaveInfo::features`).
-    pub host_xsave_features: u64,
 }
 
 impl Policy {
-    /// The policy for Bochs's `ips` and `min_user_insns`, on a host transferring
-    /// `host_xsave_features`.
-    pub fn new(ips: u64, min_user_insns: u32, host_xsave_features: u64) -> Self {
+    /// The policy for Bochs's `ips` and `min_user_insns`.
+    pub fn new(ips: u64, min_user_insns: u32) -> Self {
         Policy {
             min_user_insns: u64::from(min_user_insns),
             min_budget_ticks: ns_to_ticks(MIN_BUDGET_NS, ips),
             unsupported_retry_ticks: ns_to_ticks(UNSUPPORTED_RETRY_NS, ips),
-            host_xsave_features,
         }
     }
 
     /// Decides on one entry.
-    pub fn decide(&self, cpu: &CpuState, budget_ticks: u64, user_insns: u64) -> Decision {
+    pub fn decide(&self, budget_ticks: u64, user_insns: u64) -> Decision {
         if user_insns < self.min_user_insns {
             return Decision::Decline {
                 reason: Decline::ShortBurst,
@@ -156,32 +150,9 @@ impl Policy {
                 retry_after_ticks: budget_ticks,
             };
         }
-        if let Err(why) = check_state(cpu, self.host_xsave_features) {
-            return Decision::Decline {
-                reason: Decline::Unsupported(why),
-                retry_after_ticks: self.unsupported_retry_ticks,
-            };
-        }
         Decision::Enter
     }
 }
-
-const EFL_RESERVED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffc0_0000;
-const EFL_TF: u32 = 1 << 8;
-const EFL_IF: u32 = 1 << 9;
-const EFL_IOPL: u32 = 3 << 12;
-const EFL_NT: u32 = 1 << 14;
-const EFL_VM: u32 = 1 << 17;
-const EFL_VIF: u32 = 1 << 19;
-const EFL_VIP: u32 = 1 << 20;
-
-const ATTR_S: u16 = 0x10;
-const ATTR_P: u16 = 0x80;
-const ATTR_L: u16 = 1 << 13;
-const TYPE_CODE: u16 = 8;
-const TYPE_CONFORMING: u16 = 4; // code segments
-const TYPE_WRITABLE: u16 = 2; // data segments
-const TYPE_READABLE: u16 = 2; // code segments
 
 /// The adaptive back-off after native runs that were too short to pay off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -218,105 +189,14 @@ impl Backoff {
     }
 }
 
-/// The host driver's entry rules (host-driver `validate_entry`, plus the conforming-segment
-/// limit of `modify_ldt`), checked on the Bochs state. `Err` names the first rule broken.
-pub fn check_state(cpu: &CpuState, host_xsave_features: u64) -> Result<(), &'static str> {
-    let f = cpu.eflags;
-    if f & 2 == 0 || f & EFL_RESERVED_ZERO != 0 {
-        return Err("EFLAGS reserved bits are wrong");
-    }
-    if f & EFL_IF == 0 || f & (EFL_IOPL | EFL_TF | EFL_NT | EFL_VM | EFL_VIF | EFL_VIP) != 0 {
-        // RF is allowed: `state::to_guest` clears it (see there).
-        return Err("EFLAGS: native runs need IF=1, IOPL=0 and TF/NT/VM/VIF/VIP clear");
-    }
-    if cpu.cr0 & 1 == 0 {
-        return Err("CR0.PE is clear");
-    }
-    for (i, s) in cpu.seg.iter().enumerate() {
-        let null = s.selector & !3 == 0;
-        if s.selector & 4 != 0 {
-            return Err("a segment register holds an LDT selector (guest LDTs are not mirrored)");
-        }
-        if s.valid == 0 && !null {
-            return Err(
-                "a segment register has a non-null selector but an invalid descriptor cache",
-            );
-        }
-        let attr = if s.valid == 0 { 0 } else { s.attr };
-        let ty = attr & 0xf;
-        let code = ty & TYPE_CODE != 0;
-        let dpl = (attr >> 5) & 3;
-        let present_user = attr & ATTR_P != 0 && attr & ATTR_S != 0;
-        if !null && code && ty & TYPE_CONFORMING != 0 {
-            return Err(
-                "a segment register holds a conforming code segment (modify_ldt refuses them)",
-            );
-        }
-        match i {
-            1 => {
-                if null
-                    || s.selector & 3 != 3
-                    || !present_user
-                    || !code
-                    || attr & ATTR_L != 0
-                    || dpl != 3
-                {
-                    return Err("CS is not a present DPL 3 32/16-bit code segment with RPL 3");
-                }
-            }
-            2 => {
-                if null
-                    || s.selector & 3 != 3
-                    || !present_user
-                    || code
-                    || ty & TYPE_WRITABLE == 0
-                    || dpl != 3
-                {
-                    return Err("SS is not a present writable DPL 3 data segment with RPL 3");
-                }
-            }
-            _ => {
-                if !null && (!present_user || (code && ty & TYPE_READABLE == 0) || dpl != 3) {
-                    return Err("a data segment register is not present, execute-only, a system segment or DPL < 3");
-                }
-            }
-        }
-        if s.limit > 0xfffff || attr & 0x0f00 != 0 {
-            return Err("segment limit or attribute bits out of range");
-        }
-        if !null {
-            for t in &cpu.seg[..i] {
-                if t.selector & !3 != 0
-                    && t.selector >> 3 == s.selector >> 3
-                    && (t.base, t.limit, t.attr, t.valid) != (s.base, s.limit, s.attr, s.valid)
-                {
-                    return Err("two segment registers share a GDT index but not their descriptor");
-                }
-            }
-        }
-    }
-    let xcr0 = effective_xcr0(cpu);
-    if xcr0 & !host_xsave_features != 0 {
-        return Err("the guest's XCR0 enables state components the host does not transfer");
-    }
-    if xcr0 & 0xe0 != 0 && xcr0 & 0xe4 != 0xe4 {
-        return Err("the guest's XCR0 enables only part of the AVX-512 state");
-    }
-    if cpu.fpu.mxcsr & !0xffff != 0 {
-        return Err("MXCSR has reserved bits set");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{sample_state, CR4_OSXSAVE};
 
     const IPS: u64 = 60_000_000;
 
     fn policy() -> Policy {
-        Policy::new(IPS, 1000, 0xe7)
+        Policy::new(IPS, 1000)
     }
 
     #[test]
@@ -335,20 +215,17 @@ mod tests {
         let p = policy();
         assert_eq!(p.min_budget_ticks, 840);
         assert_eq!(p.unsupported_retry_ticks, 3000);
-        assert_eq!(Policy::new(1_000_000_000, 0, 3).min_budget_ticks, 14_000);
+        assert_eq!(Policy::new(1_000_000_000, 0).min_budget_ticks, 14_000);
     }
 
     #[test]
-    fn enters_a_plain_user_state() {
-        assert_eq!(
-            policy().decide(&sample_state(), 1_000_000, 1000),
-            Decision::Enter
-        );
+    fn enters_with_budget_after_the_burst() {
+        assert_eq!(policy().decide(1_000_000, 1000), Decision::Enter);
     }
 
     #[test]
     fn short_burst_retries_after_the_remaining_instructions() {
-        let d = policy().decide(&sample_state(), 1_000_000, 250);
+        let d = policy().decide(1_000_000, 250);
         assert_eq!(
             d,
             Decision::Decline {
@@ -356,11 +233,9 @@ mod tests {
                 retry_after_ticks: 750
             }
         );
-        // Short burst is checked before everything else.
-        let mut s = sample_state();
-        s.eflags = 0x2;
+        // Short burst is checked before the budget.
         assert_eq!(
-            policy().decide(&s, 0, 0),
+            policy().decide(0, 0),
             Decision::Decline {
                 reason: Decline::ShortBurst,
                 retry_after_ticks: 1000
@@ -372,15 +247,15 @@ mod tests {
     fn no_budget_below_the_threshold() {
         let p = policy();
         assert_eq!(
-            p.decide(&sample_state(), 839, 5000),
+            p.decide(839, 5000),
             Decision::Decline {
                 reason: Decline::NoBudget,
                 retry_after_ticks: 839
             }
         );
-        assert_eq!(p.decide(&sample_state(), 840, 5000), Decision::Enter);
+        assert_eq!(p.decide(840, 5000), Decision::Enter);
         assert_eq!(
-            p.decide(&sample_state(), 0, 5000),
+            p.decide(0, 5000),
             Decision::Decline {
                 reason: Decline::NoBudget,
                 retry_after_ticks: 0
@@ -402,7 +277,11 @@ mod tests {
         }
         assert_eq!(b.take(), Some(BACKOFF_MAX_TICKS));
         b.record_run(1_000, 0, true);
-        assert_eq!(b.take(), None, "a short run ended by the budget does not arm...");
+        assert_eq!(
+            b.take(),
+            None,
+            "a short run ended by the budget does not arm..."
+        );
         b.record_run(1_000, 0, false);
         assert_eq!(b.take(), Some(BACKOFF_MAX_TICKS), "...nor reset");
         b.record_run(SHORT_RUN_NS, 0, true);
@@ -423,114 +302,10 @@ mod tests {
         assert_eq!(b.take(), None, "a run that paid off resets");
     }
 
-    fn unsupported(f: impl Fn(&mut CpuState)) -> &'static str {
-        let mut s = sample_state();
-        f(&mut s);
-        match policy().decide(&s, 1_000_000, 1000) {
-            Decision::Decline {
-                reason: Decline::Unsupported(why),
-                retry_after_ticks,
-            } => {
-                assert_eq!(retry_after_ticks, 3000);
-                why
-            }
-            d => panic!("expected an unsupported-state decline, got {d:?}"),
-        }
-    }
-
-    #[test]
-    fn unsupported_states() {
-        assert!(unsupported(|s| s.seg[3].selector = 0x7f).contains("LDT"));
-        assert!(unsupported(|s| s.seg[1].attr |= 4).contains("conforming"));
-        assert!(unsupported(|s| {
-            s.seg[4] = s.seg[1];
-            s.seg[4].selector = 0x63;
-            s.seg[4].attr |= 4;
-        })
-        .contains("conforming"));
-        assert!(unsupported(|s| s.seg[1].selector = 0x70).contains("CS"));
-        assert!(unsupported(|s| s.seg[1].attr = s.seg[0].attr).contains("CS"));
-        assert!(
-            unsupported(|s| s.seg[1].attr |= 1 << 13).contains("CS"),
-            "64-bit code"
-        );
-        assert!(
-            unsupported(|s| s.seg[1].attr &= !(3 << 5)).contains("CS"),
-            "DPL 0"
-        );
-        assert!(
-            unsupported(|s| s.seg[2].attr &= !2).contains("SS"),
-            "read-only stack"
-        );
-        assert!(unsupported(|s| s.seg[2].valid = 0).contains("invalid descriptor cache"));
-        assert!(
-            unsupported(|s| s.seg[3].attr &= !0x80).contains("data segment"),
-            "not present"
-        );
-        assert!(
-            unsupported(|s| s.seg[5].attr = (s.seg[5].attr & !0xf) | 0x8).contains("data segment"),
-            "execute-only"
-        );
-        assert!(
-            unsupported(|s| s.seg[5].attr &= !(1 << 5)).contains("data segment"),
-            "DPL 2"
-        );
-        assert!(unsupported(|s| s.seg[3].base = 0x1000).contains("share a GDT index"));
-        assert!(unsupported(|s| s.seg[5].limit = 0x10_0000).contains("limit"));
-        assert!(unsupported(|s| s.eflags &= !0x200).contains("IF=1"));
-        assert!(unsupported(|s| s.eflags |= 0x3000).contains("IOPL"));
-        let mut rf = sample_state();
-        rf.eflags |= 1 << 16;
-        assert_eq!(
-            check_state(&rf, 0xe7),
-            Ok(()),
-            "RF=1 (after a return from a fault) is entered"
-        );
-        assert!(unsupported(|s| s.eflags |= 1 << 14).contains("NT"));
-        assert!(unsupported(|s| s.eflags |= 1 << 3).contains("reserved"));
-        assert!(unsupported(|s| s.eflags &= !2).contains("reserved"));
-        assert!(unsupported(|s| s.cr0 &= !1).contains("PE"));
-        assert!(unsupported(|s| s.xcr0 |= 0x200).contains("XCR0"), "PKRU");
-        assert!(unsupported(|s| s.xcr0 = 0x27).contains("part of the AVX-512"));
-        assert!(unsupported(|s| s.fpu.mxcsr = 0x1_0000).contains("MXCSR"));
-    }
-
-    #[test]
-    fn acceptable_variations() {
-        let ok = |f: &dyn Fn(&mut CpuState)| {
-            let mut s = sample_state();
-            f(&mut s);
-            assert_eq!(check_state(&s, 0xe7), Ok(()));
-        };
-        ok(&|s| {
-            s.seg[0] = raw::plex86_accel_segment {
-                selector: 0,
-                attr: 0,
-                limit: 0,
-                base: 0,
-                valid: 0,
-            }
-        });
-        ok(&|s| s.seg[4].selector = 3); // null with RPL 3
-        ok(&|s| s.seg[5].attr = (s.seg[5].attr & !0xf) | 0xb); // readable code in GS
-        ok(&|s| s.seg[5].attr = (s.seg[5].attr & !0xf) | 0x5); // expand-down read-only data
-        ok(&|s| s.seg[1].attr &= !(1 << 14)); // 16-bit code
-        ok(&|s| s.eflags |= 0xcd5 | (1 << 18) | (1 << 21)); // arithmetic flags, DF, AC, ID
-        ok(&|s| {
-            s.cr4 &= !CR4_OSXSAVE;
-            s.xcr0 = 0x2e7; // not in force without OSXSAVE
-        });
-        // With XCR0 beyond an AVX-only host's features, the same state is unsupported.
-        assert!(check_state(&sample_state(), 0x7).is_err());
-        let mut s = sample_state();
-        s.xcr0 = 7;
-        assert_eq!(check_state(&s, 0x7), Ok(()));
-    }
-
     #[test]
     fn decline_codes_are_the_headers() {
         assert_eq!(Decline::ShortBurst.code(), 1);
-        assert_eq!(Decline::Unsupported("x").code(), 2);
+        assert_eq!(Decline::Unsupported.code(), 2);
         assert_eq!(Decline::NoBudget.code(), 3);
         assert_eq!(Decline::Disabled.code(), 4);
     }

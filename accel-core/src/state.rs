@@ -836,4 +836,108 @@ mod tests {
             assert_eq!(gs.xsave.mxcsr() & !0xffff, 0);
         }
     }
+
+    /// The host driver's verdict on a Bochs state, asked as the accelerator asks it: after
+    /// translation (RF cleared, invalid caches as null attributes, XCR0 in force).
+    fn verdict(s: &CpuState, xs: &XsaveInfo) -> Result<(), String> {
+        let mut gs = Box::new(GuestState::default());
+        to_guest(s, xs, &mut gs);
+        host_driver::validate_entry(&gs, *xs).map_err(|e| e.to_string())
+    }
+
+    fn unsupported(f: impl Fn(&mut CpuState)) -> String {
+        let mut s = sample_state();
+        f(&mut s);
+        verdict(&s, &AMD).expect_err("the driver refuses this state")
+    }
+
+    #[test]
+    fn states_the_driver_refuses() {
+        assert!(unsupported(|s| s.seg[3].selector = 0x7f).contains("LDT"));
+        assert!(unsupported(|s| s.seg[1].attr |= 4).contains("conforming"));
+        assert!(unsupported(|s| {
+            s.seg[4] = s.seg[1];
+            s.seg[4].selector = 0x63;
+            s.seg[4].attr |= 4;
+        })
+        .contains("conforming"));
+        assert!(unsupported(|s| s.seg[1].selector = 0x70).contains("CS"));
+        assert!(unsupported(|s| s.seg[1].attr = s.seg[0].attr).contains("CS"));
+        assert!(
+            unsupported(|s| s.seg[1].attr |= 1 << 13).contains("CS"),
+            "64-bit code"
+        );
+        assert!(
+            unsupported(|s| s.seg[1].attr &= !(3 << 5)).contains("CS"),
+            "DPL 0"
+        );
+        assert!(
+            unsupported(|s| s.seg[2].attr &= !2).contains("SS"),
+            "read-only stack"
+        );
+        assert!(unsupported(|s| s.seg[2].valid = 0).contains("SS"));
+        assert!(
+            unsupported(|s| s.seg[3].attr &= !0x80).contains("cannot be mirrored"),
+            "not present"
+        );
+        assert!(
+            unsupported(|s| s.seg[5].attr = (s.seg[5].attr & !0xf) | 0x8)
+                .contains("cannot be mirrored"),
+            "execute-only"
+        );
+        assert!(
+            unsupported(|s| s.seg[5].attr &= !(1 << 5)).contains("cannot be mirrored"),
+            "DPL 2"
+        );
+        assert!(unsupported(|s| s.seg[3].base = 0x1000).contains("a GDT index"));
+        assert!(unsupported(|s| s.seg[5].limit = 0x10_0000).contains("limit"));
+        assert!(unsupported(|s| s.eflags &= !0x200).contains("IF=1"));
+        assert!(unsupported(|s| s.eflags |= 0x3000).contains("IOPL"));
+        let mut rf = sample_state();
+        rf.eflags |= 1 << 16;
+        assert_eq!(
+            verdict(&rf, &AMD),
+            Ok(()),
+            "RF=1 (after a return from a fault) is entered"
+        );
+        assert!(unsupported(|s| s.eflags |= 1 << 14).contains("NT"));
+        assert!(unsupported(|s| s.eflags |= 1 << 3).contains("reserved"));
+        assert!(unsupported(|s| s.eflags &= !2).contains("reserved"));
+        assert!(unsupported(|s| s.cr0 &= !1).contains("PE"));
+        assert!(unsupported(|s| s.xcr0 |= 0x200).contains("XCR0"), "PKRU");
+        assert!(unsupported(|s| s.xcr0 = 0x27).contains("part of AVX-512"));
+        assert!(unsupported(|s| s.fpu.mxcsr = 0x1_0000).contains("MXCSR"));
+    }
+
+    #[test]
+    fn states_the_driver_runs() {
+        let ok = |f: &dyn Fn(&mut CpuState)| {
+            let mut s = sample_state();
+            f(&mut s);
+            assert_eq!(verdict(&s, &AMD), Ok(()));
+        };
+        ok(&|s| {
+            s.seg[0] = bochs_ffi::raw::plex86_accel_segment {
+                selector: 0,
+                attr: 0,
+                limit: 0,
+                base: 0,
+                valid: 0,
+            }
+        });
+        ok(&|s| s.seg[4].selector = 3); // null with RPL 3
+        ok(&|s| s.seg[5].attr = (s.seg[5].attr & !0xf) | 0xb); // readable code in GS
+        ok(&|s| s.seg[5].attr = (s.seg[5].attr & !0xf) | 0x5); // expand-down read-only data
+        ok(&|s| s.seg[1].attr &= !(1 << 14)); // 16-bit code
+        ok(&|s| s.eflags |= 0xcd5 | (1 << 18) | (1 << 21)); // arithmetic flags, DF, AC, ID
+        ok(&|s| {
+            s.cr4 &= !CR4_OSXSAVE;
+            s.xcr0 = 0x2e7; // not in force without OSXSAVE
+        });
+        // With XCR0 beyond an AVX-only host's features, the same state is unsupported.
+        assert!(verdict(&sample_state(), &AVX_ONLY).is_err());
+        let mut s = sample_state();
+        s.xcr0 = 7;
+        assert_eq!(verdict(&s, &AVX_ONLY), Ok(()));
+    }
 }

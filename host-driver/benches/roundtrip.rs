@@ -22,7 +22,11 @@ const TOUCH: u32 = 0x0100_0000; // 16 MiB linear: pages touched by the fill/flus
 fn vm_with_toucher(n: u32) -> Vm {
     let mut vm = Vm::new(Mode::TwoLevel);
     for i in 0..n {
-        vm.map(TOUCH + i * 4096, 0x0040_0000 + u64::from(i) * 4096, URW | A | D);
+        vm.map(
+            TOUCH + i * 4096,
+            0x0040_0000 + u64::from(i) * 4096,
+            URW | A | D,
+        );
     }
     vm.code_at(CODE, |a| a.hlt());
     vm.code_at(CODE + 0x100, |a| {
@@ -47,7 +51,10 @@ fn run_at(vm: &mut Vm, eip: u32, cmds: &[MmuCommand]) {
         vm.state.gprs[1] = FLUSH_PAGES;
     }
     vm.state.eip = eip;
-    let exit = vm.exe.run(&mut vm.state, Duration::from_secs(10), cmds).expect("run");
+    let exit = vm
+        .exe
+        .run(&mut vm.state, Duration::from_secs(10), cmds)
+        .expect("run");
     assert_eq!(exit.reason, ExitReason::Privileged);
 }
 
@@ -77,7 +84,10 @@ fn guest_compute(vm: &mut Vm, iters: u32) -> Duration {
     vm.state.gprs[1] = iters;
     vm.state.gprs[2] = 0;
     let t = Instant::now();
-    let exit = vm.exe.run(&mut vm.state, Duration::from_secs(60), &[]).expect("run");
+    let exit = vm
+        .exe
+        .run(&mut vm.state, Duration::from_secs(60), &[])
+        .expect("run");
     let d = t.elapsed();
     assert_eq!(exit.reason, ExitReason::Privileged);
     d
@@ -91,13 +101,18 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|n| calibration::mmap_fixed_replace(n as u32) * n as u32)
     });
     let mut vm = vm_with_toucher(FLUSH_PAGES);
-    c.bench_function("driver: exit + re-entry", |b| b.iter(|| run_at(&mut vm, CODE, &[])));
-    c.bench_function("driver: run touching 64 fresh pages (FlushAll first)", |b| {
-        b.iter(|| {
-            vm.state.gprs[1] = FILL_PAGES;
-            run_at(&mut vm, CODE + 0x100, &[MmuCommand::FlushAll])
-        })
+    c.bench_function("driver: exit + re-entry", |b| {
+        b.iter(|| run_at(&mut vm, CODE, &[]))
     });
+    c.bench_function(
+        "driver: run touching 64 fresh pages (FlushAll first)",
+        |b| {
+            b.iter(|| {
+                vm.state.gprs[1] = FILL_PAGES;
+                run_at(&mut vm, CODE + 0x100, &[MmuCommand::FlushAll])
+            })
+        },
+    );
     c.bench_function("driver: flush-all with 1000 pages mapped", |b| {
         b.iter_custom(|n| {
             let mut total = Duration::ZERO;
@@ -138,8 +153,16 @@ fn per_op(samples: usize, ops: u32, mut f: impl FnMut()) -> Duration {
 }
 
 fn summary() {
-    let sig = median((0..15).map(|_| calibration::signal_round_trip(2000)).collect());
-    let mmap = median((0..15).map(|_| calibration::mmap_fixed_replace(2000)).collect());
+    let sig = median(
+        (0..15)
+            .map(|_| calibration::signal_round_trip(2000))
+            .collect(),
+    );
+    let mmap = median(
+        (0..15)
+            .map(|_| calibration::mmap_fixed_replace(2000))
+            .collect(),
+    );
     let mut vm = vm_with_toucher(FLUSH_PAGES);
     let rt = per_op(15, 1000, || run_at(&mut vm, CODE, &[]));
     // Fill: a run touching 64 fresh pages minus a run touching none, per page.
@@ -164,25 +187,45 @@ fn summary() {
             })
             .collect(),
     );
-    let flush_empty = per_op(15, 100, || vm.exe.apply_commands(&[MmuCommand::FlushAll]).unwrap());
+    let flush_empty = per_op(15, 100, || {
+        vm.exe.apply_commands(&[MmuCommand::FlushAll]).unwrap()
+    });
     drop(vm);
     let mut cvm = compute_vm();
-    let guest = median((0..5).map(|_| guest_compute(&mut cvm, LOOP_ITERS)).collect());
-    let native = median((0..5).map(|_| calibration::native_compute_loop(LOOP_ITERS).0).collect());
+    let guest = median(
+        (0..5)
+            .map(|_| guest_compute(&mut cvm, LOOP_ITERS))
+            .collect(),
+    );
+    let native = median(
+        (0..5)
+            .map(|_| calibration::native_compute_loop(LOOP_ITERS).0)
+            .collect(),
+    );
     let (_, native_edx) = calibration::native_compute_loop(LOOP_ITERS);
-    assert_eq!(cvm.state.gprs[2], native_edx, "guest and native loops compute the same value");
+    assert_eq!(
+        cvm.state.gprs[2], native_edx,
+        "guest and native loops compute the same value"
+    );
 
     println!();
     println!("=== host-driver ratios (median, this run) ===");
     println!("in-process signal round trip       {:>10.2?}", sig);
-    println!("exit + re-entry                    {:>10.2?}   ratio {:.2}x (target <= 3x)", rt, rt.as_secs_f64() / sig.as_secs_f64());
+    println!(
+        "exit + re-entry                    {:>10.2?}   ratio {:.2}x (target <= 3x)",
+        rt,
+        rt.as_secs_f64() / sig.as_secs_f64()
+    );
     println!("mmap MAP_FIXED one page (split)    {:>10.2?}", mmap);
     println!(
         "demand-map fill, per page          {:>10.2?}   ratio {:.2}x (target <= 3x; includes the page's later unmap by FlushAll)",
         fill,
         fill.as_secs_f64() / mmap.as_secs_f64()
     );
-    println!("flush-all, 1000 pages mapped       {:>10.2?}   (command round trip alone {:.2?})", flush_full, flush_empty);
+    println!(
+        "flush-all, 1000 pages mapped       {:>10.2?}   (command round trip alone {:.2?})",
+        flush_full, flush_empty
+    );
     println!(
         "compute loop {}M iters: guest {:.3?}, native {:.3?}   speed {:.3}x native (target >= 0.95x)",
         LOOP_ITERS / 1_000_000,

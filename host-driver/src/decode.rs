@@ -22,7 +22,10 @@ pub enum GpKind {
 const MAX_PREFIXES: usize = 14;
 
 fn is_prefix(b: u8) -> bool {
-    matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3)
+    matches!(
+        b,
+        0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+    )
 }
 
 /// Classifies the instruction in `bytes` (fewer than 15 bytes when the rest is unreadable).
@@ -32,7 +35,9 @@ pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
     while i < bytes.len() && i < MAX_PREFIXES && is_prefix(bytes[i]) {
         i += 1;
     }
-    let Some(&op) = bytes.get(i) else { return GpKind::Other };
+    let Some(&op) = bytes.get(i) else {
+        return GpKind::Other;
+    };
     let modrm = bytes.get(i + 1).copied();
     let reg = modrm.map(|m| (m >> 3) & 7);
     match op {
@@ -51,7 +56,9 @@ pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
             }
         }
         0x0f => {
-            let Some(&op2) = bytes.get(i + 1) else { return GpKind::Other };
+            let Some(&op2) = bytes.get(i + 1) else {
+                return GpKind::Other;
+            };
             let modrm2 = bytes.get(i + 2).copied();
             let reg2 = modrm2.map(|m| (m >> 3) & 7);
             match op2 {

@@ -4,8 +4,7 @@ use crate::error::{DeathCause, DriverError};
 use crate::exit::{decode_reason, Exit, ExitReason};
 use crate::protocol::{
     self, cmd, req, seg, status, ExecArea, GuestState, LibArea, RamRange, RawCommand, Segment,
-    EXEC_AREA_OFFSET, MAX_CODE_PAGES, MAX_COMMANDS, MAX_RAM_RANGES, REGION_SIZE,
-    SEG_NOT_INSTALLED,
+    EXEC_AREA_OFFSET, MAX_CODE_PAGES, MAX_COMMANDS, MAX_RAM_RANGES, REGION_SIZE, SEG_NOT_INSTALLED,
 };
 use crate::sys::{self, SharedMapping};
 use std::mem::offset_of;
@@ -127,7 +126,11 @@ impl XsaveInfo {
                 *c = (r.ebx, r.eax);
             }
         }
-        XsaveInfo { size, features, components }
+        XsaveInfo {
+            size,
+            features,
+            components,
+        }
     }
 }
 
@@ -155,10 +158,16 @@ fn locate_executor(cfg: &ExecutorConfig<'_>) -> Result<PathBuf, DriverError> {
         return if p.is_file() {
             Ok(p.clone())
         } else {
-            Err(DriverError::ExecutorNotFound(format!("{} does not exist", p.display())))
+            Err(DriverError::ExecutorNotFound(format!(
+                "{} does not exist",
+                p.display()
+            )))
         };
     }
-    if let Some(dir) = sys::current_module_path().as_deref().and_then(|p| p.parent()) {
+    if let Some(dir) = sys::current_module_path()
+        .as_deref()
+        .and_then(|p| p.parent())
+    {
         let p = dir.join(EXECUTOR_NAME);
         if p.is_file() {
             return Ok(p);
@@ -191,7 +200,10 @@ impl Executor {
     pub fn spawn(config: ExecutorConfig<'_>) -> Result<Executor, DriverError> {
         let invalid = |m: String| Err(DriverError::InvalidConfig(m));
         if config.ram_size == 0 || config.ram_size % 4096 != 0 {
-            return invalid(format!("ram_size {:#x} is not a positive multiple of 4 KiB", config.ram_size));
+            return invalid(format!(
+                "ram_size {:#x} is not a positive multiple of 4 KiB",
+                config.ram_size
+            ));
         }
         if sys::file_size(config.ram_fd)? < config.ram_size {
             return invalid("ram_fd is smaller than ram_size".into());
@@ -200,7 +212,11 @@ impl Executor {
             return invalid(format!("more than {MAX_RAM_RANGES} RAM ranges"));
         }
         for r in &config.ram_map {
-            if r.start % 4096 != 0 || r.end % 4096 != 0 || r.start > r.end || r.end > config.ram_size {
+            if r.start % 4096 != 0
+                || r.end % 4096 != 0
+                || r.start > r.end
+                || r.end > config.ram_size
+            {
                 return invalid(format!("bad RAM range {:#x}..{:#x}", r.start, r.end));
             }
         }
@@ -214,7 +230,10 @@ impl Executor {
         lib.ram_size = config.ram_size;
         lib.n_ram_ranges = config.ram_map.len() as u32;
         for (d, r) in lib.ram_ranges.iter_mut().zip(&config.ram_map) {
-            *d = RamRange { start: r.start, end: r.end };
+            *d = RamRange {
+                start: r.start,
+                end: r.end,
+            };
         }
         lib.budget_clock = match config.budget_clock {
             BudgetClock::Monotonic => 0,
@@ -229,7 +248,11 @@ impl Executor {
             _control_fd: control_fd,
             seq: 1,
             dead: None,
-            xsave: XsaveInfo { size: 0, features: 0, components: [(0, 0); 8] },
+            xsave: XsaveInfo {
+                size: 0,
+                features: 0,
+                components: [(0, 0); 8],
+            },
             ram_size: config.ram_size,
             spin: config.spin,
             code_pages: Vec::with_capacity(MAX_CODE_PAGES),
@@ -242,13 +265,15 @@ impl Executor {
                 let n = (area.msg_len as usize).min(area.msg.len());
                 let message = String::from_utf8_lossy(&area.msg[..n]).into_owned();
                 exe.kill();
-                return Err(DriverError::SetupFailed { code: area.fail_code as i32, message });
+                return Err(DriverError::SetupFailed {
+                    code: area.fail_code as i32,
+                    message,
+                });
             }
             s => return Err(exe.corrupted(format!("status {s} after setup"))),
         }
         let size = area.xsave_size;
-        if !(576..=protocol::XSAVE_AREA_SIZE as u32).contains(&size)
-            || area.xsave_features & 3 != 3
+        if !(576..=protocol::XSAVE_AREA_SIZE as u32).contains(&size) || area.xsave_features & 3 != 3
         {
             return Err(exe.corrupted(format!(
                 "xsave size {size} / features {:#x}",
@@ -256,7 +281,12 @@ impl Executor {
             )));
         }
         exe.xsave = XsaveInfo::from_host(size, area.xsave_features);
-        if exe.xsave.components.iter().any(|&(o, s)| o as usize + s as usize > size as usize) {
+        if exe
+            .xsave
+            .components
+            .iter()
+            .any(|&(o, s)| o as usize + s as usize > size as usize)
+        {
             return Err(exe.corrupted(format!("xsave size {size} smaller than the host layout")));
         }
         Ok(exe)
@@ -278,7 +308,9 @@ impl Executor {
         for chunk in commands.chunks(MAX_COMMANDS) {
             self.write_commands(chunk);
             self.request(req::COMMANDS, 0)?;
-            let st = self.region.read_pod::<u32>(EXEC_AREA_OFFSET + offset_of!(ExecArea, status));
+            let st = self
+                .region
+                .read_pod::<u32>(EXEC_AREA_OFFSET + offset_of!(ExecArea, status));
             if st != status::COMMANDS_DONE {
                 return Err(self.corrupted(format!("status {st} after commands")));
             }
@@ -318,12 +350,14 @@ impl Executor {
             let off = offset_of!(LibArea, commands) + i * std::mem::size_of::<RawCommand>();
             self.region.write_pod(off, &c.to_raw());
         }
-        self.region.write_pod(offset_of!(LibArea, n_commands), &(cmds.len() as u32));
+        self.region
+            .write_pod(offset_of!(LibArea, n_commands), &(cmds.len() as u32));
     }
 
     fn request(&mut self, kind: u32, budget_ns: u64) -> Result<(), DriverError> {
         self.region.write_pod(offset_of!(LibArea, req_kind), &kind);
-        self.region.write_pod(offset_of!(LibArea, budget_ns), &budget_ns);
+        self.region
+            .write_pod(offset_of!(LibArea, budget_ns), &budget_ns);
         self.seq = self.seq.wrapping_add(1).max(2);
         let word = self.region.atomic_u32(REQ_SEQ);
         word.store(self.seq, Ordering::Release);
@@ -490,15 +524,21 @@ const EFL_VM: u32 = 1 << 17;
 const EFL_VIF: u32 = 1 << 19;
 const EFL_VIP: u32 = 1 << 20;
 
-/// Checks that `state` can be entered natively.
-pub(crate) fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), DriverError> {
+/// Checks that `state` can be entered natively on a host transferring `xs`: the entry rules,
+/// written once. [`Executor::run`] applies them; callers may check first (the error is
+/// [`DriverError::UnsupportedState`] naming the first rule broken).
+pub fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), DriverError> {
     let bad = |m: String| Err(DriverError::UnsupportedState(m));
     let f = state.eflags;
     if f & 2 == 0 || f & EFL_RESERVED_ZERO != 0 {
         return bad(format!("EFLAGS {f:#x} has reserved bits wrong"));
     }
-    if f & EFL_IF == 0 || f & (EFL_IOPL | EFL_TF | EFL_NT | EFL_RF | EFL_VM | EFL_VIF | EFL_VIP) != 0 {
-        return bad(format!("EFLAGS {f:#x}: need IF=1, IOPL=0, TF/NT/RF/VM/VIF/VIP=0"));
+    if f & EFL_IF == 0
+        || f & (EFL_IOPL | EFL_TF | EFL_NT | EFL_RF | EFL_VM | EFL_VIF | EFL_VIP) != 0
+    {
+        return bad(format!(
+            "EFLAGS {f:#x}: need IF=1, IOPL=0, TF/NT/RF/VM/VIF/VIP=0"
+        ));
     }
     if state.cr0 & 1 == 0 {
         return bad("CR0.PE is clear".into());
@@ -512,32 +552,56 @@ pub(crate) fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), Dr
             return bad(format!("{name}: flags must be 0 on entry"));
         }
         if s.selector & 4 != 0 {
-            return bad(format!("{name}: LDT selector {:#x} (guest LDTs are not mirrored)", s.selector));
+            return bad(format!(
+                "{name}: LDT selector {:#x} (guest LDTs are not mirrored)",
+                s.selector
+            ));
         }
         let null = s.is_null();
         match i {
             seg::CS => {
-                if null || s.selector & 3 != 3 || !s.present() || !s.s() || !s.is_code() || s.long() {
-                    return bad(format!("CS {:#x}/{:#x} is not a CPL 3 32/16-bit code segment", s.selector, s.attr));
+                if null || s.selector & 3 != 3 || !s.present() || !s.s() || !s.is_code() || s.long()
+                {
+                    return bad(format!(
+                        "CS {:#x}/{:#x} is not a CPL 3 32/16-bit code segment",
+                        s.selector, s.attr
+                    ));
                 }
-                let conforming = s.seg_type() & 4 != 0;
-                if !conforming && s.dpl() != 3 {
+                if s.seg_type() & 4 != 0 {
+                    return bad("CS is a conforming code segment (modify_ldt refuses them)".into());
+                }
+                if s.dpl() != 3 {
                     return bad("CS DPL is not 3".into());
                 }
             }
             seg::SS => {
-                if null || s.selector & 3 != 3 || !s.present() || !s.s() || s.is_code()
-                    || s.seg_type() & 2 == 0 || s.dpl() != 3
+                if null
+                    || s.selector & 3 != 3
+                    || !s.present()
+                    || !s.s()
+                    || s.is_code()
+                    || s.seg_type() & 2 == 0
+                    || s.dpl() != 3
                 {
-                    return bad(format!("SS {:#x}/{:#x} is not a writable DPL 3 data segment", s.selector, s.attr));
+                    return bad(format!(
+                        "SS {:#x}/{:#x} is not a writable DPL 3 data segment",
+                        s.selector, s.attr
+                    ));
                 }
             }
             _ => {
                 if !null {
                     let readable = !s.is_code() || s.seg_type() & 2 != 0;
-                    let conforming_code = s.is_code() && s.seg_type() & 4 != 0;
-                    if !s.present() || !s.s() || !readable || (!conforming_code && s.dpl() != 3) {
-                        return bad(format!("{name} {:#x}/{:#x} cannot be mirrored", s.selector, s.attr));
+                    if s.is_code() && s.seg_type() & 4 != 0 {
+                        return bad(format!(
+                            "{name} holds a conforming code segment (modify_ldt refuses them)"
+                        ));
+                    }
+                    if !s.present() || !s.s() || !readable || s.dpl() != 3 {
+                        return bad(format!(
+                            "{name} {:#x}/{:#x} cannot be mirrored",
+                            s.selector, s.attr
+                        ));
                     }
                 }
             }
@@ -546,16 +610,23 @@ pub(crate) fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), Dr
             return bad(format!("{name}: limit or attribute bits out of range"));
         }
         for t in &state.segs[..i] {
-            if !null && !t.is_null() && t.selector >> 3 == s.selector >> 3
+            if !null
+                && !t.is_null()
+                && t.selector >> 3 == s.selector >> 3
                 && (t.base, t.limit, t.attr) != (s.base, s.limit, s.attr)
             {
-                return bad(format!("{name} shares a GDT index with another register but not its descriptor"));
+                return bad(format!(
+                    "{name} shares a GDT index with another register but not its descriptor"
+                ));
             }
         }
     }
     let xcr0 = state.xcr0;
     if xcr0 & 1 == 0 || xcr0 & !xs.features != 0 {
-        return bad(format!("XCR0 {xcr0:#x} not a subset of host features {:#x}", xs.features));
+        return bad(format!(
+            "XCR0 {xcr0:#x} not a subset of host features {:#x}",
+            xs.features
+        ));
     }
     if xcr0 & 4 != 0 && xcr0 & 2 == 0 {
         return bad("XCR0 enables AVX without SSE".into());
@@ -600,12 +671,20 @@ fn validate_exit_state(
             out.segs[i] = *e;
         } else {
             let guest = if native & 4 != 0 { native & !4 } else { native };
-            out.segs[i] = Segment { selector: guest, flags: SEG_NOT_INSTALLED, ..*e };
+            out.segs[i] = Segment {
+                selector: guest,
+                flags: SEG_NOT_INSTALLED,
+                ..*e
+            };
         }
     }
     let img = &got.xsave;
     if img.xcomp_bv() != 0 || img.xstate_bv() & !entry.xcr0 != 0 {
-        return Err(format!("XSAVE header {:#x}/{:#x}", img.xstate_bv(), img.xcomp_bv()));
+        return Err(format!(
+            "XSAVE header {:#x}/{:#x}",
+            img.xstate_bv(),
+            img.xcomp_bv()
+        ));
     }
     if img.0[528..576].iter().any(|&b| b != 0) {
         return Err("XSAVE header reserved bytes".into());
@@ -652,7 +731,11 @@ mod tests {
         assert_eq!(death_cause(st(libc::SIGSYS)), DeathCause::SeccompViolation);
         assert_eq!(death_cause(st(libc::SIGKILL)), DeathCause::Signal(9));
         assert_eq!(death_cause(st(15 << 8)), DeathCause::ExitCode(15));
-        assert!(format!("{}", DriverError::ExecutorDied(DeathCause::SeccompViolation)).contains("seccomp violation"));
+        assert!(format!(
+            "{}",
+            DriverError::ExecutorDied(DeathCause::SeccompViolation)
+        )
+        .contains("seccomp violation"));
     }
 
     fn state() -> GuestState {
@@ -663,7 +746,11 @@ mod tests {
         }
         s
     }
-    const XS: XsaveInfo = XsaveInfo { size: 2688, features: 0xe7, components: [(0, 0); 8] };
+    const XS: XsaveInfo = XsaveInfo {
+        size: 2688,
+        features: 0xe7,
+        components: [(0, 0); 8],
+    };
 
     #[test]
     fn entry_validation() {
@@ -671,7 +758,10 @@ mod tests {
         let bad = |f: &dyn Fn(&mut GuestState)| {
             let mut s = state();
             f(&mut s);
-            assert!(matches!(validate_entry(&s, XS), Err(DriverError::UnsupportedState(_))));
+            assert!(matches!(
+                validate_entry(&s, XS),
+                Err(DriverError::UnsupportedState(_))
+            ));
         };
         bad(&|s| s.eflags = 0x002); // IF clear
         bad(&|s| s.eflags = 0x3202); // IOPL 3
@@ -699,7 +789,10 @@ mod tests {
         let mut g = got;
         g.segs[seg::DS].selector = 0x2b;
         let s = validate_exit_state(&entry, &g, XS).unwrap();
-        assert_eq!((s.segs[seg::DS].selector, s.segs[seg::DS].flags), (0x2b, SEG_NOT_INSTALLED));
+        assert_eq!(
+            (s.segs[seg::DS].selector, s.segs[seg::DS].flags),
+            (0x2b, SEG_NOT_INSTALLED)
+        );
         let mut g = got;
         g.segs[seg::DS].base = 5;
         assert!(validate_exit_state(&entry, &g, XS).is_err());

@@ -21,7 +21,11 @@ impl fmt::Display for DeathCause {
             DeathCause::SeccompViolation => write!(f, "seccomp violation (killed by SIGSYS)"),
             DeathCause::Signal(s) => write!(f, "killed by signal {s}"),
             DeathCause::ExitCode(c) => {
-                write!(f, "exit code {c} ({})", crate::protocol::exit_code::describe(*c))
+                write!(
+                    f,
+                    "exit code {c} ({})",
+                    crate::protocol::exit_code::describe(*c)
+                )
             }
             DeathCause::KilledByLibrary => write!(f, "killed by the library"),
         }

@@ -146,8 +146,8 @@ pub struct Exit<'a> {
 
 /// Decodes and validates the reason fields of a raw exit. `Err` names the bad field.
 pub(crate) fn decode_reason(raw: &RawExit) -> Result<ExitReason, String> {
-    let reason =
-        RawReason::from_u32(raw.reason).ok_or_else(|| format!("unknown exit reason {}", raw.reason))?;
+    let reason = RawReason::from_u32(raw.reason)
+        .ok_or_else(|| format!("unknown exit reason {}", raw.reason))?;
     let vector_u8 = || u8::try_from(raw.vector).map_err(|_| format!("vector {}", raw.vector));
     let access =
         || Access::from_raw(raw.access).ok_or_else(|| format!("access kind {}", raw.access));
@@ -156,20 +156,27 @@ pub(crate) fn decode_reason(raw: &RawExit) -> Result<ExitReason, String> {
             if raw.error_code & !0x1f != 0 || raw.error_code & 4 == 0 {
                 return Err(format!("page-fault error code {:#x}", raw.error_code));
             }
-            ExitReason::PageFault { linear: raw.linear, access: access()?, error_code: raw.error_code }
+            ExitReason::PageFault {
+                linear: raw.linear,
+                access: access()?,
+                error_code: raw.error_code,
+            }
         }
-        RawReason::NeedsEmulation => {
-            ExitReason::NeedsEmulation { linear: raw.linear, access: access()? }
-        }
-        RawReason::GeneralProtection => {
-            ExitReason::GeneralProtection { error_code: raw.error_code & 0xffff }
-        }
+        RawReason::NeedsEmulation => ExitReason::NeedsEmulation {
+            linear: raw.linear,
+            access: access()?,
+        },
+        RawReason::GeneralProtection => ExitReason::GeneralProtection {
+            error_code: raw.error_code & 0xffff,
+        },
         RawReason::InvalidOpcode => ExitReason::InvalidOpcode,
         RawReason::DivideError => ExitReason::DivideError,
         RawReason::X87Exception => ExitReason::X87Exception,
         RawReason::SimdException => ExitReason::SimdException,
         RawReason::Breakpoint => ExitReason::Breakpoint,
-        RawReason::SoftwareInterrupt => ExitReason::SoftwareInterrupt { vector: vector_u8()? },
+        RawReason::SoftwareInterrupt => ExitReason::SoftwareInterrupt {
+            vector: vector_u8()?,
+        },
         RawReason::Overflow => ExitReason::Overflow,
         RawReason::SystemCall => ExitReason::SystemCall {
             instruction: match raw.vector {

@@ -30,7 +30,9 @@ pub mod protocol;
 pub mod seccomp;
 mod sys;
 
-pub use driver::{BudgetClock, Executor, ExecutorConfig, MmuCommand, XsaveInfo, DEFAULT_SPIN};
+pub use driver::{
+    validate_entry, BudgetClock, Executor, ExecutorConfig, MmuCommand, XsaveInfo, DEFAULT_SPIN,
+};
 pub use error::{DeathCause, DriverError};
 pub use exit::{EscapeKind, Exit, ExitReason, SyscallInstruction};
 pub use paging::Access;

@@ -178,9 +178,8 @@ fn check(
     nx_any: bool,
     regs: &PagingRegs,
 ) -> Result<(), u32> {
-    let denied = !user_all
-        || (access == Access::Write && !rw_all)
-        || (access == Access::Fetch && nx_any);
+    let denied =
+        !user_all || (access == Access::Write && !rw_all) || (access == Access::Fetch && nx_any);
     if denied {
         Err(fault_code(access, true, false, regs))
     } else {
@@ -193,14 +192,16 @@ fn set_bits_u32(mem: &dyn PhysMemory, pa: u64, old: u32, bits: u32) -> Result<bo
     if old & bits == bits {
         return Ok(true);
     }
-    mem.cmpxchg_u32(pa, old, old | bits).ok_or(WalkError::TableNotInRam)
+    mem.cmpxchg_u32(pa, old, old | bits)
+        .ok_or(WalkError::TableNotInRam)
 }
 
 fn set_bits_u64(mem: &dyn PhysMemory, pa: u64, old: u64, bits: u64) -> Result<bool, WalkError> {
     if old & bits == bits {
         return Ok(true);
     }
-    mem.cmpxchg_u64(pa, old, old | bits).ok_or(WalkError::TableNotInRam)
+    mem.cmpxchg_u64(pa, old, old | bits)
+        .ok_or(WalkError::TableNotInRam)
 }
 
 macro_rules! tri {
@@ -222,7 +223,9 @@ fn walk_2level(
     let pde_pa = u64::from(regs.cr3 & 0xffff_f000) + u64::from(linear >> 22) * 4;
     let pde = tri!(mem.read_u32(pde_pa).ok_or(WalkError::TableNotInRam));
     if pde as u64 & P == 0 {
-        return Step::Done(Err(WalkError::Fault(fault_code(access, false, false, regs))));
+        return Step::Done(Err(WalkError::Fault(fault_code(
+            access, false, false, regs,
+        ))));
     }
     let pde64 = u64::from(pde);
     if pde64 & PS != 0 && regs.cr4 & CR4_PSE != 0 {
@@ -254,7 +257,9 @@ fn walk_2level(
     let pte = tri!(mem.read_u32(pte_pa).ok_or(WalkError::TableNotInRam));
     let pte64 = u64::from(pte);
     if pte64 & P == 0 {
-        return Step::Done(Err(WalkError::Fault(fault_code(access, false, false, regs))));
+        return Step::Done(Err(WalkError::Fault(fault_code(
+            access, false, false, regs,
+        ))));
     }
     let user = pde64 & US != 0 && pte64 & US != 0;
     let rw = pde64 & RW != 0 && pte64 & RW != 0;
@@ -300,7 +305,9 @@ fn walk_pae(
     let pdpte_pa = u64::from(regs.cr3 & 0xffff_ffe0) + u64::from(linear >> 30) * 8;
     let pdpte = tri!(mem.read_u64(pdpte_pa).ok_or(WalkError::TableNotInRam));
     if pdpte & P == 0 {
-        return Step::Done(Err(WalkError::Fault(fault_code(access, false, false, regs))));
+        return Step::Done(Err(WalkError::Fault(fault_code(
+            access, false, false, regs,
+        ))));
     }
     // Legacy PAE PDPTEs: bits 1, 2, 5..8 and 63 are reserved.
     if pdpte & 0x1e6 != 0 || pdpte & NX != 0 || pae_reserved(pdpte, regs) {
@@ -310,7 +317,9 @@ fn walk_pae(
     let pde_pa = (pdpte & 0x000f_ffff_ffff_f000) + u64::from((linear >> 21) & 0x1ff) * 8;
     let pde = tri!(mem.read_u64(pde_pa).ok_or(WalkError::TableNotInRam));
     if pde & P == 0 {
-        return Step::Done(Err(WalkError::Fault(fault_code(access, false, false, regs))));
+        return Step::Done(Err(WalkError::Fault(fault_code(
+            access, false, false, regs,
+        ))));
     }
     if pae_reserved(pde, regs) {
         return Step::Done(Err(WalkError::Fault(fault_code(access, true, true, regs))));
@@ -343,7 +352,9 @@ fn walk_pae(
     let pte_pa = (pde & 0x000f_ffff_ffff_f000) + u64::from((linear >> 12) & 0x1ff) * 8;
     let pte = tri!(mem.read_u64(pte_pa).ok_or(WalkError::TableNotInRam));
     if pte & P == 0 {
-        return Step::Done(Err(WalkError::Fault(fault_code(access, false, false, regs))));
+        return Step::Done(Err(WalkError::Fault(fault_code(
+            access, false, false, regs,
+        ))));
     }
     if pae_reserved(pte, regs) {
         return Step::Done(Err(WalkError::Fault(fault_code(access, true, true, regs))));
@@ -427,7 +438,12 @@ mod tests {
         let m = Mem::new(1 << 20);
         m.w32(0x1004, 0x2000 | 7); // PDE for 4 MiB..8 MiB
         m.w32(0x2000 + 4 * 5, 0x9000 | 7); // PTE for 0x405000
-        let regs = PagingRegs { cr0: PG, cr3: 0x1000, cr4: 0, efer: 0 };
+        let regs = PagingRegs {
+            cr0: PG,
+            cr3: 0x1000,
+            cr4: 0,
+            efer: 0,
+        };
         let t = walk(&m, &regs, 0x0040_5123, Access::Read, true).unwrap();
         assert_eq!(t.phys_page, 0x9000);
         assert!(t.writable && !t.dirty && t.executable && !t.global);
@@ -445,23 +461,52 @@ mod tests {
     #[test]
     fn two_level_faults() {
         let m = Mem::new(1 << 20);
-        let regs = PagingRegs { cr0: PG, cr3: 0x1000, cr4: 0, efer: 0 };
-        assert_eq!(walk(&m, &regs, 0x1000, Access::Read, true), Err(WalkError::Fault(4)));
+        let regs = PagingRegs {
+            cr0: PG,
+            cr3: 0x1000,
+            cr4: 0,
+            efer: 0,
+        };
+        assert_eq!(
+            walk(&m, &regs, 0x1000, Access::Read, true),
+            Err(WalkError::Fault(4))
+        );
         m.w32(0x1000, 0x2000 | 7);
         m.w32(0x2004, 0x3000 | 5); // read-only user
-        assert_eq!(walk(&m, &regs, 0x1000, Access::Write, true), Err(WalkError::Fault(7)));
+        assert_eq!(
+            walk(&m, &regs, 0x1000, Access::Write, true),
+            Err(WalkError::Fault(7))
+        );
         m.w32(0x2004, 0x3000 | 3); // supervisor
-        assert_eq!(walk(&m, &regs, 0x1000, Access::Read, true), Err(WalkError::Fault(5)));
-        assert_eq!(m.read_u32(0x2004).unwrap(), 0x3000 | 3, "no A bit on a failed walk");
-        let regs = PagingRegs { cr3: 0x00f0_0000, ..regs };
-        assert_eq!(walk(&m, &regs, 0x1000, Access::Read, true), Err(WalkError::TableNotInRam));
+        assert_eq!(
+            walk(&m, &regs, 0x1000, Access::Read, true),
+            Err(WalkError::Fault(5))
+        );
+        assert_eq!(
+            m.read_u32(0x2004).unwrap(),
+            0x3000 | 3,
+            "no A bit on a failed walk"
+        );
+        let regs = PagingRegs {
+            cr3: 0x00f0_0000,
+            ..regs
+        };
+        assert_eq!(
+            walk(&m, &regs, 0x1000, Access::Read, true),
+            Err(WalkError::TableNotInRam)
+        );
     }
 
     #[test]
     fn pse_4mib_pages() {
         let m = Mem::new(1 << 20);
         m.w32(0x1000 + 4 * 2, 0x0040_0000 | 0x80 | 7 | 0x100);
-        let regs = PagingRegs { cr0: PG, cr3: 0x1000, cr4: CR4_PSE | CR4_PGE, efer: 0 };
+        let regs = PagingRegs {
+            cr0: PG,
+            cr3: 0x1000,
+            cr4: CR4_PSE | CR4_PGE,
+            efer: 0,
+        };
         let t = walk(&m, &regs, 0x0080_3456, Access::Write, true).unwrap();
         assert_eq!(t.phys_page, 0x0040_3000);
         assert!(t.global && t.dirty);
@@ -475,7 +520,12 @@ mod tests {
     #[test]
     fn pae_walk_2mib_and_nx() {
         let m = Mem::new(1 << 20);
-        let regs = PagingRegs { cr0: PG, cr3: 0x1000, cr4: CR4_PAE, efer: EFER_NXE };
+        let regs = PagingRegs {
+            cr0: PG,
+            cr3: 0x1000,
+            cr4: CR4_PAE,
+            efer: EFER_NXE,
+        };
         m.w64(0x1000, 0x2000 | 1); // PDPTE 0
         m.w64(0x2000 + 8 * 2, 0x0060_0000 | 0x80 | 7 | NX); // 2 MiB NX page at 4 MiB
         m.w64(0x2000 + 8 * 3, 0x3000 | 7); // PT for 6 MiB
@@ -504,7 +554,10 @@ mod tests {
     #[test]
     fn paging_off_is_identity() {
         let m = Mem::new(4096);
-        let regs = PagingRegs { cr0: 0x11, ..Default::default() };
+        let regs = PagingRegs {
+            cr0: 0x11,
+            ..Default::default()
+        };
         let t = walk(&m, &regs, 0x1234_5678, Access::Write, true).unwrap();
         assert_eq!(t.phys_page, 0x1234_5000);
     }

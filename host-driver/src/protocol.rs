@@ -36,8 +36,7 @@ pub const CONTROL_FD: i32 = 4;
 /// different protections).
 pub const EXEC_AREA_OFFSET: usize = round_up_page(core::mem::size_of::<LibArea>());
 /// Total size of the control region.
-pub const REGION_SIZE: usize =
-    EXEC_AREA_OFFSET + round_up_page(core::mem::size_of::<ExecArea>());
+pub const REGION_SIZE: usize = EXEC_AREA_OFFSET + round_up_page(core::mem::size_of::<ExecArea>());
 
 const fn round_up_page(n: usize) -> usize {
     (n + 4095) & !4095
@@ -192,7 +191,13 @@ impl Segment {
     }
     /// A null segment register value (selector 0..3, unusable).
     pub const fn null(selector: u16) -> Self {
-        Segment { selector, attr: 0, limit: 0, base: 0, flags: 0 }
+        Segment {
+            selector,
+            attr: 0,
+            limit: 0,
+            base: 0,
+            flags: 0,
+        }
     }
     /// True when the selector is a null selector (index 0, TI 0).
     pub const fn is_null(&self) -> bool {

@@ -83,7 +83,8 @@ pub const POLICY: &[Rule] = &[
     Rule {
         nr: 9,
         name: "mmap",
-        why: "demand-map guest pages (RAM fd) and unmap them (anonymous PROT_NONE), below 4 GiB only",
+        why:
+            "demand-map guest pages (RAM fd) and unmap them (anonymous PROT_NONE), below 4 GiB only",
         args: &[
             ArgCheck::Below4G(0),
             ArgCheck::Below4G(1),
@@ -120,18 +121,43 @@ pub const POLICY: &[Rule] = &[
         why: "let the library run while polling for a request on a shared CPU",
         args: &[],
     },
-    Rule { nr: 60, name: "exit", why: "leave", args: &[] },
-    Rule { nr: 231, name: "exit_group", why: "leave (shutdown, panic, guest escape)", args: &[] },
+    Rule {
+        nr: 60,
+        name: "exit",
+        why: "leave",
+        args: &[],
+    },
+    Rule {
+        nr: 231,
+        name: "exit_group",
+        why: "leave (shutdown, panic, guest escape)",
+        args: &[],
+    },
 ];
 
 fn ld(off: u32) -> SockFilter {
-    SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: off }
+    SockFilter {
+        code: BPF_LD_W_ABS,
+        jt: 0,
+        jf: 0,
+        k: off,
+    }
 }
 fn jeq(k: u32, jt: u8, jf: u8) -> SockFilter {
-    SockFilter { code: BPF_JEQ_K, jt, jf, k }
+    SockFilter {
+        code: BPF_JEQ_K,
+        jt,
+        jf,
+        k,
+    }
 }
 fn ret(k: u32) -> SockFilter {
-    SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k }
+    SockFilter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 const OFF_NR: u32 = 0;
@@ -156,7 +182,12 @@ pub fn build_filter(policy: &[Rule]) -> Vec<SockFilter> {
         jeq(0, 0, 1),
         ret(RET_TRAP),
         ld(OFF_NR),
-        SockFilter { code: BPF_JGE_K, jt: 0, jf: 1, k: 0x4000_0000 },
+        SockFilter {
+            code: BPF_JGE_K,
+            jt: 0,
+            jf: 1,
+            k: 0x4000_0000,
+        },
         ret(RET_KILL_PROCESS),
     ];
     for rule in policy {
@@ -181,7 +212,11 @@ pub fn build_filter(policy: &[Rule]) -> Vec<SockFilter> {
         }
         block.push(ret(RET_ALLOW));
         p.push(ld(OFF_NR));
-        p.push(jeq(rule.nr, 0, u8::try_from(block.len()).expect("rule block too long")));
+        p.push(jeq(
+            rule.nr,
+            0,
+            u8::try_from(block.len()).expect("rule block too long"),
+        ));
         p.extend(block);
     }
     p.push(ret(RET_KILL_PROCESS));
@@ -254,27 +289,89 @@ mod tests {
         assert!(prog.len() < 200);
         let anon = u64::MAX; // fd -1
         let cases: &[(SeccompData, u32, &str)] = &[
-            (data(AUDIT_ARCH_I386, 20, 0x1000, [0; 6]), RET_TRAP, "i386 getpid from guest"),
-            (data(AUDIT_ARCH_I386, 1, HI, [0; 6]), RET_TRAP, "i386 from 64-bit code"),
-            (data(0x4000_0028, 0, HI, [0; 6]), RET_KILL_PROCESS, "arm arch"),
-            (data(AUDIT_ARCH_X86_64, 39, 0x40_1000, [0; 6]), RET_TRAP, "64-bit getpid below 4G"),
-            (data(AUDIT_ARCH_X86_64, 202, 0xffff_f000, [0; 6]), RET_TRAP, "futex below 4G"),
-            (data(AUDIT_ARCH_X86_64, 202, HI, [0; 6]), RET_ALLOW, "futex"),
-            (data(AUDIT_ARCH_X86_64, 15, HI, [0; 6]), RET_ALLOW, "rt_sigreturn"),
-            (data(AUDIT_ARCH_X86_64, 0x4000_0000 + 202, HI, [0; 6]), RET_KILL_PROCESS, "x32"),
-            (data(AUDIT_ARCH_X86_64, 39, HI, [0; 6]), RET_KILL_PROCESS, "getpid"),
-            (data(AUDIT_ARCH_X86_64, 257, HI, [0; 6]), RET_KILL_PROCESS, "openat"),
-            (data(AUDIT_ARCH_X86_64, 41, HI, [0; 6]), RET_KILL_PROCESS, "socket"),
-            (data(AUDIT_ARCH_X86_64, 56, HI, [0; 6]), RET_KILL_PROCESS, "clone"),
-            (data(AUDIT_ARCH_X86_64, 59, HI, [0; 6]), RET_KILL_PROCESS, "execve"),
-            (data(AUDIT_ARCH_X86_64, 1, HI, [2, 0, 0, 0, 0, 0]), RET_KILL_PROCESS, "write"),
             (
-                data(AUDIT_ARCH_X86_64, 9, HI, [0x40_0000, 4096, 7, 0x11, 3, 0x5000]),
+                data(AUDIT_ARCH_I386, 20, 0x1000, [0; 6]),
+                RET_TRAP,
+                "i386 getpid from guest",
+            ),
+            (
+                data(AUDIT_ARCH_I386, 1, HI, [0; 6]),
+                RET_TRAP,
+                "i386 from 64-bit code",
+            ),
+            (
+                data(0x4000_0028, 0, HI, [0; 6]),
+                RET_KILL_PROCESS,
+                "arm arch",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 39, 0x40_1000, [0; 6]),
+                RET_TRAP,
+                "64-bit getpid below 4G",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 202, 0xffff_f000, [0; 6]),
+                RET_TRAP,
+                "futex below 4G",
+            ),
+            (data(AUDIT_ARCH_X86_64, 202, HI, [0; 6]), RET_ALLOW, "futex"),
+            (
+                data(AUDIT_ARCH_X86_64, 15, HI, [0; 6]),
+                RET_ALLOW,
+                "rt_sigreturn",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 0x4000_0000 + 202, HI, [0; 6]),
+                RET_KILL_PROCESS,
+                "x32",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 39, HI, [0; 6]),
+                RET_KILL_PROCESS,
+                "getpid",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 257, HI, [0; 6]),
+                RET_KILL_PROCESS,
+                "openat",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 41, HI, [0; 6]),
+                RET_KILL_PROCESS,
+                "socket",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 56, HI, [0; 6]),
+                RET_KILL_PROCESS,
+                "clone",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 59, HI, [0; 6]),
+                RET_KILL_PROCESS,
+                "execve",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 1, HI, [2, 0, 0, 0, 0, 0]),
+                RET_KILL_PROCESS,
+                "write",
+            ),
+            (
+                data(
+                    AUDIT_ARCH_X86_64,
+                    9,
+                    HI,
+                    [0x40_0000, 4096, 7, 0x11, 3, 0x5000],
+                ),
                 RET_ALLOW,
                 "mmap ram fd",
             ),
             (
-                data(AUDIT_ARCH_X86_64, 9, HI, [0x1000, 0xffff_f000, 0, 0x4032, anon, 0]),
+                data(
+                    AUDIT_ARCH_X86_64,
+                    9,
+                    HI,
+                    [0x1000, 0xffff_f000, 0, 0x4032, anon, 0],
+                ),
                 RET_ALLOW,
                 "mmap reserve",
             ),
@@ -284,7 +381,12 @@ mod tests {
                 "mmap above 4G",
             ),
             (
-                data(AUDIT_ARCH_X86_64, 9, HI, [0x1000, 1 << 33, 7, 0x22, anon, 0]),
+                data(
+                    AUDIT_ARCH_X86_64,
+                    9,
+                    HI,
+                    [0x1000, 1 << 33, 7, 0x22, anon, 0],
+                ),
                 RET_KILL_PROCESS,
                 "mmap huge length",
             ),
@@ -293,15 +395,47 @@ mod tests {
                 RET_KILL_PROCESS,
                 "mmap control fd",
             ),
-            (data(AUDIT_ARCH_X86_64, 10, HI, [0x1000, 4096, 1, 0, 0, 0]), RET_ALLOW, "mprotect"),
-            (data(AUDIT_ARCH_X86_64, 10, HI, [HI, 4096, 7, 0, 0, 0]), RET_KILL_PROCESS, "mprotect hi"),
-            (data(AUDIT_ARCH_X86_64, 154, HI, [0x11, 0, 16, 0, 0, 0]), RET_ALLOW, "modify_ldt w"),
-            (data(AUDIT_ARCH_X86_64, 154, HI, [0, 0, 16, 0, 0, 0]), RET_KILL_PROCESS, "modify_ldt r"),
-            (data(AUDIT_ARCH_X86_64, 223, HI, [0; 6]), RET_ALLOW, "timer_settime"),
-            (data(AUDIT_ARCH_X86_64, 228, HI, [0; 6]), RET_ALLOW, "clock_gettime"),
-            (data(AUDIT_ARCH_X86_64, 231, HI, [0; 6]), RET_ALLOW, "exit_group"),
+            (
+                data(AUDIT_ARCH_X86_64, 10, HI, [0x1000, 4096, 1, 0, 0, 0]),
+                RET_ALLOW,
+                "mprotect",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 10, HI, [HI, 4096, 7, 0, 0, 0]),
+                RET_KILL_PROCESS,
+                "mprotect hi",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 154, HI, [0x11, 0, 16, 0, 0, 0]),
+                RET_ALLOW,
+                "modify_ldt w",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 154, HI, [0, 0, 16, 0, 0, 0]),
+                RET_KILL_PROCESS,
+                "modify_ldt r",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 223, HI, [0; 6]),
+                RET_ALLOW,
+                "timer_settime",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 228, HI, [0; 6]),
+                RET_ALLOW,
+                "clock_gettime",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 231, HI, [0; 6]),
+                RET_ALLOW,
+                "exit_group",
+            ),
             (data(AUDIT_ARCH_X86_64, 60, HI, [0; 6]), RET_ALLOW, "exit"),
-            (data(AUDIT_ARCH_X86_64, 62, HI, [0; 6]), RET_KILL_PROCESS, "kill"),
+            (
+                data(AUDIT_ARCH_X86_64, 62, HI, [0; 6]),
+                RET_KILL_PROCESS,
+                "kill",
+            ),
         ];
         for (d, want, what) in cases {
             assert_eq!(evaluate(&prog, d), Some(*want), "{what}");

@@ -23,7 +23,8 @@ pub(crate) fn memfd(name: &CStr, size: u64) -> io::Result<OwnedFd> {
     let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
     // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = libc::off_t::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: plain syscall on a valid fd.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
     Ok(fd)
@@ -68,7 +69,8 @@ impl SharedMapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned 0"))?;
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned 0"))?;
         Ok(SharedMapping { ptr, len })
     }
 
@@ -101,7 +103,11 @@ impl SharedMapping {
         assert!(offset.checked_add(dst.len()).is_some_and(|e| e <= self.len));
         // SAFETY: the source range is inside the mapping (checked) and cannot overlap `dst`.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
         }
     }
 
@@ -239,9 +245,9 @@ pub(crate) fn current_module_path() -> Option<PathBuf> {
     }
     // SAFETY: dladdr returned a valid NUL-terminated path for a loaded object.
     let name = unsafe { CStr::from_ptr(info.dli_fname) };
-    let p = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-        name.to_bytes(),
-    ));
+    let p = PathBuf::from(
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()),
+    );
     if p.is_absolute() {
         Some(p)
     } else {
@@ -263,10 +269,14 @@ impl GuestRam {
     /// Creates `size` bytes (a multiple of 4 KiB) of zeroed guest RAM.
     pub fn new(size: u64) -> io::Result<Self> {
         if size == 0 || size % 4096 != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "size must be a multiple of 4096"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "size must be a multiple of 4096",
+            ));
         }
         let fd = memfd(c"plex86-guest-ram", size)?;
-        let len = usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let len =
+            usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let map = SharedMapping::new(fd.as_fd(), len, 0)?;
         Ok(GuestRam { fd, map })
     }
@@ -280,11 +290,13 @@ impl GuestRam {
     }
     /// Writes `data` at guest-physical `pa`. Panics when out of range.
     pub fn write(&self, pa: u64, data: &[u8]) {
-        self.map.write_bytes(usize::try_from(pa).expect("address"), data);
+        self.map
+            .write_bytes(usize::try_from(pa).expect("address"), data);
     }
     /// Reads into `buf` from guest-physical `pa`. Panics when out of range.
     pub fn read(&self, pa: u64, buf: &mut [u8]) {
-        self.map.read_bytes(usize::try_from(pa).expect("address"), buf);
+        self.map
+            .read_bytes(usize::try_from(pa).expect("address"), buf);
     }
     /// Reads a little-endian u32.
     pub fn read_u32(&self, pa: u64) -> u32 {

@@ -30,10 +30,19 @@ fn both_budget_clocks_end_an_infinite_loop() {
     for clock in [BudgetClock::Monotonic, BudgetClock::ThreadCpuTime] {
         let (mut exe, mut vm) = looping_vm(clock);
         for _ in 0..3 {
-            let exit = exe.run(&mut vm.state, Duration::from_millis(5), &[]).unwrap();
+            let exit = exe
+                .run(&mut vm.state, Duration::from_millis(5), &[])
+                .unwrap();
             assert_eq!(exit.reason, ExitReason::BudgetExpired, "{clock:?}");
-            assert!(exit.native_time >= Duration::from_millis(5), "{clock:?}: {:?}", exit.native_time);
-            assert!(vm.state.eip == CODE || vm.state.eip == CODE + 1, "at an instruction boundary");
+            assert!(
+                exit.native_time >= Duration::from_millis(5),
+                "{clock:?}: {:?}",
+                exit.native_time
+            );
+            assert!(
+                vm.state.eip == CODE || vm.state.eip == CODE + 1,
+                "at an instruction boundary"
+            );
         }
         assert!(vm.state.gprs[0] > 0, "the loop ran");
     }

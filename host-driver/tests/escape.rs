@@ -21,9 +21,14 @@ fn code64(vm: &mut Vm, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86
 }
 
 fn expect_escape(vm: &mut Vm, kind: EscapeKind) {
-    let exit = vm.exe.run(&mut vm.state, Duration::from_millis(200), &[]).unwrap();
+    let exit = vm
+        .exe
+        .run(&mut vm.state, Duration::from_millis(200), &[])
+        .unwrap();
     match exit.reason {
-        ExitReason::GuestEscape { kind: k, .. } => assert_eq!(k, kind, "{}", exit.reason.describe()),
+        ExitReason::GuestEscape { kind: k, .. } => {
+            assert_eq!(k, kind, "{}", exit.reason.describe())
+        }
         other => panic!("expected a guest escape, got {other:?}"),
     }
     assert!(exit.reason.describe().starts_with("guest escape"));
@@ -76,7 +81,10 @@ fn host_syscall_from_64bit_guest_code_is_not_executed() {
             a.hlt()
         });
         vm.code(|a| a.jmp_far(0x33, TARGET));
-        let exit = vm.exe.run(&mut vm.state, Duration::from_millis(200), &[]).unwrap();
+        let exit = vm
+            .exe
+            .run(&mut vm.state, Duration::from_millis(200), &[])
+            .unwrap();
         assert!(
             matches!(exit.reason, ExitReason::GuestEscape { kind: EscapeKind::HostSyscall, address, .. } if address == u64::from(TARGET) + 7),
             "{name}: {:?}",
@@ -130,7 +138,11 @@ fn loads_of_each_host_selector_are_contained() {
                 other => panic!("{what}: unexpected {other:?}"),
             }
             if [0x63, 0x6b, 0x73].contains(&sel) {
-                assert_eq!(reason, ExitReason::SegmentLoad, "TLS slots must fault: {what}");
+                assert_eq!(
+                    reason,
+                    ExitReason::SegmentLoad,
+                    "TLS slots must fault: {what}"
+                );
             }
             // Still alive and usable: re-enter with the state as the emulator would restore it.
             vm.state.segs[sreg] = if sreg == 2 {
@@ -177,11 +189,29 @@ fn host_system_calls_from_compat_mode_never_run() {
         assert_eq!(vm.state.gprs[0], nr);
         vm.state.eip += 2;
         let exit = vm.run();
-        assert!(matches!(exit.reason, ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode), "{:?} {:x?}", exit.reason, vm.state);
+        assert!(
+            matches!(
+                exit.reason,
+                ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode
+            ),
+            "{:?} {:x?}",
+            exit.reason,
+            vm.state
+        );
         vm.state.eip = CODE + offset_of_bytes(&code, &[0x0f, 0x34]) - 5;
         let exit = vm.run();
-        assert!(matches!(exit.reason, ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode), "{:?}", exit.reason);
+        assert!(
+            matches!(
+                exit.reason,
+                ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode
+            ),
+            "{:?}",
+            exit.reason
+        );
         // The executor is alive and well.
-        assert!(vm.exe.apply_commands(&[host_driver::MmuCommand::FlushAll]).is_ok());
+        assert!(vm
+            .exe
+            .apply_commands(&[host_driver::MmuCommand::FlushAll])
+            .is_ok());
     }
 }

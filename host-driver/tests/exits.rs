@@ -32,15 +32,35 @@ fn hlt_exits_with_exact_state() {
         a.nop()
     });
     let before = vm.state;
-    let st = expect(&mut vm, ExitReason::Privileged, CODE + code.len() as u32 - 2);
+    let st = expect(
+        &mut vm,
+        ExitReason::Privileged,
+        CODE + code.len() as u32 - 2,
+    );
     assert_eq!(
         st.gprs,
-        [0x1111_1111, 0x2222_2222, 0x3333_3333, 0x4444_4444, STACK_TOP - 20, 0x5555_5555, 0x6666_6666, 0x7777_7777]
+        [
+            0x1111_1111,
+            0x2222_2222,
+            0x3333_3333,
+            0x4444_4444,
+            STACK_TOP - 20,
+            0x5555_5555,
+            0x6666_6666,
+            0x7777_7777
+        ]
     );
     assert_eq!(st.eflags & 1, 1, "CF set by STC");
     assert_eq!(st.eflags & 0x200, 0x200);
-    assert_eq!(st.segs, before.segs, "segments unchanged and translated back");
-    assert_eq!(vm.ram.read_u32(STACK_PHYS + 4096 - 20), 0x1234_5678, "push went to guest RAM");
+    assert_eq!(
+        st.segs, before.segs,
+        "segments unchanged and translated back"
+    );
+    assert_eq!(
+        vm.ram.read_u32(STACK_PHYS + 4096 - 20),
+        0x1234_5678,
+        "push went to guest RAM"
+    );
     assert_eq!(st.xsave.0[..512], before.xsave.0[..512]);
 }
 
@@ -69,7 +89,12 @@ fn is_amd() -> bool {
 
 /// Assembles `f` at CODE, runs, and expects `reason` at the instruction whose bytes are
 /// `marker` (searched in the assembled code).
-fn check(mode: Mode, marker: &[u8], reason: ExitReason, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Vm {
+fn check(
+    mode: Mode,
+    marker: &[u8],
+    reason: ExitReason,
+    f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+) -> Vm {
     let mut vm = Vm::new(mode);
     let code = vm.code(f);
     let at = CODE + offset_of_bytes(&code, marker);
@@ -79,11 +104,20 @@ fn check(mode: Mode, marker: &[u8], reason: ExitReason, f: impl FnOnce(&mut Code
 
 #[test]
 fn page_fault_not_present_read() {
-    let vm = check(Mode::TwoLevel, &[0xa1], ExitReason::PageFault { linear: 0x0090_0010, access: host_driver::Access::Read, error_code: 4 }, |a| {
-        a.mov(ebx, 7)?;
-        a.mov(eax, dword_ptr(0x0090_0010))?;
-        a.hlt()
-    });
+    let vm = check(
+        Mode::TwoLevel,
+        &[0xa1],
+        ExitReason::PageFault {
+            linear: 0x0090_0010,
+            access: host_driver::Access::Read,
+            error_code: 4,
+        },
+        |a| {
+            a.mov(ebx, 7)?;
+            a.mov(eax, dword_ptr(0x0090_0010))?;
+            a.hlt()
+        },
+    );
     assert_eq!(vm.state.gprs[3], 7);
 }
 
@@ -98,7 +132,15 @@ fn page_fault_write_to_read_only_page() {
     });
     let at = CODE + 5;
     assert_eq!(code[5], 0xa3);
-    expect(&mut vm, ExitReason::PageFault { linear: DATA + 4, access: host_driver::Access::Write, error_code: 7 }, at);
+    expect(
+        &mut vm,
+        ExitReason::PageFault {
+            linear: DATA + 4,
+            access: host_driver::Access::Write,
+            error_code: 7,
+        },
+        at,
+    );
 }
 
 #[test]
@@ -109,7 +151,15 @@ fn page_fault_supervisor_page() {
         a.mov(eax, dword_ptr(DATA))?;
         a.hlt()
     });
-    expect(&mut vm, ExitReason::PageFault { linear: DATA, access: host_driver::Access::Read, error_code: 5 }, CODE);
+    expect(
+        &mut vm,
+        ExitReason::PageFault {
+            linear: DATA,
+            access: host_driver::Access::Read,
+            error_code: 5,
+        },
+        CODE,
+    );
 }
 
 #[test]
@@ -121,7 +171,15 @@ fn page_fault_fetch_from_nx_page() {
         a.mov(eax, DATA)?;
         a.jmp(eax)
     });
-    expect(&mut vm, ExitReason::PageFault { linear: DATA, access: host_driver::Access::Fetch, error_code: 0x15 }, DATA);
+    expect(
+        &mut vm,
+        ExitReason::PageFault {
+            linear: DATA,
+            access: host_driver::Access::Fetch,
+            error_code: 0x15,
+        },
+        DATA,
+    );
 }
 
 #[test]
@@ -136,26 +194,40 @@ fn general_protection_on_segment_limit() {
         a.hlt()
     });
     assert_eq!(code[0], 0xa1);
-    expect(&mut vm, ExitReason::GeneralProtection { error_code: 0 }, CODE);
+    expect(
+        &mut vm,
+        ExitReason::GeneralProtection { error_code: 0 },
+        CODE,
+    );
 }
 
 #[test]
 fn invalid_opcode() {
-    check(Mode::TwoLevel, &[0x0f, 0x0b], ExitReason::InvalidOpcode, |a| {
-        a.nop()?;
-        a.ud2()
-    });
+    check(
+        Mode::TwoLevel,
+        &[0x0f, 0x0b],
+        ExitReason::InvalidOpcode,
+        |a| {
+            a.nop()?;
+            a.ud2()
+        },
+    );
 }
 
 #[test]
 fn divide_error() {
-    let vm = check(Mode::TwoLevel, &[0xf7, 0xf1], ExitReason::DivideError, |a| {
-        a.mov(eax, 100)?;
-        a.xor(edx, edx)?;
-        a.xor(ecx, ecx)?;
-        a.div(ecx)?;
-        a.hlt()
-    });
+    let vm = check(
+        Mode::TwoLevel,
+        &[0xf7, 0xf1],
+        ExitReason::DivideError,
+        |a| {
+            a.mov(eax, 100)?;
+            a.xor(edx, edx)?;
+            a.xor(ecx, ecx)?;
+            a.div(ecx)?;
+            a.hlt()
+        },
+    );
     assert_eq!(vm.state.gprs[0], 100);
 }
 
@@ -177,15 +249,20 @@ fn x87_exception_at_waiting_instruction() {
 
 #[test]
 fn simd_exception() {
-    let vm = check(Mode::TwoLevel, &[0xf3, 0x0f, 0x5e], ExitReason::SimdException, |a| {
-        a.push(0x1d80u32)?; // unmask ZM
-        a.ldmxcsr(dword_ptr(esp))?;
-        a.push(0x3f80_0000u32)?; // 1.0f
-        a.movss(xmm0, dword_ptr(esp))?;
-        a.xorps(xmm1, xmm1)?;
-        a.divss(xmm0, xmm1)?;
-        a.hlt()
-    });
+    let vm = check(
+        Mode::TwoLevel,
+        &[0xf3, 0x0f, 0x5e],
+        ExitReason::SimdException,
+        |a| {
+            a.push(0x1d80u32)?; // unmask ZM
+            a.ldmxcsr(dword_ptr(esp))?;
+            a.push(0x3f80_0000u32)?; // 1.0f
+            a.movss(xmm0, dword_ptr(esp))?;
+            a.xorps(xmm1, xmm1)?;
+            a.divss(xmm0, xmm1)?;
+            a.hlt()
+        },
+    );
     // The hardware sets the flag of an unmasked exception before raising #XM (the destination
     // is unchanged): Bochs sees the same MXCSR that a real #XM shows.
     assert_eq!(vm.state.xsave.mxcsr() & 0xffff, 0x1d84);
@@ -201,14 +278,24 @@ fn breakpoint_int3() {
 
 #[test]
 fn int_n_and_int_3_and_into() {
-    check(Mode::TwoLevel, &[0xcd, 0x21], ExitReason::SoftwareInterrupt { vector: 0x21 }, |a| {
-        a.nop()?;
-        a.int(0x21)
-    });
-    check(Mode::TwoLevel, &[0xcd, 0x03], ExitReason::SoftwareInterrupt { vector: 3 }, |a| {
-        a.nop()?;
-        a.int(3)
-    });
+    check(
+        Mode::TwoLevel,
+        &[0xcd, 0x21],
+        ExitReason::SoftwareInterrupt { vector: 0x21 },
+        |a| {
+            a.nop()?;
+            a.int(0x21)
+        },
+    );
+    check(
+        Mode::TwoLevel,
+        &[0xcd, 0x03],
+        ExitReason::SoftwareInterrupt { vector: 3 },
+        |a| {
+            a.nop()?;
+            a.int(3)
+        },
+    );
     let vm = check(Mode::TwoLevel, &[0xce], ExitReason::Overflow, |a| {
         a.mov(al, 0x7f)?;
         a.add(al, 1)?;
@@ -219,12 +306,17 @@ fn int_n_and_int_3_and_into() {
 
 #[test]
 fn int_0x80_traps_with_eax_intact() {
-    let vm = check(Mode::TwoLevel, &[0xcd, 0x80], ExitReason::SoftwareInterrupt { vector: 0x80 }, |a| {
-        a.mov(eax, 20)?; // getpid
-        a.mov(ebx, 0x1234)?;
-        a.int(0x80)?;
-        a.hlt()
-    });
+    let vm = check(
+        Mode::TwoLevel,
+        &[0xcd, 0x80],
+        ExitReason::SoftwareInterrupt { vector: 0x80 },
+        |a| {
+            a.mov(eax, 20)?; // getpid
+            a.mov(ebx, 0x1234)?;
+            a.int(0x80)?;
+            a.hlt()
+        },
+    );
     assert_eq!(vm.state.gprs[0], 20);
     assert_eq!(vm.state.gprs[3], 0x1234);
 }
@@ -252,9 +344,17 @@ fn syscall_instruction() {
     });
     let before = vm.state;
     let exit = vm.run();
-    assert_eq!(exit.reason, ExitReason::SystemCall { instruction: host_driver::SyscallInstruction::Syscall });
+    assert_eq!(
+        exit.reason,
+        ExitReason::SystemCall {
+            instruction: host_driver::SyscallInstruction::Syscall
+        }
+    );
     assert!(exit.ecx_clobbered && exit.eip_lost);
-    assert_eq!(vm.state.gprs, [20, 0, 0x55, 0x11, STACK_TOP - 16, 0x66, 0x77, 0x88]);
+    assert_eq!(
+        vm.state.gprs,
+        [20, 0, 0x55, 0x11, STACK_TOP - 16, 0x66, 0x77, 0x88]
+    );
     assert_eq!(vm.state.segs, before.segs);
 }
 
@@ -269,23 +369,42 @@ fn sysenter_instruction() {
     let at = CODE + offset_of_bytes(&code, &[0x0f, 0x34]);
     let exit = vm.run();
     if is_amd() {
-        assert_eq!(exit.reason, ExitReason::InvalidOpcode, "SYSENTER is #UD in compat mode on AMD");
+        assert_eq!(
+            exit.reason,
+            ExitReason::InvalidOpcode,
+            "SYSENTER is #UD in compat mode on AMD"
+        );
         assert_eq!(vm.state.eip, at);
     } else {
-        assert_eq!(exit.reason, ExitReason::SystemCall { instruction: host_driver::SyscallInstruction::Sysenter });
+        assert_eq!(
+            exit.reason,
+            ExitReason::SystemCall {
+                instruction: host_driver::SyscallInstruction::Sysenter
+            }
+        );
     }
 }
 
 #[test]
 fn rdtsc_and_rdtscp() {
-    check(Mode::TwoLevel, &[0x0f, 0x31], ExitReason::Rdtsc { rdtscp: false }, |a| {
-        a.nop()?;
-        a.rdtsc()
-    });
-    check(Mode::TwoLevel, &[0x0f, 0x01, 0xf9], ExitReason::Rdtsc { rdtscp: true }, |a| {
-        a.nop()?;
-        a.rdtscp()
-    });
+    check(
+        Mode::TwoLevel,
+        &[0x0f, 0x31],
+        ExitReason::Rdtsc { rdtscp: false },
+        |a| {
+            a.nop()?;
+            a.rdtsc()
+        },
+    );
+    check(
+        Mode::TwoLevel,
+        &[0x0f, 0x01, 0xf9],
+        ExitReason::Rdtsc { rdtscp: true },
+        |a| {
+            a.nop()?;
+            a.rdtscp()
+        },
+    );
 }
 
 #[test]
@@ -315,16 +434,37 @@ fn segment_loads_and_far_transfers() {
     type Gen = fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>;
     let cases: &[(&[u8], Gen)] = &[
         // A host system descriptor (TSS, GDT index 8) and an empty LDT slot.
-        (&[0x66, 0x8e, 0xd8], |a| { a.mov(eax, 0x43)?; a.mov(ds, ax) }),
-        (&[0x66, 0x8e, 0xc0], |a| { a.mov(eax, 0x2f)?; a.mov(es, ax) }),
-        (&[0x1f], |a| { a.push(0x43)?; a.pop(ds) }),
-        (&[0x0f, 0xb4], |a| { a.mov(dword_ptr(DATA + 4), 0x43)?; a.lfs(eax, ptr(DATA)) }),
+        (&[0x66, 0x8e, 0xd8], |a| {
+            a.mov(eax, 0x43)?;
+            a.mov(ds, ax)
+        }),
+        (&[0x66, 0x8e, 0xc0], |a| {
+            a.mov(eax, 0x2f)?;
+            a.mov(es, ax)
+        }),
+        (&[0x1f], |a| {
+            a.push(0x43)?;
+            a.pop(ds)
+        }),
+        (&[0x0f, 0xb4], |a| {
+            a.mov(dword_ptr(DATA + 4), 0x43)?;
+            a.lfs(eax, ptr(DATA))
+        }),
         // A far jump / call to a guest selector not installed in the LDT (natively: host
         // kernel data, DPL 0).
         (&[0xea], |a| a.jmp_far(0x1b, CODE)),
         (&[0x9a], |a| a.call_far(0x1b, CODE)),
-        (&[0xcb], |a| { a.push(0x1b)?; a.push(CODE)?; a.retf() }),
-        (&[0xcf], |a| { a.pushfd()?; a.push(0x1b)?; a.push(CODE)?; a.iretd() }),
+        (&[0xcb], |a| {
+            a.push(0x1b)?;
+            a.push(CODE)?;
+            a.retf()
+        }),
+        (&[0xcf], |a| {
+            a.pushfd()?;
+            a.push(0x1b)?;
+            a.push(CODE)?;
+            a.iretd()
+        }),
     ];
     for (marker, gen) in cases {
         check(Mode::TwoLevel, marker, ExitReason::SegmentLoad, gen);
@@ -340,7 +480,10 @@ fn budget_expires_in_infinite_loop() {
         a.set_label(&mut l)?;
         a.jmp(l)
     });
-    let exit = vm.exe.run(&mut vm.state, std::time::Duration::from_millis(20), &[]).unwrap();
+    let exit = vm
+        .exe
+        .run(&mut vm.state, std::time::Duration::from_millis(20), &[])
+        .unwrap();
     assert_eq!(exit.reason, ExitReason::BudgetExpired);
     assert!(exit.native_time >= std::time::Duration::from_millis(20));
     assert_eq!(vm.state.eip, CODE + 5);
@@ -349,17 +492,33 @@ fn budget_expires_in_infinite_loop() {
 
 #[test]
 fn alignment_check_and_icebp() {
-    let vm = check(Mode::TwoLevel, &[0x8b, 0x44, 0x24, 0x01], ExitReason::OtherException { vector: 17, error_code: Some(0) }, |a| {
-        a.pushfd()?;
-        a.or(dword_ptr(esp), 0x40000)?;
-        a.popfd()?;
-        a.mov(eax, dword_ptr(esp + 1))
-    });
+    let vm = check(
+        Mode::TwoLevel,
+        &[0x8b, 0x44, 0x24, 0x01],
+        ExitReason::OtherException {
+            vector: 17,
+            error_code: Some(0),
+        },
+        |a| {
+            a.pushfd()?;
+            a.or(dword_ptr(esp), 0x40000)?;
+            a.popfd()?;
+            a.mov(eax, dword_ptr(esp + 1))
+        },
+    );
     assert_ne!(vm.state.eflags & 0x40000, 0);
-    check(Mode::TwoLevel, &[0xf1], ExitReason::OtherException { vector: 1, error_code: None }, |a| {
-        a.nop()?;
-        a.int1()
-    });
+    check(
+        Mode::TwoLevel,
+        &[0xf1],
+        ExitReason::OtherException {
+            vector: 1,
+            error_code: None,
+        },
+        |a| {
+            a.nop()?;
+            a.int1()
+        },
+    );
 }
 
 #[test]
@@ -372,8 +531,22 @@ fn page_zero_and_device_memory_need_emulation() {
         a.mov(dword_ptr(DATA + 8), eax)?;
         a.hlt()
     });
-    expect(&mut vm, ExitReason::NeedsEmulation { linear: 0x10, access: host_driver::Access::Read }, CODE);
+    expect(
+        &mut vm,
+        ExitReason::NeedsEmulation {
+            linear: 0x10,
+            access: host_driver::Access::Read,
+        },
+        CODE,
+    );
     vm.state.eip += 5;
     let at = CODE + offset_of_bytes(&code, &[0xa3]);
-    expect(&mut vm, ExitReason::NeedsEmulation { linear: DATA + 8, access: host_driver::Access::Write }, at);
+    expect(
+        &mut vm,
+        ExitReason::NeedsEmulation {
+            linear: DATA + 8,
+            access: host_driver::Access::Write,
+        },
+        at,
+    );
 }

@@ -30,7 +30,11 @@ fn accessed_and_dirty_bits_two_level() {
     run_expect_hlt(&mut vm, &[]);
     assert_eq!(vm.state.gprs[0], 41);
     assert_eq!(vm.pte(DATA), DATA_PHYS | URW | A, "read sets A only");
-    assert_ne!(vm.ram.read_u32(vm.pde_addr(DATA)) & A as u32, 0, "PDE accessed");
+    assert_ne!(
+        vm.ram.read_u32(vm.pde_addr(DATA)) & A as u32,
+        0,
+        "PDE accessed"
+    );
     run_expect_hlt(&mut vm, &[]);
     assert_eq!(vm.pte(DATA), DATA_PHYS | URW | A | D, "write sets D");
     assert_eq!(vm.ram.read_u32(DATA_PHYS + 4), 42);
@@ -50,7 +54,11 @@ fn read_only_until_dirty_upgrade_pae() {
     run_expect_hlt(&mut vm, &[]);
     assert_eq!(vm.pte(DATA) & D, 0, "mirrored read-only while D is clear");
     run_expect_hlt(&mut vm, &[]);
-    assert_eq!(vm.pte(DATA) & D, D, "D set before the first write was allowed");
+    assert_eq!(
+        vm.pte(DATA) & D,
+        D,
+        "D set before the first write was allowed"
+    );
     assert_eq!(vm.state.gprs[3], 0x1234_5678);
     assert_eq!(vm.ram.read_u32(DATA_PHYS), 0x1234_5678);
 }
@@ -95,7 +103,14 @@ fn pae_2mib_pages_with_and_without_nx() {
     assert_eq!(vm.state.gprs[0], 99, "data read from an NX page");
     vm.state.eip = nx_lin + 0x10;
     let exit = vm.run();
-    assert_eq!(exit.reason, ExitReason::PageFault { linear: nx_lin + 0x10, access: Access::Fetch, error_code: 0x15 });
+    assert_eq!(
+        exit.reason,
+        ExitReason::PageFault {
+            linear: nx_lin + 0x10,
+            access: Access::Fetch,
+            error_code: 0x15
+        }
+    );
     assert_eq!(vm.ram.read_u64(pde_nx) & A, A);
 }
 
@@ -109,7 +124,14 @@ fn tables_are_rewalked_before_a_fault_is_reported() {
         a.hlt()
     });
     let exit = vm.run();
-    assert_eq!(exit.reason, ExitReason::PageFault { linear: DATA, access: Access::Read, error_code: 4 });
+    assert_eq!(
+        exit.reason,
+        ExitReason::PageFault {
+            linear: DATA,
+            access: Access::Read,
+            error_code: 4
+        }
+    );
     vm.map(DATA, DATA_PHYS, URW); // the guest fixes its PTE (no INVLPG needed for not-present)
     run_expect_hlt(&mut vm, &[]);
     assert_eq!(vm.state.gprs[0], 5);
@@ -149,7 +171,10 @@ fn remap_fixture(global_first: bool) -> Vm {
 #[test]
 fn invalidate_page_command() {
     let mut vm = remap_fixture(false);
-    run_expect_hlt(&mut vm, &[MmuCommand::InvalidatePage(DATA + 0x1000 + 0x123)]);
+    run_expect_hlt(
+        &mut vm,
+        &[MmuCommand::InvalidatePage(DATA + 0x1000 + 0x123)],
+    );
     assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (1, 12));
 }
 
@@ -174,7 +199,11 @@ fn flush_non_global_command_keeps_global_pages() {
 fn commands_without_entry_and_many_pages() {
     let mut vm = Vm::new(Mode::TwoLevel);
     for i in 0..1500u32 {
-        vm.map(0x0100_0000 + i * 4096, 0x0040_0000 + u64::from(i) * 4096, URW | A | D);
+        vm.map(
+            0x0100_0000 + i * 4096,
+            0x0040_0000 + u64::from(i) * 4096,
+            URW | A | D,
+        );
     }
     vm.code(|a| {
         a.mov(ebx, 0x0100_0000)?;
@@ -191,7 +220,9 @@ fn commands_without_entry_and_many_pages() {
     run_expect_hlt(&mut vm, &[]);
     assert_eq!(vm.ram.read_u32(0x0040_0000), 1500);
     vm.exe.apply_commands(&[MmuCommand::FlushAll]).unwrap();
-    let cmds: Vec<MmuCommand> = (0..600).map(|i| MmuCommand::InvalidatePage(0x0100_0000 + i * 4096)).collect();
+    let cmds: Vec<MmuCommand> = (0..600)
+        .map(|i| MmuCommand::InvalidatePage(0x0100_0000 + i * 4096))
+        .collect();
     vm.state.eip = CODE;
     vm.state.gprs[0] = 0;
     run_expect_hlt(&mut vm, &cmds);
@@ -217,12 +248,22 @@ fn write_protect_logs_code_page_writes() {
     assert!(run_expect_hlt(&mut vm, &[]).is_empty());
     vm.state.eip = CODE;
     vm.state.gprs[0] = 2;
-    let log = run_expect_hlt(&mut vm, &[MmuCommand::WriteProtectPhysPage(DATA_PHYS + 0x10)]);
-    assert_eq!(log, vec![DATA_PHYS], "native write to a write-protected page is logged");
+    let log = run_expect_hlt(
+        &mut vm,
+        &[MmuCommand::WriteProtectPhysPage(DATA_PHYS + 0x10)],
+    );
+    assert_eq!(
+        log,
+        vec![DATA_PHYS],
+        "native write to a write-protected page is logged"
+    );
     assert_eq!(vm.ram.read_u32(DATA_PHYS), 2, "and then allowed");
     // The second page is write-protected before it is ever mirrored.
     vm.state.gprs[0] = 3;
-    let log = run_expect_hlt(&mut vm, &[MmuCommand::WriteProtectPhysPage(DATA_PHYS + 0x1000)]);
+    let log = run_expect_hlt(
+        &mut vm,
+        &[MmuCommand::WriteProtectPhysPage(DATA_PHYS + 0x1000)],
+    );
     assert_eq!(log, vec![DATA_PHYS + 0x1000]);
     assert_eq!(vm.ram.read_u32(DATA_PHYS + 0x1000), 3);
     // Writes after the log are not logged again.

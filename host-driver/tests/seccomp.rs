@@ -9,14 +9,28 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 fn selftest(what: &str) -> std::process::ExitStatus {
-    Command::new(executor_path()).args(["--seccomp-selftest", what]).status().expect("spawn")
+    Command::new(executor_path())
+        .args(["--seccomp-selftest", what])
+        .status()
+        .expect("spawn")
 }
 
 #[test]
 fn forbidden_calls_are_killed() {
     for what in [
-        "getpid", "openat", "socket", "fork", "clone", "execve", "write", "kill", "x32_futex",
-        "mmap_high", "mprotect_high", "modify_ldt_read", "mmap_control_fd",
+        "getpid",
+        "openat",
+        "socket",
+        "fork",
+        "clone",
+        "execve",
+        "write",
+        "kill",
+        "x32_futex",
+        "mmap_high",
+        "mprotect_high",
+        "modify_ldt_read",
+        "mmap_control_fd",
     ] {
         let st = selftest(what);
         assert_eq!(st.signal(), Some(libc::SIGSYS), "{what}: {st:?}");
@@ -26,26 +40,43 @@ fn forbidden_calls_are_killed() {
 #[test]
 fn allowed_call_survives() {
     let st = selftest("clock_gettime");
-    assert_eq!(st.code(), Some(host_driver::protocol::exit_code::SELFTEST_SURVIVED));
+    assert_eq!(
+        st.code(),
+        Some(host_driver::protocol::exit_code::SELFTEST_SURVIVED)
+    );
 }
 
 fn kill(pid: u32, sig: &str) {
-    let st = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
 #[test]
 fn executor_death_is_reported_with_its_cause() {
-    for (sig, cause) in [("-KILL", DeathCause::Signal(libc::SIGKILL)), ("-TERM", DeathCause::Signal(libc::SIGTERM))] {
+    for (sig, cause) in [
+        ("-KILL", DeathCause::Signal(libc::SIGKILL)),
+        ("-TERM", DeathCause::Signal(libc::SIGTERM)),
+    ] {
         let mut vm = Vm::new(Mode::TwoLevel);
         vm.code(|a| a.hlt());
         assert_eq!(vm.run().reason, ExitReason::Privileged);
         kill(vm.exe.pid().unwrap(), sig);
-        match vm.exe.run(&mut vm.state, std::time::Duration::from_millis(10), &[]) {
+        match vm
+            .exe
+            .run(&mut vm.state, std::time::Duration::from_millis(10), &[])
+        {
             Err(DriverError::ExecutorDied(c)) => assert_eq!(c, cause),
             other => panic!("{other:?}"),
         }
-        let msg = format!("{}", vm.exe.run(&mut vm.state, std::time::Duration::from_millis(10), &[]).unwrap_err());
+        let msg = format!(
+            "{}",
+            vm.exe
+                .run(&mut vm.state, std::time::Duration::from_millis(10), &[])
+                .unwrap_err()
+        );
         assert!(msg.starts_with("executor died"), "{msg}");
     }
 }
@@ -55,7 +86,10 @@ fn missing_executor_binary_is_reported() {
     let ram = host_driver::GuestRam::new(1 << 20).unwrap();
     let mut cfg = host_driver::ExecutorConfig::new(ram.fd(), 1 << 20);
     cfg.executor_path = Some("/nonexistent/plex86-executor".into());
-    assert!(matches!(host_driver::Executor::spawn(cfg), Err(DriverError::ExecutorNotFound(_))));
+    assert!(matches!(
+        host_driver::Executor::spawn(cfg),
+        Err(DriverError::ExecutorNotFound(_))
+    ));
 }
 
 #[test]
@@ -73,7 +107,10 @@ fn signals_from_other_processes_are_not_guest_events() {
             let _ = Command::new("kill").args([s, &pid.to_string()]).status();
         }
     });
-    let exit = vm.exe.run(&mut vm.state, std::time::Duration::from_millis(300), &[]).unwrap();
+    let exit = vm
+        .exe
+        .run(&mut vm.state, std::time::Duration::from_millis(300), &[])
+        .unwrap();
     t.join().unwrap();
     assert_eq!(exit.reason, ExitReason::BudgetExpired);
 }

@@ -66,13 +66,20 @@ fn xsave_round_trip_is_bit_exact() {
     assert_eq!(exit.reason, ExitReason::Privileged);
     let after = vm.state.xsave;
     for i in (0..info.size as usize).filter(|&i| comparable(i)) {
-        assert_eq!(after.0[i], before.0[i], "byte {i} (features {:#x})", info.features);
+        assert_eq!(
+            after.0[i], before.0[i],
+            "byte {i} (features {:#x})",
+            info.features
+        );
     }
     // And again, through a second entry.
     let exit = vm.run();
     assert_eq!(exit.reason, ExitReason::Privileged);
     for i in (0..info.size as usize).filter(|&i| comparable(i)) {
-        assert_eq!(vm.state.xsave.0[i], before.0[i], "byte {i} after the second run");
+        assert_eq!(
+            vm.state.xsave.0[i], before.0[i],
+            "byte {i} after the second run"
+        );
     }
 }
 
@@ -84,7 +91,8 @@ fn guest_sse_and_avx_results_come_back() {
     let img = &mut vm.state.xsave;
     for i in 0..4u32 {
         img.0[160 + 4 * i as usize..164 + 4 * i as usize].copy_from_slice(&(i + 1).to_le_bytes()); // xmm0
-        img.0[176 + 4 * i as usize..180 + 4 * i as usize].copy_from_slice(&(10 * i).to_le_bytes()); // xmm1
+        img.0[176 + 4 * i as usize..180 + 4 * i as usize].copy_from_slice(&(10 * i).to_le_bytes());
+        // xmm1
     }
     vm.code(|a| {
         a.paddd(xmm0, xmm1)?;
@@ -92,7 +100,9 @@ fn guest_sse_and_avx_results_come_back() {
     });
     assert_eq!(vm.run().reason, ExitReason::Privileged);
     let x = &vm.state.xsave.0;
-    let lanes: Vec<u32> = (0..4).map(|i| u32::from_le_bytes(x[160 + 4 * i..164 + 4 * i].try_into().unwrap())).collect();
+    let lanes: Vec<u32> = (0..4)
+        .map(|i| u32::from_le_bytes(x[160 + 4 * i..164 + 4 * i].try_into().unwrap()))
+        .collect();
     assert_eq!(lanes, vec![1, 12, 23, 34]);
     if info.features & 4 != 0 {
         // vpaddd ymm2, ymm0, ymm0 writes the upper half of YMM2 (zero) and the lower half.
@@ -115,15 +125,26 @@ fn invalid_xsave_images_are_refused() {
     let good = vm.state;
     vm.state.xsave.set_u64_at(520, 1 << 63); // compacted format
     assert!(matches!(
-        vm.exe.run(&mut vm.state, std::time::Duration::from_millis(10), &[]),
+        vm.exe
+            .run(&mut vm.state, std::time::Duration::from_millis(10), &[]),
         Err(host_driver::DriverError::UnsupportedState(_))
     ));
     vm.state = good;
     vm.state.xsave.set_u64_at(512, 0x3 | 4); // AVX state without AVX in XCR0
-    assert!(vm.exe.run(&mut vm.state, std::time::Duration::from_millis(10), &[]).is_err());
+    assert!(vm
+        .exe
+        .run(&mut vm.state, std::time::Duration::from_millis(10), &[])
+        .is_err());
     vm.state = good;
     vm.state.xcr0 = 1 << 9; // PKRU: not offered to guests
-    assert!(vm.exe.run(&mut vm.state, std::time::Duration::from_millis(10), &[]).is_err());
+    assert!(vm
+        .exe
+        .run(&mut vm.state, std::time::Duration::from_millis(10), &[])
+        .is_err());
     vm.state = good;
-    assert_eq!(vm.run().reason, ExitReason::Privileged, "the executor is still fine");
+    assert_eq!(
+        vm.run().reason,
+        ExitReason::Privileged,
+        "the executor is still fine"
+    );
 }

@@ -15,9 +15,7 @@ mod monitor;
 mod shadow;
 mod sys;
 
-use host_driver::protocol::{
-    self, exit_code, req, status, ExecArea, LibArea, RawCommand, MSG_LEN,
-};
+use host_driver::protocol::{self, exit_code, req, status, ExecArea, LibArea, RawCommand, MSG_LEN};
 use host_driver::seccomp;
 use monitor::Monitor;
 use std::mem::offset_of;
@@ -28,8 +26,15 @@ static MONITOR: MonitorCell<Box<Monitor>> = MonitorCell::new();
 static CONTROL: MonitorCell<Control> = MonitorCell::new();
 
 const TIMER_SIGNAL: i32 = libc::SIGALRM;
-const GUEST_SIGNALS: [i32; 7] =
-    [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, TIMER_SIGNAL];
+const GUEST_SIGNALS: [i32; 7] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+    TIMER_SIGNAL,
+];
 
 fn handler(ctx: &mut SignalContext<'_>) -> SignalAction {
     MONITOR.with(|m| m.on_signal(ctx))
@@ -43,7 +48,10 @@ fn fail(control: Option<&Control>, code: i32, msg: &str) -> ! {
         buf[..n].copy_from_slice(&msg.as_bytes()[..n]);
         c.write_exec(offset_of!(ExecArea, msg), &buf);
         c.write_exec(offset_of!(ExecArea, msg_len), &(n as u32).to_le_bytes());
-        c.write_exec(offset_of!(ExecArea, fail_code), &(code as u32).to_le_bytes());
+        c.write_exec(
+            offset_of!(ExecArea, fail_code),
+            &(code as u32).to_le_bytes(),
+        );
         c.write_exec(offset_of!(ExecArea, status), &status::FAILED.to_le_bytes());
         let w = c.exec_word(offset_of!(ExecArea, resp_seq));
         w.store(1, Ordering::Release);
@@ -55,7 +63,10 @@ fn fail(control: Option<&Control>, code: i32, msg: &str) -> ! {
 fn check_low_mappings() -> Result<(), String> {
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("read maps: {e}"))?;
     for line in maps.lines() {
-        let start = line.split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok());
+        let start = line
+            .split('-')
+            .next()
+            .and_then(|s| u64::from_str_radix(s, 16).ok());
         match start {
             Some(s) if s < sys::MIRROR_END => return Err(format!("mapping below 4 GiB: {line}")),
             Some(_) => {}
@@ -81,76 +92,154 @@ pub fn main() -> ! {
     };
     let lib: LibArea = sys::read_lib_value(&control, 0);
     if lib.magic != protocol::MAGIC || lib.version != protocol::VERSION {
-        fail(Some(&control), exit_code::BAD_SETUP_ARGS, "bad control region magic/version");
+        fail(
+            Some(&control),
+            exit_code::BAD_SETUP_ARGS,
+            "bad control region magic/version",
+        );
     }
     // 2. Parent death.
     if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).is_err() {
-        fail(Some(&control), exit_code::SETUP_SYSCALL, "PR_SET_PDEATHSIG failed");
+        fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            "PR_SET_PDEATHSIG failed",
+        );
     }
     if sys::getppid() != lib.library_pid {
-        fail(Some(&control), exit_code::PARENT_GONE, "parent is not the library");
+        fail(
+            Some(&control),
+            exit_code::PARENT_GONE,
+            "parent is not the library",
+        );
     }
     // 3. Nothing below 4 GiB.
     if let Err(m) = check_low_mappings() {
         fail(Some(&control), exit_code::LOW_MAPPING, &m);
     }
     if sys::hwcap2() & 2 == 0 {
-        fail(Some(&control), exit_code::UNSUPPORTED_HOST, "FSGSBASE is not enabled by the kernel");
+        fail(
+            Some(&control),
+            exit_code::UNSUPPORTED_HOST,
+            "FSGSBASE is not enabled by the kernel",
+        );
     }
     // 4. File descriptors, privileges.
     if sys::close_other_fds().is_err() {
-        fail(Some(&control), exit_code::SETUP_SYSCALL, "close_range failed");
+        fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            "close_range failed",
+        );
     }
     if sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).is_err() {
-        fail(Some(&control), exit_code::SETUP_SYSCALL, "PR_SET_NO_NEW_PRIVS failed");
+        fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            "PR_SET_NO_NEW_PRIVS failed",
+        );
     }
     // 5. Memory.
     if let Err(e) = sys::reserve_mirror_region() {
-        fail(Some(&control), exit_code::LOW_MAPPING, &format!("cannot reserve [4K, 4G): errno {e}"));
+        fail(
+            Some(&control),
+            exit_code::LOW_MAPPING,
+            &format!("cannot reserve [4K, 4G): errno {e}"),
+        );
     }
     let ram = match sys::RamMapping::new(lib.ram_size) {
         Ok(r) => r,
-        Err(e) => fail(Some(&control), exit_code::SETUP_SYSCALL, &format!("map guest RAM: errno {e}")),
+        Err(e) => fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            &format!("map guest RAM: errno {e}"),
+        ),
     };
     // 6. Signals.
     let Some(sw) = sys::probe_sigframe_xsave() else {
-        fail(Some(&control), exit_code::UNSUPPORTED_HOST, "no XSAVE state in signal frames")
+        fail(
+            Some(&control),
+            exit_code::UNSUPPORTED_HOST,
+            "no XSAVE state in signal frames",
+        )
     };
     if sw.xstate_size as usize + 4 > sys::FPSTATE_ROOM || sw.xstate_size < 576 {
-        fail(Some(&control), exit_code::UNSUPPORTED_HOST, "XSAVE signal-frame state too large");
+        fail(
+            Some(&control),
+            exit_code::UNSUPPORTED_HOST,
+            "XSAVE signal-frame state too large",
+        );
     }
     let altstack: &'static mut [u8] = Box::leak(vec![0u8; 256 * 1024].into_boxed_slice());
     if let Err(e) = sys::install_signal_handlers(handler, &GUEST_SIGNALS, altstack) {
-        fail(Some(&control), exit_code::SETUP_SYSCALL, &format!("signal handlers: errno {e}"));
+        fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            &format!("signal handlers: errno {e}"),
+        );
     }
     // 7. Segments (check the GDT TLS slots are empty), timer, mask.
     // The GDT TLS slots (0x63/0x6b/0x73) are empty in a 64-bit process that never called
     // set_thread_area (the 64-bit set_thread_area is not even available); check it.
     for sel in [0x63u16, 0x6b, 0x73] {
         if sys::selector_loadable(sel) {
-            fail(Some(&control), exit_code::UNSUPPORTED_HOST, "a GDT TLS slot is in use");
+            fail(
+                Some(&control),
+                exit_code::UNSUPPORTED_HOST,
+                "a GDT TLS slot is in use",
+            );
         }
     }
-    let clock = if lib.budget_clock == 1 { libc::CLOCK_THREAD_CPUTIME_ID } else { libc::CLOCK_MONOTONIC };
+    let clock = if lib.budget_clock == 1 {
+        libc::CLOCK_THREAD_CPUTIME_ID
+    } else {
+        libc::CLOCK_MONOTONIC
+    };
     let timer = match sys::timer_create(clock, TIMER_SIGNAL) {
         Ok(t) => t,
-        Err(e) => fail(Some(&control), exit_code::SETUP_SYSCALL, &format!("timer_create: errno {e}")),
+        Err(e) => fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            &format!("timer_create: errno {e}"),
+        ),
     };
     let n_ranges = (lib.n_ram_ranges as usize).min(protocol::MAX_RAM_RANGES);
-    let mon = Monitor::new(ram, lib.ram_size, &lib.ram_ranges[..n_ranges], sw, sys::current_altstack(), clock, timer);
+    let mon = Monitor::new(
+        ram,
+        lib.ram_size,
+        &lib.ram_ranges[..n_ranges],
+        sw,
+        sys::current_altstack(),
+        clock,
+        timer,
+    );
     MONITOR.set(mon);
     sys::block_all_signals();
     // 8. TSC and seccomp.
     if sys::prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV as u64).is_err() {
-        fail(Some(&control), exit_code::SETUP_SYSCALL, "PR_SET_TSC failed");
+        fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            "PR_SET_TSC failed",
+        );
     }
     if let Err(e) = sys::install_seccomp(&prog) {
-        fail(Some(&control), exit_code::SETUP_SYSCALL, &format!("seccomp: errno {e}"));
+        fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            &format!("seccomp: errno {e}"),
+        );
     }
     // 9. Ready.
-    control.write_exec(offset_of!(ExecArea, xsave_size), &sw.xstate_size.to_le_bytes());
+    control.write_exec(
+        offset_of!(ExecArea, xsave_size),
+        &sw.xstate_size.to_le_bytes(),
+    );
     let features = sw.xfeatures & 0xe7;
-    control.write_exec(offset_of!(ExecArea, xsave_features), &features.to_le_bytes());
+    control.write_exec(
+        offset_of!(ExecArea, xsave_features),
+        &features.to_le_bytes(),
+    );
     control.write_exec(offset_of!(ExecArea, status), &status::READY.to_le_bytes());
     let resp = control.exec_word(offset_of!(ExecArea, resp_seq));
     resp.store(1, Ordering::Release);
@@ -247,7 +336,11 @@ fn run_once() {
         sys::timer_arm(m.timer, budget.max(1));
         m.start_ns = sys::clock_ns(m.clock);
         m.in_guest = true;
-        (&m.frame as *const sys::EntryFrame, m.entry_data_segs, u64::from(m.entry.eflags))
+        (
+            &m.frame as *const sys::EntryFrame,
+            m.entry_data_segs,
+            u64::from(m.entry.eflags),
+        )
     });
     let (frame, segs, eflags) = frame_id;
     // The frame lives in the monitor (a static); nothing touches the monitor until the signal

@@ -3,12 +3,14 @@
 //! Everything here runs without allocating (the signal handler included).
 
 use super::shadow::{MirrorOps, Shadow, PROT_EXEC, PROT_READ, PROT_WRITE};
-use super::sys::{self, EntryFrame, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext, UserDesc};
+use super::sys::{
+    self, EntryFrame, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext, UserDesc,
+};
 use host_driver::decode::{classify_gp, GpKind};
 use host_driver::paging::{self, Access, PagingRegs, WalkError};
 use host_driver::protocol::{
-    self, escape, seg, GuestState, RawExit, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST, EXIT_HAS_ERROR_CODE,
-    MAX_CODE_PAGES,
+    self, escape, seg, GuestState, RawExit, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST,
+    EXIT_HAS_ERROR_CODE, MAX_CODE_PAGES,
 };
 use host_driver::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 
@@ -134,9 +136,9 @@ impl Monitor {
         match kind {
             protocol::cmd::FLUSH_ALL => self.shadow.flush_all(ops),
             protocol::cmd::FLUSH_NON_GLOBAL => self.shadow.flush_non_global(ops),
-            protocol::cmd::INVALIDATE_PAGE => {
-                self.shadow.invalidate(ops, ((addr & 0xffff_ffff) >> 12) as u32)
-            }
+            protocol::cmd::INVALIDATE_PAGE => self
+                .shadow
+                .invalidate(ops, ((addr & 0xffff_ffff) >> 12) as u32),
             protocol::cmd::WRITE_PROTECT_PHYS => self.shadow.write_protect(ops, addr >> 12),
             _ => Err(libc::EINVAL),
         }
@@ -154,7 +156,11 @@ impl Monitor {
             self.installed[i] = s.selector | 4;
             let t = s.seg_type();
             let code = t & 8 != 0;
-            let contents = if code { 2 | ((t >> 2) & 1) } else { (t >> 2) & 1 };
+            let contents = if code {
+                2 | ((t >> 2) & 1)
+            } else {
+                (t >> 2) & 1
+            };
             // Data: read-only when W is clear; code: execute-only when R is clear.
             let read_exec_only = t & 2 == 0;
             let flags = u32::from(s.db())
@@ -172,13 +178,21 @@ impl Monitor {
         }
         // Clear entries no longer wanted.
         for old in self.ldt.iter().flatten() {
-            if !want.iter().flatten().any(|w| w.entry_number == old.entry_number) {
+            if !want
+                .iter()
+                .flatten()
+                .any(|w| w.entry_number == old.entry_number)
+            {
                 sys::write_ldt(&UserDesc::empty(old.entry_number))?;
             }
         }
         for (i, w) in want.iter().enumerate() {
             let Some(w) = w else { continue };
-            if want[..i].iter().flatten().any(|p| p.entry_number == w.entry_number) {
+            if want[..i]
+                .iter()
+                .flatten()
+                .any(|p| p.entry_number == w.entry_number)
+            {
                 continue;
             }
             if !self.ldt.iter().flatten().any(|o| o == w) {
@@ -194,7 +208,12 @@ impl Monitor {
     pub fn prepare_entry(&mut self) -> Result<(), i32> {
         self.install_segments()?;
         let st = &self.entry;
-        self.regs = PagingRegs { cr0: st.cr0, cr3: st.cr3, cr4: st.cr4, efer: st.efer };
+        self.regs = PagingRegs {
+            cr0: st.cr0,
+            cr3: st.cr3,
+            cr4: st.cr4,
+            efer: st.efer,
+        };
         let g = |i: usize| u64::from(st.gprs[i]);
         let fpstate_addr = self.frame.fpstate_addr();
         let mc = &mut self.frame.uc.mc;
@@ -252,12 +271,17 @@ impl Monitor {
         let mut done = 0;
         while done < buf.len() {
             let a = lin.wrapping_add(done as u32);
-            let Ok(t) = paging::walk(&self.ram, &self.regs, a, Access::Fetch, false) else { break };
+            let Ok(t) = paging::walk(&self.ram, &self.regs, a, Access::Fetch, false) else {
+                break;
+            };
             if !self.is_ram(t.phys_page >> 12) {
                 break;
             }
             let in_page = (4096 - (a & 0xfff) as usize).min(buf.len() - done);
-            if !self.ram.read(t.phys_page + u64::from(a & 0xfff), &mut buf[done..done + in_page]) {
+            if !self.ram.read(
+                t.phys_page + u64::from(a & 0xfff),
+                &mut buf[done..done + in_page],
+            ) {
                 break;
             }
             done += in_page;

@@ -69,7 +69,9 @@ impl Shadow {
 
     /// True if physical page number `ppn` is write-protected.
     pub fn is_wp(&self, ppn: u64) -> bool {
-        self.wp.get((ppn / 64) as usize).is_some_and(|w| w & (1 << (ppn % 64)) != 0)
+        self.wp
+            .get((ppn / 64) as usize)
+            .is_some_and(|w| w & (1 << (ppn % 64)) != 0)
     }
 
     /// Removes the write-protection of `ppn` (after a logged write).
@@ -146,7 +148,11 @@ impl Shadow {
 
     /// Drops the mirror of `lpn` (INVLPG).
     pub fn invalidate(&mut self, ops: &mut dyn MirrorOps, lpn: u32) -> Result<(), i32> {
-        if self.entries.get(lpn as usize).is_some_and(|e| e & VALID != 0) {
+        if self
+            .entries
+            .get(lpn as usize)
+            .is_some_and(|e| e & VALID != 0)
+        {
             self.unlink(lpn);
             ops.unmap(lpn << 12, 1)?;
         }
@@ -201,7 +207,9 @@ impl Shadow {
 
     /// Write-protects physical page `ppn`: every writable mirror becomes read-only.
     pub fn write_protect(&mut self, ops: &mut dyn MirrorOps, ppn: u64) -> Result<(), i32> {
-        let Some(w) = self.wp.get_mut((ppn / 64) as usize) else { return Ok(()) };
+        let Some(w) = self.wp.get_mut((ppn / 64) as usize) else {
+            return Ok(());
+        };
         *w |= 1 << (ppn % 64);
         let mut cur = self.head.get(ppn as usize).copied().unwrap_or(0);
         while cur != 0 {
@@ -258,7 +266,14 @@ mod tests {
         let mut s = Shadow::new(256);
         let mut f = Fake::default();
         for l in 1..=10u32 {
-            s.insert(&mut f, l, u64::from(l) + 100, PROT_READ | PROT_WRITE, l % 2 == 0).unwrap();
+            s.insert(
+                &mut f,
+                l,
+                u64::from(l) + 100,
+                PROT_READ | PROT_WRITE,
+                l % 2 == 0,
+            )
+            .unwrap();
         }
         assert_eq!(s.mapped(), 10);
         assert_eq!(s.lookup(3), Some((103, true)));
@@ -294,9 +309,11 @@ mod tests {
         let mut f = Fake::default();
         // Three linear pages alias physical page 7; one other page.
         for l in [5u32, 9, 12] {
-            s.insert(&mut f, l, 7, PROT_READ | PROT_WRITE | PROT_EXEC, false).unwrap();
+            s.insert(&mut f, l, 7, PROT_READ | PROT_WRITE | PROT_EXEC, false)
+                .unwrap();
         }
-        s.insert(&mut f, 6, 8, PROT_READ | PROT_WRITE, false).unwrap();
+        s.insert(&mut f, 6, 8, PROT_READ | PROT_WRITE, false)
+            .unwrap();
         s.invalidate(&mut f, 9).unwrap();
         s.write_protect(&mut f, 7).unwrap();
         assert!(s.is_wp(7) && !s.is_wp(8));
@@ -307,7 +324,8 @@ mod tests {
         s.clear_wp(7);
         assert!(!s.is_wp(7));
         // Remapping a linear page to another physical page unlinks it from the old chain.
-        s.insert(&mut f, 5, 8, PROT_READ | PROT_WRITE, false).unwrap();
+        s.insert(&mut f, 5, 8, PROT_READ | PROT_WRITE, false)
+            .unwrap();
         s.write_protect(&mut f, 7).unwrap();
         assert_eq!(f.pages[&(5 << 12)].1, PROT_READ | PROT_WRITE);
     }

@@ -69,19 +69,37 @@ pub fn exit_group(code: i32) -> ! {
 
 /// Reads a clock with the raw system call (not the vDSO, which uses RDTSC).
 pub fn clock_ns(clock: i32) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into `ts`, a valid local.
     unsafe {
-        syscall6(nr::CLOCK_GETTIME, [clock as usize, &mut ts as *mut _ as usize, 0, 0, 0, 0])
+        syscall6(
+            nr::CLOCK_GETTIME,
+            [clock as usize, &mut ts as *mut _ as usize, 0, 0, 0, 0],
+        )
     };
-    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 /// FUTEX_WAIT (shared) on `word` while it equals `val`.
 pub fn futex_wait(word: &AtomicU32, val: u32) {
     // SAFETY: `word` is a valid aligned u32; no timeout; the kernel only reads it.
     unsafe {
-        syscall6(nr::FUTEX, [word.as_ptr() as usize, libc::FUTEX_WAIT as usize, val as usize, 0, 0, 0])
+        syscall6(
+            nr::FUTEX,
+            [
+                word.as_ptr() as usize,
+                libc::FUTEX_WAIT as usize,
+                val as usize,
+                0,
+                0,
+                0,
+            ],
+        )
     };
 }
 
@@ -95,14 +113,27 @@ pub fn sched_yield() {
 pub fn futex_wake(word: &AtomicU32) {
     // SAFETY: `word` is a valid aligned u32.
     unsafe {
-        syscall6(nr::FUTEX, [word.as_ptr() as usize, libc::FUTEX_WAKE as usize, i32::MAX as usize, 0, 0, 0])
+        syscall6(
+            nr::FUTEX,
+            [
+                word.as_ptr() as usize,
+                libc::FUTEX_WAKE as usize,
+                i32::MAX as usize,
+                0,
+                0,
+                0,
+            ],
+        )
     };
 }
 
 /// Arms (or with 0 disarms) the budget timer for `ns` nanoseconds from now.
 pub fn timer_arm(timer: i32, ns: u64) {
     let its = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
         it_value: libc::timespec {
             tv_sec: (ns / 1_000_000_000) as libc::time_t,
             tv_nsec: (ns % 1_000_000_000) as libc::c_long,
@@ -110,7 +141,10 @@ pub fn timer_arm(timer: i32, ns: u64) {
     };
     // SAFETY: timer_settime reads one itimerspec from a valid local; old value not requested.
     unsafe {
-        syscall6(nr::TIMER_SETTIME, [timer as usize, 0, &its as *const _ as usize, 0, 0, 0])
+        syscall6(
+            nr::TIMER_SETTIME,
+            [timer as usize, 0, &its as *const _ as usize, 0, 0, 0],
+        )
     };
 }
 
@@ -125,8 +159,13 @@ pub const MIRROR_END: u64 = 1 << 32;
 static RESERVED: AtomicBool = AtomicBool::new(false);
 
 fn check_mirror_range(addr: u64, len: u64) {
-    assert!(RESERVED.load(Ordering::Relaxed), "mirror region not reserved");
-    assert!(addr >= MIRROR_START && addr % 4096 == 0 && len % 4096 == 0 && addr + len <= MIRROR_END);
+    assert!(
+        RESERVED.load(Ordering::Relaxed),
+        "mirror region not reserved"
+    );
+    assert!(
+        addr >= MIRROR_START && addr % 4096 == 0 && len % 4096 == 0 && addr + len <= MIRROR_END
+    );
 }
 
 /// Reserves `[0x1000, 4 GiB)` with one PROT_NONE mapping (MAP_FIXED_NOREPLACE). Fails if
@@ -142,8 +181,10 @@ pub fn reserve_mirror_region() -> Result<(), i32> {
                 MIRROR_START as usize,
                 len as usize,
                 libc::PROT_NONE as usize,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE)
-                    as usize,
+                (libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | libc::MAP_NORESERVE
+                    | libc::MAP_FIXED_NOREPLACE) as usize,
                 usize::MAX,
                 0,
             ],
@@ -195,7 +236,8 @@ pub fn mirror_unmap(addr: u64, len: u64) -> Result<(), i32> {
                 addr as usize,
                 len as usize,
                 libc::PROT_NONE as usize,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED) as usize,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED)
+                    as usize,
                 usize::MAX,
                 0,
             ],
@@ -255,7 +297,10 @@ impl RamMapping {
         if (p as u64) < MIRROR_END {
             return Err(libc::EFAULT);
         }
-        Ok(RamMapping { base: p.cast(), size })
+        Ok(RamMapping {
+            base: p.cast(),
+            size,
+        })
     }
 
     fn ptr(&self, pa: u64, len: u64, align: u64) -> Option<*mut u8> {
@@ -268,7 +313,9 @@ impl RamMapping {
 
     /// Copies guest-physical bytes into `buf`; `false` if out of range.
     pub fn read(&self, pa: u64, buf: &mut [u8]) -> bool {
-        let Some(p) = self.ptr(pa, buf.len() as u64, 1) else { return false };
+        let Some(p) = self.ptr(pa, buf.len() as u64, 1) else {
+            return false;
+        };
         // SAFETY: the source range is inside the mapping (checked); the memory may change
         // concurrently (guest code, Bochs), which a byte copy tolerates.
         unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
@@ -291,13 +338,19 @@ impl PhysMemory for RamMapping {
         let p = self.ptr(pa, 4, 4)?;
         // SAFETY: as read_u32; `lock cmpxchg` like the hardware's A/D update.
         let a = unsafe { AtomicU32::from_ptr(p.cast()) };
-        Some(a.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok())
+        Some(
+            a.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        )
     }
     fn cmpxchg_u64(&self, pa: u64, old: u64, new: u64) -> Option<bool> {
         let p = self.ptr(pa, 8, 8)?;
         // SAFETY: as read_u32.
         let a = unsafe { AtomicU64::from_ptr(p.cast()) };
-        Some(a.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok())
+        Some(
+            a.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        )
     }
 }
 
@@ -317,7 +370,14 @@ impl Control {
         use host_driver::protocol::{CONTROL_FD, EXEC_AREA_OFFSET, REGION_SIZE};
         // SAFETY: fresh mappings at kernel-chosen addresses.
         let lib = unsafe {
-            libc::mmap(std::ptr::null_mut(), EXEC_AREA_OFFSET, libc::PROT_READ, libc::MAP_SHARED, CONTROL_FD, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                EXEC_AREA_OFFSET,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                CONTROL_FD,
+                0,
+            )
         };
         // SAFETY: as above.
         let exec = unsafe {
@@ -333,7 +393,10 @@ impl Control {
         if lib == libc::MAP_FAILED || exec == libc::MAP_FAILED {
             return Err(libc::EBADF);
         }
-        Ok(Control { lib: lib.cast(), exec: exec.cast() })
+        Ok(Control {
+            lib: lib.cast(),
+            exec: exec.cast(),
+        })
     }
 
     /// Copies `len` bytes at `off` of the library part into `dst`.
@@ -346,7 +409,10 @@ impl Control {
 
     /// Copies `src` into the executor part at `off`.
     pub fn write_exec(&self, off: usize, src: &[u8]) {
-        assert!(off + src.len() <= host_driver::protocol::REGION_SIZE - host_driver::protocol::EXEC_AREA_OFFSET);
+        assert!(
+            off + src.len()
+                <= host_driver::protocol::REGION_SIZE - host_driver::protocol::EXEC_AREA_OFFSET
+        );
         // SAFETY: inside the writable mapping (checked).
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.exec.add(off), src.len()) };
     }
@@ -361,7 +427,11 @@ impl Control {
 
     /// An atomic u32 of the executor part.
     pub fn exec_word(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= host_driver::protocol::REGION_SIZE - host_driver::protocol::EXEC_AREA_OFFSET);
+        assert!(
+            off % 4 == 0
+                && off + 4
+                    <= host_driver::protocol::REGION_SIZE - host_driver::protocol::EXEC_AREA_OFFSET
+        );
         // SAFETY: aligned, inside the writable mapping for the life of the process.
         unsafe { AtomicU32::from_ptr(self.exec.add(off).cast()) }
     }
@@ -378,7 +448,9 @@ pub fn bytes_of<T: Copy>(v: &T) -> &[u8] {
 pub fn read_lib_value<T: Copy>(c: &Control, off: usize) -> T {
     let mut v = std::mem::MaybeUninit::<T>::zeroed();
     // SAFETY: the slice covers exactly the (zero-initialised) bytes of `v`.
-    let buf = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>()) };
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>())
+    };
     c.read_lib(off, buf);
     // SAFETY: only used for protocol types (integers and arrays of integers), for which any
     // byte pattern is valid.
@@ -501,7 +573,12 @@ impl EntryFrame {
             uc: KUcontext {
                 flags: 0,
                 link: 0,
-                stack: KStack { sp: 0, flags: 0, pad: 0, size: 0 },
+                stack: KStack {
+                    sp: 0,
+                    flags: 0,
+                    pad: 0,
+                    size: 0,
+                },
                 mc: KSigcontext {
                     r: [0; 8],
                     rdi: 0,
@@ -672,8 +749,28 @@ pub fn selftest_call(what: &str) {
     let hi = 0x7f00_0000_0000usize;
     let (n, a): (usize, [usize; 6]) = match what {
         "getpid" => (39, [0; 6]),
-        "openat" => (257, [libc::AT_FDCWD as usize, c"/etc/passwd".as_ptr() as usize, 0, 0, 0, 0]),
-        "socket" => (41, [libc::AF_INET as usize, libc::SOCK_STREAM as usize, 0, 0, 0, 0]),
+        "openat" => (
+            257,
+            [
+                libc::AT_FDCWD as usize,
+                c"/etc/passwd".as_ptr() as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        ),
+        "socket" => (
+            41,
+            [
+                libc::AF_INET as usize,
+                libc::SOCK_STREAM as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        ),
         "fork" => (57, [0; 6]),
         "clone" => (56, [libc::SIGCHLD as usize, 0, 0, 0, 0, 0]),
         "execve" => (59, [c"/bin/true".as_ptr() as usize, 0, 0, 0, 0, 0]),
@@ -682,13 +779,23 @@ pub fn selftest_call(what: &str) {
         "x32_futex" => (0x4000_0000 + 202, [0; 6]),
         "mmap_high" => (
             9,
-            [hi, 4096, 7, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as usize, usize::MAX, 0],
+            [
+                hi,
+                4096,
+                7,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as usize,
+                usize::MAX,
+                0,
+            ],
         ),
         "mprotect_high" => (10, [hi, 4096, 7, 0, 0, 0]),
         "modify_ldt_read" => (154, [0, 0, 0, 0, 0, 0]),
         "mmap_control_fd" => (9, [0x10000, 4096, 3, libc::MAP_SHARED as usize, 4, 0]),
         "clock_gettime" => {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             (228, [1, &mut ts as *mut _ as usize, 0, 0, 0, 0])
         }
         _ => return,
@@ -792,7 +899,11 @@ extern "C" fn plex86_signal_rust(sig: i32, info: *mut libc::siginfo_t, uc: *mut 
 
 /// Installs `handler` for `signals` (SA_SIGINFO | SA_ONSTACK, all signals blocked while it
 /// runs) on an alternate stack of `altstack_size` bytes; records the host FS/GS bases.
-pub fn install_signal_handlers(handler: Handler, signals: &[i32], altstack: &'static mut [u8]) -> Result<(), i32> {
+pub fn install_signal_handlers(
+    handler: Handler,
+    signals: &[i32],
+    altstack: &'static mut [u8],
+) -> Result<(), i32> {
     let base: u64;
     let gsb: u64;
     // SAFETY: reading the FS/GS bases has no side effects (FSGSBASE checked by the caller).
@@ -802,7 +913,11 @@ pub fn install_signal_handlers(handler: Handler, signals: &[i32], altstack: &'st
     PLEX86_HOST_FSBASE.store(base, Ordering::Relaxed);
     PLEX86_HOST_GSBASE.store(gsb, Ordering::Relaxed);
     HANDLER.store(handler as usize as u64, Ordering::Relaxed);
-    let ss = libc::stack_t { ss_sp: altstack.as_mut_ptr().cast(), ss_flags: 0, ss_size: altstack.len() };
+    let ss = libc::stack_t {
+        ss_sp: altstack.as_mut_ptr().cast(),
+        ss_flags: 0,
+        ss_size: altstack.len(),
+    };
     // SAFETY: the alternate stack is a 'static buffer that is never used for anything else.
     if unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } != 0 {
         return Err(errno());
@@ -828,7 +943,12 @@ pub fn current_altstack() -> KStack {
     unsafe {
         let mut old: libc::stack_t = std::mem::zeroed();
         libc::sigaltstack(std::ptr::null(), &mut old);
-        KStack { sp: old.ss_sp as u64, flags: 0, pad: 0, size: old.ss_size as u64 }
+        KStack {
+            sp: old.ss_sp as u64,
+            flags: 0,
+            pad: 0,
+            size: old.ss_size as u64,
+        }
     }
 }
 
@@ -874,9 +994,18 @@ extern "C" fn probe_handler(_sig: i32, _info: *mut libc::siginfo_t, uc: *mut lib
         if std::ptr::read_unaligned(p.add(464).cast::<u32>()) != FP_XSTATE_MAGIC1 {
             return;
         }
-        PROBE_EXT.store(std::ptr::read_unaligned(p.add(468).cast::<u32>()), Ordering::Relaxed);
-        PROBE_XF.store(std::ptr::read_unaligned(p.add(472).cast::<u64>()), Ordering::Relaxed);
-        PROBE_SIZE.store(std::ptr::read_unaligned(p.add(480).cast::<u32>()), Ordering::Relaxed);
+        PROBE_EXT.store(
+            std::ptr::read_unaligned(p.add(468).cast::<u32>()),
+            Ordering::Relaxed,
+        );
+        PROBE_XF.store(
+            std::ptr::read_unaligned(p.add(472).cast::<u64>()),
+            Ordering::Relaxed,
+        );
+        PROBE_SIZE.store(
+            std::ptr::read_unaligned(p.add(480).cast::<u32>()),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -923,7 +1052,12 @@ pub struct UserDesc {
 impl UserDesc {
     /// The "empty" descriptor (clears an entry).
     pub fn empty(entry: u32) -> Self {
-        UserDesc { entry_number: entry, base_addr: 0, limit: 0, flags: (1 << 3) | (1 << 5) }
+        UserDesc {
+            entry_number: entry,
+            base_addr: 0,
+            limit: 0,
+            flags: (1 << 3) | (1 << 5),
+        }
     }
 }
 
@@ -932,7 +1066,17 @@ pub fn write_ldt(d: &UserDesc) -> Result<(), i32> {
     // SAFETY: modify_ldt reads one user_desc from a valid reference; changing the LDT affects
     // no memory of this process.
     let r = unsafe {
-        syscall6(nr::MODIFY_LDT, [0x11, d as *const UserDesc as usize, std::mem::size_of::<UserDesc>(), 0, 0, 0])
+        syscall6(
+            nr::MODIFY_LDT,
+            [
+                0x11,
+                d as *const UserDesc as usize,
+                std::mem::size_of::<UserDesc>(),
+                0,
+                0,
+                0,
+            ],
+        )
     };
     if r < 0 {
         Err(-r as i32)
@@ -1014,7 +1158,14 @@ pub fn timer_create(clock: i32, signal: i32) -> Result<i32, i32> {
         let mut id: i32 = 0;
         let r = syscall6(
             nr::TIMER_CREATE,
-            [clock as usize, &mut sev as *mut _ as usize, &mut id as *mut i32 as usize, 0, 0, 0],
+            [
+                clock as usize,
+                &mut sev as *mut _ as usize,
+                &mut id as *mut i32 as usize,
+                0,
+                0,
+                0,
+            ],
         );
         if r < 0 {
             Err(-r as i32)
@@ -1031,7 +1182,10 @@ pub fn install_seccomp(prog: &[host_driver::seccomp::SockFilter]) -> Result<(), 
         len: u16,
         filter: *const host_driver::seccomp::SockFilter,
     }
-    let fprog = SockFprog { len: prog.len() as u16, filter: prog.as_ptr() };
+    let fprog = SockFprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr(),
+    };
     // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) reads the program from valid memory.
     let r = unsafe { syscall6(nr::SECCOMP, [1, 0, &fprog as *const _ as usize, 0, 0, 0]) };
     if r < 0 {
@@ -1058,7 +1212,10 @@ unsafe impl<T> Sync for MonitorCell<T> {}
 impl<T> MonitorCell<T> {
     /// An empty cell.
     pub const fn new() -> Self {
-        MonitorCell { busy: AtomicBool::new(false), value: UnsafeCell::new(None) }
+        MonitorCell {
+            busy: AtomicBool::new(false),
+            value: UnsafeCell::new(None),
+        }
     }
     /// Runs `f` with exclusive access to the value (which must have been set).
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
@@ -1067,7 +1224,9 @@ impl<T> MonitorCell<T> {
         }
         // SAFETY: the busy flag guarantees that no other reference to the value exists.
         let v = unsafe { &mut *self.value.get() };
-        let Some(v) = v.as_mut() else { exit_group(host_driver::protocol::exit_code::PANIC) };
+        let Some(v) = v.as_mut() else {
+            exit_group(host_driver::protocol::exit_code::PANIC)
+        };
         let r = f(v);
         self.busy.store(false, Ordering::Release);
         r

@@ -57,7 +57,10 @@ impl Vm {
         let mut cfg = ExecutorConfig::new(ram.fd(), RAM_SIZE);
         cfg.executor_path = Some(executor_path());
         cfg.ram_map = map;
-        if let Some(spin) = std::env::var("PLEX86_TEST_SPIN").ok().and_then(|s| s.parse().ok()) {
+        if let Some(spin) = std::env::var("PLEX86_TEST_SPIN")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
             cfg.spin = spin;
         }
         let exe = Executor::spawn(cfg).expect("spawn executor");
@@ -72,7 +75,14 @@ impl Vm {
         state.gprs[4] = STACK_TOP - 16;
         state.eip = CODE;
         state.xcr0 = 3;
-        let mut vm = Vm { ram, exe, state, mode, next_table: 0x2000, pdpt: 0x1000 };
+        let mut vm = Vm {
+            ram,
+            exe,
+            state,
+            mode,
+            next_table: 0x2000,
+            pdpt: 0x1000,
+        };
         match mode {
             Mode::TwoLevel => {
                 vm.state.cr0 = 0x8001_0031; // PG, WP, NE, ET, PE
@@ -84,7 +94,7 @@ impl Vm {
                 vm.state.cr3 = 0x1000;
                 vm.state.cr4 = 0x20 | 0x80; // PAE, PGE
                 vm.state.efer = 1 << 11; // NXE
-                // Four PDPTEs with their page directories.
+                                         // Four PDPTEs with their page directories.
                 for i in 0..4 {
                     let pd = vm.alloc_table();
                     vm.ram.write_u64(0x1000 + 8 * i, pd | P);
@@ -95,7 +105,11 @@ impl Vm {
         for i in 0..16u32 {
             vm.map(CODE + i * 4096, CODE_PHYS + u64::from(i) * 4096, URW);
             vm.map(DATA + i * 4096, DATA_PHYS + u64::from(i) * 4096, URW);
-            vm.map(STACK_TOP - (i + 1) * 4096, STACK_PHYS + u64::from(i) * 4096, URW);
+            vm.map(
+                STACK_TOP - (i + 1) * 4096,
+                STACK_PHYS + u64::from(i) * 4096,
+                URW,
+            );
         }
         vm
     }
@@ -164,7 +178,11 @@ impl Vm {
     }
 
     /// Assembles 32-bit code at linear `at` (which must be mapped to CODE_PHYS + offset).
-    pub fn code_at(&mut self, at: u32, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Vec<u8> {
+    pub fn code_at(
+        &mut self,
+        at: u32,
+        f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+    ) -> Vec<u8> {
         let mut a = CodeAssembler::new(32).unwrap();
         f(&mut a).unwrap();
         let bytes = a.assemble(u64::from(at)).unwrap();
@@ -174,7 +192,10 @@ impl Vm {
     }
 
     /// Assembles code at CODE and points EIP there.
-    pub fn code(&mut self, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Vec<u8> {
+    pub fn code(
+        &mut self,
+        f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+    ) -> Vec<u8> {
         self.state.eip = CODE;
         self.code_at(CODE, f)
     }
@@ -192,5 +213,7 @@ impl Vm {
 
 /// Finds `needle` in assembled bytes (for "EIP at instruction X" assertions).
 pub fn offset_of_bytes(hay: &[u8], needle: &[u8]) -> u32 {
-    hay.windows(needle.len()).position(|w| w == needle).expect("instruction bytes") as u32
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("instruction bytes") as u32
 }
