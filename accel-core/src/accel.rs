@@ -156,6 +156,7 @@ pub fn exit_code(reason: &ExitReason) -> Option<u32> {
         R::OtherException { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_OTHER_EXCEPTION,
         R::BudgetExpired => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_BUDGET_EXPIRED,
         R::CodeLogFull => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CODE_LOG_FULL,
+        R::FillLimit => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_FILL_LIMIT,
         R::GuestEscape { .. } => return None,
     })
 }

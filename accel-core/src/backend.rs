@@ -88,6 +88,7 @@ fn spawn(
     let mut cfg = ExecutorConfig::new(ram_fd.as_fd(), ram_size);
     cfg.ram_map = ram_map.to_vec();
     cfg.executor_path = path.cloned();
+    cfg.max_fills_per_run = crate::policy::MAX_FILLS_PER_RUN;
     Executor::spawn(cfg).map_err(|e| match (&e, path) {
         (DriverError::ExecutorNotFound(_), None) => {
             format!("{e} ({})", default_executor_location())

@@ -45,6 +45,11 @@ pub const SHORT_RUN_NS: u64 = 32_000;
 /// Host cost of one demand fill inside a run (host-driver's fill benchmark: 8.4-8.8 µs). A run
 /// that mostly mirrors fresh pages did little guest work, however long it took.
 pub const FILL_NS: u64 = 8_000;
+/// A run ends after this many demand fills (host-driver's `max_fills_per_run`). A loop that
+/// touches each page a few times, like a checksum over fresh memory, would otherwise stay native
+/// paying ~8 µs per page where Bochs needs well under 1 µs; ending the run lets the back-off
+/// judge it (a run of mostly fills is short once fills are subtracted).
+pub const MAX_FILLS_PER_RUN: u32 = 64;
 /// First back-off distance after a short run, in guest ticks.
 pub const BACKOFF_START_TICKS: u64 = 1_000;
 /// Largest back-off distance, in guest ticks.

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 /// Slots of `enum plex86_accel_exit_reason`.
-pub const EXIT_REASONS: usize = 15;
+pub const EXIT_REASONS: usize = 16;
 /// Slots of `enum plex86_accel_decline_reason`.
 pub const DECLINE_REASONS: usize = 22;
 
@@ -29,6 +29,7 @@ pub const EXIT_NAMES: [&str; EXIT_REASONS] = [
     "other_exception",
     "budget_expired",
     "code_log_full",
+    "fill_limit",
 ];
 
 /// Name of a decline reason (`PLEX86_ACCEL_DECLINE_*`), `None` for unused slots.

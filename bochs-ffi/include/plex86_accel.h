@@ -196,7 +196,9 @@ enum plex86_accel_exit_reason {
   PLEX86_ACCEL_EXIT_BUDGET_EXPIRED = 13, /* no instruction needs emulation; Bochs may emulate
                                             the next one anyway */
   PLEX86_ACCEL_EXIT_CODE_LOG_FULL = 14,
-  PLEX86_ACCEL_EXIT_REASONS = 15         /* number of slots */
+  PLEX86_ACCEL_EXIT_FILL_LIMIT = 15,     /* the run spent itself mirroring pages; like
+                                            BUDGET_EXPIRED, no instruction needs emulation */
+  PLEX86_ACCEL_EXIT_REASONS = 16         /* number of slots */
 };
 
 /* plex86_accel_exit.seg_reload bit i (enum plex86_accel_seg_index): the guest loaded that

@@ -252,7 +252,8 @@ pub const plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SEGMENT_LOAD: plex86_accel_
 pub const plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_OTHER_EXCEPTION: plex86_accel_exit_reason = 12;
 pub const plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_BUDGET_EXPIRED: plex86_accel_exit_reason = 13;
 pub const plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CODE_LOG_FULL: plex86_accel_exit_reason = 14;
-pub const plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_REASONS: plex86_accel_exit_reason = 15;
+pub const plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_FILL_LIMIT: plex86_accel_exit_reason = 15;
+pub const plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_REASONS: plex86_accel_exit_reason = 16;
 pub type plex86_accel_exit_reason = ::core::ffi::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

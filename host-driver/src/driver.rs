@@ -57,6 +57,10 @@ pub struct ExecutorConfig<'a> {
     pub budget_clock: BudgetClock,
     /// Spin iterations on the sequence word before sleeping on the futex (both sides).
     pub spin: u32,
+    /// Demand fills after which a run ends with [`ExitReason::FillLimit`] (0 = no limit). A run
+    /// that only mirrors pages (each fill costs about 8 µs, far more than the emulator needs
+    /// for an access) can then be handed back to the emulator.
+    pub max_fills_per_run: u32,
     /// How long to wait for the executor's setup.
     pub startup_timeout: Duration,
 }
@@ -71,6 +75,7 @@ impl<'a> ExecutorConfig<'a> {
             ram_map: std::iter::once(0..ram_size).collect(),
             budget_clock: BudgetClock::default(),
             spin: DEFAULT_SPIN,
+            max_fills_per_run: 0,
             startup_timeout: Duration::from_secs(20),
         }
     }
@@ -240,6 +245,7 @@ impl Executor {
             BudgetClock::ThreadCpuTime => 1,
         };
         lib.spin = config.spin;
+        lib.max_fills = config.max_fills_per_run;
         region.write_pod(0, &lib);
         let child = sys::spawn_executor(&path, config.ram_fd, control_fd.as_fd(), &[])?;
         let mut exe = Executor {

@@ -93,6 +93,10 @@ pub enum ExitReason {
     },
     /// The run's budget is spent (the state is at an instruction boundary).
     BudgetExpired,
+    /// The run made the configured number of demand fills
+    /// ([`crate::ExecutorConfig::max_fills_per_run`]); the state is at an instruction boundary
+    /// and nothing needs emulation.
+    FillLimit,
     /// The code-page write log is full; the write that would have been logged has not
     /// happened yet. Handle the logged pages and re-enter.
     CodeLogFull,
@@ -207,6 +211,7 @@ pub(crate) fn decode_reason(raw: &RawExit) -> Result<ExitReason, String> {
         }
         RawReason::BudgetExpired => ExitReason::BudgetExpired,
         RawReason::CodeLogFull => ExitReason::CodeLogFull,
+        RawReason::FillLimit => ExitReason::FillLimit,
         RawReason::GuestEscape => ExitReason::GuestEscape {
             kind: match raw.vector {
                 protocol::escape::LONG_MODE => EscapeKind::LongMode,

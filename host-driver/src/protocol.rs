@@ -14,7 +14,7 @@
 /// `"PLX86CTL"`: first field of [`LibArea`].
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PLX86CTL");
 /// Protocol version; bumped on any layout change.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Maximum number of plain-RAM ranges in the RAM map.
 pub const MAX_RAM_RANGES: usize = 64;
 /// Maximum number of MMU commands carried by one request.
@@ -367,6 +367,10 @@ pub struct LibArea {
     pub n_commands: u32,
     /// Spin iterations before sleeping on the futex (0 = sleep at once).
     pub spin: u32,
+    /// Demand fills after which a run ends with [`RawReason::FillLimit`] (0 = no limit).
+    pub max_fills: u32,
+    /// Padding; zero.
+    pub pad0: u32,
     /// MMU commands applied before the entry.
     pub commands: [RawCommand; MAX_COMMANDS],
     /// The native selectors to install (`guest | 4`, or the null value), and per-segment
@@ -428,6 +432,9 @@ pub enum RawReason {
     CodeLogFull = 17,
     /// Guest code escaped compatibility mode: `vector` = escape kind, `detail` = address.
     GuestEscape = 18,
+    /// The run made [`LibArea::max_fills`] demand fills (the last faulting access is mirrored
+    /// now and has not happened yet).
+    FillLimit = 19,
 }
 
 impl RawReason {
@@ -453,6 +460,7 @@ impl RawReason {
             16 => BudgetExpired,
             17 => CodeLogFull,
             18 => GuestEscape,
+            19 => FillLimit,
             _ => return None,
         })
     }
@@ -643,7 +651,8 @@ mod tests {
         assert_eq!(offset_of!(LibArea, budget_ns), 1064);
         assert_eq!(offset_of!(LibArea, n_commands), 1072);
         assert_eq!(offset_of!(LibArea, spin), 1076);
-        assert_eq!(offset_of!(LibArea, commands), 1080);
+        assert_eq!(offset_of!(LibArea, max_fills), 1080);
+        assert_eq!(offset_of!(LibArea, commands), 1088);
         assert_eq!(offset_of!(LibArea, state), 5184);
         assert_eq!(size_of::<LibArea>(), 5184 + size_of::<GuestState>());
         assert_eq!(EXEC_AREA_OFFSET, 12288);
@@ -671,6 +680,6 @@ mod tests {
             }
         }
         assert!(RawReason::from_u32(0).is_none());
-        assert!(RawReason::from_u32(19).is_none());
+        assert!(RawReason::from_u32(20).is_none());
     }
 }

@@ -64,6 +64,46 @@ fn read_only_until_dirty_upgrade_pae() {
 }
 
 #[test]
+fn fill_limit_ends_the_run_at_the_access_that_needed_the_last_fill() {
+    // Code and stack are mirrored by the first run's fills too: count from a warmed-up mirror.
+    let mut vm = Vm::with_fill_limit(Mode::TwoLevel, 3);
+    for i in 0..4 {
+        vm.map(
+            DATA + i * 0x1000,
+            DATA_PHYS + u64::from(i) * 0x1000,
+            URW | A | D,
+        );
+        vm.ram.write_u32(DATA_PHYS + u64::from(i) * 0x1000, 10 + i);
+    }
+    vm.code(|a| {
+        a.hlt()?;
+        a.mov(eax, dword_ptr(DATA))?;
+        a.add(eax, dword_ptr(DATA + 0x1000))?;
+        a.add(eax, dword_ptr(DATA + 0x2000))?;
+        a.add(eax, dword_ptr(DATA + 0x3000))?;
+        a.hlt()
+    });
+    // Run 1 mirrors the code page and stops at the first HLT (one fill).
+    run_expect_hlt(&mut vm, &[]);
+    // Run 2: fills for the three first data pages, the third being the limit: that load, whose
+    // page is mirrored now, has not happened yet.
+    let start = vm.state.eip;
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::FillLimit, "{:?}", exit.reason);
+    assert_eq!(exit.demand_fills, 3);
+    assert_eq!(
+        vm.state.gprs[0],
+        10 + 11,
+        "two loads done, the third not yet"
+    );
+    assert!(vm.state.eip > start);
+    // The next run starts with that load (its page is mirrored) and fills the last page.
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
+    assert_eq!(vm.state.gprs[0], 10 + 11 + 12 + 13);
+}
+
+#[test]
 fn pse_4mib_page() {
     let mut vm = Vm::new(Mode::TwoLevel);
     let lin = 0x0c00_0000u32;

@@ -214,6 +214,7 @@ pub fn main() -> ! {
         timer,
     );
     MONITOR.set(mon);
+    MONITOR.with(|m| m.max_fills = lib.max_fills);
     sys::block_all_signals();
     // 8. TSC and seccomp.
     if sys::prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV as u64).is_err() {

@@ -71,6 +71,8 @@ pub struct Monitor {
     pub start_ns: u64,
     /// Budget of the current run.
     pub budget_ns: u64,
+    /// Demand fills that end a run (`LibArea::max_fills`; 0 = no limit).
+    pub max_fills: u32,
     /// True while guest code runs.
     pub in_guest: bool,
     /// Set when the run ended in a guest escape.
@@ -120,6 +122,7 @@ impl Monitor {
             timer,
             start_ns: 0,
             budget_ns: 0,
+            max_fills: 0,
             in_guest: false,
             escaped: false,
             amd: is_amd(),
@@ -400,6 +403,12 @@ impl Monitor {
             return None;
         }
         self.exit.demand_fills = self.exit.demand_fills.wrapping_add(1);
+        if self.max_fills != 0 && self.exit.demand_fills >= self.max_fills {
+            // The page is mirrored; the access that faulted re-executes after the emulator
+            // hands the guest back (or the emulator performs it).
+            self.set_exit(RawReason::FillLimit);
+            return None;
+        }
         Some(SignalAction::Resume)
     }
 

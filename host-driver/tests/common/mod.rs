@@ -53,10 +53,21 @@ impl Vm {
     }
 
     pub fn with_ram_map(mode: Mode, map: Vec<std::ops::Range<u64>>) -> Vm {
+        Self::build(mode, map, 0)
+    }
+
+    /// A VM whose runs end after `max_fills` demand fills.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn with_fill_limit(mode: Mode, max_fills: u32) -> Vm {
+        Self::build(mode, std::iter::once(0..RAM_SIZE).collect(), max_fills)
+    }
+
+    fn build(mode: Mode, map: Vec<std::ops::Range<u64>>, max_fills: u32) -> Vm {
         let ram = GuestRam::new(RAM_SIZE).expect("guest RAM");
         let mut cfg = ExecutorConfig::new(ram.fd(), RAM_SIZE);
         cfg.executor_path = Some(executor_path());
         cfg.ram_map = map;
+        cfg.max_fills_per_run = max_fills;
         if let Some(spin) = std::env::var("PLEX86_TEST_SPIN")
             .ok()
             .and_then(|s| s.parse().ok())
