@@ -5,7 +5,9 @@ use crate::cpuid::{self, CpuidFn};
 use crate::decode::{self, GuestMemory};
 use crate::log::Logger;
 use crate::mmu::MmuQueue;
-use crate::policy::{ns_to_ticks, ticks_to_ns, Backoff, Decision, Decline, Policy, MIN_BUDGET_NS};
+use crate::policy::{
+    ns_to_ticks, ticks_to_ns, Backoff, Decision, Decline, HotSpaces, Policy, MIN_BUDGET_NS,
+};
 use crate::state::{self, effective_xcr0};
 use crate::stats::Stats;
 use crate::{AccelOps, CpuState, RunOutcome};
@@ -175,6 +177,7 @@ pub struct Accelerator<B: Backend> {
     xsave: XsaveInfo,
     policy: Policy,
     backoff: Backoff,
+    hot: HotSpaces,
     ips: u64,
     log: Logger,
     stats: Stats,
@@ -272,6 +275,7 @@ impl<B: Backend> Accelerator<B> {
             xsave,
             policy,
             backoff: Backoff::default(),
+            hot: HotSpaces::default(),
             ips: cfg.ips,
             log,
             stats: Stats::default(),
@@ -487,11 +491,12 @@ impl<B: Backend> Accelerator<B> {
         self.stats.native_ns += ran.native_ns;
         self.stats.demand_fills += u64::from(ran.demand_fills);
         self.stats.run_length(ran.native_ns);
-        self.backoff.record_run(
+        let verdict = self.backoff.record_run(
             ran.native_ns,
             ran.demand_fills,
             matches!(ran.reason, ExitReason::BudgetExpired),
         );
+        self.hot.record(cpu.cr3, verdict);
         let Some(reason) = exit_code(&ran.reason) else {
             return self.fail(ran.reason.describe(), true);
         };
@@ -553,7 +558,10 @@ impl<B: Backend> AccelOps for Accelerator<B> {
         if let Some(ticks) = self.backoff.take() {
             return self.decline(Decline::Backoff, ticks);
         }
-        match self.policy.decide(budget_ticks, user_insns) {
+        match self
+            .policy
+            .decide(budget_ticks, user_insns, self.hot.contains(cpu.cr3))
+        {
             Decision::Enter => self.run_native(cpu, budget_ticks),
             Decision::Decline {
                 reason,

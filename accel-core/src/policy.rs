@@ -21,8 +21,8 @@
 //! or page-fault loop, RDTSC polling, a short-lived process filling its pages. After each such
 //! run the next entry waits for Bochs to emulate [`BACKOFF_START_TICKS`] ticks, doubling with
 //! every further short run up to [`BACKOFF_MAX_TICKS`]; one longer run resets it. Demand
-//! fills ([`FILL_NS`] each) are not guest work and are subtracted; a short run that the budget
-//! ended says nothing about the guest code and neither arms nor resets. At the cap an
+//! fills ([`FILL_NS`] each) are not guest work and are subtracted; a short run without fills
+//! that the budget ended says nothing about the guest code and neither arms nor resets. At the cap an
 //! entry is tried once per million ticks (about 4 ms of emulation at Bochs's ~240 MIPS), so a
 //! program that turns to compute is run natively again within milliseconds, and a program that
 //! never does pays one short run per 4 ms (well under 1%).
@@ -140,9 +140,10 @@ impl Policy {
         }
     }
 
-    /// Decides on one entry.
-    pub fn decide(&self, budget_ticks: u64, user_insns: u64) -> Decision {
-        if user_insns < self.min_user_insns {
+    /// Decides on one entry. `hot`: the address space's last native run paid off (see
+    /// [`HotSpaces`]), so the short-burst rule does not apply.
+    pub fn decide(&self, budget_ticks: u64, user_insns: u64, hot: bool) -> Decision {
+        if !hot && user_insns < self.min_user_insns {
             return Decision::Decline {
                 reason: Decline::ShortBurst,
                 retry_after_ticks: self.min_user_insns - user_insns,
@@ -159,6 +160,57 @@ impl Policy {
     }
 }
 
+/// What [`Backoff::record_run`] made of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunVerdict {
+    /// Enough guest work to pay for entry and exit.
+    PaidOff,
+    /// Too little: the back-off is armed.
+    Short,
+    /// Says nothing (a short run without fills that the budget ended).
+    Neutral,
+}
+
+/// Address spaces (by CR3) whose last judged native run paid off. After a return from the
+/// kernel such a process is entered at once instead of after `min_user_insns`: a compute loop
+/// comes back from every timer interrupt, and emulating its first instructions each time would
+/// cost a few percent. A process starts cold (short-lived processes stay emulated); a short
+/// run makes it cold again. A few entries suffice: a freed CR3 reused by a new process only
+/// starts that process hot once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HotSpaces {
+    cr3: [Option<u32>; HOT_SPACES],
+    next: usize,
+}
+
+/// How many hot address spaces are remembered.
+pub const HOT_SPACES: usize = 8;
+
+impl HotSpaces {
+    /// Whether `cr3`'s last judged run paid off.
+    pub fn contains(&self, cr3: u32) -> bool {
+        self.cr3.contains(&Some(cr3))
+    }
+
+    /// Records the verdict on a run in address space `cr3`.
+    pub fn record(&mut self, cr3: u32, verdict: RunVerdict) {
+        match verdict {
+            RunVerdict::PaidOff if !self.contains(cr3) => {
+                self.cr3[self.next] = Some(cr3);
+                self.next = (self.next + 1) % HOT_SPACES;
+            }
+            RunVerdict::Short => {
+                for e in &mut self.cr3 {
+                    if *e == Some(cr3) {
+                        *e = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The adaptive back-off after native runs that were too short to pay off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backoff {
@@ -170,20 +222,31 @@ pub struct Backoff {
 
 impl Backoff {
     /// Records a native run of `native_ns` with `demand_fills` fills that ended for
-    /// `budget_expired` or another reason. A short run that the budget ended says nothing about
-    /// the guest code (the next timer event was close): it neither arms nor resets.
-    pub fn record_run(&mut self, native_ns: u64, demand_fills: u32, budget_expired: bool) {
+    /// `budget_expired` or another reason. A short run without fills that the budget ended says
+    /// nothing about the guest code (the next timer event was close): it neither arms nor
+    /// resets. With fills it does: a run the budget ended while it mostly mirrored pages (a
+    /// loop touching fresh pages) is exactly what the back-off is for.
+    pub fn record_run(
+        &mut self,
+        native_ns: u64,
+        demand_fills: u32,
+        budget_expired: bool,
+    ) -> RunVerdict {
         let work_ns = native_ns.saturating_sub(u64::from(demand_fills) * FILL_NS);
         if work_ns >= SHORT_RUN_NS {
             self.distance = 0;
             self.armed_ticks = 0;
-        } else if !budget_expired {
+            RunVerdict::PaidOff
+        } else if !budget_expired || demand_fills > 0 {
             self.distance = if self.distance == 0 {
                 BACKOFF_START_TICKS
             } else {
                 (self.distance * 2).min(BACKOFF_MAX_TICKS)
             };
             self.armed_ticks = self.distance;
+            RunVerdict::Short
+        } else {
+            RunVerdict::Neutral
         }
     }
 
@@ -225,12 +288,12 @@ mod tests {
 
     #[test]
     fn enters_with_budget_after_the_burst() {
-        assert_eq!(policy().decide(1_000_000, 1000), Decision::Enter);
+        assert_eq!(policy().decide(1_000_000, 1000, false), Decision::Enter);
     }
 
     #[test]
     fn short_burst_retries_after_the_remaining_instructions() {
-        let d = policy().decide(1_000_000, 250);
+        let d = policy().decide(1_000_000, 250, false);
         assert_eq!(
             d,
             Decision::Decline {
@@ -240,7 +303,7 @@ mod tests {
         );
         // Short burst is checked before the budget.
         assert_eq!(
-            policy().decide(0, 0),
+            policy().decide(0, 0, false),
             Decision::Decline {
                 reason: Decline::ShortBurst,
                 retry_after_ticks: 1000
@@ -252,20 +315,50 @@ mod tests {
     fn no_budget_below_the_threshold() {
         let p = policy();
         assert_eq!(
-            p.decide(839, 5000),
+            p.decide(839, 5000, false),
             Decision::Decline {
                 reason: Decline::NoBudget,
                 retry_after_ticks: 839
             }
         );
-        assert_eq!(p.decide(840, 5000), Decision::Enter);
+        assert_eq!(p.decide(840, 5000, false), Decision::Enter);
         assert_eq!(
-            p.decide(0, 5000),
+            p.decide(0, 5000, false),
             Decision::Decline {
                 reason: Decline::NoBudget,
                 retry_after_ticks: 0
             }
         );
+    }
+
+    #[test]
+    fn hot_address_spaces_skip_the_short_burst() {
+        let p = policy();
+        assert_eq!(p.decide(1_000_000, 0, true), Decision::Enter);
+        assert_eq!(
+            p.decide(100, 0, true),
+            Decision::Decline {
+                reason: Decline::NoBudget,
+                retry_after_ticks: 100
+            },
+            "the budget rule still applies"
+        );
+        let mut h = HotSpaces::default();
+        assert!(!h.contains(0x1000), "cold at start");
+        h.record(0x1000, RunVerdict::Neutral);
+        assert!(!h.contains(0x1000));
+        h.record(0x1000, RunVerdict::PaidOff);
+        h.record(0x1000, RunVerdict::PaidOff);
+        assert!(h.contains(0x1000));
+        h.record(0x1000, RunVerdict::Neutral);
+        assert!(h.contains(0x1000), "neutral runs change nothing");
+        h.record(0x1000, RunVerdict::Short);
+        assert!(!h.contains(0x1000), "a short run makes it cold");
+        for i in 0..HOT_SPACES as u32 + 1 {
+            h.record(0x2000 + i * 0x1000, RunVerdict::PaidOff);
+        }
+        assert!(!h.contains(0x2000), "the oldest is forgotten");
+        assert!(h.contains(0x2000 + HOT_SPACES as u32 * 0x1000));
     }
 
     #[test]
@@ -297,11 +390,11 @@ mod tests {
             Some(BACKOFF_START_TICKS),
             "a long run ended by the budget resets"
         );
-        b.record_run(SHORT_RUN_NS - 1 + 3 * FILL_NS, 3, false);
+        b.record_run(SHORT_RUN_NS - 1 + 3 * FILL_NS, 3, true);
         assert_eq!(
             b.take(),
             Some(2 * BACKOFF_START_TICKS),
-            "fills are no guest work"
+            "fills are no guest work, also when the budget ended the run"
         );
         b.record_run(SHORT_RUN_NS, 0, false);
         assert_eq!(b.take(), None, "a run that paid off resets");

@@ -280,6 +280,33 @@ fn short_runs_back_off_and_long_or_budget_runs_reset() {
 }
 
 #[test]
+fn a_process_whose_runs_pay_off_is_entered_right_after_the_kernel() {
+    let mut t = accel(vec![
+        step(ExitReason::Privileged),
+        step(ExitReason::Privileged),
+    ]);
+    let mut cpu = sample_state();
+    let short_burst = |o: RunOutcome<'_>| matches!(o, RunOutcome::Declined { reason: 1, .. });
+    assert!(
+        short_burst(t.accel.run(&mut cpu, BUDGET, 0)),
+        "cold: the first 100 are emulated"
+    );
+    assert!(
+        matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }),
+        "a 1 ms run: pays off"
+    );
+    assert!(
+        matches!(t.accel.run(&mut cpu, BUDGET, 0), RunOutcome::Ran { .. }),
+        "hot: entered at once"
+    );
+    cpu.cr3 += 0x1000;
+    assert!(
+        short_burst(t.accel.run(&mut cpu, BUDGET, 0)),
+        "another process is cold"
+    );
+}
+
+#[test]
 fn at_least_one_tick_is_charged() {
     let mut s = step(ExitReason::PageFault {
         linear: 0x1000,
