@@ -1,7 +1,9 @@
 //! What runs guest code: the host driver's executor, behind a small trait so that the
 //! accelerator's logic is tested without one.
 
-use host_driver::{DriverError, Executor, ExecutorConfig, Exit, GuestState, MmuCommand, XsaveInfo};
+use host_driver::{
+    DriverError, Executor, ExecutorConfig, Exit, GuestState, MmuCommand, XsaveInfo, EXECUTOR_ENV,
+};
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -63,21 +65,16 @@ impl ExecutorBackend {
 
 /// Where the executor is looked for when no path is given, for error messages.
 pub fn default_executor_location() -> String {
-    let next_to = crate::sys::module_path()
-        .and_then(|p| p.parent().map(|d| d.join(EXECUTOR_NAME)))
-        .map_or_else(
-            || "(the library's directory is unknown)".to_string(),
-            |p| p.display().to_string(),
-        );
-    let env = match std::env::var_os("PLEX86_EXECUTOR") {
-        Some(v) => format!("$PLEX86_EXECUTOR={}", PathBuf::from(v).display()),
-        None => "$PLEX86_EXECUTOR unset".to_string(),
+    let next_to = host_driver::executor_next_to_module().map_or_else(
+        || "(the library's directory is unknown)".to_string(),
+        |p| p.display().to_string(),
+    );
+    let env = match std::env::var_os(EXECUTOR_ENV) {
+        Some(v) => format!("${EXECUTOR_ENV}={}", PathBuf::from(v).display()),
+        None => format!("${EXECUTOR_ENV} unset"),
     };
     format!("looked for {next_to} (next to this library), {env}")
 }
-
-/// The executor binary's name (host-driver's `EXECUTOR_NAME`).
-pub const EXECUTOR_NAME: &str = "plex86-executor";
 
 fn spawn(
     ram_fd: &OwnedFd,

@@ -34,7 +34,8 @@ pub mod stats;
 mod sys;
 
 pub use accel::{exit_code, normalize_ram_map, Accelerator, Config, MAX_RAM_RANGES};
-pub use backend::{default_executor_location, Backend, ExecutorBackend, EXECUTOR_NAME};
+pub use backend::{default_executor_location, Backend, ExecutorBackend};
+pub use host_driver::EXECUTOR_NAME;
 pub use null::NullAccel;
 
 /// Bochs's CPU state (`plex86_accel_cpu_state`).

@@ -2,10 +2,8 @@
 //! (`ffi.rs`). Each function here is safe to call; each block states why it is sound.
 
 use crate::decode::GuestMemory;
-use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::ptr::NonNull;
 
 /// Duplicates Bochs's RAM fd (close-on-exec). The library owns and closes the duplicate; the
@@ -94,29 +92,6 @@ impl Drop for RamView {
     }
 }
 
-/// Path of the shared object (or executable) that contains this library, via `dladdr` — the
-/// same lookup the host driver uses to find the executor next to it.
-pub fn module_path() -> Option<PathBuf> {
-    // SAFETY: `Dl_info` is plain data; all-zero is a valid value.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let addr = module_path as fn() -> Option<PathBuf> as *const libc::c_void;
-    // SAFETY: `addr` is a function of this object; `info` is a valid out pointer.
-    let ok = unsafe { libc::dladdr(addr, &mut info) };
-    if ok == 0 || info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: dladdr succeeded: `dli_fname` is a NUL-terminated path owned by the loader.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) };
-    let p = PathBuf::from(
-        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()),
-    );
-    if p.is_absolute() {
-        Some(p)
-    } else {
-        std::env::current_exe().ok()
-    }
-}
-
 /// The host's XCR0 (`None` when the OS has not enabled XSAVE).
 pub fn host_xcr0() -> Option<u64> {
     if crate::cpuid::host_cpuid(1, 0)[2] & (1 << 27) == 0 {
@@ -163,16 +138,6 @@ mod tests {
         let mut one = [0u8];
         assert!(view.read(0, &mut one));
         assert_eq!(one, [9]);
-    }
-
-    #[test]
-    fn module_path_is_this_test_binary() {
-        let p = module_path().expect("dladdr");
-        assert!(p.is_absolute());
-        assert_eq!(
-            p.canonicalize().unwrap(),
-            std::env::current_exe().unwrap().canonicalize().unwrap()
-        );
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub const EXECUTOR_NAME: &str = "plex86-executor";
 /// Environment variable naming the executor binary when it is not next to this library.
 pub const EXECUTOR_ENV: &str = "PLEX86_EXECUTOR";
 
+/// The executor's default place: [`EXECUTOR_NAME`] in the directory of the shared object or
+/// executable that contains this library (`None` when the loader cannot say which that is).
+pub fn executor_next_to_module() -> Option<PathBuf> {
+    let module = sys::current_module_path()?;
+    Some(module.parent()?.join(EXECUTOR_NAME))
+}
+
 /// Default polls of the sequence word before sleeping on a futex: the first
 /// [`protocol::SPIN_PAUSES`] PAUSE, the rest `sched_yield` (so that a poller sharing a CPU with
 /// the other side hands it over). Measured on the 2-vCPU EPYC VMs: a cross-process futex wake
@@ -169,11 +176,7 @@ fn locate_executor(cfg: &ExecutorConfig<'_>) -> Result<PathBuf, DriverError> {
             )))
         };
     }
-    if let Some(dir) = sys::current_module_path()
-        .as_deref()
-        .and_then(|p| p.parent())
-    {
-        let p = dir.join(EXECUTOR_NAME);
+    if let Some(p) = executor_next_to_module() {
         if p.is_file() {
             return Ok(p);
         }
@@ -730,6 +733,16 @@ fn normalize_xsave(img: &mut crate::XsaveImage, xcr0: u64, xs: &XsaveInfo) {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn the_default_executor_place_is_next_to_the_containing_object() {
+        // In a unit test the crate is linked into the test binary itself.
+        let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
+        let want = exe.parent().unwrap().join(EXECUTOR_NAME);
+        let got = executor_next_to_module().expect("dladdr knows the test binary");
+        assert_eq!(got.parent().unwrap().canonicalize().unwrap(), want.parent().unwrap());
+        assert_eq!(got.file_name(), want.file_name());
+    }
 
     #[test]
     fn death_causes() {

@@ -31,7 +31,8 @@ pub mod seccomp;
 mod sys;
 
 pub use driver::{
-    validate_entry, BudgetClock, Executor, ExecutorConfig, MmuCommand, XsaveInfo, DEFAULT_SPIN,
+    executor_next_to_module, validate_entry, BudgetClock, Executor, ExecutorConfig, MmuCommand,
+    XsaveInfo, DEFAULT_SPIN, EXECUTOR_ENV, EXECUTOR_NAME,
 };
 pub use error::{DeathCause, DriverError};
 pub use exit::{EscapeKind, Exit, ExitReason, SyscallInstruction};
