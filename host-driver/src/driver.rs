@@ -164,6 +164,10 @@ const REQ_SEQ: usize = offset_of!(LibArea, req_seq);
 const RESP_SEQ: usize = EXEC_AREA_OFFSET + offset_of!(ExecArea, resp_seq);
 const EXEC_SLEEPING: usize = EXEC_AREA_OFFSET + offset_of!(ExecArea, exec_sleeping);
 const WAIT_SLICE: Duration = Duration::from_millis(50);
+/// How long past its budget a run (or a command-only request) may take before the executor is
+/// declared unresponsive and killed: generous for a loaded 2-core host, short enough that the
+/// emulator learns of a stopped executor within 5 s.
+pub const RESPONSE_GRACE: Duration = Duration::from_secs(4);
 
 fn locate_executor(cfg: &ExecutorConfig<'_>) -> Result<PathBuf, DriverError> {
     if let Some(p) = &cfg.executor_path {
@@ -316,7 +320,7 @@ impl Executor {
         self.check_alive()?;
         for chunk in commands.chunks(MAX_COMMANDS) {
             self.write_commands(chunk);
-            self.request(req::COMMANDS, 0)?;
+            self.request(req::COMMANDS, 0, Some(RESPONSE_GRACE))?;
             let st = self
                 .region
                 .read_pod::<u32>(EXEC_AREA_OFFSET + offset_of!(ExecArea, status));
@@ -349,7 +353,11 @@ impl Executor {
         self.write_commands(rest);
         self.region.write_pod(offset_of!(LibArea, state), state);
         let budget_ns = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX).max(1);
-        self.request(req::RUN, budget_ns)?;
+        self.request(
+            req::RUN,
+            budget_ns,
+            Some(budget.saturating_add(RESPONSE_GRACE)),
+        )?;
         let area: ExecArea = self.region.read_pod(EXEC_AREA_OFFSET);
         self.accept_exit(state, &area, budget_ns)
     }
@@ -363,7 +371,12 @@ impl Executor {
             .write_pod(offset_of!(LibArea, n_commands), &(cmds.len() as u32));
     }
 
-    fn request(&mut self, kind: u32, budget_ns: u64) -> Result<(), DriverError> {
+    fn request(
+        &mut self,
+        kind: u32,
+        budget_ns: u64,
+        deadline: Option<Duration>,
+    ) -> Result<(), DriverError> {
         self.region.write_pod(offset_of!(LibArea, req_kind), &kind);
         self.region
             .write_pod(offset_of!(LibArea, budget_ns), &budget_ns);
@@ -373,7 +386,7 @@ impl Executor {
         if self.region.atomic_u32(EXEC_SLEEPING).load(Ordering::SeqCst) != 0 {
             sys::futex_wake(word);
         }
-        self.wait_response(self.seq, None)
+        self.wait_response(self.seq, deadline)
     }
 
     /// Waits until `resp_seq == want`, spinning first, then sleeping in slices and checking
@@ -417,9 +430,9 @@ impl Executor {
                     return Err(DriverError::ExecutorDied(cause));
                 }
             }
-            if timeout.is_some_and(|t| start.elapsed() > t) {
+            if let Some(t) = timeout.filter(|&t| start.elapsed() > t) {
                 self.kill();
-                return Err(DriverError::ExecutorDied(DeathCause::KilledByLibrary));
+                return Err(DriverError::ExecutorUnresponsive(t));
             }
         }
     }
@@ -740,7 +753,10 @@ mod tests {
         let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
         let want = exe.parent().unwrap().join(EXECUTOR_NAME);
         let got = executor_next_to_module().expect("dladdr knows the test binary");
-        assert_eq!(got.parent().unwrap().canonicalize().unwrap(), want.parent().unwrap());
+        assert_eq!(
+            got.parent().unwrap().canonicalize().unwrap(),
+            want.parent().unwrap()
+        );
         assert_eq!(got.file_name(), want.file_name());
     }
 

@@ -54,6 +54,9 @@ pub enum DriverError {
     CorruptedSharedMemory(String),
     /// The guest state cannot be run natively by this version; emulate instead.
     UnsupportedState(String),
+    /// The executor did not answer within its deadline (stopped, starved or stuck); it has
+    /// been killed.
+    ExecutorUnresponsive(std::time::Duration),
 }
 
 impl fmt::Display for DriverError {
@@ -70,6 +73,11 @@ impl fmt::Display for DriverError {
                 write!(f, "corrupted shared memory ({m}); executor killed")
             }
             DriverError::UnsupportedState(m) => write!(f, "unsupported guest state: {m}"),
+            DriverError::ExecutorUnresponsive(d) => write!(
+                f,
+                "executor did not answer within {:.1} s (stopped or stuck); executor killed",
+                d.as_secs_f64()
+            ),
         }
     }
 }

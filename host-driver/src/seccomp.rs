@@ -110,6 +110,12 @@ pub const POLICY: &[Rule] = &[
         args: &[],
     },
     Rule {
+        nr: 224,
+        name: "timer_gettime",
+        why: "tell the budget timer's own expiry from a stale signal of an earlier run",
+        args: &[],
+    },
+    Rule {
         nr: 228,
         name: "clock_gettime",
         why: "measure native time (the vDSO cannot be used: RDTSC is disabled)",
@@ -419,6 +425,11 @@ mod tests {
                 data(AUDIT_ARCH_X86_64, 223, HI, [0; 6]),
                 RET_ALLOW,
                 "timer_settime",
+            ),
+            (
+                data(AUDIT_ARCH_X86_64, 224, HI, [0; 6]),
+                RET_ALLOW,
+                "timer_gettime",
             ),
             (
                 data(AUDIT_ARCH_X86_64, 228, HI, [0; 6]),

@@ -1,11 +1,10 @@
 //! Budget and time accounting (no timing assertions: only ordering facts that hold on any
-//! machine). `cargo test -p host-driver --test budget -- --ignored --nocapture` prints how
-//! precisely each budget clock ends a run.
+//! machine), and the library's deadline for an executor that does not answer.
 
 mod common;
 
 use common::*;
-use host_driver::{BudgetClock, Executor, ExecutorConfig, ExitReason};
+use host_driver::{BudgetClock, DriverError, Executor, ExecutorConfig, ExitReason};
 use iced_x86::code_asm::*;
 use std::time::Duration;
 
@@ -46,4 +45,37 @@ fn both_budget_clocks_end_an_infinite_loop() {
         }
         assert!(vm.state.gprs[0] > 0, "the loop ran");
     }
+}
+
+#[test]
+fn tiny_budgets_always_end_the_run() {
+    // Budgets shorter than an entry expire before the guest starts, often while an earlier
+    // run's expiry is still pending: every run must still end (a lost expiry used to leave the
+    // guest looping forever; the library's deadline now turns that into an error too).
+    let (mut exe, mut vm) = looping_vm(BudgetClock::Monotonic);
+    for i in 0..2000u64 {
+        let budget = Duration::from_nanos(1 + (i * 7919) % 40_000);
+        let exit = exe.run(&mut vm.state, budget, &[]).unwrap();
+        assert_eq!(exit.reason, ExitReason::BudgetExpired, "run {i}, budget {budget:?}");
+    }
+}
+
+#[test]
+fn a_stopped_executor_is_reported_and_killed_not_waited_for() {
+    let (mut exe, mut vm) = looping_vm(BudgetClock::Monotonic);
+    exe.run(&mut vm.state, Duration::from_millis(1), &[]).unwrap();
+    let pid = exe.pid().expect("running").to_string();
+    let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status();
+    assert!(stopped.expect("kill(1)").success());
+    match exe.run(&mut vm.state, Duration::from_millis(1), &[]) {
+        Err(DriverError::ExecutorUnresponsive(_)) => {}
+        other => panic!("expected ExecutorUnresponsive, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            exe.run(&mut vm.state, Duration::from_millis(1), &[]),
+            Err(DriverError::ExecutorDied(_))
+        ),
+        "killed: later runs fail at once"
+    );
 }

@@ -552,9 +552,13 @@ impl Monitor {
                 }
             }
             (libc::SIGALRM, _) if from_timer => {
-                let now = sys::clock_ns(self.clock);
-                if now.wrapping_sub(self.start_ns) < self.budget_ns {
-                    return SignalAction::Resume; // a stale expiry of an earlier run
+                // The timer is re-armed for every run; a signal that arrives while it is still
+                // armed is a stale expiry of an earlier run (pending while the executor's own
+                // code ran). Asking the timer, not the clock, also gets an expiry right that
+                // came before the run's start time was taken, whose signal merged with a stale
+                // one: judged by the clock it looked early and the run never ended.
+                if sys::timer_pending(self.timer) {
+                    return SignalAction::Resume;
                 }
                 self.set_exit(RawReason::BudgetExpired);
             }

@@ -26,6 +26,8 @@ pub mod nr {
     pub const TIMER_CREATE: usize = 222;
     /// timer_settime
     pub const TIMER_SETTIME: usize = 223;
+    /// timer_gettime
+    pub const TIMER_GETTIME: usize = 224;
     /// clock_gettime
     pub const CLOCK_GETTIME: usize = 228;
     /// exit_group
@@ -146,6 +148,28 @@ pub fn timer_arm(timer: i32, ns: u64) {
             [timer as usize, 0, &its as *const _ as usize, 0, 0, 0],
         )
     };
+}
+
+/// True while `timer` is armed (its expiry is still ahead).
+pub fn timer_pending(timer: i32) -> bool {
+    let mut its = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    };
+    // SAFETY: timer_gettime writes one itimerspec into a valid local.
+    let r = unsafe {
+        syscall6(
+            nr::TIMER_GETTIME,
+            [timer as usize, &mut its as *mut _ as usize, 0, 0, 0, 0],
+        )
+    };
+    r == 0 && (its.it_value.tv_sec != 0 || its.it_value.tv_nsec != 0)
 }
 
 // ---------------------------------------------------------------------------------------------
