@@ -273,6 +273,91 @@ def tail(path: Path, n: int = 40) -> str:
         return ""
 
 
+def boot_and_capture(cmd: list[str], rundir: Path, serial: Path, out_path: Path,
+                     timeout: float) -> dict:
+    """Runs an emulator (`cmd`, in `rundir`, its own output to `out_path`) whose guest console
+    goes to the file `serial`; reads the console as it grows and stamps each line with the host
+    time since the start (also written to rundir/console-ts.txt). Stops the emulator on
+    `timeout`, 3 s after a kernel panic, or 60 s after the guest said @@POWEROFF without the
+    emulator exiting. Returns {"lines": [(seconds, text)], "rc", "wall", "first_byte_s",
+    "killed_for" (None or why it was stopped), "panic_at", "poweroff_at"}."""
+    out = open(out_path, "wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=rundir, stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    lines: list[tuple[float, str]] = []
+    ts_log = open(rundir / "console-ts.txt", "w")
+    st = {"pending": b"", "pos": 0, "killed_for": None, "panic_at": None, "poweroff_at": None,
+          "first_byte_s": None}
+
+    def drain(final: bool = False) -> None:
+        try:
+            with open(serial, "rb") as f:
+                f.seek(st["pos"])
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        if not chunk and not (final and st["pending"]):
+            return
+        now = time.monotonic() - t0
+        if chunk and st["first_byte_s"] is None:
+            st["first_byte_s"] = now
+        st["pos"] += len(chunk)
+        parts = (st["pending"] + chunk).split(b"\n")
+        st["pending"] = parts.pop()
+        if final and st["pending"]:
+            parts.append(st["pending"])
+            st["pending"] = b""
+        for raw in parts:
+            text = raw.decode("utf-8", "replace").replace("\r", "")
+            lines.append((now, text))
+            ts_log.write(f"{now:10.3f} {text}\n")
+            if st["panic_at"] is None and "Kernel panic - not syncing" in text:
+                st["panic_at"] = now
+            if st["poweroff_at"] is None and "@@POWEROFF" in text:
+                st["poweroff_at"] = now
+        ts_log.flush()
+
+    def stop(reason: str) -> None:
+        st["killed_for"] = reason
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    try:
+        while True:
+            drain()
+            if proc.poll() is not None:
+                break
+            now = time.monotonic() - t0
+            if now > timeout:
+                stop("timeout")
+                break
+            if st["panic_at"] is not None and now - st["panic_at"] > 3:
+                stop("kernel-panic")
+                break
+            if st["poweroff_at"] is not None and now - st["poweroff_at"] > 60:
+                stop("poweroff-hang")
+                break
+            time.sleep(0.01)
+    except KeyboardInterrupt:
+        stop("interrupted")
+    rc = proc.wait()
+    wall = time.monotonic() - t0
+    drain(final=True)
+    ts_log.close()
+    out.close()
+    return {"lines": lines, "rc": rc, "wall": wall, "first_byte_s": st["first_byte_s"],
+            "killed_for": st["killed_for"], "panic_at": st["panic_at"],
+            "poweroff_at": st["poweroff_at"]}
+
+
 def cmd_run(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="ci/run-guest",
                                  description="Boot the test guest in Bochs and run suite programs.")
@@ -372,89 +457,10 @@ def cmd_run(argv: list[str]) -> int:
 
     # --- boot
     print(f"run-guest: {a.kernel} in {bochs} (run dir {rundir})", file=sys.stderr)
-    out = open(rundir / "bochs.out", "wb")
-    t0 = time.monotonic()
-    proc = subprocess.Popen([str(bochs), "-q", "-f", str(rc_path)], cwd=rundir, stdin=subprocess.DEVNULL,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    lines: list[tuple[float, str]] = []
-    ts_log = open(rundir / "console-ts.txt", "w")
-    pending = b""
-    pos = 0
-    killed_for = None
-    panic_at = None
-    poweroff_at = None
-    first_byte_s = None
-
-    def drain(final: bool = False) -> None:
-        nonlocal pending, pos, first_byte_s
-        try:
-            with open(serial, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-        except FileNotFoundError:
-            return
-        if not chunk and not (final and pending):
-            return
-        now = time.monotonic() - t0
-        if chunk and first_byte_s is None:
-            first_byte_s = now
-        pos += len(chunk)
-        pending += chunk
-        parts = pending.split(b"\n")
-        pending = parts.pop()
-        if final and pending:
-            parts.append(pending)
-            pending = b""
-        for raw in parts:
-            text = raw.decode("utf-8", "replace").replace("\r", "")
-            lines.append((now, text))
-            ts_log.write(f"{now:10.3f} {text}\n")
-            on_line(now, text)
-        ts_log.flush()
-
-    def on_line(now: float, text: str) -> None:
-        nonlocal panic_at, poweroff_at
-        if panic_at is None and "Kernel panic - not syncing" in text:
-            panic_at = now
-        if poweroff_at is None and "@@POWEROFF" in text:
-            poweroff_at = now
-
-    def stop(reason: str) -> None:
-        nonlocal killed_for
-        killed_for = reason
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    try:
-        while True:
-            drain()
-            if proc.poll() is not None:
-                break
-            now = time.monotonic() - t0
-            if now > a.timeout:
-                stop("timeout")
-                break
-            if panic_at is not None and now - panic_at > 3:
-                stop("kernel-panic")
-                break
-            if poweroff_at is not None and now - poweroff_at > 60:
-                stop("poweroff-hang")
-                break
-            time.sleep(0.01)
-    except KeyboardInterrupt:
-        stop("interrupted")
-    rc = proc.wait()
-    wall = time.monotonic() - t0
-    drain(final=True)
-    ts_log.close()
-    out.close()
+    cap = boot_and_capture([str(bochs), "-q", "-f", str(rc_path)], rundir, serial,
+                           rundir / "bochs.out", a.timeout)
+    lines, rc, wall = cap["lines"], cap["rc"], cap["wall"]
+    killed_for, panic_at, first_byte_s = cap["killed_for"], cap["panic_at"], cap["first_byte_s"]
 
     # --- results
     logtext = log.read_text(errors="replace") if log.exists() else ""

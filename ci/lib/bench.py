@@ -1,0 +1,527 @@
+#!/usr/bin/env python3
+"""Benchmarks of the workload suite on several systems (used by ci/bench; Python 3.11 stdlib only).
+
+    ci/bench [--runs N] [--kernel 686|686-pae] [--systems native,bochs,accel,qemu]
+             [--out DIR] [--programs LIST] [--no-build] [--timeout SECONDS]
+
+Systems:
+  native  ci/run-native (the i386 binaries on this host; also the correctness oracle)
+  bochs   ci/run-guest --accel off (plain Bochs)
+  accel   ci/run-guest --accel on (Bochs + plex86-accel)
+  qemu    qemu-system-i386 -accel tcg booting the same kernel, base initramfs and run spec
+          (run_qemu below; the per-run ISO is made with guestrun.py's helpers)
+
+Runs are interleaved: round 1 runs every system once, then round 2, ...  Each run's JSON
+goes to OUT/runs/, and OUT gets report.md, report.json and chart.png (gnuplot).  Times are
+host wall-clock seconds between a program's @@BEGIN and @@END lines as seen by the host;
+boot is host seconds from starting the emulator to the guest's @@INIT line.
+
+Exit status: 0 if every run completed and matched the native oracle, 1 otherwise (the
+report is written first), 2 on usage/setup errors.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import guestrun  # noqa: E402  (ci/lib/guestrun.py: ISO and run-initrd helpers)
+import suite  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEMS = ("native", "bochs", "accel", "qemu")
+EMULATED = ("bochs", "accel", "qemu")
+LABELS = {"native": "host native", "bochs": "plain Bochs", "accel": "Bochs + plex86-accel",
+          "qemu": "QEMU TCG"}
+MANIFEST = ROOT / "tests" / "guest" / "programs"
+
+# QEMU settings (see run_qemu)
+QEMU = "qemu-system-i386"
+QEMU_CPU = "max"
+QEMU_MEGS = 512  # the same as guestrun.MEGS
+
+
+# ---------------------------------------------------------------------------
+# pure parts (unit-tested in test_bench.py)
+
+
+def manifest_benchmarks(text: str) -> list[str]:
+    """Names of the manifest lines of kind "benchmark", in manifest order."""
+    out = []
+    for line in text.splitlines():
+        f = line.split("#", 1)[0].split()
+        if len(f) >= 3 and f[1] == "benchmark":
+            out.append(f[0])
+    return out
+
+
+def median(values) -> float | None:
+    """Median of the values that are numbers (None and NaN are skipped); None if there are none."""
+    xs = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+          and not math.isnan(v)]
+    return statistics.median(xs) if xs else None
+
+
+def ratio(a, b) -> float | None:
+    """a / b, or None when either is missing or b is not positive."""
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def summarize_run(system: str, rnd: int, data: dict | None, benchmarks: list[str]) -> dict:
+    """The per-run record kept in report.json: host seconds per benchmark and boot time."""
+    data = data or {}
+    progs = {p.get("name"): p for p in data.get("programs", [])}
+    rec = {"round": rnd, "system": system,
+           "times": {b: (progs[b].get("host_wall_s") if b in progs else None) for b in benchmarks},
+           "guest_times": {b: (progs[b].get("guest_s") if b in progs else None) for b in benchmarks},
+           "boot_s": None, "stop_reason": data.get("stop_reason")}
+    if system in EMULATED:
+        rec["boot_s"] = (data.get("boot") or {}).get("host_wall_s")
+    return rec
+
+
+def compute_medians(runs: list[dict], systems: list[str], benchmarks: list[str]) -> dict:
+    """{system: {"times": {bench: median}, "boot_s": median, "runs": n}} over runs (summarize_run records)."""
+    out = {}
+    for s in systems:
+        rs = [r for r in runs if r["system"] == s]
+        out[s] = {"runs": len(rs),
+                  "times": {b: median(r["times"].get(b) for r in rs) for b in benchmarks},
+                  "boot_s": median(r.get("boot_s") for r in rs) if s in EMULATED else None}
+    return out
+
+
+def compute_ratios(med: dict, benchmarks: list[str]) -> dict:
+    """Per benchmark: accel speedup over plain Bochs (bochs/accel), accel/native, QEMU/accel
+    (> 1: accel is faster than QEMU TCG); and the same for boot where it applies."""
+    def t(sys_, b):
+        return (med.get(sys_) or {}).get("times", {}).get(b)
+
+    out = {}
+    for b in benchmarks:
+        out[b] = {"accel_speedup_vs_bochs": ratio(t("bochs", b), t("accel", b)),
+                  "accel_over_native": ratio(t("accel", b), t("native", b)),
+                  "qemu_over_accel": ratio(t("qemu", b), t("accel", b))}
+    boot = {s: (med.get(s) or {}).get("boot_s") for s in EMULATED}
+    out["boot"] = {"accel_speedup_vs_bochs": ratio(boot["bochs"], boot["accel"]),
+                   "accel_over_bochs": ratio(boot["accel"], boot["bochs"]),
+                   "qemu_over_accel": ratio(boot["qemu"], boot["accel"])}
+    return out
+
+
+# The issue's targets: (id, description, numerator (system, benchmark|"boot"), denominator, limit, strict)
+# met when numerator / denominator <= limit (< limit when strict).
+TARGETS = [
+    ("compute-native", "bench-compute within 1.10× of host native (accel / native ≤ 1.10)",
+     ("accel", "bench-compute"), ("native", "bench-compute"), 1.10, False),
+    ("compute-qemu", "bench-compute faster than QEMU TCG (accel / QEMU < 1)",
+     ("accel", "bench-compute"), ("qemu", "bench-compute"), 1.0, True),
+    ("syscall-bochs", "bench-syscall no slower than 1.05× plain Bochs (accel / Bochs ≤ 1.05)",
+     ("accel", "bench-syscall"), ("bochs", "bench-syscall"), 1.05, False),
+    ("pagefault-bochs", "bench-pagefault no slower than 1.05× plain Bochs (accel / Bochs ≤ 1.05)",
+     ("accel", "bench-pagefault"), ("bochs", "bench-pagefault"), 1.05, False),
+    ("forkexec-bochs", "bench-forkexec no slower than 1.05× plain Bochs (accel / Bochs ≤ 1.05)",
+     ("accel", "bench-forkexec"), ("bochs", "bench-forkexec"), 1.05, False),
+    ("boot-bochs", "boot to init no slower than 1.02× plain Bochs (accel / Bochs ≤ 1.02)",
+     ("accel", "boot"), ("bochs", "boot"), 1.02, False),
+]
+
+
+def _med_value(med: dict, system: str, what: str):
+    m = med.get(system)
+    if not m:
+        return None
+    return m.get("boot_s") if what == "boot" else m.get("times", {}).get(what)
+
+
+def evaluate_targets(med: dict) -> list[dict]:
+    """Each target with its numbers and status "met", "missed" or "not evaluated"."""
+    out = []
+    for tid, desc, (ns, nw), (ds, dw), limit, strict in TARGETS:
+        a, b = _med_value(med, ns, nw), _med_value(med, ds, dw)
+        r = ratio(a, b)
+        if r is None:
+            status = "not evaluated"
+        else:
+            status = "met" if (r < limit if strict else r <= limit) else "missed"
+        out.append({"id": tid, "target": desc, "numerator": {"system": ns, "what": nw, "value": a},
+                    "denominator": {"system": ds, "what": dw, "value": b}, "ratio": r,
+                    "limit": limit, "strict": strict, "status": status})
+    return out
+
+
+def fmt_s(v) -> str:
+    return "–" if v is None else f"{v:.3f}" if v < 1 else f"{v:.2f}"
+
+
+def fmt_x(v) -> str:
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def render_markdown(rep: dict) -> str:
+    """report.md from the report.json dictionary."""
+    systems, benchmarks, med = rep["systems"], rep["benchmarks"], rep["medians"]
+    rat = rep["ratios"]
+    cfg = rep.get("config", {})
+    L = [f"# plex86-accel benchmarks ({cfg.get('kernel', '?')} kernel)", ""]
+    L.append(f"{cfg.get('runs', '?')} run(s) per system, interleaved; started {cfg.get('started', '?')}"
+             f" on {cfg.get('host', {}).get('cpu', 'this host')}. Medians of host wall-clock seconds "
+             "per benchmark (between the program's @@BEGIN and @@END lines as seen by the host).")
+    if "qemu" in systems:
+        L.append(f"QEMU: `{cfg.get('qemu_command', QEMU)}`.")
+    L.append("")
+    head = "| benchmark |" + "".join(f" {LABELS[s]} (s) |" for s in systems)
+    rule = "|---|" + "---:|" * len(systems)
+    extra = []
+    if "bochs" in systems and "accel" in systems:
+        extra.append(("accel_speedup_vs_bochs", "accel speedup over plain Bochs"))
+    if "native" in systems and "accel" in systems:
+        extra.append(("accel_over_native", "accel / native"))
+    if "qemu" in systems and "accel" in systems:
+        extra.append(("qemu_over_accel", "accel speedup over QEMU (QEMU / accel)"))
+    head += "".join(f" {label} |" for _, label in extra)
+    rule += "---:|" * len(extra)
+    L += [head, rule]
+    for b in benchmarks:
+        row = f"| {b} |" + "".join(f" {fmt_s(med[s]['times'].get(b))} |" for s in systems)
+        row += "".join(f" {fmt_x(rat[b].get(k))} |" for k, _ in extra)
+        L.append(row)
+    emu = [s for s in systems if s in EMULATED]
+    if emu:
+        L += ["", "Boot to init (host seconds from starting the emulator to the guest's `@@INIT` line), medians:", ""]
+        L.append("| " + " | ".join(LABELS[s] for s in emu) + " |")
+        L.append("|" + "---:|" * len(emu))
+        L.append("| " + " | ".join(f"{fmt_s(med[s]['boot_s'])} s" for s in emu) + " |")
+        if "bochs" in emu and "accel" in emu:
+            L += ["", f"accel / plain Bochs boot: {fmt_x(rat['boot'].get('accel_over_bochs'))}"]
+    L += ["", "## Targets", "", "| target | numbers (medians) | ratio | status |", "|---|---|---:|---|"]
+    for t in rep["targets"]:
+        n, d = t["numerator"], t["denominator"]
+        nums = (f"{n['system']} {fmt_s(n['value'])} s / {d['system']} {fmt_s(d['value'])} s"
+                if t["ratio"] is not None else "–")
+        st = {"met": "met", "missed": "**missed**"}.get(t["status"], t["status"])
+        L.append(f"| {t['target']} | {nums} | {fmt_x(t['ratio'])} | {st} |")
+    L += ["", "## Correctness", ""]
+    if rep["problems"]:
+        L.append(f"**{len(rep['problems'])} problem(s)** (results differing from the native oracle, "
+                 "or incomplete runs):")
+        L.append("")
+        L += [f"- {p}" for p in rep["problems"]]
+    else:
+        L.append("Every run completed and every benchmark result matched the native oracle "
+                 f"({rep.get('oracle', 'native run')}).")
+    L += ["", "## All runs (host seconds)", ""]
+    L.append("| round | system | " + " | ".join(benchmarks) + " | boot | run wall |")
+    L.append("|---:|---|" + "---:|" * (len(benchmarks) + 2))
+    for r in rep["runs"]:
+        L.append(f"| {r['round']} | {r['system']} | " + " | ".join(fmt_s(r["times"].get(b)) for b in benchmarks)
+                 + f" | {fmt_s(r.get('boot_s'))} | {fmt_s(r.get('wall_s'))} |")
+    if rep.get("chart"):
+        L += ["", f"Chart: `{rep['chart']}` (log scale)."]
+    return "\n".join(L) + "\n"
+
+
+def gnuplot_data(rep: dict) -> str:
+    """Whitespace-separated table for gnuplot: benchmark, then one median per system ("NaN" if missing)."""
+    lines = ["# bench " + " ".join(rep["systems"])]
+    for b in rep["benchmarks"]:
+        vals = [rep["medians"][s]["times"].get(b) for s in rep["systems"]]
+        lines.append(b + " " + " ".join("NaN" if v is None else f"{v:.6g}" for v in vals))
+    return "\n".join(lines) + "\n"
+
+
+def gnuplot_script(rep: dict, data_path: str, png_path: str) -> str:
+    cols = len(rep["systems"])
+    vals = [v for s in rep["systems"] for v in rep["medians"][s]["times"].values() if v]
+    lo = 10 ** math.floor(math.log10(min(vals))) if vals else 0.01
+    hi = 10 ** math.ceil(math.log10(max(vals))) if vals else 100
+    colors = {"native": "#4daf4a", "bochs": "#e41a1c", "accel": "#377eb8", "qemu": "#ff7f00"}
+    plots = ", ".join(
+        f"'{data_path}' using {i + 2}:xtic(1) title '{LABELS[s]}' lc rgb '{colors[s]}'"
+        for i, s in enumerate(rep["systems"]))
+    return "\n".join([
+        "set terminal pngcairo size 1100,600 font 'Sans,11'",
+        f"set output '{png_path}'",
+        f"set title 'Workload-suite benchmarks, {rep.get('config', {}).get('kernel', '')} kernel "
+        f"(median of {rep.get('config', {}).get('runs', '?')} run(s); lower is better)'",
+        "set style data histogram",
+        "set style histogram cluster gap 1",
+        "set style fill solid 0.85 border -1",
+        "set boxwidth 0.9",
+        "set logscale y",
+        f"set yrange [{lo}:{hi}]",
+        "set ylabel 'host wall-clock seconds (log scale)'",
+        "set grid ytics mytics",
+        "set key above horizontal",
+        "set xtics nomirror",
+        "set datafile missing 'NaN'",
+        f"plot {plots}" if cols else "",
+        "",
+    ])
+
+
+# ---------------------------------------------------------------------------
+# runners
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def run_native(out_json: Path, programs: str, no_build: bool) -> dict | None:
+    cmd = [str(ROOT / "ci" / "run-native"), "--programs", programs, "--json", str(out_json), "--quiet"]
+    if no_build:
+        cmd.append("--no-build")
+    subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return _load(out_json)
+
+
+def run_bochs(out_json: Path, kernel: str, accel: bool, programs: str, timeout: float) -> dict | None:
+    cmd = [str(ROOT / "ci" / "run-guest"), "--kernel", kernel, "--accel", "on" if accel else "off",
+           "--programs", programs, "--no-build", "--timeout", str(timeout), "--json", str(out_json)]
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr[-2000:])
+    return _load(out_json)
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def qemu_command(iso: Path, serial: Path) -> list[str]:
+    return [QEMU, "-accel", "tcg", "-cpu", QEMU_CPU, "-m", str(QEMU_MEGS),
+            "-cdrom", str(iso), "-boot", "d", "-no-reboot",
+            "-display", "none", "-monitor", "none", "-serial", f"file:{serial}",
+            "-rtc", "base=2025-01-01T00:00:00"]
+
+
+def qemu_append(cmdline: str) -> str:
+    """The guest kernel command line for QEMU: target/guest/cmdline without tsc_early_khz=
+    (that pins the TSC rate to Bochs's ips; QEMU's TSC runs at the host's rate)."""
+    return " ".join(w for w in cmdline.split() if not w.startswith("tsc_early_khz="))
+
+
+def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float) -> dict:
+    """Boots the guest under qemu-system-i386 TCG with the same kernel, base initramfs and
+    run spec (SUITE_ONLY=programs) as ci/run-guest, and writes run-guest's JSON shape."""
+    g = guestrun.GUEST_OUT
+    base_img, vmlinuz = g / "iso" / "base.img", g / "iso" / f"vmlinuz-{kernel}"
+    for p in (base_img, vmlinuz, g / "cmdline"):
+        if not p.exists():
+            raise SystemExit(f"bench: {p} is missing: run ci/build-guest")
+    append = qemu_append((g / "cmdline").read_text().strip())
+    run_id = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{kernel}-qemu-{os.getpid()}"
+    rundir = guestrun.TARGET / "run" / run_id
+    rundir.mkdir(parents=True)
+    spec = ["# written by ci/bench (qemu)", "SUITE=1", f"SUITE_ONLY={shlex.quote(programs)}"]
+    run_img = rundir / "run.img"
+    guestrun.build_run_img(run_img, "\n".join(spec) + "\n", None)
+    iso = rundir / "guest.iso"
+    guestrun.make_iso(iso, vmlinuz, [("base.img", base_img), ("run.img", run_img)], append,
+                      rundir / "isolinux.cfg")
+    serial = rundir / "serial.txt"
+    serial.touch()
+    cmd = qemu_command(iso, serial)
+    cap = guestrun.boot_and_capture(cmd, rundir, serial, rundir / "qemu.out", timeout)
+    lines, rc, wall = cap["lines"], cap["rc"], cap["wall"]
+    killed_for, panic_at, poweroff_at = cap["killed_for"], cap["panic_at"], cap["poweroff_at"]
+    if killed_for:
+        reason = killed_for
+    elif panic_at is not None:
+        reason = "kernel-panic"
+    elif rc == 0 and poweroff_at is not None:
+        reason = "poweroff"  # ACPI soft-off: QEMU exits with status 0
+    else:
+        reason = "qemu-error"
+    parsed = guestrun.parse_suite(lines)
+    init_line = next(((t, s[s.index("@@INIT"):]) for t, s in lines if "@@INIT" in s), None)
+    uptime = guestrun.num(guestrun.kv(init_line[1].split()[1:]).get("uptime")) if init_line else None
+    result = {
+        "system": "qemu", "kernel": kernel, "accel": "tcg", "qemu": cmd, "run_dir": str(rundir),
+        "cmdline": append,
+        "boot": {"guest_uptime_s": uptime if isinstance(uptime, (int, float)) else None,
+                 "host_wall_s": round(init_line[0], 3) if init_line else None},
+        "host_wall_s": round(wall, 3), "qemu_exit": rc, "stop_reason": reason,
+        "complete": parsed["complete"], "failures": parsed["problems"],
+        "suite": {"requested": True, "done": parsed["done"], "summary": parsed["summary"],
+                  "problems": parsed["problems"]},
+        "programs": parsed["programs"], "console": str(serial),
+        "console_timestamped": str(rundir / "console-ts.txt"),
+    }
+    for p in result["programs"]:
+        p["output_tail"] = p.pop("output", [])[-20:]
+    if reason != "poweroff":
+        result["qemu_out_tail"] = guestrun.tail(rundir / "qemu.out", 20)
+    else:
+        iso.unlink(missing_ok=True)
+    Path(out_json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_problems(system: str, data: dict | None) -> list[str]:
+    """Why a run is not usable (beyond result mismatches)."""
+    if data is None:
+        return ["no JSON written"]
+    out = []
+    if system in EMULATED and data.get("stop_reason") != "poweroff":
+        out.append(f"stop_reason={data.get('stop_reason')}")
+    out += list(data.get("failures") or [])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# main
+
+
+def ensure_tools(systems: list[str]) -> None:
+    pkgs = ["gnuplot-nox"] if not shutil.which("gnuplot") else []
+    if "qemu" in systems and not shutil.which(QEMU):
+        pkgs.append("qemu-system-x86")
+    if pkgs:
+        r = subprocess.run(["bash", "-c", f'source "{ROOT}/ci/lib/common.sh" && ensure_packages "$@"',
+                            "ensure_packages", *pkgs], stdout=sys.stderr)
+        if r.returncode != 0:
+            raise SystemExit(2)
+
+
+def build(systems: list[str]) -> None:
+    steps = []
+    if "bochs" in systems:
+        steps.append([str(ROOT / "ci" / "build-bochs"), "--variant", "plain"])
+    if "accel" in systems:
+        steps.append([str(ROOT / "ci" / "build-bochs"), "--variant", "accel"])
+        steps.append(["cargo", "build", "--release", "-q", "-p", "accel-core", "--lib"])
+        steps.append(["cargo", "build", "--release", "-q", "-p", "host-driver", "--bin", "plex86-executor"])
+    steps.append([str(ROOT / "ci" / "build-guest")])  # also builds the suite for ci/run-native
+    for cmd in steps:
+        log(" ".join(cmd[:1] + cmd[1:]).replace(str(ROOT) + "/", ""))
+        r = subprocess.run(cmd, cwd=ROOT, stdout=sys.stderr)
+        if r.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(cmd)} failed ({r.returncode})")
+
+
+def draw_chart(rep: dict, out: Path) -> str | None:
+    data, script, png = out / "chart.dat", out / "chart.gp", out / "chart.png"
+    data.write_text(gnuplot_data(rep))
+    script.write_text(gnuplot_script(rep, str(data), str(png)))
+    r = subprocess.run(["gnuplot", str(script)], stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        log(f"gnuplot failed: {r.stderr.strip()[-500:]}")
+        return None
+    return str(png)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="ci/bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--kernel", choices=("686", "686-pae"), default="686-pae")
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
+    ap.add_argument("--programs", help="benchmarks to run (default: the manifest's benchmark lines)")
+    ap.add_argument("--no-build", action="store_true", help="skip the initial build step")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="per emulated run (s)")
+    a = ap.parse_args(argv)
+    systems = [s for s in a.systems.split(",") if s]
+    bad = [s for s in systems if s not in SYSTEMS]
+    if bad or not systems or a.runs < 1:
+        ap.error(f"--systems takes a subset of {','.join(SYSTEMS)}; --runs ≥ 1")
+    systems = [s for s in SYSTEMS if s in systems]  # canonical order
+    benchmarks = manifest_benchmarks(MANIFEST.read_text())
+    if a.programs:
+        wanted = [p for p in a.programs.split(",") if p]
+        unknown = [p for p in wanted if p not in benchmarks]
+        if unknown:
+            ap.error(f"not benchmarks of {MANIFEST}: {', '.join(unknown)}")
+        benchmarks = [b for b in benchmarks if b in wanted]
+    programs = ",".join(benchmarks)
+    out = Path(a.out).resolve()
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+
+    ensure_tools(systems)
+    if not a.no_build:
+        build(systems)
+
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    runs: list[dict] = []
+    problems: list[str] = []
+    oracle = None
+    oracle_label = None
+    if "native" not in systems:  # an untimed native run, only as the oracle
+        log("native oracle run (not in --systems, so not timed)")
+        oracle = run_native(out / "runs" / "oracle-native.json", programs, no_build=True)
+        oracle_label = "an untimed native run before round 1"
+        if oracle is None or run_problems("native", oracle):
+            problems.append(f"native oracle: {'; '.join(run_problems('native', oracle))}")
+    for rnd in range(1, a.runs + 1):
+        for s in systems:
+            path = out / "runs" / f"r{rnd}-{s}.json"
+            path.unlink(missing_ok=True)
+            t0 = time.monotonic()
+            if s == "native":
+                data = run_native(path, programs, no_build=True)
+            elif s == "qemu":
+                data = run_qemu(path, a.kernel, programs, a.timeout)
+            else:
+                data = run_bochs(path, a.kernel, s == "accel", programs, a.timeout)
+            wall = time.monotonic() - t0
+            rec = summarize_run(s, rnd, data, benchmarks)
+            rec["wall_s"] = round(wall, 3)
+            rec["json"] = str(path)
+            rec["run_dir"] = (data or {}).get("run_dir")
+            probs = run_problems(s, data)
+            if s == "native" and oracle is None and data is not None and not probs:
+                oracle, oracle_label = data, f"native run of round {rnd}"
+            mism = suite.compare(oracle, data, "native", s, names=benchmarks) if (oracle and data) else []
+            if data is not None and oracle is None:
+                mism = ["no native oracle to compare with"]
+            rec["problems"], rec["mismatches"] = probs, mism
+            problems += [f"round {rnd} {s}: {p}" for p in probs + mism]
+            runs.append(rec)
+            flag = "" if not (probs or mism) else f" ({len(probs) + len(mism)} problem(s))"
+            log(f"run {rnd}/{a.runs} {s}: {wall:.0f} s{flag}")
+
+    med = compute_medians(runs, systems, benchmarks)
+    host = {}
+    try:
+        host = next((r for r in [oracle] if r), {}).get("host") or {}
+    except AttributeError:
+        pass
+    rep = {
+        "config": {"runs": a.runs, "kernel": a.kernel, "systems": systems, "started": started,
+                   "host": host, "programs": programs,
+                   "qemu_command": " ".join(qemu_command(Path("RUN/guest.iso"), Path("RUN/serial.txt")))
+                   + " (kernel cmdline: target/guest/cmdline without tsc_early_khz=)"},
+        "systems": systems, "benchmarks": benchmarks, "oracle": oracle_label,
+        "runs": runs, "medians": med, "ratios": compute_ratios(med, benchmarks),
+        "targets": evaluate_targets(med), "problems": problems,
+    }
+    rep["chart"] = draw_chart(rep, out)
+    (out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
+    (out / "report.md").write_text(render_markdown(rep))
+    log(f"report: {out / 'report.md'}; chart: {rep['chart']}")
+    for t in rep["targets"]:
+        log(f"target {t['id']}: {t['status']} ({fmt_x(t['ratio'])})")
+    if problems:
+        log(f"{len(problems)} problem(s); see the report")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

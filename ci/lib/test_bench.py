@@ -1,0 +1,191 @@
+"""Unit tests of the pure parts of ci/lib/bench.py (stdlib unittest; no emulator is started).
+
+    python3 -m unittest discover -s ci/lib -p 'test_*.py'
+"""
+import math
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+BENCHES = ["bench-compute", "bench-syscall", "bench-pagefault", "bench-forkexec", "bench-mixed"]
+
+
+def run_json(times: dict, boot=None, stop="poweroff"):
+    """A minimal run-guest / run-native JSON with host_wall_s per program."""
+    d = {"programs": [{"name": n, "status": 0, "result": "ok", "host_wall_s": t, "guest_s": t}
+                      for n, t in times.items()],
+         "failures": []}
+    if boot is not None:
+        d["boot"] = {"host_wall_s": boot}
+        d["stop_reason"] = stop
+    return d
+
+
+# medians wanted: native, bochs, accel, qemu
+SYNTH = {
+    "native": [{"bench-compute": 1.0, "bench-syscall": 0.04, "bench-pagefault": 0.03,
+                "bench-forkexec": 0.2, "bench-mixed": 1.1}] * 3,
+    "bochs": [{"bench-compute": 50.0 + i, "bench-syscall": 2.0, "bench-pagefault": 1.0,
+               "bench-forkexec": 5.0, "bench-mixed": 40.0} for i in range(3)],
+    "accel": [{"bench-compute": 1.05, "bench-syscall": 2.2 - 0.1 * i, "bench-pagefault": 1.0,
+               "bench-forkexec": 5.5, "bench-mixed": 4.0} for i in range(3)],
+    "qemu": [{"bench-compute": 4.0, "bench-syscall": 0.2, "bench-pagefault": 0.3,
+              "bench-forkexec": 1.2, "bench-mixed": 5.0}] * 3,
+}
+BOOT = {"bochs": [10.0, 11.0, 12.0], "accel": [11.3, 11.0, 11.1], "qemu": [5.0, 5.0, 5.0]}
+
+
+def synthetic_report():
+    runs = []
+    for rnd in range(3):
+        for s in bench.SYSTEMS:
+            data = run_json(SYNTH[s][rnd], BOOT[s][rnd] if s in BOOT else None)
+            rec = bench.summarize_run(s, rnd + 1, data, BENCHES)
+            rec["wall_s"] = 1.0
+            runs.append(rec)
+    med = bench.compute_medians(runs, list(bench.SYSTEMS), BENCHES)
+    return {"config": {"runs": 3, "kernel": "686-pae", "started": "2026-01-01T00:00:00",
+                       "host": {"cpu": "Test CPU"}},
+            "systems": list(bench.SYSTEMS), "benchmarks": BENCHES, "oracle": "native run of round 1",
+            "runs": runs, "medians": med, "ratios": bench.compute_ratios(med, BENCHES),
+            "targets": bench.evaluate_targets(med), "problems": [], "chart": "target/bench/chart.png"}
+
+
+class Pure(unittest.TestCase):
+    def test_median(self):
+        self.assertEqual(bench.median([3, 1, 2]), 2)
+        self.assertEqual(bench.median([4, 1, 2, 3]), 2.5)
+        self.assertEqual(bench.median([None, 5, float("nan")]), 5)
+        self.assertIsNone(bench.median([]))
+        self.assertIsNone(bench.median([None]))
+
+    def test_ratio(self):
+        self.assertAlmostEqual(bench.ratio(3, 2), 1.5)
+        self.assertIsNone(bench.ratio(None, 2))
+        self.assertIsNone(bench.ratio(1, 0))
+        self.assertIsNone(bench.ratio(1, None))
+
+    def test_manifest_benchmarks(self):
+        text = ("# comment\ncpuid correctness static\nbench-a benchmark static 10\n"
+                "\nbench-b  benchmark dynamic # tail\nshort benchmark\n")
+        self.assertEqual(bench.manifest_benchmarks(text), ["bench-a", "bench-b"])
+
+    def test_manifest_file_has_the_issue_benchmarks(self):
+        names = bench.manifest_benchmarks(bench.MANIFEST.read_text())
+        for b in ("bench-compute", "bench-syscall", "bench-pagefault", "bench-forkexec"):
+            self.assertIn(b, names)
+
+    def test_summarize_run(self):
+        rec = bench.summarize_run("accel", 2, run_json({"bench-compute": 1.5}, boot=11.0), BENCHES)
+        self.assertEqual(rec["times"]["bench-compute"], 1.5)
+        self.assertIsNone(rec["times"]["bench-syscall"])
+        self.assertEqual(rec["boot_s"], 11.0)
+        self.assertEqual(rec["round"], 2)
+        nat = bench.summarize_run("native", 1, run_json({"bench-compute": 1.0}), BENCHES)
+        self.assertIsNone(nat["boot_s"])
+        empty = bench.summarize_run("qemu", 1, None, BENCHES)
+        self.assertIsNone(empty["times"]["bench-compute"])
+
+    def test_medians_and_ratios(self):
+        rep = synthetic_report()
+        med = rep["medians"]
+        self.assertEqual(med["bochs"]["times"]["bench-compute"], 51.0)
+        self.assertAlmostEqual(med["accel"]["times"]["bench-syscall"], 2.1)
+        self.assertEqual(med["bochs"]["boot_s"], 11.0)
+        self.assertEqual(med["accel"]["boot_s"], 11.1)
+        self.assertIsNone(med["native"]["boot_s"])
+        self.assertEqual(med["accel"]["runs"], 3)
+        r = rep["ratios"]["bench-compute"]
+        self.assertAlmostEqual(r["accel_speedup_vs_bochs"], 51.0 / 1.05)
+        self.assertAlmostEqual(r["accel_over_native"], 1.05)
+        self.assertAlmostEqual(r["qemu_over_accel"], 4.0 / 1.05)
+        self.assertAlmostEqual(rep["ratios"]["boot"]["accel_over_bochs"], 11.1 / 11.0)
+
+    def test_targets(self):
+        t = {x["id"]: x for x in synthetic_report()["targets"]}
+        self.assertEqual(t["compute-native"]["status"], "met")     # 1.05 ≤ 1.10
+        self.assertEqual(t["compute-qemu"]["status"], "met")       # 1.05 < 4.0
+        self.assertEqual(t["syscall-bochs"]["status"], "met")      # 2.1 / 2.0 = 1.05 ≤ 1.05
+        self.assertEqual(t["pagefault-bochs"]["status"], "met")    # 1.0
+        self.assertEqual(t["forkexec-bochs"]["status"], "missed")  # 1.10 > 1.05
+        self.assertEqual(t["boot-bochs"]["status"], "met")         # 11.1 / 11.0 ≈ 1.009
+        self.assertAlmostEqual(t["forkexec-bochs"]["ratio"], 1.1)
+
+    def test_targets_limits(self):
+        def med(accel_c, native_c, qemu_c, accel_boot, bochs_boot):
+            return {"accel": {"times": {"bench-compute": accel_c}, "boot_s": accel_boot},
+                    "native": {"times": {"bench-compute": native_c}, "boot_s": None},
+                    "qemu": {"times": {"bench-compute": qemu_c}, "boot_s": 1.0},
+                    "bochs": {"times": {}, "boot_s": bochs_boot}}
+        t = {x["id"]: x for x in bench.evaluate_targets(med(1.2, 1.0, 1.2, 10.3, 10.0))}
+        self.assertEqual(t["compute-native"]["status"], "missed")
+        self.assertEqual(t["compute-qemu"]["status"], "missed")  # equal is not faster
+        self.assertEqual(t["boot-bochs"]["status"], "missed")
+        self.assertEqual(t["syscall-bochs"]["status"], "not evaluated")
+        self.assertIsNone(t["syscall-bochs"]["ratio"])
+
+    def test_targets_missing_systems(self):
+        t = bench.evaluate_targets({"native": {"times": {"bench-compute": 1.0}, "boot_s": None}})
+        self.assertTrue(all(x["status"] == "not evaluated" for x in t))
+
+    def test_render_markdown(self):
+        rep = synthetic_report()
+        md = bench.render_markdown(rep)
+        self.assertIn("# plex86-accel benchmarks (686-pae kernel)", md)
+        self.assertIn("| bench-compute | 1.00 | 51.00 | 1.05 | 4.00 | 48.57× | 1.05× | 3.81× |", md)
+        self.assertIn("| 11.00 s | 11.10 s | 5.00 s |", md)
+        self.assertIn("bench-forkexec no slower than 1.05× plain Bochs", md)
+        self.assertIn("| **missed** |", md)
+        self.assertIn("matched the native oracle (native run of round 1)", md)
+        self.assertIn("target/bench/chart.png", md)
+        self.assertEqual(md.count("\n| 3 | "), len(bench.SYSTEMS))  # all-runs table: round 3 rows
+
+    def test_render_markdown_problems_and_subset(self):
+        rep = synthetic_report()
+        systems = ["native", "accel"]
+        rep["systems"] = systems
+        rep["medians"] = {s: rep["medians"][s] for s in systems}
+        rep["runs"] = [r for r in rep["runs"] if r["system"] in systems]
+        rep["targets"] = bench.evaluate_targets(rep["medians"])
+        rep["ratios"] = bench.compute_ratios(rep["medians"], BENCHES)
+        rep["problems"] = ["round 1 accel: bench-mixed: result native=a accel=b"]
+        md = bench.render_markdown(rep)
+        self.assertIn("**1 problem(s)**", md)
+        self.assertIn("- round 1 accel: bench-mixed: result native=a accel=b", md)
+        self.assertNotIn("plain Bochs (s)", md)
+        self.assertNotIn("QEMU / accel", md)
+        self.assertIn("not evaluated", md)
+
+    def test_gnuplot_data_and_script(self):
+        rep = synthetic_report()
+        rep["medians"]["qemu"]["times"]["bench-mixed"] = None
+        data = bench.gnuplot_data(rep).splitlines()
+        self.assertEqual(data[0], "# bench native bochs accel qemu")
+        self.assertEqual(data[1].split(), ["bench-compute", "1", "51", "1.05", "4"])
+        self.assertTrue(data[5].endswith(" NaN"))
+        gp = bench.gnuplot_script(rep, "d.dat", "c.png")
+        self.assertIn("set logscale y", gp)
+        self.assertIn("set yrange [0.01:100]", gp)
+        self.assertEqual(gp.count("xtic(1)"), 4)
+
+    def test_qemu_append_and_command(self):
+        self.assertEqual(bench.qemu_append("console=ttyS0,115200 quiet tsc_early_khz=60000 x"),
+                         "console=ttyS0,115200 quiet x")
+        cmd = bench.qemu_command(Path("/r/guest.iso"), Path("/r/serial.txt"))
+        self.assertEqual(cmd[0], "qemu-system-i386")
+        self.assertIn("tcg", cmd)
+        self.assertIn("-no-reboot", cmd)
+        self.assertIn("file:/r/serial.txt", cmd)
+
+    def test_run_problems(self):
+        self.assertEqual(bench.run_problems("qemu", None), ["no JSON written"])
+        self.assertEqual(bench.run_problems("bochs", run_json({"x": 1}, boot=1, stop="timeout")),
+                         ["stop_reason=timeout"])
+        self.assertEqual(bench.run_problems("native", run_json({"x": 1})), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
