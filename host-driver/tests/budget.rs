@@ -79,3 +79,43 @@ fn a_stopped_executor_is_reported_and_killed_not_waited_for() {
         "killed: later runs fail at once"
     );
 }
+
+#[test]
+fn a_run_that_ends_early_does_not_wait_for_its_budget() {
+    // The library sleeps until shortly before a run's budget ends; an exception long before
+    // that must still wake it at once (through the executor's futex wake).
+    let mut vm = Vm::new(Mode::TwoLevel);
+    vm.code(|a| a.hlt());
+    let started = std::time::Instant::now();
+    let exit = vm
+        .exe
+        .run(&mut vm.state, Duration::from_secs(30), &[])
+        .unwrap();
+    assert_ne!(exit.reason, ExitReason::BudgetExpired);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "returned after {:?} of a 30 s budget",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_executor_killed_during_a_long_run_is_reported_within_seconds() {
+    let (mut exe, mut vm) = looping_vm(BudgetClock::Monotonic);
+    let pid = exe.pid().expect("running").to_string();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        std::process::Command::new("kill").args(["-KILL", &pid]).status()
+    });
+    let started = std::time::Instant::now();
+    match exe.run(&mut vm.state, Duration::from_secs(60), &[]) {
+        Err(DriverError::ExecutorDied(_)) => {}
+        other => panic!("expected ExecutorDied, got {other:?}"),
+    }
+    assert!(killer.join().unwrap().expect("kill(1)").success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "noticed after {:?} of a 60 s budget",
+        started.elapsed()
+    );
+}
