@@ -7,7 +7,12 @@
 pub const HEADER: &str = include_str!("../include/plex86_accel.h");
 
 /// Types, constants and function declarations generated from the header.
-#[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, missing_docs)]
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    missing_docs
+)]
 #[allow(clippy::all)]
 pub mod raw {
     include!("bindings.rs");
@@ -29,12 +34,18 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("#define PLEX86_ACCEL_ABI_VERSION "))
             .expect("the header defines PLEX86_ACCEL_ABI_VERSION");
-        assert_eq!(define.trim().trim_end_matches('u').parse::<u32>().unwrap(), ABI_VERSION);
+        assert_eq!(
+            define.trim().trim_end_matches('u').parse::<u32>().unwrap(),
+            ABI_VERSION
+        );
     }
 
     #[test]
     fn version_symbol_is_a_c_string() {
         assert_eq!(VERSION_SYMBOL.last(), Some(&0));
-        assert_eq!(&VERSION_SYMBOL[..VERSION_SYMBOL.len() - 1], b"plex86_accel_abi_version");
+        assert_eq!(
+            &VERSION_SYMBOL[..VERSION_SYMBOL.len() - 1],
+            b"plex86_accel_abi_version"
+        );
     }
 }

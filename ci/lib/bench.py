@@ -16,6 +16,10 @@ goes to OUT/runs/, and OUT gets report.md, report.json and chart.png (gnuplot). 
 host wall-clock seconds between a program's @@BEGIN and @@END lines as seen by the host;
 boot is host seconds from starting the emulator to the guest's @@INIT line.
 
+After the rounds (unless --no-profile), one accelerated boot running no program and one per
+benchmark give each benchmark's own accelerator statistics: the report's "Where the
+accelerated time goes" table and, for each missed target, what bounds it.
+
 Exit status: 0 if every run completed and matched the native oracle, 1 otherwise (the
 report is written first), 2 on usage/setup errors.
 """
@@ -162,6 +166,87 @@ def evaluate_targets(med: dict) -> list[dict]:
     return out
 
 
+# Counters of the accelerator statistics (accel-core/src/stats.rs) that a profile subtracts.
+STAT_COUNTERS = ("calls", "runs", "native_ns", "run_wall_ns", "demand_fills")
+
+
+def stats_delta(bench_stats: dict, base_stats: dict) -> dict:
+    """The accelerator statistics of a boot that ran one benchmark minus those of a boot that
+    ran none: what the benchmark itself cost (boot and shutdown cancel out)."""
+    out = {k: (bench_stats.get(k) or 0) - (base_stats.get(k) or 0) for k in STAT_COUNTERS}
+    for group in ("exits", "declines"):
+        b, a = bench_stats.get(group) or {}, base_stats.get(group) or {}
+        out[group] = {k: b.get(k, 0) - a.get(k, 0) for k in b if b.get(k, 0) - a.get(k, 0) > 0}
+    return out
+
+
+def time_split(wall_s: float, delta: dict) -> dict:
+    """Where an accelerated benchmark's host time went: native guest code, entering and leaving
+    it (library wall time of the runs minus their native time), and the rest, which Bochs spent
+    emulating (the guest kernel, devices, user code it did not enter)."""
+    native = max(delta.get("native_ns", 0), 0) / 1e9
+    run_wall = max(delta.get("run_wall_ns", 0), 0) / 1e9
+    runs = max(delta.get("runs", 0), 0)
+    overhead = max(run_wall - native, 0.0)
+    top = lambda d: sorted(((k, v) for k, v in (d or {}).items() if v > 0), key=lambda kv: -kv[1])[:3]
+    return {"wall_s": wall_s, "native_s": native, "overhead_s": overhead,
+            "emulated_s": max(wall_s - run_wall, 0.0), "runs": runs,
+            "runs_per_s": runs / wall_s if wall_s > 0 else None,
+            "overhead_us_per_run": overhead / runs * 1e6 if runs else None,
+            "fills": max(delta.get("demand_fills", 0), 0),
+            "exits": top(delta.get("exits")), "declines": top(delta.get("declines"))}
+
+
+def spread(runs: list[dict], system: str, what: str) -> tuple | None:
+    """(min, max) over the runs of a system for a benchmark or "boot"; None without numbers."""
+    xs = [r.get("boot_s") if what == "boot" else r["times"].get(what)
+          for r in runs if r["system"] == system]
+    xs = [x for x in xs if isinstance(x, (int, float))]
+    return (min(xs), max(xs)) if xs else None
+
+
+def bounds_notes(rep: dict) -> list[str]:
+    """For each missed target, what bounds it, in numbers from this report (medians, spreads
+    over the rounds, and the per-benchmark profile)."""
+    notes = []
+    prof = rep.get("profile") or {}
+    for t in rep["targets"]:
+        if t["status"] != "missed":
+            continue
+        n, d = t["numerator"], t["denominator"]
+        what = n["what"]
+        line = f"**{t['id']}** ({fmt_x(t['ratio'])} against ≤ {t['limit']:.2f}×):"
+        sp_n, sp_d = spread(rep["runs"], n["system"], what), spread(rep["runs"], d["system"], what)
+        if sp_n and sp_d:
+            line += (f" {LABELS[n['system']]} ranged {fmt_s(sp_n[0])}–{fmt_s(sp_n[1])} s and "
+                     f"{LABELS[d['system']]} {fmt_s(sp_d[0])}–{fmt_s(sp_d[1])} s over the rounds")
+            if sp_n[0] <= sp_d[1] * t["limit"]:
+                line += " (the ranges overlap within the target: more rounds would tell)"
+            line += "."
+        p = prof.get(what)
+        if p:
+            line += (f" Profile (one accelerated boot running only {what}): {fmt_s(p['wall_s'])} s, of which "
+                     f"{fmt_s(p['native_s'])} s native, {fmt_s(p['overhead_s'])} s entering and leaving "
+                     f"native code ({p['runs']} runs")
+            if p["overhead_us_per_run"] is not None:
+                line += f", {p['overhead_us_per_run']:.0f} µs each"
+            line += (f"), {fmt_s(p['emulated_s'])} s emulated by Bochs (the guest kernel, devices, "
+                     "user code not entered).")
+            if d["system"] == "native" and d["value"]:
+                excess = n["value"] - d["value"]
+                line += (f" The {fmt_s(excess)} s above native are bounded below by the exits: "
+                         f"{p['runs']} runs ended by timer events, system calls and faults, each "
+                         "followed by Bochs emulating what caused it.")
+            elif d["system"] == "bochs":
+                share = p["native_s"] / p["wall_s"] if p["wall_s"] else 0
+                line += (f" Native code is {share:.0%} of it: this benchmark's time is the guest "
+                         "kernel, which Bochs emulates with or without acceleration; the "
+                         "accelerated build adds its hook and notification calls at every CPL "
+                         "change and TLB flush.")
+        notes.append(line)
+    return notes
+
+
 def fmt_s(v) -> str:
     return "–" if v is None else f"{v:.3f}" if v < 1 else f"{v:.2f}"
 
@@ -213,6 +298,26 @@ def render_markdown(rep: dict) -> str:
                 if t["ratio"] is not None else "–")
         st = {"met": "met", "missed": "**missed**"}.get(t["status"], t["status"])
         L.append(f"| {t['target']} | {nums} | {fmt_x(t['ratio'])} | {st} |")
+    prof = rep.get("profile") or {}
+    if prof:
+        L += ["", "## Where the accelerated time goes", "",
+              "One accelerated boot per benchmark running only it, minus a boot running none "
+              "(accelerator statistics, host seconds):", "",
+              "| benchmark | wall | native | enter/exit | emulated | runs (/s) | µs per run | demand fills | top exits | top declines |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+        for b in rep["benchmarks"]:
+            p = prof.get(b)
+            if not p:
+                continue
+            kv = lambda xs: ", ".join(f"{k} {v}" for k, v in xs) or "–"
+            rps = f" ({p['runs_per_s']:.0f})" if p["runs_per_s"] is not None else ""
+            us = f"{p['overhead_us_per_run']:.0f}" if p["overhead_us_per_run"] is not None else "–"
+            L.append(f"| {b} | {fmt_s(p['wall_s'])} | {fmt_s(p['native_s'])} | {fmt_s(p['overhead_s'])} | "
+                     f"{fmt_s(p['emulated_s'])} | {p['runs']}{rps} | {us} | {p['fills']} | "
+                     f"{kv(p['exits'])} | {kv(p['declines'])} |")
+    notes = bounds_notes(rep)
+    if notes:
+        L += ["", "## What bounds the missed targets", ""] + [f"- {x}" for x in notes]
     L += ["", "## Correctness", ""]
     if rep["problems"]:
         L.append(f"**{len(rep['problems'])} problem(s)** (results differing from the native oracle, "
@@ -374,6 +479,33 @@ def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float) -> dict
     return result
 
 
+def run_profile(out: Path, kernel: str, benchmarks: list[str], timeout: float,
+                problems: list[str]) -> dict:
+    """One accelerated boot running no program, then one per benchmark: each benchmark's own
+    accelerator statistics (time_split). Appends unusable runs to problems."""
+    def boot(name: str, programs: str):
+        path = out / "runs" / f"profile-{name}.json"
+        path.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        data = run_bochs(path, kernel, True, programs, timeout)
+        probs = run_problems("accel", data) + ([] if (data or {}).get("accel_stats") else ["no accel_stats"])
+        problems.extend(f"profile {name}: {p}" for p in probs)
+        log(f"profile {name}: {time.monotonic() - t0:.0f} s")
+        return None if probs else data
+
+    base = boot("none", "none")
+    if base is None:
+        return {}
+    result = {}
+    for b in benchmarks:
+        data = boot(b, b)
+        prog = next((p for p in (data or {}).get("programs", []) if p.get("name") == b), None)
+        if data is None or prog is None or prog.get("host_wall_s") is None:
+            continue
+        result[b] = time_split(prog["host_wall_s"], stats_delta(data["accel_stats"], base["accel_stats"]))
+    return result
+
+
 def run_problems(system: str, data: dict | None) -> list[str]:
     """Why a run is not usable (beyond result mismatches)."""
     if data is None:
@@ -436,6 +568,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--programs", help="benchmarks to run (default: the manifest's benchmark lines)")
     ap.add_argument("--no-build", action="store_true", help="skip the initial build step")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per emulated run (s)")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the accelerated per-benchmark profile boots after the rounds")
     a = ap.parse_args(argv)
     systems = [s for s in a.systems.split(",") if s]
     bad = [s for s in systems if s not in SYSTEMS]
@@ -496,6 +630,9 @@ def main(argv: list[str]) -> int:
             flag = "" if not (probs or mism) else f" ({len(probs) + len(mism)} problem(s))"
             log(f"run {rnd}/{a.runs} {s}: {wall:.0f} s{flag}")
 
+    profile = {}
+    if "accel" in systems and a.profile:
+        profile = run_profile(out, a.kernel, benchmarks, a.timeout, problems)
     med = compute_medians(runs, systems, benchmarks)
     host = {}
     try:
@@ -509,7 +646,7 @@ def main(argv: list[str]) -> int:
                    + " (kernel cmdline: target/guest/cmdline without tsc_early_khz=)"},
         "systems": systems, "benchmarks": benchmarks, "oracle": oracle_label,
         "runs": runs, "medians": med, "ratios": compute_ratios(med, benchmarks),
-        "targets": evaluate_targets(med), "problems": problems,
+        "targets": evaluate_targets(med), "problems": problems, "profile": profile,
     }
     rep["chart"] = draw_chart(rep, out)
     (out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")

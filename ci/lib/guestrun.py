@@ -479,6 +479,7 @@ def cmd_run(argv: list[str]) -> int:
         reason = "bochs-error"
 
     parsed = parse_suite(lines)
+    suite_requested = not (progs or "").strip().lower() == "none"
     result: dict = {
         "system": "bochs",
         "kernel": a.kernel,
@@ -495,11 +496,12 @@ def cmd_run(argv: list[str]) -> int:
         "host_wall_s": round(wall, 3),
         "bochs_exit": rc,
         "stop_reason": reason,
-        "complete": parsed["complete"],
-        "failures": parsed["problems"],
-        "suite": {"requested": not (progs or "").strip().lower() == "none",
+        "complete": parsed["complete"] if suite_requested else reason == "poweroff",
+        # without the suite (--programs none) its absence is no failure
+        "failures": list(parsed["problems"]) if suite_requested else [],
+        "suite": {"requested": suite_requested,
                   "done": parsed["done"], "summary": parsed["summary"],
-                  "problems": parsed["problems"]},
+                  "problems": parsed["problems"] if suite_requested else []},
         "programs": parsed["programs"],
         "console": str(serial),
         "console_timestamped": str(rundir / "console-ts.txt"),

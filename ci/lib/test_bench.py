@@ -186,6 +186,51 @@ class Pure(unittest.TestCase):
                          ["stop_reason=timeout"])
         self.assertEqual(bench.run_problems("native", run_json({"x": 1})), [])
 
+    def test_stats_delta_and_time_split(self):
+        base = {"calls": 100, "runs": 10, "native_ns": 1_000_000_000, "run_wall_ns": 1_100_000_000,
+                "demand_fills": 5, "exits": {"budget_expired": 10, "page_fault": 1},
+                "declines": {"short_burst": 50}}
+        bench_stats = {"calls": 1100, "runs": 1010, "native_ns": 2_000_000_000,
+                       "run_wall_ns": 2_120_000_000, "demand_fills": 65,
+                       "exits": {"budget_expired": 1000, "page_fault": 1, "system_call": 0},
+                       "declines": {"short_burst": 80, "no_budget": 3}}
+        d = bench.stats_delta(bench_stats, base)
+        self.assertEqual(d["runs"], 1000)
+        self.assertEqual(d["native_ns"], 1_000_000_000)
+        self.assertEqual(d["exits"], {"budget_expired": 990})  # unchanged and zero counts dropped
+        self.assertEqual(d["declines"], {"short_burst": 30, "no_budget": 3})
+        t = bench.time_split(1.1, d)
+        self.assertAlmostEqual(t["native_s"], 1.0)
+        self.assertAlmostEqual(t["overhead_s"], 0.02)
+        self.assertAlmostEqual(t["emulated_s"], 1.1 - 1.02)
+        self.assertAlmostEqual(t["overhead_us_per_run"], 20.0)
+        self.assertEqual(t["exits"], [("budget_expired", 990)])
+        self.assertEqual(t["declines"][0], ("short_burst", 30))
+        self.assertIsNone(bench.time_split(1.0, bench.stats_delta({}, {}))["overhead_us_per_run"])
+
+    def test_bounds_notes_only_for_missed_targets(self):
+        rep = synthetic_report()
+        missed = [t["id"] for t in rep["targets"] if t["status"] == "missed"]
+        self.assertTrue(missed)
+        self.assertEqual(len(bench.bounds_notes(rep)), len(missed))
+        rep["profile"] = {"bench-forkexec": bench.time_split(5.5, {
+            "runs": 0, "native_ns": 0, "run_wall_ns": 0, "demand_fills": 0,
+            "exits": {}, "declines": {"short_burst": 7}})}
+        notes = bench.bounds_notes(rep)
+        fork = next(n for n in notes if n.startswith("**forkexec-bochs**"))
+        self.assertIn("Native code is 0% of it", fork)
+        self.assertIn("ranged 5.50–5.50 s", fork)
+        md = bench.render_markdown(rep)
+        self.assertIn("## Where the accelerated time goes", md)
+        self.assertIn("| bench-forkexec | 5.50 | 0.000 | 0.000 | 5.50 | 0 (0) | – | 0 | – | short_burst 7 |", md)
+        self.assertIn("## What bounds the missed targets", md)
+
+    def test_spread(self):
+        rep = synthetic_report()
+        self.assertEqual(bench.spread(rep["runs"], "bochs", "boot"), (10.0, 12.0))
+        self.assertEqual(bench.spread(rep["runs"], "bochs", "bench-compute"), (50.0, 52.0))
+        self.assertIsNone(bench.spread(rep["runs"], "native", "boot"))
+
 
 if __name__ == "__main__":
     unittest.main()

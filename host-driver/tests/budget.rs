@@ -56,16 +56,23 @@ fn tiny_budgets_always_end_the_run() {
     for i in 0..2000u64 {
         let budget = Duration::from_nanos(1 + (i * 7919) % 40_000);
         let exit = exe.run(&mut vm.state, budget, &[]).unwrap();
-        assert_eq!(exit.reason, ExitReason::BudgetExpired, "run {i}, budget {budget:?}");
+        assert_eq!(
+            exit.reason,
+            ExitReason::BudgetExpired,
+            "run {i}, budget {budget:?}"
+        );
     }
 }
 
 #[test]
 fn a_stopped_executor_is_reported_and_killed_not_waited_for() {
     let (mut exe, mut vm) = looping_vm(BudgetClock::Monotonic);
-    exe.run(&mut vm.state, Duration::from_millis(1), &[]).unwrap();
+    exe.run(&mut vm.state, Duration::from_millis(1), &[])
+        .unwrap();
     let pid = exe.pid().expect("running").to_string();
-    let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status();
     assert!(stopped.expect("kill(1)").success());
     match exe.run(&mut vm.state, Duration::from_millis(1), &[]) {
         Err(DriverError::ExecutorUnresponsive(_)) => {}
@@ -105,7 +112,9 @@ fn an_executor_killed_during_a_long_run_is_reported_within_seconds() {
     let pid = exe.pid().expect("running").to_string();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        std::process::Command::new("kill").args(["-KILL", &pid]).status()
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
     });
     let started = std::time::Instant::now();
     match exe.run(&mut vm.state, Duration::from_secs(60), &[]) {
