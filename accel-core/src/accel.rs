@@ -483,7 +483,10 @@ impl<B: Backend> Accelerator<B> {
             Ok(r) => r,
             // Refused before anything was sent: the commands stay queued.
             Err(DriverError::UnsupportedState(m)) => return self.unsupported(&m),
-            Err(e) => return self.fail(format!("native run failed: {e}"), true),
+            Err(e) => {
+                let lost = self.backend.failed_run_may_have_executed();
+                return self.fail(format!("native run failed: {e}"), lost);
+            }
         };
         self.count_commands();
         self.mmu.clear();

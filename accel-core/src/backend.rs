@@ -20,6 +20,12 @@ pub trait Backend: Send {
         budget: Duration,
         commands: &[MmuCommand],
     ) -> Result<Exit<'_>, DriverError>;
+    /// After `run` failed: whether guest code may have run natively in it (see
+    /// [`Executor::failed_run_may_have_executed`]). When not, nothing was lost and emulation
+    /// can go on.
+    fn failed_run_may_have_executed(&self) -> bool {
+        true
+    }
     /// Starts over with a new plain-RAM map: a fresh executor with an empty mirror and no
     /// write-protected pages.
     fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String>;
@@ -112,6 +118,12 @@ impl Backend for ExecutorBackend {
                 host_driver::DeathCause::KilledByLibrary,
             )),
         }
+    }
+
+    fn failed_run_may_have_executed(&self) -> bool {
+        self.exe
+            .as_ref()
+            .is_some_and(Executor::failed_run_may_have_executed)
     }
 
     fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String> {

@@ -279,6 +279,14 @@ unsafe fn init(
     if let Err(m) = cfg.validate() {
         return fail(format!("config: {m}"));
     }
+    if let Some(path) = &cfg.stats_path {
+        if let Err(e) = check_writable(path) {
+            return fail(format!(
+                "stats={}: the statistics file cannot be written: {e}",
+                path.display()
+            ));
+        }
+    }
     let core: Box<dyn AccelOps> = if std::env::var_os(BACKEND_ENV).is_some_and(|v| v == "null") {
         Box::new(NullAccel::new(log.clone(), cfg.stats_path.clone()))
     } else {
@@ -303,6 +311,20 @@ unsafe fn init(
         }
     };
     Ok(register(core))
+}
+
+/// Checks at start that the statistics can be written at exit: opens the file for writing
+/// (creating it, and removing it again when it did not exist).
+fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    if !existed {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
 }
 
 /// Returns `PLEX86_ACCEL_ABI_VERSION` as this library was built.
@@ -605,6 +627,21 @@ mod tests {
             plex86_accel_shutdown as unsafe extern "C" fn(_),
         );
         assert_eq!(plex86_accel_abi_version(), bochs_ffi::ABI_VERSION);
+    }
+
+    #[test]
+    fn the_statistics_path_is_checked_at_start_and_left_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("plex86-stats-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stats.json");
+        check_writable(&file).unwrap();
+        assert!(!file.exists(), "a file the check created is removed");
+        std::fs::write(&file, "old").unwrap();
+        check_writable(&file).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "old");
+        assert!(check_writable(&dir).is_err(), "a directory");
+        assert!(check_writable(&dir.join("missing/stats.json")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
         0xea | 0x9a | 0xca | 0xcb | 0xcf => GpKind::SegmentLoad,
         0xff if matches!(reg, Some(3) | Some(5)) => GpKind::SegmentLoad,
         0xcd => {
-            let v = bytes.get(i + 1).copied().unwrap_or(0);
+            // Without the vector byte the error code cannot be matched (and 0 is no guess).
+            let Some(&v) = bytes.get(i + 1) else {
+                return GpKind::Other;
+            };
             if error_code == (u32::from(v) << 3) | 2 {
                 GpKind::SoftwareInterrupt(v)
             } else {
@@ -64,6 +67,8 @@ pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
             match op2 {
                 0x31 => GpKind::Rdtsc,
                 0x01 if modrm2 == Some(0xf9) => GpKind::Rdtscp,
+                // 0F 01 without its ModRM byte may be RDTSCP: no class from missing bytes.
+                0x01 if modrm2.is_none() => GpKind::Other,
                 0xa1 | 0xa9 | 0xb2 | 0xb4 | 0xb5 => GpKind::SegmentLoad,
                 // LLDT, LTR; SLDT/STR/VERR/VERW do not fault.
                 0x00 if matches!(reg2, Some(2) | Some(3)) => GpKind::Privileged,
@@ -115,6 +120,9 @@ mod tests {
             (&[0x8b, 0x00], 0, GpKind::Other),
             (&[], 0, GpKind::Other),
             (&[0x66; 20], 0, GpKind::Other),
+            // Truncated (the next page is unreadable): no class that the missing bytes decide.
+            (&[0xcd], 2, GpKind::Other),
+            (&[0x0f, 0x01], 0, GpKind::Other),
         ];
         for (bytes, ec, want) in cases {
             assert_eq!(classify_gp(bytes, *ec), *want, "bytes {bytes:02x?}");

@@ -3,8 +3,9 @@
 use crate::error::{DeathCause, DriverError};
 use crate::exit::{decode_reason, Exit, ExitReason};
 use crate::protocol::{
-    self, cmd, req, seg, status, ExecArea, GuestState, LibArea, RamRange, RawCommand, Segment,
-    EXEC_AREA_OFFSET, MAX_CODE_PAGES, MAX_COMMANDS, MAX_RAM_RANGES, REGION_SIZE, SEG_NOT_INSTALLED,
+    self, cmd, guest_selector, native_selector, req, seg, status, ExecArea, GuestState, LibArea,
+    RamRange, RawCommand, Segment, EXEC_AREA_OFFSET, LDT_MIRROR_ENTRIES, MAX_CODE_PAGES,
+    MAX_COMMANDS, MAX_RAM_RANGES, REGION_SIZE, SEG_NOT_INSTALLED,
 };
 use crate::sys::{self, SharedMapping};
 use std::mem::offset_of;
@@ -158,6 +159,7 @@ pub struct Executor {
     ram_size: u64,
     spin: u32,
     code_pages: Vec<u64>,
+    run_may_have_executed: bool,
 }
 
 const REQ_SEQ: usize = offset_of!(LibArea, req_seq);
@@ -188,13 +190,21 @@ fn poll_pause(i: u32) {
 
 fn locate_executor(cfg: &ExecutorConfig<'_>) -> Result<PathBuf, DriverError> {
     if let Some(p) = &cfg.executor_path {
-        return if p.is_file() {
-            Ok(p.clone())
-        } else {
-            Err(DriverError::ExecutorNotFound(format!(
-                "{} does not exist",
+        use std::os::unix::fs::PermissionsExt;
+        return match std::fs::metadata(p) {
+            Err(e) => Err(DriverError::ExecutorNotFound(format!(
+                "{}: {e}",
                 p.display()
-            )))
+            ))),
+            Ok(m) if !m.is_file() => Err(DriverError::CannotStart(format!(
+                "{} is not a regular file",
+                p.display()
+            ))),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => Err(DriverError::CannotStart(format!(
+                "{} is not executable",
+                p.display()
+            ))),
+            Ok(_) => Ok(p.clone()),
         };
     }
     if let Some(p) = executor_next_to_module() {
@@ -271,7 +281,8 @@ impl Executor {
         lib.spin = config.spin;
         lib.max_fills = config.max_fills_per_run;
         region.write_pod(0, &lib);
-        let child = sys::spawn_executor(&path, config.ram_fd, control_fd.as_fd(), &[])?;
+        let child = sys::spawn_executor(&path, config.ram_fd, control_fd.as_fd(), &[])
+            .map_err(|e| DriverError::CannotStart(format!("{}: {e}", path.display())))?;
         let mut exe = Executor {
             child: Some(child),
             region,
@@ -286,8 +297,21 @@ impl Executor {
             ram_size: config.ram_size,
             spin: config.spin,
             code_pages: Vec::with_capacity(MAX_CODE_PAGES),
+            run_may_have_executed: false,
         };
-        exe.wait_response(1, Some(config.startup_timeout))?;
+        match exe.wait_response(1, Some(config.startup_timeout)) {
+            Ok(()) => {}
+            // Not our executor (another program, a script, a build of another protocol
+            // version that refused the control region...): say which binary it was.
+            Err(DriverError::ExecutorDied(cause)) => {
+                return Err(DriverError::CannotStart(format!(
+                    "{} ended before it was ready ({cause}): is it a {EXECUTOR_NAME} of protocol version {}?",
+                    path.display(),
+                    protocol::VERSION
+                )))
+            }
+            Err(e) => return Err(e),
+        }
         let area: ExecArea = exe.region.read_pod(EXEC_AREA_OFFSET);
         match area.status {
             status::READY => {}
@@ -357,6 +381,7 @@ impl Executor {
         budget: Duration,
         commands: &[MmuCommand],
     ) -> Result<Exit<'_>, DriverError> {
+        self.run_may_have_executed = false;
         self.check_alive()?;
         validate_entry(state, self.xsave)?;
         let (now, rest) = if commands.len() > MAX_COMMANDS {
@@ -370,14 +395,35 @@ impl Executor {
         self.write_commands(rest);
         self.region.write_pod(offset_of!(LibArea, state), state);
         let budget_ns = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX).max(1);
-        self.request(
+        let posted = self.request(
             req::RUN,
             budget_ns,
             Some(budget.saturating_add(RESPONSE_GRACE)),
             Some(budget),
-        )?;
+        );
+        self.run_may_have_executed = true;
+        if let Err(e) = posted {
+            self.run_may_have_executed = !self.ended_waiting_for_request();
+            return Err(e);
+        }
         let area: ExecArea = self.region.read_pod(EXEC_AREA_OFFSET);
         self.accept_exit(state, &area, budget_ns)
+    }
+
+    /// After [`Executor::run`] failed: whether guest code may have run natively in it. `false`
+    /// when the failure came before the executor took the run request (it was found dead, or
+    /// died or stalled while still asleep waiting for the request): guest memory and the entry
+    /// state are then as they were, and an emulator can go on without acceleration. `true`
+    /// when it may have run (the state in guest memory may be ahead of the entry state).
+    pub fn failed_run_may_have_executed(&self) -> bool {
+        self.run_may_have_executed
+    }
+
+    /// Whether the executor has ended (died, or killed by the library) while asleep waiting
+    /// for a request: it sets `exec_sleeping` before sleeping and clears it before it acts on
+    /// a request, so a dead executor that left it set never took the last one.
+    fn ended_waiting_for_request(&self) -> bool {
+        self.child.is_none() && self.region.atomic_u32(EXEC_SLEEPING).load(Ordering::SeqCst) != 0
     }
 
     fn write_commands(&mut self, cmds: &[MmuCommand]) {
@@ -541,56 +587,33 @@ impl Executor {
         area: &ExecArea,
         budget_ns: u64,
     ) -> Result<Exit<'_>, DriverError> {
-        if area.status != status::EXITED {
-            return Err(self.corrupted(format!("status {} after a run", area.status)));
-        }
-        if area.resp_seq != self.seq {
-            return Err(self.corrupted(format!("sequence {} != {}", area.resp_seq, self.seq)));
-        }
-        let raw = &area.exit;
-        let reason = match decode_reason(raw) {
-            Ok(r) => r,
+        let expected = ExitExpectation {
+            seq: self.seq,
+            budget_ns,
+            ram_size: self.ram_size,
+            xsave: self.xsave,
+        };
+        let checked = match check_exit(state, area, &expected) {
+            Ok(c) => c,
             Err(e) => return Err(self.corrupted(e)),
         };
-        if raw.native_ns > budget_ns.saturating_add(600_000_000_000) {
-            return Err(self.corrupted(format!("native time {} ns", raw.native_ns)));
-        }
-        let native_time = Duration::from_nanos(raw.native_ns);
-        if let ExitReason::GuestEscape { .. } = reason {
+        if let ExitReason::GuestEscape { .. } = checked.reason {
             // The executor can no longer be trusted.
             self.kill();
-            return Ok(Exit {
-                reason,
-                native_time,
-                code_pages_written: &[],
-                ecx_clobbered: false,
-                eip_lost: false,
-                demand_fills: raw.demand_fills,
-            });
         }
-        let n = raw.n_code_pages as usize;
-        if n > MAX_CODE_PAGES {
-            return Err(self.corrupted(format!("{n} code pages")));
+        if let Some(new) = checked.state {
+            *state = new;
         }
-        for &p in &raw.code_pages[..n] {
-            if p % 4096 != 0 || p >= self.ram_size {
-                return Err(self.corrupted(format!("code page {p:#x}")));
-            }
-        }
-        let new = match validate_exit_state(state, &area.state, self.xsave) {
-            Ok(s) => s,
-            Err(e) => return Err(self.corrupted(e)),
-        };
-        *state = new;
         self.code_pages.clear();
-        self.code_pages.extend_from_slice(&raw.code_pages[..n]);
+        self.code_pages
+            .extend_from_slice(&area.exit.code_pages[..checked.n_code_pages]);
         Ok(Exit {
-            reason,
-            native_time,
+            reason: checked.reason,
+            native_time: checked.native_time,
             code_pages_written: &self.code_pages,
-            ecx_clobbered: raw.flags & protocol::EXIT_ECX_CLOBBERED != 0,
-            eip_lost: raw.flags & protocol::EXIT_EIP_LOST != 0,
-            demand_fills: raw.demand_fills,
+            ecx_clobbered: checked.ecx_clobbered,
+            eip_lost: checked.eip_lost,
+            demand_fills: checked.demand_fills,
         })
     }
 }
@@ -601,14 +624,89 @@ impl Drop for Executor {
     }
 }
 
-/// The native selector installed for a guest selector: GDT index i is mirrored at LDT index i
-/// (TI=1); null selectors stay null.
-pub(crate) fn native_selector(guest: u16) -> u16 {
-    if guest & !3 == 0 {
-        guest
-    } else {
-        guest | 4
+/// What the library expects of the executor's response to a run ([`check_exit`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExitExpectation {
+    /// The request's sequence number.
+    pub seq: u32,
+    /// The run's budget.
+    pub budget_ns: u64,
+    /// Size of guest RAM.
+    pub ram_size: u64,
+    /// The XSAVE layout the executor transfers.
+    pub xsave: XsaveInfo,
+}
+
+/// An exit record that passed [`check_exit`], as [`Executor::run`] applies it.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckedExit {
+    pub reason: ExitReason,
+    pub native_time: Duration,
+    /// The guest state after the run; `None` after a guest escape (not meaningful then).
+    pub state: Option<GuestState>,
+    /// Valid entries of `area.exit.code_pages`.
+    pub n_code_pages: usize,
+    pub ecx_clobbered: bool,
+    pub eip_lost: bool,
+    pub demand_fills: u32,
+}
+
+impl CheckedExit {
+    /// A guest escape: no state (it is not meaningful), no code pages.
+    fn escape(reason: ExitReason, native_time: Duration, demand_fills: u32) -> Self {
+        CheckedExit {
+            reason,
+            native_time,
+            state: None,
+            n_code_pages: 0,
+            ecx_clobbered: false,
+            eip_lost: false,
+            demand_fills,
+        }
     }
+}
+
+/// Validates the executor's response `area` to a run entered with `entry`: the pure part of
+/// [`Executor::run`]'s acceptance (no executor needed). `Err` names the first bad field.
+pub(crate) fn check_exit(
+    entry: &GuestState,
+    area: &ExecArea,
+    expected: &ExitExpectation,
+) -> Result<CheckedExit, String> {
+    if area.status != status::EXITED {
+        return Err(format!("status {} after a run", area.status));
+    }
+    if area.resp_seq != expected.seq {
+        return Err(format!("sequence {} != {}", area.resp_seq, expected.seq));
+    }
+    let raw = &area.exit;
+    let reason = decode_reason(raw)?;
+    if raw.native_ns > expected.budget_ns.saturating_add(600_000_000_000) {
+        return Err(format!("native time {} ns", raw.native_ns));
+    }
+    let native_time = Duration::from_nanos(raw.native_ns);
+    if let ExitReason::GuestEscape { .. } = reason {
+        return Ok(CheckedExit::escape(reason, native_time, raw.demand_fills));
+    }
+    let n = raw.n_code_pages as usize;
+    if n > MAX_CODE_PAGES {
+        return Err(format!("{n} code pages"));
+    }
+    for &p in &raw.code_pages[..n] {
+        if p % 4096 != 0 || p >= expected.ram_size {
+            return Err(format!("code page {p:#x}"));
+        }
+    }
+    let state = validate_exit_state(entry, &area.state, expected.xsave)?;
+    Ok(CheckedExit {
+        reason,
+        native_time,
+        state: Some(state),
+        n_code_pages: n,
+        ecx_clobbered: raw.flags & protocol::EXIT_ECX_CLOBBERED != 0,
+        eip_lost: raw.flags & protocol::EXIT_EIP_LOST != 0,
+        demand_fills: raw.demand_fills,
+    })
 }
 
 const EFL_RESERVED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffc0_0000;
@@ -651,6 +749,12 @@ pub fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), DriverErr
         if s.selector & 4 != 0 {
             return bad(format!(
                 "{name}: LDT selector {:#x} (guest LDTs are not mirrored)",
+                s.selector
+            ));
+        }
+        if s.selector >> 3 >= LDT_MIRROR_ENTRIES {
+            return bad(format!(
+                "{name}: GDT selector {:#x} beyond the {LDT_MIRROR_ENTRIES} mirrored GDT entries",
                 s.selector
             ));
         }
@@ -745,6 +849,7 @@ pub fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), DriverErr
 }
 
 /// Checks the executor-reported state against the entry state and builds the guest view.
+/// `Err` names a field no honest executor could report.
 fn validate_exit_state(
     entry: &GuestState,
     got: &GuestState,
@@ -764,16 +869,36 @@ fn validate_exit_state(
             return Err(format!("segment {} descriptor changed", seg::NAMES[i]));
         }
         let native = g.selector;
+        // Native CPL 3 code cannot change CPL (the emulator refuses such a state outright).
+        if (i == seg::CS || i == seg::SS) && (native & 3 != 3 || native & !3 == 0) {
+            return Err(format!(
+                "{} selector {native:#x} is not a CPL 3 selector",
+                seg::NAMES[i]
+            ));
+        }
         if native == native_selector(e.selector) {
             out.segs[i] = *e;
-        } else {
-            let guest = if native & 4 != 0 { native & !4 } else { native };
-            out.segs[i] = Segment {
-                selector: guest,
-                flags: SEG_NOT_INSTALLED,
-                ..*e
-            };
+            continue;
         }
+        let guest = if native & 4 == 0 {
+            // Null, or a GDT selector value that native code loaded (glibc loads its TLS
+            // selector 0x33 so): it resolved in the host's GDT. The emulator reloads it from
+            // the guest's GDT, and stops if the guest could not have loaded it.
+            native
+        } else {
+            // Only the mirror's slots of the LDT are filled: any other LDT load faults natively.
+            guest_selector(native).ok_or_else(|| {
+                format!(
+                    "{} selector {native:#x} is no mirror selector",
+                    seg::NAMES[i]
+                )
+            })?
+        };
+        out.segs[i] = Segment {
+            selector: guest,
+            flags: SEG_NOT_INSTALLED,
+            ..*e
+        };
     }
     let img = &got.xsave;
     if img.xcomp_bv() != 0 || img.xstate_bv() & !entry.xcr0 != 0 {
@@ -894,15 +1019,50 @@ mod tests {
         for (i, s) in got.segs.iter_mut().enumerate() {
             s.selector = native_selector(entry.segs[i].selector);
         }
-        let ok = validate_exit_state(&entry, &got, XS).unwrap();
-        assert_eq!(ok.segs, entry.segs);
+        let valid = |g: &GuestState| validate_exit_state(&entry, g, XS).unwrap();
+        assert_eq!(valid(&got).segs, entry.segs);
+        // Another mirror selector (the guest's CS selector as data): reloaded by the emulator.
         let mut g = got;
-        g.segs[seg::DS].selector = 0x2b;
-        let s = validate_exit_state(&entry, &g, XS).unwrap();
+        g.segs[seg::DS].selector = native_selector(entry.segs[seg::CS].selector);
+        let s = valid(&g);
         assert_eq!(
             (s.segs[seg::DS].selector, s.segs[seg::DS].flags),
-            (0x2b, SEG_NOT_INSTALLED)
+            (entry.segs[seg::CS].selector, SEG_NOT_INSTALLED)
         );
+        let mut g = got;
+        g.segs[seg::FS].selector = 0; // a null selector
+        assert_eq!(valid(&g).segs[seg::FS].selector, 0);
+        // GDT selector values loaded natively (they resolved in the host's GDT): passed on as
+        // they are, for the emulator to reload from the guest's GDT.
+        for (i, host) in [
+            (seg::DS, 0x2b),
+            (seg::SS, 0x2b),
+            (seg::CS, 0x23),
+            (seg::GS, 0x33),
+        ] {
+            let mut g = got;
+            g.segs[i].selector = host;
+            let s = valid(&g);
+            assert_eq!(
+                (s.segs[i].selector, s.segs[i].flags),
+                (host, SEG_NOT_INSTALLED),
+                "{}",
+                seg::NAMES[i]
+            );
+        }
+        // LDT selectors outside the mirror cannot load natively: a corrupted record.
+        let mut g = got;
+        g.segs[seg::ES].selector = 0x7f;
+        assert!(validate_exit_state(&entry, &g, XS).is_err());
+        for (i, bad) in [(seg::SS, 0x28), (seg::SS, 0), (seg::CS, 0x20), (seg::CS, 3)] {
+            let mut g = got;
+            g.segs[i].selector = bad;
+            assert!(
+                validate_exit_state(&entry, &g, XS).is_err(),
+                "{} = {bad:#x} accepted",
+                seg::NAMES[i]
+            );
+        }
         let mut g = got;
         g.segs[seg::DS].base = 5;
         assert!(validate_exit_state(&entry, &g, XS).is_err());

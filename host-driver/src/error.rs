@@ -19,7 +19,7 @@ impl fmt::Display for DeathCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeathCause::SeccompViolation => write!(f, "seccomp violation (killed by SIGSYS)"),
-            DeathCause::Signal(s) => write!(f, "killed by signal {s}"),
+            DeathCause::Signal(s) => write!(f, "killed by signal {s} ({})", describe_signal(*s)),
             DeathCause::ExitCode(c) => {
                 write!(
                     f,
@@ -32,6 +32,22 @@ impl fmt::Display for DeathCause {
     }
 }
 
+/// What a fatal signal to the executor usually means.
+fn describe_signal(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => {
+            "SIGKILL: sent by another process, or by the kernel's out-of-memory killer"
+        }
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE => {
+            "a fault in the executor's own code: a bug"
+        }
+        libc::SIGABRT => "SIGABRT: the executor aborted",
+        libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT => "sent by another process",
+        libc::SIGXCPU | libc::SIGXFSZ => "a resource limit was exceeded",
+        _ => "an unexpected signal",
+    }
+}
+
 /// Errors of [`crate::Executor`].
 #[derive(Debug)]
 pub enum DriverError {
@@ -41,6 +57,8 @@ pub enum DriverError {
     ExecutorNotFound(String),
     /// An operating-system call of the library failed.
     Io(std::io::Error),
+    /// The executor binary could not be started, or ended before it was ready.
+    CannotStart(String),
     /// The executor failed during setup.
     SetupFailed {
         /// The executor's failure code.
@@ -65,6 +83,7 @@ impl fmt::Display for DriverError {
             DriverError::InvalidConfig(m) => write!(f, "invalid executor configuration: {m}"),
             DriverError::ExecutorNotFound(m) => write!(f, "executor binary not found: {m}"),
             DriverError::Io(e) => write!(f, "host system call failed: {e}"),
+            DriverError::CannotStart(m) => write!(f, "cannot start the executor: {m}"),
             DriverError::SetupFailed { code, message } => {
                 write!(f, "executor setup failed (code {code}): {message}")
             }

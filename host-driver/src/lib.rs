@@ -25,6 +25,7 @@ pub mod decode;
 mod driver;
 mod error;
 mod exit;
+pub mod fuzzing;
 pub mod paging;
 pub mod protocol;
 pub mod seccomp;

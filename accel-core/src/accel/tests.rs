@@ -20,6 +20,8 @@ struct Step {
     eip_lost: bool,
     fills: u32,
     mutate: Option<Mutate>,
+    /// For an error: whether the failed run may have executed guest code.
+    executed: bool,
 }
 
 fn step(reason: ExitReason) -> Step {
@@ -30,6 +32,7 @@ fn step(reason: ExitReason) -> Step {
         eip_lost: false,
         fills: 0,
         mutate: None,
+        executed: true,
     }
 }
 
@@ -52,6 +55,7 @@ struct Fake {
     log: Arc<Mutex<Log>>,
     respawn_error: Option<String>,
     xs: XsaveInfo,
+    executed: bool,
 }
 
 impl Backend for Fake {
@@ -73,6 +77,7 @@ impl Backend for Fake {
             .script
             .pop_front()
             .unwrap_or_else(|| step(ExitReason::BudgetExpired));
+        self.executed = s.executed;
         let reason = s.result?;
         if let Some(m) = &s.mutate {
             m(state);
@@ -93,6 +98,9 @@ impl Backend for Fake {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
+    }
+    fn failed_run_may_have_executed(&self) -> bool {
+        self.executed
     }
     fn describe(&self) -> String {
         "fake backend".into()
@@ -124,6 +132,7 @@ fn accel_with(script: Vec<Step>, cfg: Config, memory: Option<Box<dyn GuestMemory
         log: Arc::clone(&log),
         respawn_error: None,
         xs: layouts::AMD,
+        executed: true,
     };
     let (logger, lines) = Logger::capture();
     T {
@@ -590,6 +599,39 @@ fn driver_errors_fail_with_lost_progress_and_disable() {
         .unwrap()
         .iter()
         .any(|(l, m)| *l == Level::Error && m.contains("cannot be vouched for")));
+}
+
+#[test]
+fn a_run_that_never_started_fails_without_lost_progress() {
+    // The executor died while waiting for the request: emulation may go on.
+    let mut t = accel(vec![Step {
+        executed: false,
+        ..error(DriverError::ExecutorDied(DeathCause::Signal(9)))
+    }]);
+    let mut cpu = sample_state();
+    let (eip, gprs) = (cpu.eip, cpu.gpr);
+    match run(&mut t, &mut cpu) {
+        RunOutcome::Failed {
+            message,
+            lost_native_progress,
+        } => {
+            assert!(message.contains("executor died"), "{message}");
+            assert!(!lost_native_progress);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(
+        (cpu.eip, cpu.gpr),
+        (eip, gprs),
+        "the CPU state is left as it was"
+    );
+    assert!(t.accel.is_disabled());
+    assert!(t
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, m)| *l == Level::Error && m.contains("nothing ran; emulation can go on")));
 }
 
 #[test]

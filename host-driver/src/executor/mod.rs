@@ -144,7 +144,10 @@ pub fn main() -> ! {
         fail(
             Some(&control),
             exit_code::LOW_MAPPING,
-            &format!("cannot reserve [4K, 4G): errno {e}"),
+            &format!(
+                "cannot reserve [4K, 4G) for the guest mirror: errno {e}{}",
+                enomem_hint(e)
+            ),
         );
     }
     let ram = match sys::RamMapping::new(lib.ram_size) {
@@ -152,7 +155,7 @@ pub fn main() -> ! {
         Err(e) => fail(
             Some(&control),
             exit_code::SETUP_SYSCALL,
-            &format!("map guest RAM: errno {e}"),
+            &format!("map guest RAM: errno {e}{}", enomem_hint(e)),
         ),
     };
     // 6. Signals.
@@ -247,6 +250,15 @@ pub fn main() -> ! {
     sys::futex_wake(resp);
     CONTROL.set(control);
     serve(lib.spin)
+}
+
+/// Why a setup mapping fails with ENOMEM, for the message the user sees.
+fn enomem_hint(errno: i32) -> &'static str {
+    if errno == libc::ENOMEM {
+        " (ENOMEM: an address-space limit (ulimit -v) below the executor's 4 GiB mirror reservation plus guest RAM, or the host is out of memory)"
+    } else {
+        ""
+    }
 }
 
 fn serve(spin: u32) -> ! {

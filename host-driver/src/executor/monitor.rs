@@ -156,7 +156,7 @@ impl Monitor {
                 self.installed[i] = s.selector;
                 continue;
             }
-            self.installed[i] = s.selector | 4;
+            self.installed[i] = protocol::native_selector(s.selector);
             let t = s.seg_type();
             let code = t & 8 != 0;
             let contents = if code {
@@ -173,7 +173,7 @@ impl Monitor {
                 | (u32::from(!s.present()) << 5)
                 | (u32::from(s.avl()) << 6);
             want[i] = Some(UserDesc {
-                entry_number: u32::from(s.selector >> 3),
+                entry_number: u32::from(protocol::native_selector(s.selector) >> 3),
                 base_addr: s.base,
                 limit: s.limit,
                 flags,

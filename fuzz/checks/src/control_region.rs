@@ -1,0 +1,612 @@
+//! The library's validation of the executor's exit record (`host_driver::fuzzing::accept_exit`,
+//! the check `Executor::run` applies to what the executor leaves in its part of the control
+//! region).
+//!
+//! A case is an entry state that passes `validate_entry` and a run context (sequence number,
+//! budget, RAM size, host XSAVE layout), built from a fixed-size header, and then an
+//! [`ExecArea`](host_driver::protocol::ExecArea): either raw input bytes (what a compromised
+//! executor could write) or an honest exit record for that entry (built from the header too)
+//! with input-chosen byte patches. Each response must be rejected as `CorruptedSharedMemory`
+//! or give a state that meets the documented invariants:
+//!
+//! * status EXITED, the request's sequence number, native time within the budget bound;
+//! * at most 256 code pages, each page aligned and inside RAM;
+//! * EFLAGS: bit 1 set, reserved bits clear, VM/IOPL/RF clear;
+//! * control registers, XCR0 and the reserved words are the entry's;
+//! * each segment register keeps the descriptor installed at entry; it either is the entry's
+//!   register or is flagged `SEG_NOT_INSTALLED` with a GDT selector;
+//! * CS and SS hold non-null RPL 3 selectors: native CPL 3 code cannot change CPL (the patched
+//!   Bochs stops with a fatal error on anything else);
+//! * XSAVE: XCOMP_BV = 0, XSTATE_BV within the guest's XCR0, reserved header bytes zero,
+//!   MXCSR_MASK, the software-available bytes and bytes beyond the transferred size are the
+//!   entry's, components whose XSTATE_BV bit is clear are in their initial state;
+//! * accel-core turns it into Bochs's state (`state::from_guest`) with the reload mask naming
+//!   exactly the flagged registers;
+//! * a guest escape kills the executor and leaves the state alone.
+//!
+//! And the honest record itself (no patch changed a byte) must be accepted, with the state
+//! the executor reported.
+
+use crate::{Reader, Writer};
+use host_driver::fuzzing::{
+    accept_exit, exec_area_bytes, exec_area_from_bytes, guest_selector, native_selector,
+    AcceptedExit, RunContext, EXEC_AREA_SIZE,
+};
+use host_driver::protocol::{seg, status, ExecArea, RawReason, LDT_MIRROR_ENTRIES, MAX_CODE_PAGES};
+use host_driver::{
+    validate_entry, DriverError, GuestState, Segment, XsaveImage, XsaveInfo, SEG_NOT_INSTALLED,
+};
+use plex86_accel::state::layouts;
+
+/// Bytes of the header (entry state, run context, honest exit) at the start of an input.
+pub const HEADER_LEN: usize = 192;
+
+/// Host XSAVE layouts a case can pick.
+const LAYOUTS: [XsaveInfo; 3] = [layouts::AMD, layouts::INTEL, layouts::AVX_ONLY];
+
+/// EFLAGS bits an entry state may have besides IF and bit 1: OSZAPC, DF, AC, ID.
+const ENTRY_FLAGS: u32 = 0x0cd5 | (1 << 18) | (1 << 21);
+/// EFLAGS bits native code may change: the entry flags and TF, NT.
+const EXIT_FLAGS: u32 = ENTRY_FLAGS | (1 << 8) | (1 << 14);
+const EFL_RESERVED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffc0_0000;
+const EFL_IOPL_VM_RF: u32 = (3 << 12) | (1 << 17) | (1 << 16);
+
+/// Host selectors that native code can load (the honest executor then reports them raw).
+const HOST_DATA_SELECTORS: [u16; 4] = [0x23, 0x2b, 0x7b, 0];
+
+/// The parts of a case that the header describes.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // (ExecArea has no Debug)
+pub struct Setup {
+    /// The state the run was entered with.
+    pub entry: GuestState,
+    /// What the library knows when the response arrives.
+    pub ctx: RunContext,
+    /// An exit record an honest executor could write for this entry.
+    pub honest: ExecArea,
+}
+
+fn segment(i: usize, r: &mut Reader<'_>) -> Segment {
+    let sel = r.u16();
+    let base = r.u32();
+    let limit = r.u32() & 0xfffff;
+    let kind = r.u8();
+    let bits = |b: u8, v: u16| if kind & (1 << b) != 0 { v } else { 0 };
+    let common = 0x10 | (3 << 5) | 0x80 | bits(1, 1 << 14) | bits(2, 1 << 15) | bits(3, 1 << 12);
+    // GDT indices the executor can mirror (others are refused at entry).
+    let index_or = |dflt: u16| match (sel >> 3) % LDT_MIRROR_ENTRIES {
+        0 => dflt,
+        i => i << 3,
+    };
+    match i {
+        seg::CS => Segment {
+            selector: index_or(0x70) | 3,
+            attr: 0xa | bits(0, 1) | common,
+            limit,
+            base,
+            flags: 0,
+        },
+        seg::SS => Segment {
+            selector: index_or(0x78) | 3,
+            attr: 0x2 | bits(0, 1) | bits(4, 4) | common,
+            limit,
+            base,
+            flags: 0,
+        },
+        _ if kind & 0x20 != 0 => Segment::null(sel & 3),
+        _ => {
+            // Data of any type, or readable non-conforming code.
+            let ty = if kind & 0x40 != 0 {
+                0xa | bits(0, 1)
+            } else {
+                u16::from(kind >> 4) & 7
+            };
+            Segment {
+                selector: index_or(0x20) | (sel & 3),
+                attr: ty | common,
+                limit,
+                base,
+                flags: 0,
+            }
+        }
+    }
+}
+
+fn xsave_image(xs: &XsaveInfo, xcr0: u64, r: &mut Reader<'_>) -> XsaveImage {
+    let bv = u64::from(r.u8()) & xcr0;
+    let pattern = r.u32();
+    let mxcsr = r.u16();
+    let mut img = XsaveImage::initial();
+    for (i, b) in img.0[..xs.size as usize].iter_mut().enumerate() {
+        *b = (pattern.rotate_left(i as u32 % 32) >> (i % 4)) as u8;
+    }
+    img.0[512..576].fill(0);
+    img.set_u64_at(512, bv);
+    img.0[24..28].copy_from_slice(&u32::from(mxcsr).to_le_bytes());
+    img
+}
+
+impl Setup {
+    /// Builds the entry state, run context and honest record from a header; `None` when the
+    /// entry state is not one `validate_entry` accepts (then there is nothing to run).
+    pub fn from_header(header: &[u8]) -> Option<Setup> {
+        let mut r = Reader::new(header);
+        let xs = LAYOUTS[usize::from(r.u8()) % LAYOUTS.len()];
+        let ram_size = (u64::from(r.u16()) + 1) * 4096;
+        let ctx = RunContext {
+            seq: r.u32(),
+            budget_ns: r.u64() >> (r.u8() % 64),
+            ram_size,
+            xsave: xs,
+        };
+        let mut entry = GuestState::default();
+        for g in entry.gprs.iter_mut() {
+            *g = r.u32();
+        }
+        entry.eip = r.u32();
+        entry.eflags = 0x202 | (r.u32() & ENTRY_FLAGS);
+        for i in 0..6 {
+            entry.segs[i] = segment(i, &mut r);
+            // Registers sharing a GDT index share its descriptor.
+            let s = entry.segs[i];
+            if let Some(t) = entry.segs[..i]
+                .iter()
+                .find(|t| !s.is_null() && !t.is_null() && t.selector >> 3 == s.selector >> 3)
+                .copied()
+            {
+                entry.segs[i] = Segment {
+                    selector: s.selector,
+                    ..t
+                };
+            }
+        }
+        entry.cr0 = r.u32() | 1;
+        entry.cr2 = r.u32();
+        entry.cr3 = r.u32();
+        entry.cr4 = r.u32();
+        entry.efer = r.u64();
+        entry.xcr0 = [1, 3, 7, 0xe7][usize::from(r.u8() % 4)] & xs.features;
+        entry.xsave = xsave_image(&xs, entry.xcr0, &mut r);
+        validate_entry(&entry, xs).ok()?;
+
+        let mut honest: ExecArea = exec_area_from_bytes(&[]);
+        honest.resp_seq = ctx.seq;
+        honest.status = status::EXITED;
+        let x = &mut honest.exit;
+        let reason = 1 + u32::from(r.u8()) % 19;
+        x.reason = reason;
+        let (vector, error_code, access) = (r.u32(), r.u32(), u32::from(r.u8()) % 3);
+        x.linear = r.u32();
+        x.flags = u32::from(r.u8()) & 7;
+        x.detail = r.u64();
+        x.native_ns = r.u64() % ctx.budget_ns.saturating_add(1);
+        x.demand_fills = r.u32();
+        match RawReason::from_u32(reason).expect("1..=19 are reasons") {
+            RawReason::PageFault => {
+                x.error_code = (error_code & 0x1b) | 4;
+                x.access = access;
+            }
+            RawReason::NeedsEmulation => x.access = access,
+            RawReason::GeneralProtection => x.error_code = error_code,
+            RawReason::SoftwareInterrupt => x.vector = vector & 0xff,
+            RawReason::SystemCall | RawReason::Rdtsc => x.vector = vector % 2,
+            RawReason::OtherException => {
+                x.vector = vector % 32;
+                x.error_code = error_code;
+            }
+            RawReason::GuestEscape => {
+                x.vector = 1 + vector % 2;
+                x.error_code = error_code;
+            }
+            _ => {}
+        }
+        let n_pages = usize::from(r.u8() % 9);
+        let page_seed = u64::from(r.u32());
+        x.n_code_pages = n_pages as u32;
+        for (i, p) in x.code_pages[..n_pages].iter_mut().enumerate() {
+            let page =
+                page_seed.wrapping_mul(i as u64 + 1).wrapping_add(i as u64) % (ram_size >> 12);
+            *p = page << 12;
+        }
+        let out = &mut honest.state;
+        *out = entry;
+        let gpr_xor = r.u32();
+        for (i, g) in out.gprs.iter_mut().enumerate() {
+            *g ^= gpr_xor.rotate_left(i as u32 * 4);
+        }
+        out.eip = r.u32();
+        out.eflags = 0x202 | (r.u32() & EXIT_FLAGS);
+        for (i, s) in out.segs.iter_mut().enumerate() {
+            let choice = usize::from(r.u8());
+            let host = match i {
+                seg::CS => (choice % 2 == 1).then_some(0x23),
+                seg::SS => (choice % 2 == 1).then_some(0x2b),
+                _ => (choice % 5 != 0).then(|| HOST_DATA_SELECTORS[choice % 5 - 1]),
+            };
+            s.selector = host.unwrap_or_else(|| native_selector(s.selector));
+        }
+        // The executor's XSAVE image: new register contents, XSTATE_BV within XCR0, the
+        // software-available bytes cleared.
+        let reg_xor = r.u8();
+        for b in out.xsave.0[32..464].iter_mut() {
+            *b ^= reg_xor;
+        }
+        let bv = u64::from(r.u8()) & entry.xcr0;
+        out.xsave.set_u64_at(512, bv);
+        out.xsave.0[464..512].fill(0);
+        Some(Setup { entry, ctx, honest })
+    }
+}
+
+/// The response part of a case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The exit area is these bytes (zero-extended).
+    Raw(Vec<u8>),
+    /// The honest record with these (offset, bytes) patches applied in order.
+    Patches(Vec<(u16, Vec<u8>)>),
+}
+
+/// A control-region case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionCase {
+    /// See [`Setup::from_header`] (zero-extended to [`HEADER_LEN`]).
+    pub header: Vec<u8>,
+    /// The response.
+    pub body: Body,
+}
+
+impl RegionCase {
+    /// Decodes a case: a mode byte (odd: raw area), the header, the body (patches are
+    /// `offset: u16, len - 1: u8 (low 4 bits), bytes`).
+    pub fn parse(data: &[u8]) -> Self {
+        let mut r = Reader::new(data);
+        let raw = r.u8() & 1 != 0;
+        let header: Vec<u8> = (0..HEADER_LEN).map(|_| r.u8()).collect();
+        let body = if raw {
+            Body::Raw(r.rest().to_vec())
+        } else {
+            let mut patches = vec![];
+            while !r.rest().is_empty() {
+                let off = r.u16();
+                let len = usize::from(r.u8() & 0xf) + 1;
+                patches.push((off, (0..len).map(|_| r.u8()).collect()));
+            }
+            Body::Patches(patches)
+        };
+        RegionCase { header, body }
+    }
+    /// Encodes the case as fuzz input.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(matches!(self.body, Body::Raw(_)) as u8);
+        let mut header = self.header.clone();
+        header.resize(HEADER_LEN, 0);
+        w.bytes(&header);
+        match &self.body {
+            Body::Raw(b) => {
+                w.bytes(b);
+            }
+            Body::Patches(ps) => {
+                for (off, bytes) in ps {
+                    assert!((1..=16).contains(&bytes.len()), "a patch is 1..=16 bytes");
+                    w.u16(*off).u8(bytes.len() as u8 - 1).bytes(bytes);
+                }
+            }
+        }
+        w.0
+    }
+}
+
+/// Applies patches to the bytes of an exit area (offsets wrap around the area).
+pub fn apply_patches(area: &mut [u8], patches: &[(u16, Vec<u8>)]) {
+    for (off, bytes) in patches {
+        for (i, &b) in bytes.iter().enumerate() {
+            let at = (usize::from(*off) + i) % area.len();
+            area[at] = b;
+        }
+    }
+}
+
+/// The x87 part of an XSAVE image in its initial state (FCW 0x037F, the rest zero).
+fn x87_initial(img: &XsaveImage) -> bool {
+    img.0[0..2] == [0x7f, 0x03]
+        && img.0[2..24].iter().all(|&b| b == 0)
+        && img.0[32..160].iter().all(|&b| b == 0)
+}
+
+/// Checks an accepted response against the invariants of the module documentation.
+fn check_accepted(s: &Setup, area: &ExecArea, a: &AcceptedExit) {
+    let (entry, ctx) = (&s.entry, &s.ctx);
+    assert_eq!(
+        area.status,
+        status::EXITED,
+        "accepted with status {}",
+        area.status
+    );
+    assert_eq!(
+        area.resp_seq, ctx.seq,
+        "accepted with a stale sequence number"
+    );
+    assert!(
+        a.native_time.as_nanos() <= u128::from(ctx.budget_ns) + 600_000_000_000,
+        "native time {:?} for a budget of {} ns",
+        a.native_time,
+        ctx.budget_ns
+    );
+    if a.kills_executor {
+        assert_eq!(area.exit.reason, RawReason::GuestEscape as u32);
+        assert!(a.state == *entry, "a guest escape changed the state");
+        assert!(a.code_pages_written.is_empty());
+        return;
+    }
+    assert_ne!(area.exit.reason, RawReason::GuestEscape as u32);
+    let n = area.exit.n_code_pages as usize;
+    assert!(n <= MAX_CODE_PAGES, "{n} code pages accepted");
+    assert_eq!(a.code_pages_written, area.exit.code_pages[..n]);
+    for &p in &a.code_pages_written {
+        assert!(
+            p % 4096 == 0 && p < ctx.ram_size,
+            "code page {p:#x} accepted (RAM size {:#x})",
+            ctx.ram_size
+        );
+    }
+    let st = &a.state;
+    assert_eq!(st.gprs, area.state.gprs);
+    assert_eq!(st.eip, area.state.eip);
+    let f = st.eflags;
+    assert!(
+        f & 2 != 0 && f & EFL_RESERVED_ZERO == 0 && f & EFL_IOPL_VM_RF == 0,
+        "EFLAGS {f:#x} accepted"
+    );
+    assert_eq!(
+        (
+            st.cr0,
+            st.cr2,
+            st.cr3,
+            st.cr4,
+            st.efer,
+            st.xcr0,
+            st.reserved
+        ),
+        (
+            entry.cr0,
+            entry.cr2,
+            entry.cr3,
+            entry.cr4,
+            entry.efer,
+            entry.xcr0,
+            entry.reserved
+        ),
+        "control registers are taken from the request"
+    );
+    for (i, (o, e)) in st.segs.iter().zip(&entry.segs).enumerate() {
+        let name = seg::NAMES[i];
+        assert_eq!(
+            (o.attr, o.limit, o.base),
+            (e.attr, e.limit, e.base),
+            "{name}: descriptor changed"
+        );
+        match o.flags {
+            0 => assert_eq!(o, e, "{name}: unflagged but not the entry's register"),
+            SEG_NOT_INSTALLED => assert_eq!(
+                o.selector & 4,
+                0,
+                "{name}: flagged selector {:#x} is an LDT selector",
+                o.selector
+            ),
+            fl => panic!("{name}: flags {fl:#x}"),
+        }
+    }
+    for i in [seg::CS, seg::SS] {
+        let sel = st.segs[i].selector;
+        assert!(
+            sel & 3 == 3 && sel & !3 != 0,
+            "{} selector {sel:#06x} accepted: native CPL 3 code cannot change CPL \
+             (the executor reported {:#06x})",
+            seg::NAMES[i],
+            area.state.segs[i].selector
+        );
+    }
+    let (img, old) = (&st.xsave, &entry.xsave);
+    assert_eq!(img.xcomp_bv(), 0);
+    assert_eq!(img.xstate_bv() & !entry.xcr0, 0, "XSTATE_BV beyond XCR0");
+    assert!(
+        img.0[528..576].iter().all(|&b| b == 0),
+        "XSAVE reserved bytes"
+    );
+    assert_eq!(img.0[28..32], old.0[28..32], "MXCSR_MASK is the guest's");
+    assert_eq!(img.0[464..512], old.0[464..512], "software-available bytes");
+    let size = ctx.xsave.size as usize;
+    assert!(
+        img.0[size..] == old.0[size..],
+        "bytes beyond the transferred size"
+    );
+    let bv = img.xstate_bv();
+    let clear = |bit: u32| entry.xcr0 & (1 << bit) != 0 && bv & (1 << bit) == 0;
+    if clear(0) {
+        assert!(
+            x87_initial(img),
+            "x87 state not initial with XSTATE_BV bit 0 clear"
+        );
+    }
+    if clear(1) {
+        assert!(img.0[160..416].iter().all(|&b| b == 0), "XMM not initial");
+    }
+    for (bit, &(off, len)) in ctx.xsave.components.iter().enumerate().skip(2) {
+        if clear(bit as u32) {
+            let (off, len) = (off as usize, len as usize);
+            assert!(
+                img.0[off..off + len].iter().all(|&b| b == 0),
+                "component {bit} not initial"
+            );
+        }
+    }
+
+    // What accel-core hands Bochs: Bochs reloads exactly the flagged registers and stops on
+    // a CS or SS that is not RPL 3.
+    let mut cpu = cpu_state(entry);
+    let reload = plex86_accel::state::from_guest(st, &ctx.xsave, &mut cpu);
+    let flagged = st
+        .segs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.flags & SEG_NOT_INSTALLED != 0)
+        .fold(0u32, |m, (i, _)| m | 1 << i);
+    assert_eq!(reload, flagged, "reload mask");
+    assert!(cpu.seg[seg::CS].selector & 3 == 3 && cpu.seg[seg::SS].selector & 3 == 3);
+}
+
+/// Bochs's view of `gs` before the run.
+fn cpu_state(gs: &GuestState) -> plex86_accel::CpuState {
+    use bochs_ffi::raw::{plex86_accel_fpu_state, plex86_accel_segment};
+    let seg = gs.segs.map(|s| plex86_accel_segment {
+        selector: s.selector,
+        attr: s.attr,
+        limit: s.limit,
+        base: s.base,
+        valid: u32::from(!s.is_null()),
+    });
+    plex86_accel::CpuState {
+        gpr: gs.gprs,
+        eip: gs.eip,
+        eflags: gs.eflags,
+        seg,
+        cr0: gs.cr0,
+        cr2: gs.cr2,
+        cr3: gs.cr3,
+        cr4: gs.cr4,
+        efer: gs.efer,
+        xcr0: gs.xcr0,
+        fpu: plex86_accel_fpu_state {
+            fcw: 0x37f,
+            fsw: 0,
+            ftw: 0,
+            fop: 0,
+            fip: 0,
+            fdp: 0,
+            fcs: 0,
+            fds: 0,
+            mxcsr: 0x1f80,
+            st: [[0; 16]; 8],
+            zmm: [[0; 64]; 8],
+            opmask: [0; 8],
+        },
+    }
+}
+
+/// The fuzz target: see the module documentation.
+pub fn check(data: &[u8]) {
+    let case = RegionCase::parse(data);
+    let Some(setup) = Setup::from_header(&case.header) else {
+        return;
+    };
+    let honest_bytes = exec_area_bytes(&setup.honest);
+    let (bytes, honest) = match &case.body {
+        Body::Raw(b) => {
+            let mut v = b.clone();
+            v.resize(EXEC_AREA_SIZE, 0);
+            v.truncate(EXEC_AREA_SIZE);
+            let honest = v == honest_bytes;
+            (v, honest)
+        }
+        Body::Patches(ps) => {
+            let mut v = honest_bytes.clone();
+            apply_patches(&mut v, ps);
+            let honest = v == honest_bytes;
+            (v, honest)
+        }
+    };
+    let area = exec_area_from_bytes(&bytes);
+    match accept_exit(&setup.entry, &area, &setup.ctx) {
+        Ok(a) => {
+            check_accepted(&setup, &area, &a);
+            if honest && !a.kills_executor {
+                let mut want = setup.honest.state;
+                want.xsave = a.state.xsave; // (normalisation checked above)
+                for (w, e) in want.segs.iter_mut().zip(&setup.entry.segs) {
+                    if w.selector == native_selector(e.selector) {
+                        *w = *e;
+                    } else {
+                        *w = Segment {
+                            selector: guest_selector(w.selector).unwrap_or(w.selector),
+                            flags: SEG_NOT_INSTALLED,
+                            ..*e
+                        };
+                    }
+                }
+                assert_eq!(
+                    a.state, want,
+                    "the honest record's state was not taken as is"
+                );
+            }
+        }
+        Err(DriverError::CorruptedSharedMemory(why)) => {
+            assert!(!honest, "an honest exit record was rejected: {why}");
+        }
+        Err(e) => panic!("rejected with {e:?}, not CorruptedSharedMemory"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seeds::Rng;
+
+    #[test]
+    fn cases_round_trip_through_their_encoding() {
+        let case = RegionCase {
+            header: vec![7; HEADER_LEN],
+            body: Body::Patches(vec![(10, vec![1]), (EXEC_AREA_SIZE as u16, vec![2; 16])]),
+        };
+        assert_eq!(RegionCase::parse(&case.encode()), case);
+        let raw = RegionCase {
+            header: vec![9; HEADER_LEN],
+            body: Body::Raw(vec![1, 2, 3]),
+        };
+        assert_eq!(RegionCase::parse(&raw.encode()), raw);
+    }
+
+    #[test]
+    fn most_headers_give_runnable_entry_states() {
+        let mut rng = Rng::new(7);
+        let runnable = (0..200)
+            .filter(|_| Setup::from_header(&rng.bytes(HEADER_LEN)).is_some())
+            .count();
+        assert!(
+            runnable >= 150,
+            "only {runnable} of 200 headers are runnable"
+        );
+    }
+
+    #[test]
+    fn an_rpl0_ss_in_an_honest_record_is_rejected() {
+        let mut rng = Rng::new(11);
+        let (header, setup) = loop {
+            let h = rng.bytes(HEADER_LEN);
+            if let Some(s) = Setup::from_header(&h) {
+                if s.honest.exit.reason != RawReason::GuestEscape as u32 {
+                    break (h, s);
+                }
+            }
+        };
+        let off = std::mem::offset_of!(ExecArea, state)
+            + std::mem::offset_of!(GuestState, segs)
+            + seg::SS * std::mem::size_of::<Segment>();
+        let mut bytes = exec_area_bytes(&setup.honest);
+        bytes[off..off + 2].copy_from_slice(&0x28u16.to_le_bytes());
+        let area = exec_area_from_bytes(&bytes);
+        assert!(matches!(
+            accept_exit(&setup.entry, &area, &setup.ctx),
+            Err(DriverError::CorruptedSharedMemory(_))
+        ));
+        // And the check accepts the rejection.
+        check(
+            &RegionCase {
+                header,
+                body: Body::Patches(vec![(off as u16, vec![0x28, 0])]),
+            }
+            .encode(),
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The checks behind the fuzz targets in `fuzz/` (run by `ci/fuzz`), shared with their
+//! regression tests (`tests/regressions.rs`, which runs every file of `fuzz/regressions/`).
+//!
+//! Each target turns arbitrary bytes into a case, runs the product code on it and checks
+//! invariants, panicking on a violation (libFuzzer reports a panic as a crash):
+//!
+//! * [`walker`]: `host_driver::paging::walk` against a reference walker written here from the
+//!   SDM, plus invariants that need no reference (A/D bits only set, only on success, ...).
+//! * [`decoder`]: `host_driver::decode::classify_gp` against iced-x86, and
+//!   `plex86_accel::decode::instruction_at` against a reference fetch through the reference
+//!   walker.
+//! * [`control_region`]: `host_driver::fuzzing::accept_exit` (the library's validation of the
+//!   executor's exit record) on arbitrary and mutated records: each is rejected as
+//!   `CorruptedSharedMemory` or yields a state that meets the documented invariants.
+
+#![warn(missing_docs)]
+
+pub mod control_region;
+pub mod decoder;
+pub mod seeds;
+pub mod walker;
+
+/// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/regressions/*`).
+pub const TARGETS: [&str; 3] = ["walker", "decoder", "control_region"];
+
+/// Runs the check of `target` on `data`; panics on an invariant violation.
+pub fn check(target: &str, data: &[u8]) {
+    match target {
+        "walker" => walker::check(data),
+        "decoder" => decoder::check(data),
+        "control_region" => control_region::check(data),
+        other => panic!("unknown fuzz target {other:?} (known: {TARGETS:?})"),
+    }
+}
+
+/// Reads little-endian values from fuzz input; past the end every read is zero, so that any
+/// input is a case.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads from the start of `data`.
+    pub fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut b = [0u8; N];
+        for v in b.iter_mut() {
+            *v = self.data.get(self.pos).copied().unwrap_or(0);
+            self.pos += 1;
+        }
+        b
+    }
+    /// One byte.
+    pub fn u8(&mut self) -> u8 {
+        self.bytes::<1>()[0]
+    }
+    /// A u16.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.bytes())
+    }
+    /// A u32.
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.bytes())
+    }
+    /// A u64.
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.bytes())
+    }
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.data.get(self.pos..).unwrap_or(&[])
+    }
+}
+
+/// Builds inputs that [`Reader`] reads back (for the generated seed corpora).
+#[derive(Debug, Default)]
+pub struct Writer(pub Vec<u8>);
+
+impl Writer {
+    /// One byte.
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    /// A u16.
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// A u32.
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// A u64.
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// Raw bytes.
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(v);
+        self
+    }
+}

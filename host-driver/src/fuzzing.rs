@@ -1,0 +1,94 @@
+//! Entry points for the fuzz targets (`fuzz/`) and their regression tests (`fuzz/checks`):
+//! the library's validation of what the executor writes into the control region, callable
+//! without a live executor. Not part of the driver's API for applications.
+//!
+//! [`accept_exit`] is the very check [`crate::Executor::run`] applies to the executor's
+//! response (the executor is killed when it fails). The other pure pieces the fuzz targets
+//! exercise are public anyway: [`crate::paging::walk`] and [`crate::decode::classify_gp`].
+
+use crate::driver::{check_exit, ExitExpectation};
+use crate::protocol::ExecArea;
+use crate::{DriverError, ExitReason, GuestState, XsaveInfo};
+use std::time::Duration;
+
+/// Size in bytes of [`ExecArea`], the executor-written part of the control region.
+pub const EXEC_AREA_SIZE: usize = std::mem::size_of::<ExecArea>();
+
+/// An [`ExecArea`] holding `bytes` (zero-extended or truncated to [`EXEC_AREA_SIZE`]): what a
+/// compromised executor could leave in its part of the region.
+pub fn exec_area_from_bytes(bytes: &[u8]) -> ExecArea {
+    let mut area: ExecArea = crate::sys::Pod::zeroed();
+    let n = bytes.len().min(EXEC_AREA_SIZE);
+    crate::sys::pod_bytes_mut(&mut area)[..n].copy_from_slice(&bytes[..n]);
+    area
+}
+
+/// The bytes of an [`ExecArea`] (to build inputs from honest records).
+pub fn exec_area_bytes(area: &ExecArea) -> Vec<u8> {
+    crate::sys::pod_bytes(area).to_vec()
+}
+
+/// What the library knows when a run's response arrives.
+#[derive(Clone, Copy, Debug)]
+pub struct RunContext {
+    /// Sequence number of the run request.
+    pub seq: u32,
+    /// The run's budget in nanoseconds.
+    pub budget_ns: u64,
+    /// Size of guest RAM in bytes.
+    pub ram_size: u64,
+    /// The XSAVE layout of the host (what the executor reported at start).
+    pub xsave: XsaveInfo,
+}
+
+/// A response that [`accept_exit`] accepted, as [`crate::Executor::run`] hands it on.
+#[derive(Clone, Debug)]
+pub struct AcceptedExit {
+    /// Why the run ended.
+    pub reason: ExitReason,
+    /// Native time of the run.
+    pub native_time: Duration,
+    /// The guest state after the run (the entry state, unchanged, after a guest escape).
+    pub state: GuestState,
+    /// Guest-physical pages written that the emulator holds decoded code for.
+    pub code_pages_written: Vec<u64>,
+    /// See [`crate::Exit::ecx_clobbered`].
+    pub ecx_clobbered: bool,
+    /// See [`crate::Exit::eip_lost`].
+    pub eip_lost: bool,
+    /// See [`crate::Exit::demand_fills`].
+    pub demand_fills: u32,
+    /// The library kills the executor after this response (a guest escape).
+    pub kills_executor: bool,
+}
+
+/// Validates the executor's response `area` to a run entered with `entry` (a state that
+/// passed [`crate::validate_entry`]) exactly as [`crate::Executor::run`] does. A rejected
+/// response is [`DriverError::CorruptedSharedMemory`].
+pub fn accept_exit(
+    entry: &GuestState,
+    area: &ExecArea,
+    ctx: &RunContext,
+) -> Result<AcceptedExit, DriverError> {
+    let expected = ExitExpectation {
+        seq: ctx.seq,
+        budget_ns: ctx.budget_ns,
+        ram_size: ctx.ram_size,
+        xsave: ctx.xsave,
+    };
+    let c = check_exit(entry, area, &expected).map_err(DriverError::CorruptedSharedMemory)?;
+    Ok(AcceptedExit {
+        kills_executor: matches!(c.reason, ExitReason::GuestEscape { .. }),
+        reason: c.reason,
+        native_time: c.native_time,
+        state: c.state.unwrap_or(*entry),
+        code_pages_written: area.exit.code_pages[..c.n_code_pages].to_vec(),
+        ecx_clobbered: c.ecx_clobbered,
+        eip_lost: c.eip_lost,
+        demand_fills: c.demand_fills,
+    })
+}
+
+/// The native selector the executor installs for a guest selector (what an honest executor
+/// reports for an unchanged register), and its inverse.
+pub use crate::protocol::{guest_selector, native_selector};
