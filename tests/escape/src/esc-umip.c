@@ -8,10 +8,9 @@
  */
 #include "esc.h"
 
-static void do_sgdt(uint32_t part)
+/* Ends the probe with the limit (part 0) or the base (part 1) of an SGDT/SIDT image. */
+static void table_register_done(const uint8_t d[6], uint32_t part)
 {
-    uint8_t d[6] = {0};
-    __asm__ volatile("sgdt %0" : "=m"(d));
     uint16_t limit;
     uint32_t base;
     memcpy(&limit, d, 2);
@@ -19,15 +18,18 @@ static void do_sgdt(uint32_t part)
     probe_done(part ? base : limit);
 }
 
+static void do_sgdt(uint32_t part)
+{
+    uint8_t d[6] = {0};
+    __asm__ volatile("sgdt %0" : "=m"(d));
+    table_register_done(d, part);
+}
+
 static void do_sidt(uint32_t part)
 {
     uint8_t d[6] = {0};
     __asm__ volatile("sidt %0" : "=m"(d));
-    uint16_t limit;
-    uint32_t base;
-    memcpy(&limit, d, 2);
-    memcpy(&base, d + 2, 4);
-    probe_done(part ? base : limit);
+    table_register_done(d, part);
 }
 
 static void do_smsw(uint32_t mem)
