@@ -651,21 +651,6 @@ pub(crate) struct CheckedExit {
     pub demand_fills: u32,
 }
 
-impl CheckedExit {
-    /// A guest escape: no state (it is not meaningful), no code pages.
-    fn escape(reason: ExitReason, native_time: Duration, demand_fills: u32) -> Self {
-        CheckedExit {
-            reason,
-            native_time,
-            state: None,
-            n_code_pages: 0,
-            ecx_clobbered: false,
-            eip_lost: false,
-            demand_fills,
-        }
-    }
-}
-
 /// Validates the executor's response `area` to a run entered with `entry`: the pure part of
 /// [`Executor::run`]'s acceptance (no executor needed). `Err` names the first bad field.
 pub(crate) fn check_exit(
@@ -686,7 +671,15 @@ pub(crate) fn check_exit(
     }
     let native_time = Duration::from_nanos(raw.native_ns);
     if let ExitReason::GuestEscape { .. } = reason {
-        return Ok(CheckedExit::escape(reason, native_time, raw.demand_fills));
+        return Ok(CheckedExit {
+            reason,
+            native_time,
+            state: None,
+            n_code_pages: 0,
+            ecx_clobbered: false,
+            eip_lost: false,
+            demand_fills: raw.demand_fills,
+        });
     }
     let n = raw.n_code_pages as usize;
     if n > MAX_CODE_PAGES {
