@@ -131,6 +131,7 @@ struct Ran {
     native_ns: u64,
     eip_lost: bool,
     demand_fills: u32,
+    fill_ns: u64,
 }
 
 /// The header's exit reason for a driver exit (`None` for a guest escape).
@@ -474,6 +475,7 @@ impl<B: Backend> Accelerator<B> {
                     native_ns: u64::try_from(exit.native_time.as_nanos()).unwrap_or(u64::MAX),
                     eip_lost: exit.eip_lost,
                     demand_fills: exit.demand_fills,
+                    fill_ns: u64::try_from(exit.fill_time.as_nanos()).unwrap_or(u64::MAX),
                 })
             }
             Err(e) => Err(e),
@@ -493,9 +495,11 @@ impl<B: Backend> Accelerator<B> {
         self.last_paging = Some(key);
         self.stats.native_ns += ran.native_ns;
         self.stats.demand_fills += u64::from(ran.demand_fills);
+        self.stats.fill_ns += ran.fill_ns;
         self.stats.run_length(ran.native_ns);
         let verdict = self.backoff.record_run(
             ran.native_ns,
+            ran.fill_ns,
             ran.demand_fills,
             matches!(ran.reason, ExitReason::BudgetExpired),
         );

@@ -91,6 +91,8 @@ pub struct Stats {
     pub ticks_charged: u64,
     /// Pages the executor mirrored on demand (host #PF → walk → mmap).
     pub demand_fills: u64,
+    /// Host time those fills took (part of `native_ns`; the executor's measurement).
+    pub fill_ns: u64,
     /// Native runs by length (host time, entry and exit included): bucket i counts runs
     /// shorter than `RUN_LENGTH_BOUNDS_US[i]` µs and not shorter than the bound before; the last
     /// bucket the rest.
@@ -223,6 +225,7 @@ impl Stats {
             run_wall_ns: 0,
             ticks_charged: 0,
             demand_fills: 0,
+            fill_ns: 0,
             run_lengths: [0; RUN_LENGTH_BOUNDS_US.len() + 1],
             flush_all: 0,
             flush_non_global: 0,
@@ -311,8 +314,9 @@ impl Stats {
         let mut declines = self.decline_pairs();
         l.push(format!("  declines: {}", nonzero(&mut declines)));
         l.push(format!(
-            "  mmu: {} demand fills; notified flush-all {}, flush-non-global {}, invlpg {}, memory-map {}; added flushes {} (paging mode) + {} (CR3 unreported); {} commands sent, {} respawns",
+            "  mmu: {} demand fills ({:.3} s); notified flush-all {}, flush-non-global {}, invlpg {}, memory-map {}; added flushes {} (paging mode) + {} (CR3 unreported); {} commands sent, {} respawns",
             self.demand_fills,
+            self.fill_ns as f64 / 1e9,
             self.flush_all,
             self.flush_non_global,
             self.invlpg,
@@ -366,6 +370,7 @@ impl Stats {
         o.num("run_wall_ns", self.run_wall_ns);
         o.num("ticks_charged", self.ticks_charged);
         o.num("demand_fills", self.demand_fills);
+        o.num("fill_ns", self.fill_ns);
         o.counts(
             "run_lengths",
             RUN_LENGTH_NAMES
@@ -453,6 +458,7 @@ mod tests {
         s.run_wall_ns = 260_000_000;
         s.ticks_charged = 15_000_000;
         s.demand_fills = 42;
+        s.fill_ns = 420_000;
         s.run_length(1_500);
         s.run_length(2_000);
         s.run_length(5_000_000);
@@ -491,6 +497,7 @@ mod tests {
         assert!((v["native_share"].as_f64().unwrap() - 0.25).abs() < 1e-9);
         assert_eq!(v["ticks_charged"], 15_000_000);
         assert_eq!(v["demand_fills"], 42);
+        assert_eq!(v["fill_ns"], 420_000);
         assert_eq!(v["run_lengths"]["lt_2us"], 1);
         assert_eq!(v["run_lengths"]["lt_4us"], 1);
         assert_eq!(v["run_lengths"]["ge_1024us"], 1);

@@ -614,6 +614,7 @@ impl Executor {
             ecx_clobbered: checked.ecx_clobbered,
             eip_lost: checked.eip_lost,
             demand_fills: checked.demand_fills,
+            fill_time: checked.fill_time,
         })
     }
 }
@@ -649,6 +650,7 @@ pub(crate) struct CheckedExit {
     pub ecx_clobbered: bool,
     pub eip_lost: bool,
     pub demand_fills: u32,
+    pub fill_time: Duration,
 }
 
 /// Validates the executor's response `area` to a run entered with `entry`: the pure part of
@@ -670,6 +672,13 @@ pub(crate) fn check_exit(
         return Err(format!("native time {} ns", raw.native_ns));
     }
     let native_time = Duration::from_nanos(raw.native_ns);
+    if raw.fill_ns > raw.native_ns {
+        return Err(format!(
+            "fill time {} ns > native time {} ns",
+            raw.fill_ns, raw.native_ns
+        ));
+    }
+    let fill_time = Duration::from_nanos(raw.fill_ns);
     if let ExitReason::GuestEscape { .. } = reason {
         return Ok(CheckedExit {
             reason,
@@ -679,6 +688,7 @@ pub(crate) fn check_exit(
             ecx_clobbered: false,
             eip_lost: false,
             demand_fills: raw.demand_fills,
+            fill_time,
         });
     }
     let n = raw.n_code_pages as usize;
@@ -699,6 +709,7 @@ pub(crate) fn check_exit(
         ecx_clobbered: raw.flags & protocol::EXIT_ECX_CLOBBERED != 0,
         eip_lost: raw.flags & protocol::EXIT_EIP_LOST != 0,
         demand_fills: raw.demand_fills,
+        fill_time,
     })
 }
 

@@ -144,8 +144,11 @@ pub struct Exit<'a> {
     /// emulator cannot resume exactly; guests must not execute these instructions natively
     /// (see docs/ARCHITECTURE.md).
     pub eip_lost: bool,
-    /// Pages the executor mirrored on demand during the run (informational).
+    /// Pages the executor mirrored on demand during the run.
     pub demand_fills: u32,
+    /// The part of `native_time` those fills took, as the executor measured it (its handler
+    /// time plus a calibrated signal round trip per fill): host work, not guest work.
+    pub fill_time: Duration,
 }
 
 /// Decodes and validates the reason fields of a raw exit. `Err` names the bad field.

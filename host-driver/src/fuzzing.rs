@@ -58,6 +58,8 @@ pub struct AcceptedExit {
     pub eip_lost: bool,
     /// See [`crate::Exit::demand_fills`].
     pub demand_fills: u32,
+    /// See [`crate::Exit::fill_time`].
+    pub fill_time: Duration,
     /// The library kills the executor after this response (a guest escape).
     pub kills_executor: bool,
 }
@@ -86,6 +88,7 @@ pub fn accept_exit(
         ecx_clobbered: c.ecx_clobbered,
         eip_lost: c.eip_lost,
         demand_fills: c.demand_fills,
+        fill_time: c.fill_time,
     })
 }
 

@@ -14,7 +14,7 @@
 /// `"PLX86CTL"`: first field of [`LibArea`].
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PLX86CTL");
 /// Protocol version; bumped on any layout change.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Maximum number of plain-RAM ranges in the RAM map.
 pub const MAX_RAM_RANGES: usize = 64;
 /// Maximum number of MMU commands carried by one request.
@@ -544,6 +544,10 @@ pub struct RawExit {
     pub detail: u64,
     /// Native time used by the run, in nanoseconds.
     pub native_ns: u64,
+    /// The part of `native_ns` spent on demand fills (at most `native_ns`): the executor's
+    /// measured handler time plus, per fill, its signal delivery and return as calibrated at
+    /// start-up.
+    pub fill_ns: u64,
     /// Number of valid entries in `code_pages`.
     pub n_code_pages: u32,
     /// Pages mirrored on demand during the run (host #PF → walk → mmap); informational.
@@ -563,6 +567,7 @@ impl RawExit {
         flags: 0,
         detail: 0,
         native_ns: 0,
+        fill_ns: 0,
         n_code_pages: 0,
         demand_fills: 0,
         code_pages: [0; MAX_CODE_PAGES],
@@ -694,8 +699,9 @@ mod tests {
         assert_eq!(offset_of!(ExecArea, msg), 32);
         assert_eq!(offset_of!(ExecArea, exit), 288);
         assert_eq!(offset_of!(RawExit, native_ns), 32);
-        assert_eq!(offset_of!(RawExit, demand_fills), 44);
-        assert_eq!(offset_of!(RawExit, code_pages), 48);
+        assert_eq!(offset_of!(RawExit, fill_ns), 40);
+        assert_eq!(offset_of!(RawExit, demand_fills), 52);
+        assert_eq!(offset_of!(RawExit, code_pages), 56);
         assert_eq!(offset_of!(ExecArea, state), 2432);
         assert_eq!(REGION_SIZE, 12288 + 8192);
     }

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use host_driver::{Access, ExitReason, MmuCommand};
 use iced_x86::code_asm::*;
+use std::time::Duration;
 
 fn run_expect_hlt(vm: &mut Vm, cmds: &[MmuCommand]) -> Vec<u64> {
     let exit = vm.run_with(cmds);
@@ -91,6 +92,12 @@ fn fill_limit_ends_the_run_at_the_access_that_needed_the_last_fill() {
     let exit = vm.run();
     assert_eq!(exit.reason, ExitReason::FillLimit, "{:?}", exit.reason);
     assert_eq!(exit.demand_fills, 3);
+    assert!(
+        exit.fill_time > Duration::ZERO && exit.fill_time <= exit.native_time,
+        "fill time {:?} of {:?}",
+        exit.fill_time,
+        exit.native_time
+    );
     assert_eq!(
         vm.state.gprs[0],
         10 + 11,
@@ -101,6 +108,10 @@ fn fill_limit_ends_the_run_at_the_access_that_needed_the_last_fill() {
     let exit = vm.run();
     assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
     assert_eq!(vm.state.gprs[0], 10 + 11 + 12 + 13);
+    // The HLT again, everything mirrored: no fill, no fill time.
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
+    assert_eq!((exit.demand_fills, exit.fill_time), (0, Duration::ZERO));
 }
 
 #[test]

@@ -19,6 +19,7 @@ struct Step {
     pages: Vec<u64>,
     eip_lost: bool,
     fills: u32,
+    fill_ns: u64,
     mutate: Option<Mutate>,
     /// For an error: whether the failed run may have executed guest code.
     executed: bool,
@@ -31,6 +32,7 @@ fn step(reason: ExitReason) -> Step {
         pages: vec![],
         eip_lost: false,
         fills: 0,
+        fill_ns: 0,
         mutate: None,
         executed: true,
     }
@@ -90,6 +92,7 @@ impl Backend for Fake {
             ecx_clobbered: false,
             eip_lost: s.eip_lost,
             demand_fills: s.fills,
+            fill_time: Duration::from_nanos(s.fill_ns),
         })
     }
     fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String> {
@@ -238,7 +241,8 @@ fn ran_maps_reason_ticks_and_state() {
 fn short_runs_back_off_and_long_or_budget_runs_reset() {
     let short = |fills| {
         let mut s = step(ExitReason::Privileged);
-        s.native_ns = 5_000 + u64::from(fills) * crate::policy::FILL_NS;
+        s.fill_ns = u64::from(fills) * 200_000;
+        s.native_ns = 5_000 + s.fill_ns;
         s.fills = fills;
         s
     };

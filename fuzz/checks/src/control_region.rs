@@ -181,6 +181,10 @@ impl Setup {
         x.detail = r.u64();
         x.native_ns = r.u64() % ctx.budget_ns.saturating_add(1);
         x.demand_fills = r.u32();
+        // Derived, not read: the byte layout of existing corpus inputs stays the same.
+        x.fill_ns = x
+            .native_ns
+            .min(u64::from(x.demand_fills).saturating_mul(9_000));
         match RawReason::from_u32(reason).expect("1..=19 are reasons") {
             RawReason::PageFault => {
                 x.error_code = (error_code & 0x1b) | 4;
@@ -333,6 +337,12 @@ fn check_accepted(s: &Setup, area: &ExecArea, a: &AcceptedExit) {
         "native time {:?} for a budget of {} ns",
         a.native_time,
         ctx.budget_ns
+    );
+    assert!(
+        a.fill_time <= a.native_time,
+        "fill time {:?} above native time {:?}",
+        a.fill_time,
+        a.native_time
     );
     if a.kills_executor {
         assert_eq!(area.exit.reason, RawReason::GuestEscape as u32);

@@ -73,6 +73,9 @@ pub struct Monitor {
     pub budget_ns: u64,
     /// Demand fills that end a run (`LibArea::max_fills`; 0 = no limit).
     pub max_fills: u32,
+    /// Host cost of one mirror-region fault delivered to the handler and returned from, measured at start-up
+    /// ([`sys::fault_round_trip_ns`]): the part of a demand fill the handler cannot time.
+    pub fault_ns: u64,
     /// True while guest code runs.
     pub in_guest: bool,
     /// Set when the run ended in a guest escape.
@@ -123,6 +126,7 @@ impl Monitor {
             start_ns: 0,
             budget_ns: 0,
             max_fills: 0,
+            fault_ns: 0,
             in_guest: false,
             escaped: false,
             amd: is_amd(),
@@ -346,6 +350,7 @@ impl Monitor {
     /// Demand paging: returns `Some(Resume)` when the fault was handled in place, else fills
     /// the exit and returns `None`.
     fn page_fault(&mut self, linear: u32, host_err: u64) -> Option<SignalAction> {
+        let start_ns = sys::clock_ns(self.clock);
         let access = if host_err & 0x10 != 0 {
             Access::Fetch
         } else if host_err & 2 != 0 {
@@ -403,6 +408,12 @@ impl Monitor {
             return None;
         }
         self.exit.demand_fills = self.exit.demand_fills.wrapping_add(1);
+        // Fill time is host work, not guest work: the library's back-off subtracts it.
+        let handler_ns = sys::clock_ns(self.clock).wrapping_sub(start_ns);
+        self.exit.fill_ns = self
+            .exit
+            .fill_ns
+            .saturating_add(handler_ns.saturating_add(self.fault_ns));
         if self.max_fills != 0 && self.exit.demand_fills >= self.max_fills {
             // The page is mirrored; the access that faulted re-executes after the emulator
             // hands the guest back (or the emulator performs it).
