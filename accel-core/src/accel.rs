@@ -8,6 +8,7 @@ use crate::mmu::MmuQueue;
 use crate::policy::{
     ns_to_ticks, ticks_to_ns, Backoff, Decision, Decline, HotSpaces, Policy, MIN_BUDGET_NS,
 };
+use crate::prealloc::Prealloc;
 use crate::state::{self, effective_xcr0};
 use crate::stats::Stats;
 use crate::{AccelOps, CpuState, RunOutcome};
@@ -41,6 +42,8 @@ pub struct Config {
     pub stats_path: Option<PathBuf>,
     /// Entry policy: user instructions to emulate after each kernel return.
     pub min_user_insns: u32,
+    /// Allocate all of guest RAM at start ([`crate::prealloc`]).
+    pub prealloc_ram: bool,
 }
 
 impl Config {
@@ -202,6 +205,8 @@ pub struct Accelerator<B: Backend> {
     xcr0_logged: (Option<u64>, u32),
     unsupported_logged: u32,
     finished: bool,
+    /// The allocation of guest RAM at start, until its outcome is logged.
+    prealloc: Option<Prealloc>,
 }
 
 impl<B: Backend> std::fmt::Debug for Accelerator<B> {
@@ -241,7 +246,24 @@ impl Accelerator<ExecutorBackend> {
                 None
             }
         };
-        let accel = Accelerator::with_backend(backend, cfg, log, memory, crate::sys::host_xcr0());
+        let prealloc = if cfg.prealloc_ram {
+            match backend
+                .ram_fd()
+                .try_clone()
+                .and_then(|fd| Prealloc::start(fd, cfg.ram_size))
+            {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log.error(&format!("cannot start allocating guest RAM up front: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut accel =
+            Accelerator::with_backend(backend, cfg, log, memory, crate::sys::host_xcr0());
+        accel.prealloc = prealloc;
         accel.log_cpuid(guest_cpuid);
         Ok(accel)
     }
@@ -297,6 +319,7 @@ impl<B: Backend> Accelerator<B> {
             xcr0_logged: (None, 0),
             unsupported_logged: 0,
             finished: false,
+            prealloc: None,
         }
     }
 
@@ -377,6 +400,16 @@ impl<B: Backend> Accelerator<B> {
             self.log
                 .info(&format!("entry declined, unsupported state: {why}{more}"));
         }
+    }
+
+    /// Logs the outcome of the allocation of guest RAM once it is known (`wait`: block).
+    fn report_prealloc(&mut self, wait: bool) {
+        match self.prealloc.as_mut().and_then(|p| p.outcome(wait)) {
+            Some(Ok(m)) => self.log.info(&m),
+            Some(Err(m)) => self.log.error(&m),
+            None => return,
+        }
+        self.prealloc = None;
     }
 
     fn note_xcr0(&mut self, xcr0: u64) {
@@ -559,6 +592,9 @@ impl<B: Backend> Accelerator<B> {
 impl<B: Backend> AccelOps for Accelerator<B> {
     fn run(&mut self, cpu: &mut CpuState, budget_ticks: u64, user_insns: u64) -> RunOutcome<'_> {
         self.stats.calls += 1;
+        if self.prealloc.is_some() {
+            self.report_prealloc(false);
+        }
         if self.disabled {
             return self.decline(Decline::Disabled, crate::policy::NEVER_TICKS);
         }
@@ -618,6 +654,8 @@ impl<B: Backend> AccelOps for Accelerator<B> {
             return;
         }
         self.finished = true;
+        // Waits for an allocation still running (seconds only for tens of GiB of RAM).
+        self.report_prealloc(true);
         let wall = u64::try_from(self.stats.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         for line in self.stats.summary(wall) {
             self.log.info(&line);

@@ -255,10 +255,12 @@ unsafe fn init(
             c.ram_ranges.len()
         ));
     }
-    if c.flags != 0 {
+    const KNOWN_FLAGS: u32 = raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_PREALLOC_RAM;
+    if c.flags & !KNOWN_FLAGS != 0 {
         return fail(format!(
-            "config.flags is {:#x}: ABI {ABI_VERSION} defines no PLEX86_ACCEL_CONFIG_* flag",
-            c.flags
+            "config.flags is {:#x}: ABI {ABI_VERSION} defines no PLEX86_ACCEL_CONFIG_* flag {:#x}",
+            c.flags,
+            c.flags & !KNOWN_FLAGS
         ));
     }
     let ranges: Vec<(u64, u64)> = c.ram_ranges[..n].iter().map(|r| (r.start, r.end)).collect();
@@ -275,6 +277,7 @@ unsafe fn init(
         executor_path,
         stats_path,
         min_user_insns: c.min_user_insns,
+        prealloc_ram: c.flags & raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_PREALLOC_RAM != 0,
     };
     if let Err(m) = cfg.validate() {
         return fail(format!("config: {m}"));

@@ -29,6 +29,7 @@ pub mod log;
 pub mod mmu;
 mod null;
 pub mod policy;
+mod prealloc;
 pub mod state;
 pub mod stats;
 mod sys;

@@ -21,6 +21,24 @@ pub fn dup_fd(raw: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Allocates the first `len` bytes of `fd` (fallocate mode 0: the file's size is unchanged
+/// when it is already that large). Interrupted calls are repeated; what was allocated stays.
+pub fn allocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: fallocate only changes the file behind `fd`, which the caller owns or borrows;
+        // no memory of this process is touched.
+        if unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// A read-only mapping of guest RAM, for decoding instructions behind exits.
 ///
 /// Guest memory is shared with Bochs and the executor, so it is never turned into a Rust

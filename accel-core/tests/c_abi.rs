@@ -714,6 +714,43 @@ fn startup_and_cpuid_comparison_are_logged() {
     assert!(lines.iter().all(|(l, _)| *l == 1), "all INFO: {lines:?}");
 }
 
+#[test]
+fn prealloc_flag_allocates_all_of_guest_ram() {
+    let allocated = |ram: &GuestRam| {
+        let f = std::fs::File::from(ram.fd().try_clone_to_owned().unwrap());
+        std::os::unix::fs::MetadataExt::blocks(&f.metadata().unwrap()) * 512
+    };
+    for prealloc in [false, true] {
+        let ram = GuestRam::new(RAM_SIZE).unwrap();
+        let lines: &'static Lines = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let exe = CString::new(executor().into_os_string().into_encoded_bytes()).unwrap();
+        let mut c = config(&ram);
+        c.executor_path = exe.as_ptr();
+        c.log = Some(log_cb);
+        c.log_opaque = lines as *const Lines as *mut c_void;
+        if prealloc {
+            c.flags = raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_PREALLOC_RAM;
+        }
+        let a = init(&c).unwrap_or_else(|e| panic!("init failed: {e}"));
+        // Shutdown waits for an allocation still running and logs its outcome.
+        plex86_accel_shutdown(a);
+        let logged = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(level, m)| *level == 1 && m.contains("guest RAM allocated up front"));
+        assert_eq!(logged, prealloc, "{:?}", lines.lock().unwrap());
+        if prealloc {
+            assert_eq!(allocated(&ram), RAM_SIZE);
+        } else {
+            assert!(
+                allocated(&ram) < RAM_SIZE,
+                "nothing allocates RAM without the flag"
+            );
+        }
+    }
+}
+
 // ---- bad input ---------------------------------------------------------------------------------
 
 #[test]
@@ -727,7 +764,7 @@ fn init_rejects_bad_configurations_clearly() {
         init(&c).map(|a| plex86_accel_shutdown(a)).unwrap_err()
     };
     let e = bad(&|c| c.abi_version = 1);
-    assert!(e.contains("abi_version is 1") && e.contains("ABI 2"), "{e}");
+    assert!(e.contains("abi_version is 1") && e.contains("ABI 3"), "{e}");
     let e = bad(&|c| c.struct_size = 100);
     assert!(e.contains("struct_size is 100") && e.contains("344"), "{e}");
     assert!(bad(&|c| c.ram_fd = -1).contains("ram_fd -1: Bad file descriptor"));
@@ -736,7 +773,11 @@ fn init_rejects_bad_configurations_clearly() {
     assert!(bad(&|c| c.ram_size = 4097).contains("ram_size"));
     assert!(bad(&|c| c.n_ram_ranges = 17).contains("n_ram_ranges is 17"));
     assert!(bad(&|c| c.ram_ranges[0].end = RAM_SIZE * 2).contains("beyond ram_size"));
-    assert!(bad(&|c| c.flags = 1).contains("flags"));
+    let e = bad(&|c| c.flags = 6);
+    assert!(
+        e.contains("config.flags is 0x6") && e.contains("flag 0x6"),
+        "{e}"
+    );
     assert!(bad(&|c| c.n_ram_ranges = 0).contains("no plain-RAM range"));
     let missing = CString::new("/nonexistent/dir/plex86-executor").unwrap();
     let e = bad(&|c| c.executor_path = missing.as_ptr());
@@ -828,5 +869,5 @@ fn run_and_notifications_reject_bad_pointers() {
 
 #[test]
 fn abi_version() {
-    assert_eq!(plex86_accel_abi_version(), 2);
+    assert_eq!(plex86_accel_abi_version(), 3);
 }

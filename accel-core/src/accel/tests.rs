@@ -118,6 +118,7 @@ fn config() -> Config {
         executor_path: None,
         stats_path: None,
         min_user_insns: 100,
+        prealloc_ram: false,
     }
 }
 
