@@ -60,6 +60,7 @@ fn core_decline(c: &mut Criterion) {
         executor_path: None,
         stats_path: None,
         min_user_insns: 1000,
+        prealloc_ram: false,
     };
     let mut a = Accelerator::with_backend(
         Idle,

@@ -21,7 +21,7 @@
 //! or page-fault loop, RDTSC polling, a short-lived process filling its pages. After each such
 //! run the next entry waits for Bochs to emulate [`BACKOFF_START_TICKS`] ticks, doubling with
 //! every further short run up to [`BACKOFF_MAX_TICKS`]; one longer run resets it. Demand
-//! fills are not guest work: the time the executor measured for them (its handler plus a signal
+//! fills are not guest work: the time the executor measured for them (its handler plus a fault
 //! round trip calibrated at start-up, 8-12 µs per fill here, more as the mirror's mappings grow)
 //! is subtracted. A short run without fills that the budget ended says nothing about the guest
 //! code and neither arms nor resets. At the cap an
@@ -46,7 +46,8 @@ pub const MIN_BUDGET_NS: u64 = 2 * EXIT_REENTRY_NS;
 pub const SHORT_RUN_NS: u64 = 32_000;
 /// What a demand fill costs beyond the time the executor reports for it (handler entry and the
 /// return to compatibility mode, which its calibration cannot see): 0.9 µs per fill in
-/// host-driver's fill-cost test, 1.7 µs in bench-pagefault's read pass (guest work included).
+/// host-driver's benchmark (`cargo bench -p host-driver -- --summary-only`), 0.5-3 µs in
+/// bench-pagefault's read pass (guest work included).
 pub const UNTIMED_FILL_NS: u64 = 1_500;
 /// A run ends after this many demand fills (host-driver's `max_fills_per_run`). A loop that
 /// touches each page a few times, like a checksum over fresh memory, would otherwise stay native

@@ -368,7 +368,7 @@ fn run_once() {
         sys::timer_arm(m.timer, 0);
         m.in_guest = false;
         m.exit.native_ns = end.wrapping_sub(m.start_ns);
-        // The calibrated signal cost is an estimate: keep the sum within the run.
+        // The calibrated fault cost is an estimate: keep the sum within the run.
         m.exit.fill_ns = m.exit.fill_ns.min(m.exit.native_ns);
     });
 }

@@ -73,8 +73,8 @@ pub struct Monitor {
     pub budget_ns: u64,
     /// Demand fills that end a run (`LibArea::max_fills`; 0 = no limit).
     pub max_fills: u32,
-    /// Host cost of one mirror-region fault delivered to the handler and returned from, measured at start-up
-    /// ([`sys::fault_round_trip_ns`]): the part of a demand fill the handler cannot time.
+    /// Host cost of a mirror-region fault delivered to a handler and returned from, measured
+    /// at start-up ([`sys::fault_round_trip_ns`]): the part of a fill the handler cannot time.
     pub fault_ns: u64,
     /// True while guest code runs.
     pub in_guest: bool,

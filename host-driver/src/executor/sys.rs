@@ -1064,11 +1064,10 @@ extern "C" fn calibration_handler(_sig: i32, _info: *mut libc::siginfo_t, uc: *m
 }
 
 /// Host cost of a page fault in the mirror region delivered to a handler on the alternate
-/// stack, and of the return from it: the median of 31 rounds on `clock`. A demand fill pays
-/// this on top of its handler's work, which the handler cannot time itself. (A fault costs
-/// more than a signal sent by a system call here: ~3 µs more on the project's VMs.) Setup time
-/// only, after `reserve_mirror_region` and before the first fill: installs its own SIGSEGV
-/// handler and restores the one installed before.
+/// stack, and of the return from it: the median of 31 rounds on `clock` (3.2-4.0 µs on the
+/// project's VMs). A demand fill pays this on top of its handler's work, which the handler
+/// cannot time itself. Setup time only, after `reserve_mirror_region` and before the first
+/// fill: installs its own SIGSEGV handler and restores the one installed before.
 pub fn fault_round_trip_ns(clock: i32) -> u64 {
     let mut samples = [0u64; 31];
     // SAFETY: swaps in a SIGSEGV handler that skips the faulting instruction, loads from the
