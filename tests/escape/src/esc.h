@@ -66,9 +66,9 @@ __attribute__((noreturn)) static inline void raw_exit(int code)
 /* ---- evidence of native execution ------------------------------------------------------ */
 
 /* Under acceleration a native `mov %ds, r` shows the executor's mirror selector (0xe7f for
- * the guest's 0x7b, a documented leak); emulated it shows the guest's 0x7b. wait_native() spins until a read
- * looks native, so that the probe which follows runs natively too (it only costs time: the
- * spin has no other effect). */
+ * the guest's 0x7b, a documented leak); emulated it shows the guest's 0x7b. wait_native() spins
+ * until a read looks native, so that the probe which follows runs natively too (it only costs
+ * time: the spin has no other effect). */
 static int accel_seen;
 static unsigned probes_run, probes_native; /* probes, and those that started natively */
 
@@ -79,16 +79,21 @@ static inline int ds_looks_native(void)
     return (ds & 0xffff) != USER_DS;
 }
 
+/* Returns 1 once a read looks native after a stretch of ~0.1 ms of native work, 0 when
+ * max_iterations reads did not. The stretch matters: a run that a timer ends short of 32 us of
+ * work (demand fills not counted, and a fresh child fills many pages) makes the accelerator
+ * back off and emulate what follows for a while. So the stretch is checked at its end and,
+ * when the run ended in it, waited for again. The caller's next few instructions (the probe)
+ * then run natively unless a timer ends the run within them (about 1 in 10^5). */
 static inline int wait_native(unsigned max_iterations)
 {
     for (unsigned i = 0; i < max_iterations; i++) {
-        if (ds_looks_native()) {
-            /* Keep running natively a while (~0.1 ms): a native run that short of 32 us of
-             * work makes the accelerator back off and emulate what follows for a while. */
-            for (unsigned j = 0; j < 200000; j++)
-                __asm__ volatile("" ::: "memory");
-            return ds_looks_native();
-        }
+        if (!ds_looks_native())
+            continue;
+        for (unsigned j = 0; j < 200000; j++)
+            __asm__ volatile("" ::: "memory");
+        if (ds_looks_native())
+            return 1;
     }
     return 0;
 }
@@ -217,6 +222,19 @@ __attribute__((noreturn, unused)) static void probe_done(uint32_t value)
     raw_exit(0);
 }
 
+/* Reads one byte of each page of the program's code. fork() leaves file-backed pages out of
+ * the child's page tables, so the child's first call into a page takes a guest page fault,
+ * which ends the native run; and when the next timer event is then too close, the
+ * accelerator declines the entry and Bochs emulates up to it. A probe must not meet that
+ * between wait_native() and its own instruction. (The linker defines both symbols.) */
+extern const char __executable_start[], etext[];
+
+static void touch_code_pages(void)
+{
+    for (const volatile char *p = __executable_start; p < etext; p += 4096)
+        (void)*p;
+}
+
 /* Runs fn(arg) in a child; fn ends with probe_done() or a signal. Returns the child's report
  * ("ok:0x..", "SIGSEGV/0x80", or "died:..." when the child ended otherwise). */
 __attribute__((unused)) static const char *probe(void (*fn)(uint32_t), uint32_t arg)
@@ -242,6 +260,7 @@ __attribute__((unused)) static const char *probe(void (*fn)(uint32_t), uint32_t 
         /* Written first: a copy-on-write fault after the wait would end the native run. Data
          * a probe uses is set up by the parent, before the fork, for the same reason. */
         probe_mark = 'E';
+        touch_code_pages();
         probe_mark = accel_seen && wait_native(20000000) ? 'N' : 'E';
         fn(arg);
         probe_done(0xdead);
