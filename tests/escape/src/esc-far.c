@@ -122,7 +122,7 @@ int main(int argc, char **argv)
         fp.selector = 0x23;
         native_evidence();
         tcdrain(1); /* the console has everything before an accelerated run stops */
-        report("ljmp-0x23", "%s", probe(far_jmp, 0));
+        report("ljmp-0x23", "%s", probe_natively(far_jmp, 0));
         finish();
         return 0;
     }
@@ -140,7 +140,7 @@ int main(int argc, char **argv)
     fp.offset = (uint32_t)(uintptr_t)(fn == jmp64 ? stub64_open : stub64_creat);
     native_evidence();
     tcdrain(1); /* the console has everything before an accelerated run stops */
-    report(argv[1], "%s", probe(fn, 0));
+    report(argv[1], "%s", probe_natively(fn, 0));
     finish();
     return 0;
 }

@@ -64,7 +64,7 @@ int main(int argc, char **argv)
                 fail("not-a-host-loadable-selector-%#x", sel);
             native_evidence();
             tcdrain(1); /* the console has everything before an accelerated run stops */
-            report(argv[2], "%s", probe(regs[r].fn, sel));
+            report(argv[2], "%s", probe_natively(regs[r].fn, sel));
             finish();
             return 0;
         }

@@ -35,7 +35,7 @@ int main(int argc, char **argv)
     snprintf(file, sizeof file, "%s/canary-syscall-insn-open", argv[1]);
     native_evidence();
     tcdrain(1); /* the console has everything before an accelerated run stops */
-    report("syscall-open", "%s", probe(try_syscall, 2000000));
+    report("syscall-open", "%s", probe_natively(try_syscall, 2000000));
     finish();
     return 0;
 }
