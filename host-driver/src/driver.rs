@@ -468,12 +468,12 @@ impl Executor {
 
     /// Waits for a response due `due` after `posted` (a run that its budget will end): polls
     /// for [`HEAD_POLL`], sleeps until [`WAKE_LEAD`] before the due time, then polls until
-    /// [`POLL_TAIL`] after it. A thread that
-    /// sleeps until the executor's futex wake runs again only ~40 µs later on the project's VMs
-    /// (its vCPU went idle); waking ahead of the deadline takes that off every run that its
-    /// budget ends (the compute benchmark's per-run overhead fell from ~40 to ~20 µs). A run
-    /// that ends early still wakes this thread through the futex. Returns whether the response
-    /// came; if not, [`Executor::wait_response`] takes over.
+    /// [`POLL_TAIL`] after it. A thread that sleeps until the executor's futex wake runs again
+    /// only ~40 µs later on the project's VMs (its vCPU went idle); waking ahead of the
+    /// deadline takes that off every run that its budget ends (the compute benchmark's per-run
+    /// overhead fell from ~40 to ~20 µs), and the first poll off every run that ends at once.
+    /// A run that ends in between wakes this thread through the futex. Returns whether the
+    /// response came; if not, [`Executor::wait_response`] takes over.
     fn await_expected(
         &mut self,
         want: u32,
@@ -481,14 +481,8 @@ impl Executor {
         due: Duration,
     ) -> Result<bool, DriverError> {
         let wake_at = due.saturating_sub(WAKE_LEAD);
-        let head_end = HEAD_POLL.min(wake_at);
-        let mut i = 0;
-        while posted.elapsed() < head_end {
-            if self.response_seq() == want {
-                return Ok(true);
-            }
-            poll_pause(i);
-            i = i.saturating_add(1);
+        if self.poll_until(want, posted, HEAD_POLL.min(wake_at)) {
+            return Ok(true);
         }
         loop {
             let cur = self.response_seq();
@@ -507,16 +501,20 @@ impl Executor {
                 self.reap_if_dead()?;
             }
         }
-        let give_up = due.saturating_add(POLL_TAIL);
+        Ok(self.poll_until(want, posted, due.saturating_add(POLL_TAIL)))
+    }
+
+    /// Polls until `resp_seq == want` or `until` after `posted`; returns whether it came.
+    fn poll_until(&self, want: u32, posted: Instant, until: Duration) -> bool {
         let mut i = 0;
-        while posted.elapsed() < give_up {
+        while posted.elapsed() < until {
             if self.response_seq() == want {
-                return Ok(true);
+                return true;
             }
             poll_pause(i);
             i = i.saturating_add(1);
         }
-        Ok(self.response_seq() == want)
+        self.response_seq() == want
     }
 
     /// Waits until `resp_seq == want`, spinning first, then sleeping in slices and checking
