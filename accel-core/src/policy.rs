@@ -45,7 +45,7 @@ pub const MIN_BUDGET_NS: u64 = 2 * EXIT_REENTRY_NS;
 /// (measured with the run-length histogram of the statistics).
 pub const SHORT_RUN_NS: u64 = 32_000;
 /// What a demand fill costs beyond the time the executor reports for it (handler entry and the
-/// return to compatibility mode, which its calibration cannot see): 0.9 µs per fill in
+/// return to compatibility mode, which its calibration cannot see): 0-1.0 µs per fill in
 /// host-driver's benchmark (`cargo bench -p host-driver -- --summary-only`), 0.5-3 µs in
 /// bench-pagefault's read pass (guest work included).
 pub const UNTIMED_FILL_NS: u64 = 1_500;
