@@ -100,6 +100,31 @@ pub struct Translation {
     pub executable: bool,
     /// The final entry is global (G with CR4.PGE).
     pub global: bool,
+    /// The size of the guest page the translation came from.
+    pub size: PageSize,
+}
+
+/// The size of a guest page. An INVLPG anywhere in a large page drops its whole translation,
+/// so whoever caches 4 KiB pieces of one must know which large page each came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    /// A 4 KiB page (or paging off).
+    Size4K,
+    /// A PAE 2 MiB page.
+    Size2M,
+    /// A 32-bit-paging 4 MiB page (CR4.PSE).
+    Size4M,
+}
+
+impl PageSize {
+    /// The number of 4 KiB pages in a page of this size.
+    pub const fn pages(self) -> u32 {
+        match self {
+            PageSize::Size4K => 1,
+            PageSize::Size2M => 512,
+            PageSize::Size4M => 1024,
+        }
+    }
 }
 
 /// Why a walk failed.
@@ -131,6 +156,7 @@ pub fn walk(
             dirty: true,
             executable: true,
             global: false,
+            size: PageSize::Size4K,
         });
     }
     for _ in 0..MAX_RETRIES {
@@ -251,6 +277,7 @@ fn walk_2level(
             dirty,
             executable: true,
             global: pde64 & G != 0 && regs.cr4 & CR4_PGE != 0,
+            size: PageSize::Size4M,
         }));
     }
     let pte_pa = u64::from(pde & 0xffff_f000) + u64::from((linear >> 12) & 0x3ff) * 4;
@@ -283,6 +310,7 @@ fn walk_2level(
         dirty,
         executable: true,
         global: pte64 & G != 0 && regs.cr4 & CR4_PGE != 0,
+        size: PageSize::Size4K,
     }))
 }
 
@@ -347,6 +375,7 @@ fn walk_pae(
             dirty,
             executable: !nx,
             global: pde & G != 0 && regs.cr4 & CR4_PGE != 0,
+            size: PageSize::Size2M,
         }));
     }
     let pte_pa = (pde & 0x000f_ffff_ffff_f000) + u64::from((linear >> 12) & 0x1ff) * 8;
@@ -382,6 +411,7 @@ fn walk_pae(
         dirty,
         executable: !nx,
         global: pte & G != 0 && regs.cr4 & CR4_PGE != 0,
+        size: PageSize::Size4K,
     }))
 }
 

@@ -340,3 +340,198 @@ fn aliased_physical_page_is_write_protected_everywhere() {
     assert_eq!(log, vec![DATA_PHYS]);
     assert_eq!(vm.ram.read_u32(DATA_PHYS + 4), 3);
 }
+
+/// A guest large page (4 MiB with PSE, 2 MiB with PAE) mirrored piece by piece: an INVLPG of any
+/// address in it must drop every piece, as a TLB drops the one translation. Linux unmaps, zaps,
+/// mprotects and collapses a huge page with a single INVLPG per 2/4 MiB.
+struct LargePage {
+    vm: Vm,
+    lin: u32,
+}
+
+/// Where the large pages of these tests live: linear, and the physical pages behind the first
+/// mapping and the one the guest remaps to (both aligned to 4 MiB).
+const LARGE_LIN: u32 = 0x0c00_0000;
+const LARGE_PHYS_OLD: u64 = 0x0080_0000;
+const LARGE_PHYS_NEW: u64 = 0x00c0_0000;
+
+impl LargePage {
+    /// Maps LARGE_LIN as one large page with `flags`, whose code reads (and, if `write`,
+    /// writes) three pieces, none of them the first, the middle or the last.
+    fn new(mode: Mode, flags: u64, write: bool) -> LargePage {
+        let mut vm = Vm::new(mode);
+        let pages = if mode == Mode::Pae { 512 } else { 1024 };
+        let lin = LARGE_LIN;
+        vm.write_entry(vm.pde_addr(lin), LARGE_PHYS_OLD | PS | flags);
+        let pieces = Self::pieces(pages);
+        for (i, p) in pieces.iter().enumerate() {
+            vm.ram
+                .write_u32(LARGE_PHYS_OLD + u64::from(*p) * 4096, 100 + i as u32);
+            vm.ram
+                .write_u32(LARGE_PHYS_NEW + u64::from(*p) * 4096, 200 + i as u32);
+        }
+        vm.code(|a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            for (p, reg) in pieces.iter().zip([eax, ebx, ecx]) {
+                a.mov(reg, dword_ptr(lin + p * 4096))?;
+                if write {
+                    a.mov(dword_ptr(lin + p * 4096 + 8), 0x5555)?;
+                }
+            }
+            a.hlt()?;
+            a.jmp(top)
+        });
+        let mut lp = LargePage { vm, lin };
+        run_expect_hlt(&mut lp.vm, &[]);
+        assert_eq!(lp.values(), [100, 101, 102], "first run: the old page");
+        lp
+    }
+
+    fn pieces(pages: u32) -> [u32; 3] {
+        [1, 5, pages - 2]
+    }
+
+    fn values(&self) -> [u32; 3] {
+        let g = &self.vm.state.gprs;
+        [g[0], g[3], g[1]]
+    }
+
+    /// The INVLPG positions that matter: the first, a middle and the last 4 KiB.
+    fn invlpg_positions(pages: u32) -> [u32; 3] {
+        [0, pages / 2, pages - 1]
+    }
+
+    fn rerun_after(&mut self, pde: u64, invlpg_at: u32) -> ExitReason {
+        let pa = self.vm.pde_addr(self.lin);
+        self.vm.write_entry(pa, pde);
+        self.vm.state.eip = CODE;
+        let addr = self.lin + invlpg_at * 4096 + 0x10;
+        self.vm.run_with(&[MmuCommand::InvalidatePage(addr)]).reason
+    }
+}
+
+#[test]
+fn invlpg_in_a_large_page_drops_every_piece_after_a_remap() {
+    for mode in [Mode::TwoLevel, Mode::Pae] {
+        let pages = if mode == Mode::Pae { 512 } else { 1024 };
+        for at in LargePage::invlpg_positions(pages) {
+            let mut lp = LargePage::new(mode, URW | A | D, true);
+            let reason = lp.rerun_after(LARGE_PHYS_NEW | PS | URW | A | D, at);
+            assert_eq!(
+                reason,
+                ExitReason::Privileged,
+                "{mode:?} at {at}: {reason:?}"
+            );
+            assert_eq!(
+                lp.values(),
+                [200, 201, 202],
+                "{mode:?} INVLPG at piece {at}"
+            );
+            for p in LargePage::pieces(pages) {
+                let off = u64::from(p) * 4096 + 8;
+                let (old, new) = (
+                    lp.vm.ram.read_u32(LARGE_PHYS_OLD + off),
+                    lp.vm.ram.read_u32(LARGE_PHYS_NEW + off),
+                );
+                assert_eq!(
+                    (old, new),
+                    (0x5555, 0x5555),
+                    "{mode:?} at {at}: writes of piece {p}"
+                );
+            }
+            // Once more, the writes of the second run must land in the new page only.
+            lp.vm.ram.write_u32(LARGE_PHYS_OLD + 4096 + 8, 0);
+            lp.vm.state.eip = CODE;
+            run_expect_hlt(&mut lp.vm, &[]);
+            assert_eq!(
+                lp.vm.ram.read_u32(LARGE_PHYS_OLD + 4096 + 8),
+                0,
+                "{mode:?} at {at}"
+            );
+        }
+    }
+}
+
+#[test]
+fn invlpg_in_a_large_page_drops_every_piece_after_an_unmap() {
+    for mode in [Mode::TwoLevel, Mode::Pae] {
+        let pages = if mode == Mode::Pae { 512 } else { 1024 };
+        for at in LargePage::invlpg_positions(pages) {
+            // Read-only (no R/W) and writable mirrors alike.
+            for (flags, write) in [(P | US | A, false), (URW | A | D, true)] {
+                let mut lp = LargePage::new(mode, flags, write);
+                let reason = lp.rerun_after(0, at);
+                let first = lp.lin + LargePage::pieces(pages)[0] * 4096;
+                assert_eq!(
+                    reason,
+                    ExitReason::PageFault {
+                        linear: first,
+                        access: Access::Read,
+                        error_code: 4
+                    },
+                    "{mode:?} flags {flags:#x}: INVLPG at piece {at} left a stale piece"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn invlpg_in_a_large_page_drops_write_access_after_mprotect() {
+    for mode in [Mode::TwoLevel, Mode::Pae] {
+        let pages = if mode == Mode::Pae { 512 } else { 1024 };
+        for at in LargePage::invlpg_positions(pages) {
+            let mut lp = LargePage::new(mode, URW | A | D, true);
+            let reason = lp.rerun_after(LARGE_PHYS_OLD | PS | P | US | A | D, at);
+            let first = lp.lin + LargePage::pieces(pages)[0] * 4096 + 8;
+            assert_eq!(
+                reason,
+                ExitReason::PageFault {
+                    linear: first,
+                    access: Access::Write,
+                    error_code: 4 | 2 | 1
+                },
+                "{mode:?}: INVLPG at piece {at} left a piece writable"
+            );
+        }
+    }
+}
+
+/// SGDT whose operand crosses into a page not mirrored yet: the host kernel's UMIP emulation
+/// reports a fault at the operand's start, on a page mirrored writable already. That is no
+/// missing fill: the emulator must perform the instruction (before, the executor re-filled the
+/// first page until the fill limit or the budget ended the run).
+#[test]
+fn umip_operand_across_a_page_needs_emulation() {
+    let umip = std::fs::read_to_string("/proc/cpuinfo")
+        .expect("/proc/cpuinfo")
+        .split_whitespace()
+        .any(|w| w == "umip");
+    let mut vm = Vm::new(Mode::TwoLevel);
+    vm.map(DATA, DATA_PHYS, URW | A | D);
+    vm.map(DATA + 0x1000, DATA_PHYS + 0x1000, URW | A | D);
+    let operand = DATA + 0xffe;
+    vm.code(|a| {
+        a.mov(dword_ptr(DATA), 1)?; // mirrors the first page, writable
+        a.sgdt(ptr(operand))?;
+        a.hlt()
+    });
+    let exit = vm.run();
+    if umip {
+        assert_eq!(
+            exit.reason,
+            ExitReason::NeedsEmulation {
+                linear: operand,
+                access: Access::Write
+            }
+        );
+        assert_eq!(
+            exit.demand_fills, 2,
+            "the code page and the first data page"
+        );
+    } else {
+        // Without UMIP SGDT runs natively (and the second page is filled).
+        assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
+    }
+}

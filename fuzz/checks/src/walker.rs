@@ -13,7 +13,7 @@
 //! the entry keeps changing, fault without writing anything.
 
 use crate::{Reader, Writer};
-use host_driver::paging::{self, pf, PagingRegs, PhysMemory, Translation, WalkError};
+use host_driver::paging::{self, pf, PageSize, PagingRegs, PhysMemory, Translation, WalkError};
 use host_driver::Access;
 use std::cell::{Cell, RefCell};
 
@@ -188,7 +188,9 @@ fn not_in_ram() -> RefWalk {
 }
 
 /// The final step shared by every mode: permission check, A/D updates, the translation.
-/// `levels` are (physical address, value) of the entries used, the last one the final entry.
+/// `levels` are (physical address, value) of the entries used, the last one the final entry;
+/// a walk that ends at the first level maps a large page (2 MiB with `wide` PAE entries, else
+/// 4 MiB).
 #[allow(clippy::too_many_arguments)]
 fn finish(
     regs: &PagingRegs,
@@ -229,6 +231,11 @@ fn finish(
             dirty: last & D != 0 || (update_ad && access == Access::Write),
             executable: !nx,
             global: last & G != 0 && regs.cr4 & CR4_PGE != 0,
+            size: match (levels.len(), wide) {
+                (1, true) => PageSize::Size2M,
+                (1, false) => PageSize::Size4M,
+                _ => PageSize::Size4K,
+            },
         }),
         writes,
     }
@@ -254,6 +261,7 @@ pub fn reference_walk(
                 dirty: true,
                 executable: true,
                 global: false,
+                size: PageSize::Size4K,
             }),
             writes: vec![],
         };
