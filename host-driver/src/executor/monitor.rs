@@ -2,7 +2,7 @@
 //! paging and the signal-handler logic that turns host signals into guest exits.
 //! Everything here runs without allocating (the signal handler included).
 
-use super::shadow::{MirrorOps, Shadow, PROT_EXEC, PROT_READ, PROT_WRITE};
+use super::shadow::{Mirror, MirrorOps, Shadow, PROT_EXEC, PROT_READ, PROT_WRITE};
 use super::sys::{
     self, EntryFrame, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext, UserDesc,
 };
@@ -360,6 +360,13 @@ impl Monitor {
         };
         self.exit.linear = linear;
         self.exit.access = access.to_raw();
+        if self.already_allows(linear >> 12, access) {
+            // The mirror already allows this access, so the fault is not a missing fill: the
+            // host kernel's UMIP emulation (SGDT, SIDT, SMSW...) reports the start of an
+            // operand whose other end lies on an unmirrored page. The emulator performs it.
+            self.set_exit(RawReason::NeedsEmulation);
+            return None;
+        }
         let t = match paging::walk(&self.ram, &self.regs, linear, access, true) {
             Ok(t) => t,
             Err(WalkError::Fault(code)) => {
@@ -397,11 +404,17 @@ impl Monitor {
             | if writable { PROT_WRITE } else { 0 }
             | if t.executable { PROT_EXEC } else { 0 };
         let ops = &mut HostMirror;
-        let mut r = self.shadow.insert(ops, page >> 12, ppn, prot, t.global);
+        let mirror = Mirror {
+            ppn,
+            prot,
+            global: t.global,
+            size: t.size,
+        };
+        let mut r = self.shadow.insert(ops, page >> 12, mirror);
         if r == Err(libc::ENOMEM) {
             // Too many mappings (vm.max_map_count): start over.
             let _ = self.shadow.flush_all(ops);
-            r = self.shadow.insert(ops, page >> 12, ppn, prot, t.global);
+            r = self.shadow.insert(ops, page >> 12, mirror);
         }
         if r.is_err() {
             self.set_exit(RawReason::NeedsEmulation);
@@ -421,6 +434,18 @@ impl Monitor {
             return None;
         }
         Some(SignalAction::Resume)
+    }
+
+    /// True when linear page `lpn` is mirrored with the permission `access` needs.
+    fn already_allows(&self, lpn: u32, access: Access) -> bool {
+        let Some(m) = self.shadow.lookup(lpn) else {
+            return false;
+        };
+        match access {
+            Access::Read => true,
+            Access::Write => m.prot & PROT_WRITE != 0,
+            Access::Fetch => m.prot & PROT_EXEC != 0,
+        }
     }
 
     /// The signal handler's logic.
