@@ -64,14 +64,26 @@ const CR4_PAE: u32 = 1 << 5;
 const CR4_PGE: u32 = 1 << 7;
 const EFER_NXE: u64 = 1 << 11;
 
-const P: u64 = 1;
-const RW: u64 = 1 << 1;
-const US: u64 = 1 << 2;
-const A: u64 = 1 << 5;
-const D: u64 = 1 << 6;
-const PS: u64 = 1 << 7;
-const G: u64 = 1 << 8;
-const NX: u64 = 1 << 63;
+/// Paging-entry bits (the 64-bit PAE layout; 32-bit entries use the low word).
+pub mod entry {
+    /// Present.
+    pub const P: u64 = 1;
+    /// Writable.
+    pub const RW: u64 = 1 << 1;
+    /// User accessible.
+    pub const US: u64 = 1 << 2;
+    /// Accessed.
+    pub const A: u64 = 1 << 5;
+    /// Dirty.
+    pub const D: u64 = 1 << 6;
+    /// Page size: a large page (in a directory entry).
+    pub const PS: u64 = 1 << 7;
+    /// Global.
+    pub const G: u64 = 1 << 8;
+    /// No-execute (PAE with EFER.NXE).
+    pub const NX: u64 = 1 << 63;
+}
+use entry::*;
 
 /// Page-fault error code bits (guest view).
 pub mod pf {

@@ -5,8 +5,9 @@
 //! 1. arch I386 (int 0x80, SYSCALL/SYSENTER from compatibility mode): `RET_TRAP`. The system
 //!    call never runs on the host; the SIGSYS becomes a guest exit.
 //! 2. arch other than X86_64: kill the process.
-//! 3. instruction pointer below 4 GiB (only guest code lives there): `RET_TRAP`, reported as a
-//!    guest escape.
+//! 3. instruction pointer below 4 GiB + [`SYSCALL_IP_SLACK`] (only guest code lives below 4 GiB,
+//!    and the kernel reports the address *after* the instruction, which for one that starts
+//!    below 4 GiB can be up to 4 GiB + 14): `RET_TRAP`, reported as a guest escape.
 //! 4. x32 numbers: kill.
 //! 5. the allowlist, with argument checks where a rule has them: allow.
 //! 6. anything else: kill the process (the library reports "seccomp violation").
@@ -26,6 +27,16 @@ const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
 const BPF_JGE_K: u16 = 0x35;
 const BPF_RET_K: u16 = 0x06;
+const BPF_JGE_X: u16 = 0x3d;
+const BPF_ADD_X: u16 = 0x0c;
+const BPF_TAX: u16 = 0x07;
+
+/// Rule 3 traps every system call whose reported instruction pointer is below 4 GiB + this.
+/// seccomp sees the address after the instruction, and an x86 instruction is at most 15 bytes
+/// long: a `syscall` starting at the last guest byte (0xffffffff) reports at most
+/// 4 GiB + 14 (2-byte `0f 05` at 0xfffffffe reports exactly 4 GiB). Executor code never lives
+/// in the first page above 4 GiB (its mappings are placed by the kernel, far higher).
+pub const SYSCALL_IP_SLACK: u32 = 15;
 
 /// One classic BPF instruction (`struct sock_filter`).
 #[repr(C)]
@@ -48,6 +59,9 @@ pub enum ArgCheck {
     Below4G(u8),
     /// The lower 32 bits equal one of the values.
     LowIn(u8, &'static [u32]),
+    /// The range of the address argument `.0` and the length argument `.1` lies below 4 GiB:
+    /// both are below 4 GiB and their sum is at most 4 GiB.
+    RangeBelow4G(u8, u8),
 }
 
 /// One allowlisted system call.
@@ -86,8 +100,7 @@ pub const POLICY: &[Rule] = &[
         why:
             "demand-map guest pages (RAM fd) and unmap them (anonymous PROT_NONE), below 4 GiB only",
         args: &[
-            ArgCheck::Below4G(0),
-            ArgCheck::Below4G(1),
+            ArgCheck::RangeBelow4G(0, 1),
             ArgCheck::LowIn(4, &[crate::protocol::RAM_FD as u32, FD_NONE]),
         ],
     },
@@ -95,7 +108,7 @@ pub const POLICY: &[Rule] = &[
         nr: 10,
         name: "mprotect",
         why: "write-protect mirrored code pages, below 4 GiB only",
-        args: &[ArgCheck::Below4G(0), ArgCheck::Below4G(1)],
+        args: &[ArgCheck::RangeBelow4G(0, 1)],
     },
     Rule {
         nr: 154,
@@ -157,6 +170,22 @@ fn jeq(k: u32, jt: u8, jf: u8) -> SockFilter {
         k,
     }
 }
+fn jge(k: u32, jt: u8, jf: u8) -> SockFilter {
+    SockFilter {
+        code: BPF_JGE_K,
+        jt,
+        jf,
+        k,
+    }
+}
+fn op(code: u16) -> SockFilter {
+    SockFilter {
+        code,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }
+}
 fn ret(k: u32) -> SockFilter {
     SockFilter {
         code: BPF_RET_K,
@@ -168,12 +197,20 @@ fn ret(k: u32) -> SockFilter {
 
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
+const OFF_IP_LO: u32 = 8;
 const OFF_IP_HI: u32 = 12;
 fn off_arg_lo(a: u8) -> u32 {
     16 + 8 * u32::from(a)
 }
 fn off_arg_hi(a: u8) -> u32 {
     off_arg_lo(a) + 4
+}
+
+/// Kills unless the upper 32 bits of argument `a` are zero.
+fn below_4g(block: &mut Vec<SockFilter>, a: u8) {
+    block.push(ld(off_arg_hi(a)));
+    block.push(jeq(0, 1, 0));
+    block.push(ret(RET_KILL_PROCESS));
 }
 
 /// Compiles `policy` into a BPF program.
@@ -184,25 +221,40 @@ pub fn build_filter(policy: &[Rule]) -> Vec<SockFilter> {
         ret(RET_TRAP),
         jeq(AUDIT_ARCH_X86_64, 1, 0),
         ret(RET_KILL_PROCESS),
+        // Rule 3: trap if IP < 4 GiB + SYSCALL_IP_SLACK (high word 0, or 1 with a small low
+        // word).
         ld(OFF_IP_HI),
-        jeq(0, 0, 1),
+        jeq(0, 3, 0),
+        jeq(1, 0, 3),
+        ld(OFF_IP_LO),
+        jge(SYSCALL_IP_SLACK, 1, 0),
         ret(RET_TRAP),
         ld(OFF_NR),
-        SockFilter {
-            code: BPF_JGE_K,
-            jt: 0,
-            jf: 1,
-            k: 0x4000_0000,
-        },
+        jge(0x4000_0000, 0, 1),
         ret(RET_KILL_PROCESS),
     ];
     for rule in policy {
         let mut block = Vec::new();
         for check in rule.args {
             match *check {
-                ArgCheck::Below4G(a) => {
-                    block.push(ld(off_arg_hi(a)));
-                    block.push(jeq(0, 1, 0));
+                ArgCheck::Below4G(a) => below_4g(&mut block, a),
+                ArgCheck::RangeBelow4G(addr, len) => {
+                    below_4g(&mut block, addr);
+                    below_4g(&mut block, len);
+                    // Classic BPF arithmetic is 32-bit: X = addr, A = addr + len (mod 2^32).
+                    // Without a carry A >= addr; a carry leaves A < addr (len > 0), and the
+                    // sum is 4 GiB exactly when A wrapped to 0.
+                    block.push(ld(off_arg_lo(addr)));
+                    block.push(op(BPF_TAX));
+                    block.push(ld(off_arg_lo(len)));
+                    block.push(op(BPF_ADD_X));
+                    block.push(jeq(0, 2, 0));
+                    block.push(SockFilter {
+                        code: BPF_JGE_X,
+                        jt: 1,
+                        jf: 0,
+                        k: 0,
+                    });
                     block.push(ret(RET_KILL_PROCESS));
                 }
                 ArgCheck::LowIn(a, vals) => {
@@ -265,6 +317,7 @@ impl SeccompData {
 /// Runs `prog` on `data` like the kernel would; `None` for a malformed program.
 pub fn evaluate(prog: &[SockFilter], data: &SeccompData) -> Option<u32> {
     let mut acc = 0u32;
+    let mut x = 0u32;
     let mut pc = 0usize;
     loop {
         let ins = prog.get(pc)?;
@@ -273,6 +326,9 @@ pub fn evaluate(prog: &[SockFilter], data: &SeccompData) -> Option<u32> {
             BPF_LD_W_ABS => acc = data.word(ins.k)?,
             BPF_JEQ_K => pc += usize::from(if acc == ins.k { ins.jt } else { ins.jf }),
             BPF_JGE_K => pc += usize::from(if acc >= ins.k { ins.jt } else { ins.jf }),
+            BPF_JGE_X => pc += usize::from(if acc >= x { ins.jt } else { ins.jf }),
+            BPF_TAX => x = acc,
+            BPF_ADD_X => acc = acc.wrapping_add(x),
             BPF_RET_K => return Some(ins.k),
             _ => return None,
         }
@@ -450,6 +506,89 @@ mod tests {
         ];
         for (d, want, what) in cases {
             assert_eq!(evaluate(&prog, d), Some(*want), "{what}");
+        }
+    }
+
+    /// The edges of rule 3 and of the mmap/mprotect range checks.
+    #[test]
+    fn boundary_decisions() {
+        let prog = build_filter(POLICY);
+        const G4: u64 = 1 << 32;
+        let anon = u64::MAX;
+        // A system call instruction reports the address after it. One that starts in guest
+        // memory (below 4 GiB) ends at most 15 bytes later (prefixes included): 2-byte
+        // `syscall` at 0xfffffffe / 0xffffffff reports 4G / 4G+1; a 15-byte prefixed one at
+        // 0xffffffff reports 4G+14. All of them must trap, even for allowlisted numbers.
+        for (ip, want) in [
+            (0xffff_fffe, RET_TRAP),
+            (0xffff_ffff, RET_TRAP),
+            (G4, RET_TRAP),
+            (G4 + 1, RET_TRAP),
+            (G4 + 2, RET_TRAP),
+            (G4 + 14, RET_TRAP),
+            (G4 + 15, RET_ALLOW),
+            (G4 + 0x1000, RET_ALLOW),
+            (2 * G4, RET_ALLOW),
+            (2 * G4 + 1, RET_ALLOW),
+        ] {
+            for nr in [202, 24, 228] {
+                let d = data(AUDIT_ARCH_X86_64, nr, ip, [0; 6]);
+                assert_eq!(evaluate(&prog, &d), Some(want), "nr {nr} ip {ip:#x}");
+            }
+        }
+        let mmap =
+            |addr: u64, len: u64| data(AUDIT_ARCH_X86_64, 9, HI, [addr, len, 0, 0x32, anon, 0]);
+        let mprotect =
+            |addr: u64, len: u64| data(AUDIT_ARCH_X86_64, 10, HI, [addr, len, 0, 0, 0, 0]);
+        for (addr, len, want, what) in [
+            (0xffff_f000, 0x1000, RET_ALLOW, "ends exactly at 4G"),
+            (0x1000, G4 - 0x1000, RET_ALLOW, "the whole mirror region"),
+            (
+                0xffff_e000,
+                0xfff,
+                RET_ALLOW,
+                "ends below 4G, unaligned length",
+            ),
+            (0xffff_f000, 0x1001, RET_KILL_PROCESS, "one byte past 4G"),
+            (0xffff_f000, 0x2000, RET_KILL_PROCESS, "one page past 4G"),
+            (
+                0x2000,
+                G4 - 0x1000,
+                RET_KILL_PROCESS,
+                "one page past 4G, from low",
+            ),
+            (
+                0xffff_f000,
+                0xffff_f000,
+                RET_KILL_PROCESS,
+                "huge length wrapping",
+            ),
+            (
+                0xffff_ffff,
+                0xffff_ffff,
+                RET_KILL_PROCESS,
+                "largest 32-bit sum",
+            ),
+            (
+                0x1000,
+                0xffff_ffff,
+                RET_KILL_PROCESS,
+                "wraps to just below the start",
+            ),
+            (0, 0, RET_ALLOW, "empty"),
+            (0x1000, G4, RET_KILL_PROCESS, "length of 4G"),
+            (G4, 0x1000, RET_KILL_PROCESS, "starts at 4G"),
+        ] {
+            assert_eq!(
+                evaluate(&prog, &mmap(addr, len)),
+                Some(want),
+                "mmap: {what}"
+            );
+            assert_eq!(
+                evaluate(&prog, &mprotect(addr, len)),
+                Some(want),
+                "mprotect: {what}"
+            );
         }
     }
 

@@ -233,3 +233,37 @@ fn host_system_calls_from_compat_mode_never_run() {
             .is_ok());
     }
 }
+
+#[test]
+fn allowed_host_syscall_reporting_4g_from_the_last_guest_bytes_is_trapped() {
+    // `syscall` in the last two bytes below 4 GiB reports the address after it, 4 GiB
+    // exactly. Its number (sched_yield) is on the executor's allowlist: seccomp must still
+    // trap it as a guest's, not let it run and then catch the fetch at 4 GiB.
+    const TOP: u32 = 0xffff_f000;
+    const TOP_PHYS: u64 = DATA_PHYS + 0x8000;
+    let mut vm = Vm::new(Mode::TwoLevel);
+    vm.map(TOP, TOP_PHYS, URW);
+    vm.ram.write(TOP_PHYS, &[0xc3]); // ret, to mirror the page executable from 32-bit code
+    vm.ram.write(TOP_PHYS + 0xffe, &[0x0f, 0x05]);
+    vm.code(|a| {
+        a.call(u64::from(TOP))?;
+        a.mov(eax, 24)?; // sched_yield
+        a.jmp_far(0x33, 0xffff_fffe)
+    });
+    let exit = vm
+        .exe
+        .run(&mut vm.state, Duration::from_millis(200), &[])
+        .unwrap();
+    assert!(
+        matches!(
+            exit.reason,
+            ExitReason::GuestEscape {
+                kind: EscapeKind::HostSyscall,
+                address: 0x1_0000_0000,
+                ..
+            }
+        ),
+        "{:?}",
+        exit.reason
+    );
+}

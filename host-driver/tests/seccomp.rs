@@ -31,6 +31,9 @@ fn forbidden_calls_are_killed() {
         "mprotect_high",
         "modify_ldt_read",
         "mmap_control_fd",
+        "mmap_past_4g",
+        "mmap_wrap",
+        "mprotect_past_4g",
     ] {
         let st = selftest(what);
         assert_eq!(st.signal(), Some(libc::SIGSYS), "{what}: {st:?}");
@@ -43,6 +46,35 @@ fn allowed_call_survives() {
     assert_eq!(
         st.code(),
         Some(host_driver::protocol::exit_code::SELFTEST_SURVIVED)
+    );
+}
+
+#[test]
+fn mapping_ending_at_4g_is_allowed() {
+    let st = selftest("mmap_end_4g");
+    assert_eq!(
+        st.code(),
+        Some(host_driver::protocol::exit_code::SELFTEST_SURVIVED)
+    );
+}
+
+/// An allowed system call (sched_yield) made by an instruction that starts below 4 GiB is
+/// trapped whatever address the kernel reports after it; one starting above 4 GiB runs.
+#[test]
+fn syscall_instructions_ending_just_above_4g_are_trapped() {
+    for what in [
+        "syscall_ip_4g",
+        "syscall_ip_4g_plus_1",
+        "syscall_ip_4g_plus_14",
+    ] {
+        let st = selftest(what);
+        assert_eq!(st.signal(), Some(libc::SIGSYS), "{what}: {st:?}");
+    }
+    let st = selftest("syscall_ip_4g_plus_15");
+    assert_eq!(
+        st.code(),
+        Some(host_driver::protocol::exit_code::SELFTEST_SURVIVED),
+        "{st:?}"
     );
 }
 

@@ -388,6 +388,9 @@ fn publish(c: &Control, seq: u32, st: u32, m: Option<&mut Box<Monitor>>) {
 /// process must die with SIGSYS; surviving exits with SELFTEST_SURVIVED.
 fn selftest(what: &str) -> ! {
     let prog = seccomp::build_filter(seccomp::POLICY);
+    if !sys::selftest_prepare(what) {
+        sys::exit_group(exit_code::SETUP_SYSCALL);
+    }
     if sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).is_err() || sys::install_seccomp(&prog).is_err() {
         sys::exit_group(exit_code::SETUP_SYSCALL);
     }

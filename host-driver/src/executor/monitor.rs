@@ -2,7 +2,7 @@
 //! paging and the signal-handler logic that turns host signals into guest exits.
 //! Everything here runs without allocating (the signal handler included).
 
-use super::shadow::{Mirror, MirrorOps, Shadow, PROT_EXEC, PROT_READ, PROT_WRITE};
+use super::shadow::{Mirror, MirrorOps, Shadow, PROT_EXEC, PROT_WRITE};
 use super::sys::{
     self, EntryFrame, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext, UserDesc,
 };
@@ -400,16 +400,8 @@ impl Monitor {
                 writable = false;
             }
         }
-        let prot = PROT_READ
-            | if writable { PROT_WRITE } else { 0 }
-            | if t.executable { PROT_EXEC } else { 0 };
         let ops = &mut HostMirror;
-        let mirror = Mirror {
-            ppn,
-            prot,
-            global: t.global,
-            size: t.size,
-        };
+        let mirror = Mirror::of(&t, writable);
         let mut r = self.shadow.insert(ops, page >> 12, mirror);
         if r == Err(libc::ENOMEM) {
             // Too many mappings (vm.max_map_count): start over.

@@ -9,7 +9,7 @@
 //! records the size of the page it came from, and per-2 MiB counts of such pieces keep the
 //! common INVLPG, where no large page is near, a single lookup.
 
-use host_driver::paging::PageSize;
+use host_driver::paging::{PageSize, Translation};
 
 /// Mapping operations on the mirror region (the executor's mmap wrappers, or a fake in tests).
 pub trait MirrorOps {
@@ -54,6 +54,21 @@ pub struct Mirror {
     pub global: bool,
     /// The size of the guest page it is a piece of.
     pub size: PageSize,
+}
+
+impl Mirror {
+    /// The mirror of a translation: readable; writable when `writable` (the caller has judged
+    /// the guest's R/W and D bits and any write protection); executable unless NX applies.
+    pub fn of(t: &Translation, writable: bool) -> Mirror {
+        Mirror {
+            ppn: t.phys_page >> 12,
+            prot: PROT_READ
+                | if writable { PROT_WRITE } else { 0 }
+                | if t.executable { PROT_EXEC } else { 0 },
+            global: t.global,
+            size: t.size,
+        }
+    }
 }
 
 /// The mirror record.

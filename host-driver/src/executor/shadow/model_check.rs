@@ -10,6 +10,7 @@
 
 use super::tests::Fake;
 use super::*;
+use host_driver::paging::entry::{A, D, G, NX, P, PS, RW, US};
 use host_driver::paging::{self, Access, PagingRegs, PhysMemory, Translation};
 use std::cell::RefCell;
 
@@ -19,15 +20,6 @@ const TABLE_PAGES: u64 = 16;
 /// The linear window the sequences use: 16 MiB, four 4 MiB regions.
 const WINDOW_LPN: u32 = 0x1000;
 const WINDOW_PAGES: u32 = 4096;
-
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
-const A: u64 = 1 << 5;
-const D: u64 = 1 << 6;
-const PS: u64 = 1 << 7;
-const G: u64 = 1 << 8;
-const NX: u64 = 1 << 63;
 
 struct Ram(RefCell<Vec<u8>>);
 
@@ -229,15 +221,7 @@ impl World {
                 writable = false;
             }
         }
-        let prot = PROT_READ
-            | if writable { PROT_WRITE } else { 0 }
-            | if t.executable { PROT_EXEC } else { 0 };
-        let m = Mirror {
-            ppn,
-            prot,
-            global: t.global,
-            size: t.size,
-        };
+        let m = Mirror::of(&t, writable);
         self.log.push(format!("fill {lpn:#x} {access:?} -> {m:?}"));
         self.shadow.insert(&mut self.mapped, lpn, m).unwrap();
         let cached = cached(lpn, &t);
