@@ -163,6 +163,7 @@ pub fn exit_code(reason: &ExitReason) -> Option<u32> {
         R::BudgetExpired => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_BUDGET_EXPIRED,
         R::CodeLogFull => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CODE_LOG_FULL,
         R::FillLimit => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_FILL_LIMIT,
+        R::SingleStep => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SINGLE_STEP,
         R::GuestEscape { .. } => return None,
     })
 }

@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 /// Slots of `enum plex86_accel_exit_reason`.
-pub const EXIT_REASONS: usize = 16;
+pub const EXIT_REASONS: usize =
+    bochs_ffi::raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_REASONS as usize;
 /// Slots of `enum plex86_accel_decline_reason`.
 pub const DECLINE_REASONS: usize = 22;
 
@@ -30,6 +31,7 @@ pub const EXIT_NAMES: [&str; EXIT_REASONS] = [
     "budget_expired",
     "code_log_full",
     "fill_limit",
+    "single_step",
 ];
 
 /// Name of a decline reason (`PLEX86_ACCEL_DECLINE_*`), `None` for unused slots.

@@ -16,6 +16,9 @@
  *      and calls plex86_accel_run(). The library may decline (nothing changed) or run the guest
  *      natively; then the state is the one *before* the instruction at which it stopped, and
  *      Bochs emulates exactly that one instruction before it may call plex86_accel_run() again.
+ *      Native code may set TF (POPF): the state then has TF set and Bochs treats the boundary
+ *      as any with TF set (the instruction at eip is single-stepped), and after an exit
+ *      PLEX86_ACCEL_EXIT_SINGLE_STEP it delivers the pending single-step #DB first.
  *   4. Between runs Bochs reports what invalidates the native mirror: TLB flushes, INVLPG,
  *      memory-map changes, and physical pages it holds decoded code for.
  *   5. plex86_accel_shutdown() at exit prints (through the log callback) and writes statistics.
@@ -35,7 +38,7 @@ extern "C" {
 #endif
 
 /* Version of this interface. */
-#define PLEX86_ACCEL_ABI_VERSION 3u
+#define PLEX86_ACCEL_ABI_VERSION 4u
 
 /* The one symbol Bochs resolves first, to learn the library's ABI version. */
 #define PLEX86_ACCEL_VERSION_SYMBOL "plex86_accel_abi_version"
@@ -160,7 +163,8 @@ enum plex86_accel_status {
   /* Declined: nothing ran and nothing changed; Bochs emulates. decline_reason says why and
      retry_after_ticks how many ticks Bochs should emulate before asking again (0: any time). */
   PLEX86_ACCEL_DECLINED = 0,
-  /* Ran natively: the state is the one before the instruction at eip, which Bochs emulates. */
+  /* Ran natively: the state is the one before the instruction at eip, which Bochs emulates
+     (after exit reason PLEX86_ACCEL_EXIT_SINGLE_STEP, after delivering its #DB). */
   PLEX86_ACCEL_RAN = 1,
   /* The accelerator failed (executor died, guest escape, corrupted control region). message
      says why. If lost_native_progress is 0 the state is unchanged and emulation may go on;
@@ -207,7 +211,11 @@ enum plex86_accel_exit_reason {
   PLEX86_ACCEL_EXIT_CODE_LOG_FULL = 14,
   PLEX86_ACCEL_EXIT_FILL_LIMIT = 15,     /* the run spent itself mirroring pages; like
                                             BUDGET_EXPIRED, no instruction needs emulation */
-  PLEX86_ACCEL_EXIT_REASONS = 16         /* number of slots */
+  /* The one exit whose state is *after* an instruction: native code set TF (POPF) and the
+     instruction before eip ran with it, so its single-step trap is pending. Bochs delivers
+     that #DB (DR6.BS) first, emulating nothing before it. TF is set in the state. */
+  PLEX86_ACCEL_EXIT_SINGLE_STEP = 16,
+  PLEX86_ACCEL_EXIT_REASONS = 17         /* number of slots */
 };
 
 /* plex86_accel_exit.seg_reload bit i (enum plex86_accel_seg_index): the guest loaded that

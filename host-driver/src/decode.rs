@@ -1,6 +1,8 @@
 //! A minimal classifier for the instruction behind a #GP in 32-bit code: just enough to name
 //! the exit reason (privileged instruction, segment load / far transfer, RDTSC, INT n). It is
-//! no decoder: the emulator re-executes the instruction at EIP in every case.
+//! no decoder: the emulator re-executes the instruction at EIP in every case. Also which
+//! instruction raised a trap that shares its vector with another (INT3 and `INT 3`, INTO and
+//! `INT 4`), and how far back its first byte is.
 
 /// What a #GP-raising instruction is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,9 +85,95 @@ pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
     }
 }
 
+/// An instruction that raises a trap: the host reports the state after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapInsn {
+    /// INT3 (CC).
+    Int3,
+    /// INTO (CE).
+    Into,
+    /// INT n (CD n).
+    IntN(u8),
+}
+
+impl TrapInsn {
+    /// Its length: how far the reported EIP is past its first byte.
+    pub fn rewind(self) -> u32 {
+        match self {
+            TrapInsn::Int3 | TrapInsn::Into => 1,
+            TrapInsn::IntN(_) => 2,
+        }
+    }
+}
+
+/// The instruction behind a #BP (`vector` 3) or #OF (`vector` 4) trap, from the two code bytes
+/// that end at the reported EIP (`None` when unreadable). The last byte decides it (CC or CE
+/// is the one-byte form, 03 or 04 after CD the two-byte one), so an opcode byte as the end of
+/// the instruction before (`mov al, 0xcd; into`) cannot mislead it. Unreadable bytes give the
+/// one-byte form. Prefixes are not looked at: they change nothing for these instructions.
+pub fn trap_insn(vector: u8, before: Option<[u8; 2]>) -> TrapInsn {
+    let one_byte = if vector == 4 {
+        TrapInsn::Into
+    } else {
+        TrapInsn::Int3
+    };
+    match before {
+        Some([0xcd, v]) if v == vector => TrapInsn::IntN(v),
+        _ => one_byte,
+    }
+}
+
+/// Where the host reports RIP for the #DB of ICEBP (F1). x86 makes it a trap (RIP after the
+/// F1, as on the Intel KVM guest the project measured), but on a PVM guest RIP was at the F1
+/// itself. The executor measures it once at start (docs/ARCHITECTURE.md, "Entry and exit").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcebpRip {
+    /// RIP after the F1 byte.
+    After,
+    /// RIP at the F1 byte.
+    At,
+}
+
+impl IcebpRip {
+    /// How far the reported EIP is past the F1.
+    pub fn rewind(self) -> u32 {
+        match self {
+            IcebpRip::After => 1,
+            IcebpRip::At => 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trap_instructions_by_their_last_byte() {
+        use TrapInsn::*;
+        let cases: &[(u8, Option<[u8; 2]>, TrapInsn)] = &[
+            (3, Some([0x90, 0xcc]), Int3),
+            (3, Some([0xcd, 0xcc]), Int3), // the CD is another instruction's last byte
+            (3, Some([0xcd, 0x03]), IntN(3)),
+            (3, None, Int3),
+            (4, Some([0x90, 0xce]), Into),
+            (4, Some([0xcd, 0xce]), Into), // mov al, 0xcd; into
+            (4, Some([0xcd, 0x04]), IntN(4)),
+            (4, Some([0xcd, 0x03]), Into), // not what raises vector 4
+            (4, None, Into),
+        ];
+        for &(vector, before, want) in cases {
+            assert_eq!(trap_insn(vector, before), want, "{vector} {before:02x?}");
+        }
+        assert_eq!((Int3.rewind(), Into.rewind(), IntN(4).rewind()), (1, 1, 2));
+    }
+
+    #[test]
+    fn icebp_rewind_follows_the_host() {
+        // Where the F1 is, relative to the reported EIP: one byte back, or right there.
+        assert_eq!(IcebpRip::After.rewind(), 1);
+        assert_eq!(IcebpRip::At.rewind(), 0);
+    }
 
     #[test]
     fn classifies_table() {

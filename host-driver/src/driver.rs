@@ -714,6 +714,10 @@ pub(crate) fn check_exit(
         }
     }
     let state = validate_exit_state(entry, &area.state, expected.xsave)?;
+    if reason == ExitReason::SingleStep && state.eflags & EFL_TF == 0 {
+        // Only an instruction run with TF set single-steps, and nothing but a #DB clears it.
+        return Err(format!("single-step exit with EFLAGS {:#x}", state.eflags));
+    }
     Ok(CheckedExit {
         reason,
         native_time,
@@ -1027,6 +1031,31 @@ mod tests {
         bad(&|s| s.xcr0 = 0x207);
         bad(&|s| s.xcr0 = 0x27); // part of AVX-512
         bad(&|s| s.cr0 = 0);
+    }
+
+    #[test]
+    fn single_step_exits_need_tf() {
+        let entry = state();
+        let mut area: ExecArea = crate::sys::Pod::zeroed();
+        area.status = status::EXITED;
+        area.resp_seq = 7;
+        area.exit.reason = protocol::RawReason::SingleStep as u32;
+        area.state = entry;
+        for (i, s) in area.state.segs.iter_mut().enumerate() {
+            s.selector = native_selector(entry.segs[i].selector);
+        }
+        let expected = ExitExpectation {
+            seq: 7,
+            budget_ns: 1_000_000,
+            ram_size: 1 << 20,
+            xsave: XS,
+        };
+        area.state.eflags = 0x202;
+        assert!(check_exit(&entry, &area, &expected).is_err(), "TF clear");
+        area.state.eflags = 0x302;
+        let c = check_exit(&entry, &area, &expected).unwrap();
+        assert_eq!(c.reason, ExitReason::SingleStep);
+        assert_eq!(c.state.unwrap().eflags, 0x302);
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub enum ExitReason {
     /// A segment register load or a far control transfer (far JMP/CALL/RET, IRET): the emulator
     /// performs it with the guest's own descriptor tables.
     SegmentLoad,
+    /// A single-step trap. Unlike every other reason, the state is *after* an instruction:
+    /// the one before EIP ran with EFLAGS.TF set (native code set TF with POPF; entries never
+    /// have it), and TF is still set. Its #DB (DR6.BS) is pending: the emulator delivers it
+    /// before it emulates anything.
+    SingleStep,
     /// Another exception (#DB from ICEBP, #BR, #NP, #SS, #AC, …).
     OtherException {
         /// Vector.
@@ -215,6 +220,7 @@ pub(crate) fn decode_reason(raw: &RawExit) -> Result<ExitReason, String> {
         RawReason::BudgetExpired => ExitReason::BudgetExpired,
         RawReason::CodeLogFull => ExitReason::CodeLogFull,
         RawReason::FillLimit => ExitReason::FillLimit,
+        RawReason::SingleStep => ExitReason::SingleStep,
         RawReason::GuestEscape => ExitReason::GuestEscape {
             kind: match raw.vector {
                 protocol::escape::LONG_MODE => EscapeKind::LongMode,

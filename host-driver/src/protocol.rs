@@ -13,8 +13,8 @@
 
 /// `"PLX86CTL"`: first field of [`LibArea`].
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PLX86CTL");
-/// Protocol version; bumped on any layout change.
-pub const VERSION: u32 = 3;
+/// Protocol version; bumped on any layout change or new exit reason.
+pub const VERSION: u32 = 4;
 /// Maximum number of plain-RAM ranges in the RAM map.
 pub const MAX_RAM_RANGES: usize = 64;
 /// Maximum number of MMU commands carried by one request.
@@ -463,6 +463,9 @@ pub enum RawReason {
     /// The run made [`LibArea::max_fills`] demand fills (the last faulting access is mirrored
     /// now and has not happened yet).
     FillLimit = 19,
+    /// A single-step trap: the instruction before `eip` ran with EFLAGS.TF set (native code
+    /// set it with POPF). The state is *after* that instruction, TF set; its #DB is pending.
+    SingleStep = 20,
 }
 
 impl RawReason {
@@ -489,6 +492,7 @@ impl RawReason {
             17 => CodeLogFull,
             18 => GuestEscape,
             19 => FillLimit,
+            20 => SingleStep,
             _ => return None,
         })
     }
@@ -714,6 +718,6 @@ mod tests {
             }
         }
         assert!(RawReason::from_u32(0).is_none());
-        assert!(RawReason::from_u32(20).is_none());
+        assert!(RawReason::from_u32(21).is_none());
     }
 }

@@ -341,6 +341,30 @@ fn at_least_one_tick_is_charged() {
     );
 }
 
+/// A single step taken natively reaches Bochs as its own reason, with TF set in the state (the
+/// state is after the stepped instruction), and is counted under its name.
+#[test]
+fn single_step_exit_keeps_tf_and_is_counted() {
+    let mut s = step(ExitReason::SingleStep);
+    s.mutate = Some(Box::new(|g: &mut GuestState| {
+        g.eflags |= 0x100;
+        g.eip += 5;
+    }));
+    let mut t = accel(vec![s]);
+    let mut cpu = sample_state();
+    let before = cpu;
+    let RunOutcome::Ran { reason, .. } = run(&mut t, &mut cpu) else {
+        panic!("not RAN");
+    };
+    let want = raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SINGLE_STEP;
+    assert_eq!(reason, want);
+    assert_eq!(cpu.eflags, before.eflags | 0x100);
+    assert_eq!(cpu.eip, before.eip + 5);
+    let json = t.accel.stats().to_json(1);
+    assert!(json.contains("\"single_step\":1"), "{json}");
+    assert_eq!(t.accel.stats().exits[want as usize], 1);
+}
+
 #[test]
 fn reason_mapping() {
     use ExitReason as R;
@@ -379,6 +403,8 @@ fn reason_mapping() {
         ),
         (R::BudgetExpired, 13),
         (R::CodeLogFull, 14),
+        (R::FillLimit, 15),
+        (R::SingleStep, 16),
     ];
     for &(r, code) in cases {
         assert_eq!(exit_code(&r), Some(code), "{r:?}");

@@ -173,7 +173,7 @@ impl Setup {
         honest.resp_seq = ctx.seq;
         honest.status = status::EXITED;
         let x = &mut honest.exit;
-        let reason = 1 + u32::from(r.u8()) % 19;
+        let reason = 1 + u32::from(r.u8()) % 20;
         x.reason = reason;
         let (vector, error_code, access) = (r.u32(), r.u32(), u32::from(r.u8()) % 3);
         x.linear = r.u32();
@@ -185,7 +185,7 @@ impl Setup {
         x.fill_ns = x
             .native_ns
             .min(u64::from(x.demand_fills).saturating_mul(9_000));
-        match RawReason::from_u32(reason).expect("1..=19 are reasons") {
+        match RawReason::from_u32(reason).expect("1..=20 are reasons") {
             RawReason::PageFault => {
                 x.error_code = (error_code & 0x1b) | 4;
                 x.access = access;
@@ -220,6 +220,9 @@ impl Setup {
         }
         out.eip = r.u32();
         out.eflags = 0x202 | (r.u32() & EXIT_FLAGS);
+        if reason == RawReason::SingleStep as u32 {
+            out.eflags |= 1 << 8; // only an instruction run with TF set single-steps
+        }
         for (i, s) in out.segs.iter_mut().enumerate() {
             let choice = usize::from(r.u8());
             let host = match i {

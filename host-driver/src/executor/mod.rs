@@ -7,6 +7,7 @@
 //! 4. close every fd except 3 (guest RAM) and 4 (control); PR_SET_NO_NEW_PRIVS;
 //! 5. reserve [0x1000, 4 GiB) PROT_NONE; map guest RAM above 4 GiB; allocate the tables;
 //! 6. learn the kernel's XSAVE signal-frame layout; install the handlers on an alternate stack;
+//!    time a mirror-region fault; measure where the host reports RIP for ICEBP;
 //! 7. check that the GDT TLS slots are empty; create the budget timer; block all signals;
 //! 8. PR_SET_TSC(PR_TSC_SIGSEGV); install the seccomp filter (built before);
 //! 9. report READY and serve requests.
@@ -218,9 +219,21 @@ pub fn main() -> ! {
     );
     MONITOR.set(mon);
     let fault_ns = sys::fault_round_trip_ns(clock);
+    let icebp_rip = match sys::probe_icebp_rip() {
+        Ok(r) => r,
+        Err(off) => fail(
+            Some(&control),
+            exit_code::UNSUPPORTED_HOST,
+            &match off {
+                None => "ICEBP (F1) raised no SIGTRAP".to_string(),
+                Some(d) => format!("ICEBP (F1) reported RIP {d:+} bytes from the F1"),
+            },
+        ),
+    };
     MONITOR.with(|m| {
         m.max_fills = lib.max_fills;
         m.fault_ns = fault_ns;
+        m.icebp_rip = icebp_rip;
     });
     sys::block_all_signals();
     // 8. TSC and seccomp.

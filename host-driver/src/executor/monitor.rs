@@ -6,7 +6,7 @@ use super::shadow::{Mirror, MirrorOps, Shadow, PROT_EXEC, PROT_WRITE};
 use super::sys::{
     self, EntryFrame, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext, UserDesc,
 };
-use host_driver::decode::{classify_gp, GpKind};
+use host_driver::decode::{classify_gp, trap_insn, GpKind, IcebpRip, TrapInsn};
 use host_driver::paging::{self, Access, PagingRegs, WalkError};
 use host_driver::protocol::{
     self, escape, seg, GuestState, RawExit, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST,
@@ -76,6 +76,8 @@ pub struct Monitor {
     /// Host cost of a mirror-region fault delivered to a handler and returned from, measured
     /// at start-up ([`sys::fault_round_trip_ns`]): the part of a fill the handler cannot time.
     pub fault_ns: u64,
+    /// Where the host reports RIP for ICEBP, measured at start-up ([`sys::probe_icebp_rip`]).
+    pub icebp_rip: IcebpRip,
     /// True while guest code runs.
     pub in_guest: bool,
     /// Set when the run ended in a guest escape.
@@ -127,6 +129,7 @@ impl Monitor {
             budget_ns: 0,
             max_fills: 0,
             fault_ns: 0,
+            icebp_rip: IcebpRip::After,
             in_guest: false,
             escaped: false,
             amd: is_amd(),
@@ -517,40 +520,26 @@ impl Monitor {
                     GpKind::Other => self.other_exception(mc.trapno as u32, Some(err)),
                 }
             }
-            (libc::SIGSEGV, 4) => {
-                // INTO is a trap: EIP is after the one-byte instruction.
-                self.set_exit(RawReason::Overflow);
-                eip_fix = Some(eip.wrapping_sub(1));
-            }
+            (libc::SIGSEGV, 4) => eip_fix = Some(self.int_trap(4, eip)),
             (libc::SIGILL, _) => self.set_exit(RawReason::InvalidOpcode),
             (libc::SIGFPE, 16) => self.set_exit(RawReason::X87Exception),
             (libc::SIGFPE, 19) => self.set_exit(RawReason::SimdException),
             (libc::SIGFPE, 0) => self.set_exit(RawReason::DivideError),
-            (libc::SIGTRAP, 3) => {
-                // A trap: EIP is after INT3 (CC) or INT 3 (CD 03).
-                match self.code_bytes_before(eip, 2) {
-                    Some([_, 0xcc]) => {
-                        self.set_exit(RawReason::Breakpoint);
-                        eip_fix = Some(eip.wrapping_sub(1));
-                    }
-                    Some([0xcd, 0x03]) => {
-                        self.set_exit(RawReason::SoftwareInterrupt);
-                        self.exit.vector = 3;
-                        eip_fix = Some(eip.wrapping_sub(2));
-                    }
-                    _ => {
-                        self.set_exit(RawReason::Breakpoint);
-                        eip_fix = Some(eip.wrapping_sub(1));
-                    }
+            (libc::SIGTRAP, 3) => eip_fix = Some(self.int_trap(3, eip)),
+            // The host's #DB; Linux's si_code says what DR6 held (`get_si_code`).
+            (libc::SIGTRAP, 1) => match ctx.code {
+                // DR6.BS: a single step, after an instruction that ran with TF set. The state
+                // stays after it; the emulator delivers the #DB.
+                libc::TRAP_TRACE => self.set_exit(RawReason::SingleStep),
+                // No cause in DR6: ICEBP (F1), reported where this host reports it.
+                libc::TRAP_BRKPT => {
+                    self.other_exception(1, None);
+                    eip_fix = Some(eip.wrapping_sub(self.icebp_rip.rewind()));
                 }
-            }
-            (libc::SIGTRAP, 1) => {
-                // ICEBP (F1) traps after the instruction.
-                if let Some([_, 0xf1]) = self.code_bytes_before(eip, 2) {
-                    eip_fix = Some(eip.wrapping_sub(1));
-                }
-                self.other_exception(1, None);
-            }
+                // A debug-register hit: the executor arms none, so it is a debugger's on the
+                // executor (ptrace), not the guest's.
+                _ => return SignalAction::Resume,
+            },
             (libc::SIGSYS, _) if ctx.arch == AUDIT_ARCH_I386 => {
                 let after = ctx.call_addr as u32;
                 eax_fix = Some(ctx.syscall as u32);
@@ -602,6 +591,21 @@ impl Monitor {
             self.exit_state.gprs[0] = a;
         }
         SignalAction::ExitToHost
+    }
+
+    /// A #BP (`vector` 3) or #OF (`vector` 4) trap reported at `eip` (after the instruction):
+    /// sets the exit for the instruction that raised it and returns the EIP of its first byte.
+    fn int_trap(&mut self, vector: u8, eip: u32) -> u32 {
+        let insn = trap_insn(vector, self.code_bytes_before(eip, 2));
+        match insn {
+            TrapInsn::Int3 => self.set_exit(RawReason::Breakpoint),
+            TrapInsn::Into => self.set_exit(RawReason::Overflow),
+            TrapInsn::IntN(v) => {
+                self.set_exit(RawReason::SoftwareInterrupt);
+                self.exit.vector = u32::from(v);
+            }
+        }
+        eip.wrapping_sub(insn.rewind())
     }
 
     fn other_exception(&mut self, vector: u32, err: Option<u32>) {

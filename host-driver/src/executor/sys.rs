@@ -6,6 +6,7 @@
 //! touch `errno` (thread-local storage) from the signal handler, nor the vDSO (RDTSC is
 //! disabled with PR_SET_TSC).
 
+use host_driver::decode::IcebpRip;
 use host_driver::paging::PhysMemory;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -1170,6 +1171,66 @@ pub fn fault_round_trip_ns(clock: i32) -> u64 {
     }
     samples.sort_unstable();
     samples[samples.len() / 2]
+}
+
+/// Address of the F1 byte `probe_icebp_rip` executes, and the RIP its SIGTRAP reported.
+static ICEBP_AT: AtomicU64 = AtomicU64::new(0);
+static ICEBP_REPORTED: AtomicU64 = AtomicU64::new(0);
+
+std::arch::global_asm!(
+    ".pushsection .text.plex86_icebp_probe,\"ax\",@progbits",
+    // fn plex86_icebp_probe(): ICEBP, then return.
+    ".globl plex86_icebp_probe",
+    ".type plex86_icebp_probe,@function",
+    "plex86_icebp_probe:",
+    ".byte 0xf1",
+    "ret",
+    ".size plex86_icebp_probe, . - plex86_icebp_probe",
+    ".popsection",
+);
+
+extern "C" {
+    fn plex86_icebp_probe();
+}
+
+extern "C" fn icebp_handler(_sig: i32, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid ucontext for an SA_SIGINFO handler. Resuming at the
+    // `ret` after the F1, whatever RIP was reported, makes the probe return.
+    unsafe {
+        let mc = &mut (*uc.cast::<KUcontext>()).mc;
+        ICEBP_REPORTED.store(mc.rip, Ordering::Relaxed);
+        mc.rip = ICEBP_AT.load(Ordering::Relaxed) + 1;
+    }
+}
+
+/// Where this host reports RIP for the #DB of ICEBP (F1), by executing one in the executor's
+/// own code under a temporary SIGTRAP handler; `Err` with the reported RIP relative to the F1
+/// (`None`: no SIGTRAP came) when it is neither at nor after it. x86 makes ICEBP a trap, but
+/// hypervisors that intercept it differ (docs/ARCHITECTURE.md, "Entry and exit"). Setup time
+/// only, before the seccomp filter; restores the SIGTRAP disposition installed before.
+pub fn probe_icebp_rip() -> Result<IcebpRip, Option<i64>> {
+    let at = plex86_icebp_probe as *const () as u64;
+    ICEBP_AT.store(at, Ordering::Relaxed);
+    ICEBP_REPORTED.store(0, Ordering::Relaxed);
+    // SAFETY: swaps in a SIGTRAP handler that only records RIP and moves it to the `ret` after
+    // the F1, runs the probe (an F1 and a `ret`: no memory effects), then puts the previous
+    // disposition back.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        let mut old: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = icebp_handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigfillset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGTRAP, &sa, &mut old);
+        plex86_icebp_probe();
+        libc::sigaction(libc::SIGTRAP, &old, std::ptr::null_mut());
+    }
+    match ICEBP_REPORTED.load(Ordering::Relaxed) {
+        0 => Err(None),
+        r if r == at + 1 => Ok(IcebpRip::After),
+        r if r == at => Ok(IcebpRip::At),
+        r => Err(Some(r.wrapping_sub(at) as i64)),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
