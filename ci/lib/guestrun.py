@@ -43,7 +43,22 @@ ROMIMAGE = "/usr/share/bochs/BIOS-bochs-latest"
 VGAROMIMAGE = "/usr/share/vgabios/vgabios.bin"
 TIME0 = 1735689600  # 2025-01-01 00:00:00 UTC: fixed, so guest wall-clock is reproducible
 IPS = 60000000
-MEGS = 512
+MEGS = 512  # guest RAM in MiB, the default of --megs
+# --megs range: Bochs's `megs:` sets the host allocation too, which it caps at 2048 MiB; below
+# 128 MiB the Debian kernel with its unpacked initramfs (~60 MiB) has too little room.
+MEGS_MIN, MEGS_MAX = 128, 2048
+
+
+def megs_arg(text: str) -> int:
+    """argparse type of --megs: guest RAM in MiB, an integer in [MEGS_MIN, MEGS_MAX]."""
+    if not text.isascii() or not text.isdigit():  # int() would take " 5", "+5" and "5_12"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of MiB")
+    v = int(text, 10)
+    if not MEGS_MIN <= v <= MEGS_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{v} MiB is out of range: guest RAM must be {MEGS_MIN}-{MEGS_MAX} MiB "
+            f"(Bochs allocates at most {MEGS_MAX} MiB)")
+    return v
 
 
 # ---------------------------------------------------------------------------
@@ -367,6 +382,9 @@ def cmd_run(argv: list[str]) -> int:
     ap.add_argument("--add", metavar="DIR", help="directory copied to /extra in the guest")
     ap.add_argument("--run", metavar="CMD", help="command run as `cd /extra && sh -c CMD` after the suite")
     ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--megs", type=megs_arg, default=MEGS, metavar="N",
+                    help=f"guest RAM in MiB, {MEGS_MIN}-{MEGS_MAX} (default {MEGS}; from 512 on Debian's kernel "
+                         "turns transparent huge pages on)")
     ap.add_argument("--json", required=True, metavar="OUT")
     ap.add_argument("--bochs", help="Bochs binary to use (default target/bochs/plain/bochs)")
     ap.add_argument("--append", default="", help="extra kernel command-line arguments")
@@ -448,7 +466,7 @@ def cmd_run(argv: list[str]) -> int:
         stats_json = rundir / "accel-stats.json"
         accel_line += f', stats="{stats_json}"'
     rc_path.write_text(render(GUEST_DIR / "bochsrc.in", {
-        "MEGS": str(MEGS), "ROMIMAGE": ROMIMAGE, "VGAROMIMAGE": VGAROMIMAGE, "IPS": str(IPS),
+        "MEGS": str(a.megs), "ROMIMAGE": ROMIMAGE, "VGAROMIMAGE": VGAROMIMAGE, "IPS": str(IPS),
         "TIME0": str(TIME0), "ISO": str(iso), "SERIAL": str(serial), "LOG": str(log),
         "MSRS": str(GUEST_DIR / "msrs.def"), "PLEX86ACCEL": accel_line}))
     for fw in (ROMIMAGE, VGAROMIMAGE):
@@ -484,6 +502,7 @@ def cmd_run(argv: list[str]) -> int:
         "system": "bochs",
         "kernel": a.kernel,
         "accel": a.accel,
+        "megs": a.megs,
         "bochs": str(bochs),
         "run_dir": str(rundir),
         "cmdline": append,
