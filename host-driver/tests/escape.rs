@@ -267,3 +267,163 @@ fn allowed_host_syscall_reporting_4g_from_the_last_guest_bytes_is_trapped() {
         exit.reason
     );
 }
+
+/// What guest code sees in 64-bit mode: written by [`probe_64bit_view`] into DATA.
+struct View64 {
+    /// RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15.
+    gprs: [u64; 16],
+    rflags: u64,
+    fs_base: u64,
+    gs_base: u64,
+    /// XSAVE64 image of the x87, SSE and AVX(-512) components the host has.
+    xsave: Vec<u8>,
+}
+
+const PROBE_RET: u32 = DATA + 0xa0;
+const PROBE_XSAVE: u32 = DATA + 0x400;
+const PROBE_XSAVE_LEN: usize = 0xc00;
+
+/// Far-jumps from 32-bit guest code to the host's 64-bit selector, stores every register the
+/// guest can read there (all 16 GPRs, RFLAGS, the FS/GS bases, an XSAVE64 image) into DATA,
+/// far-returns to 32-bit code and stops at an HLT. Nothing notices the 64-bit excursion:
+/// the pages it touches are mirrored from 32-bit code first, so no signal is taken in 64-bit
+/// mode. Run twice, the second entry following a normal exit of the first.
+fn probe_64bit_view(vm: &mut Vm) -> Vec<View64> {
+    code64(vm, |a| {
+        let regs = [
+            rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+        ];
+        for (i, r) in regs.into_iter().enumerate() {
+            a.mov(qword_ptr(u64::from(DATA) + 8 * i as u64), r)?;
+        }
+        a.pushfq()?;
+        a.pop(rax)?;
+        a.mov(qword_ptr(u64::from(DATA) + 0x80), rax)?;
+        a.rdfsbase(rax)?;
+        a.mov(qword_ptr(u64::from(DATA) + 0x88), rax)?;
+        a.rdgsbase(rax)?;
+        a.mov(qword_ptr(u64::from(DATA) + 0x90), rax)?;
+        a.xor(ecx, ecx)?;
+        a.xgetbv()?;
+        a.and(eax, 0xe7)?;
+        a.xor(edx, edx)?;
+        a.xsave64(ptr(u64::from(PROBE_XSAVE)))?;
+        a.jmp(fword_ptr(u64::from(PROBE_RET)))
+    });
+    let ret_at = CODE + 0x80;
+    vm.code_at(ret_at, |a| a.hlt());
+    let code = vm.code(|a| {
+        // Mirror DATA and the stack writable while in 32-bit mode (registers unchanged).
+        a.mov(dword_ptr(PROBE_RET), ret_at)?;
+        a.mov(word_ptr(PROBE_RET + 4), cs)?;
+        a.push(eax)?;
+        a.pop(eax)?;
+        a.jmp_far(0x33, TARGET)
+    });
+    assert!(code.len() < 0x80);
+    let entry = vm.state;
+    let mut views = Vec::new();
+    for _ in 0..2 {
+        vm.ram.write(DATA_PHYS, &[0u8; 0x1000]);
+        vm.state = entry;
+        let exit = vm.run();
+        assert_eq!(
+            exit.reason,
+            ExitReason::Privileged,
+            "the HLT after the return"
+        );
+        assert_eq!(vm.state.eip, ret_at);
+        let q = |off: u64| vm.ram.read_u64(DATA_PHYS + off);
+        let mut xsave = vec![0u8; PROBE_XSAVE_LEN];
+        vm.ram
+            .read(DATA_PHYS + u64::from(PROBE_XSAVE - DATA), &mut xsave);
+        views.push(View64 {
+            gprs: std::array::from_fn(|i| q(8 * i as u64)),
+            rflags: q(0x80),
+            fs_base: q(0x88),
+            gs_base: q(0x90),
+            xsave,
+        });
+    }
+    views
+}
+
+fn check_64bit_view(v: &View64, entry: &host_driver::GuestState, fs_base: u64, gs_base: u64) {
+    for (i, &g) in entry.gprs.iter().enumerate() {
+        assert_eq!(v.gprs[i], u64::from(g), "GPR {i}: upper half must be zero");
+    }
+    assert_eq!(v.gprs[8..], [0; 8], "R8-R15");
+    assert!(v.rflags <= u64::from(u32::MAX), "RFLAGS {:#x}", v.rflags);
+    assert_eq!(v.fs_base, fs_base, "FS base: {:#x}", v.fs_base);
+    assert_eq!(v.gs_base, gs_base, "GS base: {:#x}", v.gs_base);
+    // x87 and SSE: the last instruction and data pointers (64-bit in an XSAVE64 image) hold
+    // no address above 4 GiB; ST0-7 and all 16 XMM registers are the guest image's.
+    let q = |off: usize| u64::from_le_bytes(v.xsave[off..off + 8].try_into().unwrap());
+    assert!(q(8) <= u64::from(u32::MAX), "FIP {:#x}", q(8));
+    assert!(q(16) <= u64::from(u32::MAX), "FDP {:#x}", q(16));
+    assert_eq!(v.xsave[32..416], entry.xsave.0[32..416], "ST0-7, XMM0-15");
+    // Components beyond the guest's XCR0 are in their initial state (the buffer was zeroed,
+    // so no word of theirs may hold an address either).
+    let bv = q(512);
+    assert_eq!(bv & !entry.xcr0, 0, "XSTATE_BV {bv:#x}");
+    for off in (576..v.xsave.len()).step_by(8) {
+        assert!(
+            q(off) <= u64::from(u32::MAX),
+            "XSAVE64 word at {off:#x}: {:#x}",
+            q(off)
+        );
+    }
+}
+
+fn probe_entry_state(vm: &mut Vm) {
+    vm.state.gprs = [
+        0xffff_ffff,
+        0x8765_4321,
+        0xdead_beef,
+        0x1234_5678,
+        STACK_TOP - 16,
+        0xffff_fff0,
+        0x8000_0000,
+        0x7fff_ffff,
+    ];
+}
+
+#[test]
+fn far_jump_to_64bit_and_back_sees_no_host_pointer_with_null_fs_gs() {
+    // FS and GS hold null selectors. Loading one in 64-bit mode need not clear the segment
+    // base (AMD CPUs without NullSelectorClearsBase keep the old one, here the executor's
+    // thread pointer): the entry must set both bases itself, to 0.
+    let mut vm = Vm::new(Mode::TwoLevel);
+    probe_entry_state(&mut vm);
+    for sel in [0u16, 3] {
+        vm.state.segs[4] = host_driver::Segment::null(sel);
+        vm.state.segs[5] = host_driver::Segment::null(sel);
+        let entry = vm.state;
+        for v in probe_64bit_view(&mut vm) {
+            check_64bit_view(&v, &entry, 0, 0);
+        }
+    }
+}
+
+#[test]
+fn far_jump_to_64bit_and_back_sees_the_guest_fs_gs_bases() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    probe_entry_state(&mut vm);
+    let mut fs_seg = host_driver::Segment::flat_data(0x2b);
+    fs_seg.base = 0x1234_5000;
+    let mut gs_seg = host_driver::Segment::flat_data(0x33);
+    gs_seg.base = 0xfedc_b000;
+    vm.state.segs[4] = fs_seg;
+    vm.state.segs[5] = gs_seg;
+    let entry = vm.state;
+    for v in probe_64bit_view(&mut vm) {
+        check_64bit_view(&v, &entry, 0x1234_5000, 0xfedc_b000);
+    }
+    // And null again after non-null bases were in use.
+    vm.state.segs[4] = host_driver::Segment::null(0);
+    vm.state.segs[5] = host_driver::Segment::null(0);
+    let entry = vm.state;
+    for v in probe_64bit_view(&mut vm) {
+        check_64bit_view(&v, &entry, 0, 0);
+    }
+}

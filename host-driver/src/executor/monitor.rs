@@ -4,7 +4,8 @@
 
 use super::shadow::{Mirror, MirrorOps, Shadow, PROT_EXEC, PROT_WRITE};
 use super::sys::{
-    self, EntryFrame, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext, UserDesc,
+    self, EntryFrame, EntrySegs, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext,
+    UserDesc,
 };
 use host_driver::decode::{classify_gp, trap_insn, GpKind, IcebpRip, TrapInsn};
 use host_driver::paging::{self, Access, PagingRegs, WalkError};
@@ -59,8 +60,8 @@ pub struct Monitor {
     pub exit_state: GuestState,
     /// The entry frame.
     pub frame: EntryFrame,
-    /// Data segment selectors for the entry trampoline (DS, ES, FS, GS).
-    pub entry_data_segs: [u16; 4],
+    /// Data segment selectors (DS, ES, FS, GS) and FS/GS bases for the entry trampoline.
+    pub entry_data_segs: EntrySegs,
     sw: FpxSwBytes,
     altstack: KStack,
     /// Budget clock id and timer.
@@ -120,7 +121,7 @@ impl Monitor {
             exit: RawExit::ZERO,
             exit_state: GuestState::default(),
             frame: EntryFrame::new(),
-            entry_data_segs: [0; 4],
+            entry_data_segs: EntrySegs::default(),
             sw,
             altstack,
             clock,
@@ -264,12 +265,28 @@ impl Monitor {
         fp[480..484].copy_from_slice(&self.sw.xstate_size.to_le_bytes());
         fp[484..512].fill(0);
         fp[n..n + 4].copy_from_slice(&sys::FP_XSTATE_MAGIC2.to_le_bytes());
-        self.entry_data_segs = [
-            self.installed[seg::DS],
-            self.installed[seg::ES],
-            self.installed[seg::FS],
-            self.installed[seg::GS],
-        ];
+        // A null FS/GS gets base 0, not whatever the CPU leaves (see plex86_enter). Nothing
+        // else the guest can read in 64-bit mode holds a host value: every GPR (R8-R15 zero,
+        // upper halves zero), RFLAGS and the XSAVE state come from this frame; DS/ES/SS/CS
+        // bases are not readable in 64-bit mode (and are the guest's descriptors' anyway).
+        let base = |i: usize| {
+            let s = &self.entry.segs[i];
+            if s.is_null() {
+                0
+            } else {
+                u64::from(s.base)
+            }
+        };
+        self.entry_data_segs = EntrySegs {
+            sel: [
+                self.installed[seg::DS],
+                self.installed[seg::ES],
+                self.installed[seg::FS],
+                self.installed[seg::GS],
+            ],
+            fs_base: base(seg::FS),
+            gs_base: base(seg::GS),
+        };
         self.exit = RawExit::ZERO;
         self.escaped = false;
         Ok(())

@@ -658,11 +658,15 @@ static PLEX86_HOST_RSP: AtomicU64 = AtomicU64::new(0);
 
 std::arch::global_asm!(
     ".pushsection .text.plex86_trampolines,\"ax\",@progbits",
-    // fn plex86_enter(uc: *const KUcontext /*rdi*/, segs: *const [u16; 4] /*rsi*/, id: u64 /*rdx*/)
+    // fn plex86_enter(uc: *const KUcontext /*rdi*/, segs: *const EntrySegs /*rsi*/, id: u64 /*rdx*/)
     // Saves the callee-saved registers and RSP, loads DS/ES/FS/GS with the guest's native
-    // selectors, sets EFLAGS.ID as the guest has it (rt_sigreturn keeps ID from the syscall's
-    // RFLAGS), points RSP at the frame and calls rt_sigreturn. Returns (via plex86_resume_host)
-    // when the signal handler ends the run.
+    // selectors, then writes the FS and GS bases explicitly: loading a null selector need not
+    // clear the base (CPUs without NullSelectorClearsBase, e.g. older AMD, keep it), and the
+    // base left here is the executor's thread pointer, which 64-bit code reached by a far jump
+    // could read with rdfsbase (rt_sigreturn does not touch either base). Sets EFLAGS.ID as the
+    // guest has it (rt_sigreturn keeps ID from the syscall's RFLAGS), points RSP at the frame
+    // and calls rt_sigreturn. Returns (via plex86_resume_host) when the signal handler ends
+    // the run.
     ".globl plex86_enter",
     ".type plex86_enter,@function",
     "plex86_enter:",
@@ -685,6 +689,10 @@ std::arch::global_asm!(
     "mov fs, ax",
     "mov ax, [rsi + 6]",
     "mov gs, ax",
+    "mov rax, [rsi + 8]",
+    "wrfsbase rax",
+    "mov rax, [rsi + 16]",
+    "wrgsbase rax",
     "mov rsp, rdi",
     "mov eax, 15",
     "syscall",
@@ -748,16 +756,35 @@ std::arch::global_asm!(
     host_gs = sym PLEX86_HOST_GSBASE,
 );
 
+/// The data segments of an entry, as `plex86_enter` reads them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntrySegs {
+    /// Native selectors for DS, ES, FS, GS (offset 0).
+    pub sel: [u16; 4],
+    /// FS base (offset 8): the guest segment's base, 0 for a null selector.
+    pub fs_base: u64,
+    /// GS base (offset 16), likewise.
+    pub gs_base: u64,
+}
+
+// The offsets plex86_enter reads.
+const _: () = assert!(
+    std::mem::offset_of!(EntrySegs, sel) == 0
+        && std::mem::offset_of!(EntrySegs, fs_base) == 8
+        && std::mem::offset_of!(EntrySegs, gs_base) == 16
+);
+
 extern "C" {
-    fn plex86_enter(uc: *const KUcontext, segs: *const [u16; 4], id: u64);
+    fn plex86_enter(uc: *const KUcontext, segs: *const EntrySegs, id: u64);
     fn plex86_resume_host() -> !;
     fn plex86_signal_entry(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void);
 }
 
-/// Enters the guest from `frame` with data segments `segs` (DS, ES, FS, GS native selectors)
-/// and the guest's EFLAGS (only ID is taken from it here; the frame carries the rest).
-/// Returns when the signal handler ends the run.
-pub fn enter_guest_raw(frame: *const EntryFrame, segs: &[u16; 4], eflags: u64) {
+/// Enters the guest from `frame` with data segments `segs` (DS, ES, FS, GS native selectors,
+/// FS and GS bases) and the guest's EFLAGS (only ID is taken from it here; the frame carries
+/// the rest). Returns when the signal handler ends the run.
+pub fn enter_guest_raw(frame: *const EntryFrame, segs: &EntrySegs, eflags: u64) {
     // SAFETY: `frame` points to the monitor's entry frame, which lives (in a static) for the
     // whole process and is not accessed by Rust code until the run ends; it is a complete
     // rt_sigframe image whose XSAVE part was checked by the library (a bad frame makes the
