@@ -19,6 +19,8 @@ use host_driver::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 const HOST_CS64: u16 = 0x33;
 /// The host's 32-bit user code selector (the kernel's compat syscall frames use it).
 const HOST_CS32: u16 = 0x23;
+/// An upper bound of the vDSO's text: the compat landing pad lies within it.
+const VDSO_SPAN: u32 = 64 << 10;
 const EFL_RF: u64 = 1 << 16;
 
 /// The executor's mmap wrappers as [`MirrorOps`].
@@ -85,6 +87,9 @@ pub struct Monitor {
     pub escaped: bool,
     /// The host CPU is AMD (SYSCALL rather than SYSENTER reaches the compat fast path).
     pub amd: bool,
+    /// Address of the executor's vDSO (AT_SYSINFO_EHDR), which the compat fast-syscall
+    /// return lands in.
+    vdso: u64,
 }
 
 impl Monitor {
@@ -134,6 +139,7 @@ impl Monitor {
             in_guest: false,
             escaped: false,
             amd: is_amd(),
+            vdso: sys::vdso_base(),
         })
     }
 
@@ -448,6 +454,14 @@ impl Monitor {
         Some(SignalAction::Resume)
     }
 
+    /// True when `rip` lies in the low 32 bits' image of the executor's vDSO: where Intel CPUs
+    /// land after the kernel's compat fast-syscall return (a 64-bit landing pad, truncated by
+    /// an IRET to compatibility mode). A guest that jumped to the host's 32-bit code selector
+    /// and faulted there is taken for the same, and its run fails the same way.
+    fn in_vdso_low(&self, rip: u64) -> bool {
+        self.vdso != 0 && (rip as u32).wrapping_sub(self.vdso as u32) < VDSO_SPAN
+    }
+
     /// True when linear page `lpn` is mirrored with the permission `access` needs.
     fn already_allows(&self, lpn: u32, access: Access) -> bool {
         let Some(m) = self.shadow.lookup(lpn) else {
@@ -477,13 +491,14 @@ impl Monitor {
             self.escape(escape::HOST_SYSCALL, ctx.call_addr);
             return SignalAction::ExitToHost;
         }
-        if mc.cs == HOST_CS32 && mc.rip >> 32 != 0 {
+        if mc.cs == HOST_CS32 && (mc.rip >> 32 != 0 || self.in_vdso_low(mc.rip)) {
             // The compat fast-syscall path (SYSCALL on AMD, SYSENTER on Intel): the kernel has
             // set RIP to its vDSO landing pad, CS/SS to its own selectors, stored the guest's
             // EBP in the RCX slot and loaded EBP from [ESP]. The return EIP (hardware RCX) is
             // gone. With SIGSYS the call was trapped by seccomp (EAX = its number); otherwise
             // reading [ESP] failed, the kernel returned -EFAULT without a system call and the
-            // IRET to the landing pad faulted (EAX is then -EFAULT, not the guest's).
+            // IRET to the landing pad faulted (EAX is then -EFAULT, not the guest's): on AMD
+            // at the 64-bit pad, on Intel at its low 32 bits, in compatibility mode.
             self.set_exit(RawReason::SystemCall);
             self.exit.vector = u32::from(!self.amd);
             self.exit.flags |= EXIT_ECX_CLOBBERED | EXIT_EIP_LOST;

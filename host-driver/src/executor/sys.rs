@@ -1364,6 +1364,12 @@ pub fn close_other_fds() -> Result<(), i32> {
     Ok(())
 }
 
+/// The address of the vDSO (the AT_SYSINFO_EHDR auxiliary vector entry; 0 without one).
+pub fn vdso_base() -> u64 {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) }
+}
+
 /// The AT_HWCAP2 auxiliary vector entry.
 pub fn hwcap2() -> u64 {
     // SAFETY: getauxval has no preconditions.
