@@ -33,6 +33,13 @@
  *            Bochs must switch acceleration off (later calls are violations).
  *   fail-lost  the FAKE_ACCEL_AT-th call fails with lost_native_progress=1:
  *            Bochs must stop.
+ *   tf       declines (retry_after_ticks FAKE_ACCEL_RETRY, default 1000), except
+ *            when EAX holds one of tests/bochs-hook/src/tf-hook.c's magic values:
+ *            then it "runs" as if native code had set TF (POPF) and returns the
+ *            state with TF set and EDX = EIP: FAKE_TF_STEP with exit reason
+ *            SINGLE_STEP (Bochs must deliver the #DB before emulating anything),
+ *            FAKE_TF_ARM with BUDGET_EXPIRED (the instruction at EIP must be
+ *            single-stepped). tf-hook checks where its SIGTRAP comes.
  * FAKE_ACCEL_INIT_FAIL=1: plex86_accel_init() fails with a message.
  *
  * Build variants (tests/bochs-hook/run): -DFAKE_ACCEL_ABI_VERSION=1 gives a
@@ -54,7 +61,11 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-enum mode { MODE_DECLINE, MODE_MIXED, MODE_STOP, MODE_FAIL, MODE_FAIL_LOST };
+enum mode { MODE_DECLINE, MODE_MIXED, MODE_STOP, MODE_FAIL, MODE_FAIL_LOST, MODE_TF };
+
+/* tests/bochs-hook/src/tf-hook.c's EAX values */
+#define FAKE_TF_STEP 0x51e9051eu
+#define FAKE_TF_ARM 0x7fa4a2bdu
 
 struct plex86_accel {
   plex86_accel_config config;
@@ -75,6 +86,7 @@ struct plex86_accel {
   uint64_t noted[PLEX86_ACCEL_DECLINE_REASONS], noted_bad;
   uint64_t flush_global, flush_nonglobal, invlpg, protect, protect_distinct, protect_unaligned;
   uint64_t reprotected, code_pages_reported, memmap, violations, ticks_charged;
+  uint64_t tf_step, tf_arm; /* tf mode: runs returned with TF set */
   uint64_t entry_calls;    /* calls with user_insns <= 1: right after entering CPL 3 */
   uint64_t after_ran_calls; /* calls right after a RAN, in the same stint */
   int stopped; /* stop/fail modes: no run call may come any more */
@@ -172,12 +184,13 @@ EXPORT plex86_accel *plex86_accel_init(const plex86_accel_config *config, char *
   else if (!strcmp(mode, "stop")) a->mode = MODE_STOP;
   else if (!strcmp(mode, "fail")) a->mode = MODE_FAIL;
   else if (!strcmp(mode, "fail-lost")) a->mode = MODE_FAIL_LOST;
+  else if (!strcmp(mode, "tf")) a->mode = MODE_TF;
   else {
     snprintf(error, error_len, "fake-accel: unknown FAKE_ACCEL_MODE '%s'", mode);
     free(a);
     return NULL;
   }
-  a->retry = env_u64("FAKE_ACCEL_RETRY", a->mode == MODE_MIXED ? 1000 : 0);
+  a->retry = env_u64("FAKE_ACCEL_RETRY", a->mode == MODE_MIXED || a->mode == MODE_TF ? 1000 : 0);
   a->at = env_u64("FAKE_ACCEL_AT", 1000);
   a->ticks = env_u64("FAKE_ACCEL_TICKS", 0);
   a->seg_reload = (uint32_t) env_u64("FAKE_ACCEL_SEG_RELOAD", 0x3f);
@@ -357,6 +370,22 @@ EXPORT void plex86_accel_run(plex86_accel *a, plex86_accel_cpu_state *state, uin
       return;
     }
     break;
+  case MODE_TF: {
+    uint32_t eax = state->gpr[0];
+    if (eax == FAKE_TF_STEP || eax == FAKE_TF_ARM) {
+      /* as if native code had set TF and then stopped right here */
+      exit->status = PLEX86_ACCEL_RAN;
+      exit->reason = eax == FAKE_TF_STEP ? PLEX86_ACCEL_EXIT_SINGLE_STEP
+                                         : PLEX86_ACCEL_EXIT_BUDGET_EXPIRED;
+      state->eflags |= 0x100;
+      state->gpr[2] = state->eip;
+      if (eax == FAKE_TF_STEP) a->tf_step++;
+      else a->tf_arm++;
+      a->ran++;
+      return;
+    }
+    break;
+  }
   case MODE_DECLINE:
     break;
   }
@@ -463,6 +492,8 @@ EXPORT void plex86_accel_shutdown(plex86_accel *a)
       P("reprotected", a->reprotected);
       P("code_pages", a->code_pages_reported);
       P("ticks_charged", a->ticks_charged);
+      P("tf_step", a->tf_step);
+      P("tf_arm", a->tf_arm);
       P("memmap", a->memmap);
       P("violations", a->violations);
       P("shutdown", 1);
