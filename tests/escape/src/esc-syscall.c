@@ -45,8 +45,10 @@ static void mkdir_p(const char *path)
 int main(int argc, char **argv)
 {
     esc_init();
-    if (argc != 2 || argv[1][0] != '/')
-        fail("usage: esc-syscall /ABSOLUTE/CANARY-DIR");
+    if (argc < 2 || argc > 3 || argv[1][0] != '/'
+        || (argc == 3 && strcmp(argv[2], "skip-sysenter") != 0))
+        fail("usage: esc-syscall /ABSOLUTE/CANARY-DIR [skip-sysenter]");
+    int skip_sysenter = argc == 3;
     const char *dir = argv[1];
     mkdir_p(dir);
     signal(SIGILL, on_signal);
@@ -56,6 +58,8 @@ int main(int argc, char **argv)
     static const char *paths[] = {"int80", "sysenter", "vsyscall"};
     static const char *ops[] = {"open", "creat", "mkdir", "openat"};
     for (unsigned p = 0; p < 3; p++) {
+        if (p == 1 && skip_sysenter)
+            continue;
         for (unsigned o = 0; o < 4; o++) {
             char file[600], name[64];
             snprintf(file, sizeof file, "%s/canary-%s-%s", dir, paths[p], ops[o]);
