@@ -551,15 +551,20 @@ fn page_zero_and_device_memory_need_emulation() {
     );
 }
 
+/// Sets EFLAGS.TF with PUSHFD / OR / POPFD, as guest code does.
+fn set_tf(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.pushfd()?;
+    a.or(dword_ptr(esp), 0x100)?;
+    a.popfd()
+}
+
 /// TF set natively by POPF: the instruction after the POPF runs with TF set and traps after
 /// it (as without acceleration); the exit comes *after* that instruction, before the next.
 #[test]
 fn single_step_after_popf_sets_tf() {
     let mut vm = Vm::new(Mode::TwoLevel);
     let code = vm.code(|a| {
-        a.pushfd()?;
-        a.or(dword_ptr(esp), 0x100)?;
-        a.popfd()?;
+        set_tf(a)?;
         a.mov(eax, 0x1234_5678u32)?; // runs with TF set: single-step trap after it
         a.mov(ebx, 0x9abc_def0u32)?; // must not run
         a.hlt()
@@ -581,9 +586,7 @@ fn single_step_over_a_demand_fill() {
     vm.map(DATA, DATA_PHYS, URW);
     vm.ram.write(DATA_PHYS + 8, &0x5151_1515u32.to_le_bytes());
     let code = vm.code(|a| {
-        a.pushfd()?;
-        a.or(dword_ptr(esp), 0x100)?;
-        a.popfd()?;
+        set_tf(a)?;
         a.mov(ecx, dword_ptr(DATA + 8))?;
         a.nop()?;
         a.hlt()
@@ -599,9 +602,7 @@ fn single_step_over_a_demand_fill() {
 fn fault_after_popf_sets_tf_is_reported_before_the_instruction() {
     let mut vm = Vm::new(Mode::TwoLevel);
     let code = vm.code(|a| {
-        a.pushfd()?;
-        a.or(dword_ptr(esp), 0x100)?;
-        a.popfd()?;
+        set_tf(a)?;
         a.mov(eax, dword_ptr(0x0090_0010))?;
         a.hlt()
     });
@@ -626,11 +627,6 @@ fn fault_after_popf_sets_tf_is_reported_before_the_instruction() {
 /// traps, not as single steps), before the instruction and with TF set.
 #[test]
 fn icebp_and_int3_after_popf_sets_tf() {
-    let popf_tf = |a: &mut CodeAssembler| {
-        a.pushfd()?;
-        a.or(dword_ptr(esp), 0x100)?;
-        a.popfd()
-    };
     let vm = check(
         Mode::TwoLevel,
         &[0xf1],
@@ -639,13 +635,13 @@ fn icebp_and_int3_after_popf_sets_tf() {
             error_code: None,
         },
         |a| {
-            popf_tf(a)?;
+            set_tf(a)?;
             a.int1()
         },
     );
     assert_ne!(vm.state.eflags & 0x100, 0);
     let vm = check(Mode::TwoLevel, &[0xcc], ExitReason::Breakpoint, |a| {
-        popf_tf(a)?;
+        set_tf(a)?;
         a.int3()
     });
     assert_ne!(vm.state.eflags & 0x100, 0);
