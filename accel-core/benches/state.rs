@@ -61,6 +61,8 @@ fn core_decline(c: &mut Criterion) {
         stats_path: None,
         min_user_insns: 1000,
         prealloc_ram: false,
+        allow_cpu_mismatch: false,
+        cpu_model_host: false,
     };
     let mut a = Accelerator::with_backend(
         Idle,

@@ -44,6 +44,24 @@ pub struct Config {
     pub min_user_insns: u32,
     /// Allocate all of guest RAM at start ([`crate::prealloc`]).
     pub prealloc_ram: bool,
+    /// Start even if native user code can use extensions the guest CPU model lacks
+    /// (`allow_cpu_mismatch=1`).
+    pub allow_cpu_mismatch: bool,
+    /// The guest CPU model is `cpu: model=host`.
+    pub cpu_model_host: bool,
+}
+
+impl Config {
+    /// How the guest CPU model was chosen, for [`cpuid::admit`].
+    pub fn model_choice(&self) -> cpuid::ModelChoice {
+        if self.cpu_model_host {
+            cpuid::ModelChoice::Host
+        } else if self.allow_cpu_mismatch {
+            cpuid::ModelChoice::NamedMismatchAllowed
+        } else {
+            cpuid::ModelChoice::Named
+        }
+    }
 }
 
 impl Config {
@@ -221,9 +239,11 @@ impl<B: Backend> std::fmt::Debug for Accelerator<B> {
 }
 
 impl Accelerator<ExecutorBackend> {
-    /// Starts the accelerator: spawns the executor on `ram_fd` (the library's duplicate of
+    /// Starts the accelerator: checks that the guest CPU model `guest_cpuid` emulates what
+    /// native user code can use ([`cpuid::admit`]: refused unless `cpu: model=host` or
+    /// `allow_cpu_mismatch`), spawns the executor on `ram_fd` (the library's duplicate of
     /// Bochs's fd), maps RAM read-only for the exit statistics, and logs the start-up summary
-    /// and the CPUID/XCR0 comparison with `guest_cpuid`.
+    /// and the CPUID/XCR0 comparison.
     pub fn new(
         cfg: &Config,
         ram_fd: OwnedFd,
@@ -231,6 +251,15 @@ impl Accelerator<ExecutorBackend> {
         guest_cpuid: Option<CpuidFn<'_>>,
     ) -> Result<Self, String> {
         cfg.validate()?;
+        let verdict = match guest_cpuid {
+            Some(guest) => {
+                let cmp = cpuid::compare(&cpuid::host_cpuid, guest);
+                let gap =
+                    cpuid::user_gap(&cmp, crate::sys::host_xcr0(), cpuid::supported_xcr0(guest));
+                cpuid::admit(&gap, cfg.model_choice())?
+            }
+            None => Vec::new(),
+        };
         let backend = ExecutorBackend::spawn(
             ram_fd,
             cfg.ram_size,
@@ -266,6 +295,9 @@ impl Accelerator<ExecutorBackend> {
             Accelerator::with_backend(backend, cfg, log, memory, crate::sys::host_xcr0());
         accel.prealloc = prealloc;
         accel.log_cpuid(guest_cpuid);
+        for (level, line) in verdict {
+            accel.log.log(level, &line);
+        }
         Ok(accel)
     }
 }

@@ -300,6 +300,128 @@ pub fn report(
     lines
 }
 
+/// Instruction-set extensions that 32-bit user code (CPL 3) can execute once CPUID reports them,
+/// by the names of [`REGISTERS`]. If the guest model lacks one the host has, a program that
+/// tests the host's CPUID natively uses it, and where Bochs emulates one of its instructions
+/// (after an exit, or in the emulated first instructions after each return from the kernel) the
+/// program gets #UD. Left out, because emulating them as a CPU without them does gives the same
+/// results: `hle` (XACQUIRE/XRELEASE are prefixes such a CPU ignores), `3dnowprefetch`,
+/// `prefetchwt1` and `cldemote` (hints Bochs executes as NOPs in every model), `erms`/`fsrm`
+/// (speed hints); and what user code cannot execute in 32-bit mode or without the kernel's
+/// help (`fsgsbase`, `monitor`, `xsaves`, system and mitigation bits), SYSENTER/SYSCALL (exits of
+/// their own) and RDTSC (it traps natively, so Bochs always answers it).
+#[rustfmt::skip]
+pub const USER_EXTENSIONS: &[&str] = &[
+    // leaf 1
+    "sse3", "pclmulqdq", "ssse3", "fma", "cx16", "sse4_1", "sse4_2", "movbe", "popcnt", "aes",
+    "xsave", "avx", "f16c", "rdrand", "fpu", "cx8", "cmov", "clflush", "mmx", "fxsr", "sse",
+    "sse2",
+    // leaf 7.0
+    "bmi1", "avx2", "bmi2", "rtm", "mpx", "avx512f", "avx512dq", "rdseed", "adx", "avx512ifma",
+    "clflushopt", "clwb", "avx512pf", "avx512er", "avx512cd", "sha_ni", "avx512bw", "avx512vl",
+    "avx512vbmi", "pku", "waitpkg", "avx512_vbmi2", "gfni", "vaes", "vpclmulqdq", "avx512_vnni",
+    "avx512_bitalg", "avx512_vpopcntdq", "rdpid", "kl", "movdiri", "movdir64b", "enqcmd",
+    "avx512_4vnniw", "avx512_4fmaps", "uintr", "avx512_vp2intersect", "serialize", "tsxldtrk",
+    "amx_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+    // leaf 7.1
+    "sha512", "sm3", "sm4", "avx_vnni", "avx512_bf16", "cmpccxadd", "amx_fp16", "avx_ifma",
+    // leaf 0xD.1
+    "xsaveopt", "xsavec", "xgetbv1",
+    // leaf 0x80000001
+    "abm", "sse4a", "misalignsse", "xop", "fma4", "tbm", "lwp", "mwaitx", "mmxext", "rdtscp",
+    "3dnowext", "3dnow",
+];
+
+/// What native user code can use on this host that the guest CPU model does not emulate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserGap {
+    /// [`USER_EXTENSIONS`] the host has and the model lacks.
+    pub extensions: Vec<&'static str>,
+    /// XCR0 components the host enables (native XSAVE/XRSTOR use them) beyond the model's.
+    pub xcr0: u64,
+}
+
+impl UserGap {
+    /// Nothing missing.
+    pub fn is_empty(&self) -> bool {
+        self.extensions.is_empty() && self.xcr0 == 0
+    }
+
+    /// "instruction-set extensions a b; XSAVE components c d".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.extensions.is_empty() {
+            parts.push(format!(
+                "instruction-set extension(s) {}",
+                self.extensions.join(" ")
+            ));
+        }
+        if self.xcr0 != 0 {
+            parts.push(format!("XSAVE component(s) {}", xcr0_names(self.xcr0)));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The part of `cmp` that native user code could execute (see [`USER_EXTENSIONS`]), and the
+/// XCR0 components of `host_xcr0` beyond `guest_xcr0_max`.
+pub fn user_gap(cmp: &Comparison, host_xcr0: Option<u64>, guest_xcr0_max: u64) -> UserGap {
+    UserGap {
+        extensions: cmp
+            .host_only
+            .iter()
+            .filter(|f| f.register != "0xD.0 EAX" && USER_EXTENSIONS.contains(&f.name))
+            .map(|f| f.name)
+            .collect(),
+        xcr0: host_xcr0.unwrap_or(0) & !guest_xcr0_max,
+    }
+}
+
+/// How the guest CPU model is chosen, for [`admit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// A hand-picked model (`cpu: model=NAME`): a gap is refused.
+    Named,
+    /// A hand-picked model and `allow_cpu_mismatch=1`: a gap is accepted with a warning.
+    NamedMismatchAllowed,
+    /// `cpu: model=host`: the model already has every host feature Bochs can emulate; what is
+    /// still missing no model of this Bochs has, so it is reported, not refused.
+    Host,
+}
+
+/// Decides whether acceleration may start with this gap: `Ok` with the lines to log (none when
+/// there is no gap), or `Err` with the refusal message.
+pub fn admit(gap: &UserGap, choice: ModelChoice) -> Result<Vec<(Level, String)>, String> {
+    if gap.is_empty() {
+        return Ok(Vec::new());
+    }
+    let what = gap.describe();
+    match choice {
+        ModelChoice::Named => Err(format!(
+            "the guest CPU model does not emulate what native user code can use on this host: {what}. \
+             Use `cpu: model=host`, or accept that results may differ from emulation with \
+             `plex86accel: allow_cpu_mismatch=1`"
+        )),
+        ModelChoice::NamedMismatchAllowed => Ok(vec![(
+            Level::Error,
+            format!(
+                "allow_cpu_mismatch=1: native user code can use {what}, which the guest CPU model \
+                 does not emulate; a guest program that uses them can fault where Bochs emulates \
+                 them, and give results that differ from emulation (risk accepted by the bochsrc)"
+            ),
+        )]),
+        ModelChoice::Host => Ok(vec![(
+            Level::Error,
+            format!(
+                "cpu: model=host: native user code can use {what}, which this Bochs cannot emulate \
+                 (hidden from the guest's CPUID, but native CPUID shows the host's): a guest program \
+                 that uses them gets #UD (SIGILL) wherever Bochs emulates one of those instructions, \
+                 where without acceleration it would not have used them"
+            ),
+        )]),
+    }
+}
+
 /// The host's CPUID, as native code sees it.
 pub fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = std::arch::x86_64::__cpuid_count(leaf, subleaf);
@@ -400,6 +522,84 @@ mod tests {
             "{x}"
         );
         assert!(lines.iter().all(|(l, _)| *l == Level::Info));
+    }
+
+    fn gap_of(host: &[((u32, u32), [u32; 4])], guest: &[((u32, u32), [u32; 4])]) -> UserGap {
+        let (h, g) = (cpu(host), cpu(guest));
+        let cmp = compare(&h, &g);
+        user_gap(&cmp, Some(supported_xcr0(&h)), supported_xcr0(&g))
+    }
+
+    #[test]
+    fn user_gap_keeps_only_what_user_code_can_execute() {
+        // host: avx512f (7.0 EBX 16), hle (7.0 EBX 4), rtm (7.0 EBX 11), erms (7.0 EBX 9),
+        // hypervisor (1 ECX 31), 3dnowprefetch (0x80000001 ECX 8), XCR0 x87 sse avx opmask
+        let host = [
+            ((0, 0), [0xd, 0, 0, 0]),
+            ((1, 0), [0, 0, 1 << 31, 0]),
+            (
+                (7, 0),
+                [0, (1 << 16) | (1 << 4) | (1 << 11) | (1 << 9), 0, 0],
+            ),
+            ((0xd, 0), [0x27, 0, 0, 0]),
+            ((0x8000_0000, 0), [0x8000_0001, 0, 0, 0]),
+            ((0x8000_0001, 0), [0, 0, 1 << 8, 0]),
+        ];
+        let guest = [((0, 0), [0xd, 0, 0, 0]), ((0xd, 0), [0x7, 0, 0, 0])];
+        let gap = gap_of(&host, &guest);
+        assert_eq!(gap.extensions, ["rtm", "avx512f"]);
+        assert_eq!(gap.xcr0, 0x20);
+        assert_eq!(
+            gap.describe(),
+            "instruction-set extension(s) rtm avx512f; XSAVE component(s) opmask"
+        );
+        // the same host as its own model: nothing missing
+        assert!(gap_of(&host, &host).is_empty());
+    }
+
+    #[test]
+    fn admit_refuses_warns_or_reports() {
+        let gap = UserGap {
+            extensions: vec!["avx512f", "sha_ni"],
+            xcr0: 0xe0,
+        };
+        let refusal = admit(&gap, ModelChoice::Named).unwrap_err();
+        assert!(refusal.contains("avx512f sha_ni"), "{refusal}");
+        assert!(refusal.contains("opmask zmm_hi256 hi16_zmm"), "{refusal}");
+        assert!(refusal.contains("cpu: model=host"), "{refusal}");
+        assert!(refusal.contains("allow_cpu_mismatch=1"), "{refusal}");
+        for choice in [ModelChoice::NamedMismatchAllowed, ModelChoice::Host] {
+            let lines = admit(&gap, choice).expect("accepted");
+            assert_eq!(lines.len(), 1);
+            assert_eq!(lines[0].0, Level::Error);
+            assert!(lines[0].1.contains("avx512f sha_ni"), "{}", lines[0].1);
+        }
+        assert!(admit(&gap, ModelChoice::NamedMismatchAllowed).unwrap()[0]
+            .1
+            .starts_with("allow_cpu_mismatch=1"));
+        assert!(admit(&gap, ModelChoice::Host).unwrap()[0]
+            .1
+            .starts_with("cpu: model=host"));
+        for choice in [
+            ModelChoice::Named,
+            ModelChoice::NamedMismatchAllowed,
+            ModelChoice::Host,
+        ] {
+            assert_eq!(admit(&UserGap::default(), choice), Ok(Vec::new()));
+        }
+    }
+
+    #[test]
+    fn user_extensions_are_named_bits() {
+        for name in USER_EXTENSIONS {
+            assert!(
+                REGISTERS
+                    .iter()
+                    .filter(|r| r.name != "0xD.0 EAX")
+                    .any(|r| r.bits.iter().any(|(_, n)| n == name)),
+                "{name} is not a feature bit of REGISTERS"
+            );
+        }
     }
 
     #[test]

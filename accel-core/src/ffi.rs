@@ -255,7 +255,9 @@ unsafe fn init(
             c.ram_ranges.len()
         ));
     }
-    const KNOWN_FLAGS: u32 = raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_PREALLOC_RAM;
+    const KNOWN_FLAGS: u32 = raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_PREALLOC_RAM
+        | raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_ALLOW_CPU_MISMATCH
+        | raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_CPU_MODEL_HOST;
     if c.flags & !KNOWN_FLAGS != 0 {
         return fail(format!(
             "config.flags is {:#x}: ABI {ABI_VERSION} defines no PLEX86_ACCEL_CONFIG_* flag {:#x}",
@@ -278,6 +280,11 @@ unsafe fn init(
         stats_path,
         min_user_insns: c.min_user_insns,
         prealloc_ram: c.flags & raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_PREALLOC_RAM != 0,
+        allow_cpu_mismatch: c.flags
+            & raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_ALLOW_CPU_MISMATCH
+            != 0,
+        cpu_model_host: c.flags & raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_CPU_MODEL_HOST
+            != 0,
     };
     if let Err(m) = cfg.validate() {
         return fail(format!("config: {m}"));

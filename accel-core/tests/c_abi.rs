@@ -220,6 +220,8 @@ impl Guest {
         cfg.log = Some(log_cb);
         cfg.log_opaque = g.lines as *const Lines as *mut c_void;
         cfg.guest_cpuid = Some(cpuid_cb);
+        // cpuid_cb's model lacks POPCNT, which the host has
+        cfg.flags = raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_ALLOW_CPU_MISMATCH;
         g.accel = init(&cfg).unwrap_or_else(|e| panic!("init failed: {e}"));
         g._strings = vec![exe, stats];
         g
@@ -711,7 +713,45 @@ fn startup_and_cpuid_comparison_are_logged() {
     assert!(g.logged("CPUID: 1 feature(s) visible to native code"));
     assert!(g.logged("XCR0: host"));
     let lines = g.lines.lock().unwrap();
-    assert!(lines.iter().all(|(l, _)| *l == 1), "all INFO: {lines:?}");
+    let accepted = "allow_cpu_mismatch=1: native user code can use instruction-set extension(s) popcnt, which the guest CPU model does not emulate";
+    assert!(
+        lines
+            .iter()
+            .any(|(l, m)| *l == 2 && m.starts_with(accepted)),
+        "the accepted mismatch as an ERROR: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|(l, m)| *l == 1 || m.starts_with("allow_cpu_mismatch=1:")),
+        "the rest INFO: {lines:?}"
+    );
+}
+
+#[test]
+fn cpu_model_gap_is_refused_unless_model_host_or_accepted() {
+    let ram = GuestRam::new(RAM_SIZE).unwrap();
+    let exe = CString::new(executor().into_os_string().into_encoded_bytes()).unwrap();
+    let mut c = config(&ram);
+    c.executor_path = exe.as_ptr();
+    c.guest_cpuid = Some(cpuid_cb); // lacks POPCNT
+    let e = init(&c).expect_err("a model without POPCNT on a host with it is refused");
+    assert!(
+        e.contains("instruction-set extension(s) popcnt.") && e.contains("`cpu: model=host`"),
+        "{e}"
+    );
+    let lines: &'static Lines = Box::leak(Box::new(Mutex::new(Vec::new())));
+    c.log = Some(log_cb);
+    c.log_opaque = lines as *const Lines as *mut c_void;
+    c.flags = raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_CPU_MODEL_HOST;
+    let a = init(&c).unwrap_or_else(|e| panic!("model=host is never refused: {e}"));
+    plex86_accel_shutdown(a);
+    let lines = lines.lock().unwrap();
+    assert!(
+        lines.iter().any(|(l, m)| *l == 2
+            && m.starts_with("cpu: model=host: native user code can use instruction-set extension(s) popcnt, which this Bochs cannot emulate")),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -773,9 +813,9 @@ fn init_rejects_bad_configurations_clearly() {
     assert!(bad(&|c| c.ram_size = 4097).contains("ram_size"));
     assert!(bad(&|c| c.n_ram_ranges = 17).contains("n_ram_ranges is 17"));
     assert!(bad(&|c| c.ram_ranges[0].end = RAM_SIZE * 2).contains("beyond ram_size"));
-    let e = bad(&|c| c.flags = 6);
+    let e = bad(&|c| c.flags = 0x19);
     assert!(
-        e.contains("config.flags is 0x6") && e.contains("flag 0x6"),
+        e.contains("config.flags is 0x19") && e.contains("flag 0x18"),
         "{e}"
     );
     assert!(bad(&|c| c.n_ram_ranges = 0).contains("no plain-RAM range"));

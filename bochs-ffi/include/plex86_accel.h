@@ -135,6 +135,15 @@ enum plex86_accel_config_flag {
      anonymous memory (the plain build's RAM); allocated up front, it costs less. The price:
      all guest RAM is resident from the start. */
   PLEX86_ACCEL_CONFIG_PREALLOC_RAM = 1u << 0,
+  /* Start even if native user code could execute an instruction-set extension or use an XSAVE
+     component that the guest CPU model (guest_cpuid) does not emulate: such code gets #UD
+     where Bochs emulates it, so results may differ from emulation. Without this flag
+     plex86_accel_init() fails naming the missing features (bochsrc: allow_cpu_mismatch=1). */
+  PLEX86_ACCEL_CONFIG_ALLOW_CPU_MISMATCH = 1u << 1,
+  /* The guest CPU model is cpu: model=host: the host's CPU less what Bochs cannot emulate.
+     Host extensions still missing from it cannot be emulated by this Bochs whatever the
+     model: they are logged as errors, never refused. */
+  PLEX86_ACCEL_CONFIG_CPU_MODEL_HOST = 1u << 2,
 };
 
 typedef struct plex86_accel_config {

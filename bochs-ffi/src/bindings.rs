@@ -156,6 +156,9 @@ pub type plex86_accel_cpuid_fn = ::core::option::Option<
     unsafe extern "C" fn(opaque: *mut ::core::ffi::c_void, leaf: u32, subleaf: u32, out: *mut u32),
 >;
 pub const plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_PREALLOC_RAM: plex86_accel_config_flag = 1;
+pub const plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_ALLOW_CPU_MISMATCH:
+    plex86_accel_config_flag = 2;
+pub const plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_CPU_MODEL_HOST: plex86_accel_config_flag = 4;
 pub type plex86_accel_config_flag = ::core::ffi::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

@@ -187,22 +187,6 @@ def cmd_mkcpio(argv: list[str]) -> int:
 # ISO
 
 
-def cpu_exclusions() -> str:
-    """Features the test guest's CPU model leaves out on this host, as a `cpu:` key.
-
-    On Intel hosts SYSENTER executes natively from 32-bit code and enters the host kernel's
-    compat fast-syscall path, which discards EIP: an accelerated guest whose vDSO uses SYSENTER
-    stops Bochs at its first native system call. Without the feature the guest kernel's vDSO
-    uses INT 0x80, which exits exactly. (On AMD hosts SYSENTER is #UD in compatibility mode and
-    exits exactly, so the model keeps it.)"""
-    vendor = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("vendor_id"):
-            vendor = line.split(":", 1)[1].strip()
-            break
-    return 'exclude_features="sysenter_sysexit", ' if vendor == "GenuineIntel" else ""
-
-
 def render(template: Path, values: dict[str, str]) -> str:
     text = template.read_text()
     for k, v in values.items():
@@ -484,8 +468,7 @@ def cmd_run(argv: list[str]) -> int:
     rc_path.write_text(render(GUEST_DIR / "bochsrc.in", {
         "MEGS": str(a.megs), "ROMIMAGE": ROMIMAGE, "VGAROMIMAGE": VGAROMIMAGE, "IPS": str(IPS),
         "TIME0": str(TIME0), "ISO": str(iso), "SERIAL": str(serial), "LOG": str(log),
-        "MSRS": str(GUEST_DIR / "msrs.def"), "PLEX86ACCEL": accel_line,
-        "CPU_EXCLUDE": cpu_exclusions()}))
+        "MSRS": str(GUEST_DIR / "msrs.def"), "PLEX86ACCEL": accel_line}))
     for fw in (ROMIMAGE, VGAROMIMAGE):
         if not Path(fw).exists():
             die(f"BIOS image {fw} missing (Debian packages bochsbios, vgabios; ci/build-guest installs them)")

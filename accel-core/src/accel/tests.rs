@@ -119,6 +119,8 @@ fn config() -> Config {
         stats_path: None,
         min_user_insns: 100,
         prealloc_ram: false,
+        allow_cpu_mismatch: false,
+        cpu_model_host: false,
     }
 }
 
