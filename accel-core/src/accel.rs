@@ -182,6 +182,7 @@ pub fn exit_code(reason: &ExitReason) -> Option<u32> {
         R::CodeLogFull => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CODE_LOG_FULL,
         R::FillLimit => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_FILL_LIMIT,
         R::SingleStep => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SINGLE_STEP,
+        R::Cpuid => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CPUID,
         R::GuestEscape { .. } => return None,
     })
 }
@@ -358,6 +359,11 @@ impl<B: Backend> Accelerator<B> {
 
     /// Logs the CPUID/XCR0 comparison of the host with the guest model.
     pub fn log_cpuid(&self, guest: Option<CpuidFn<'_>>) {
+        self.log.info(if self.backend.cpuid_faulting() {
+            "CPUID faulting: native CPUID exits and Bochs answers with the guest CPU model, at every privilege level"
+        } else {
+            "no CPUID faulting on this host: native user code reads the host's CPUID, so Bochs answers CPUID at CPL 3 with the host's values too"
+        });
         let Some(guest) = guest else {
             self.log
                 .info("no guest CPUID callback: CPUID comparison skipped");
@@ -719,6 +725,10 @@ impl<B: Backend> AccelOps for Accelerator<B> {
 
     fn log(&self) -> &Logger {
         &self.log
+    }
+
+    fn native_cpuid_is_hosts(&self) -> bool {
+        !self.backend.cpuid_faulting()
     }
 }
 

@@ -31,6 +31,11 @@ pub trait Backend: Send {
     fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String>;
     /// One line for the log: what runs the guest.
     fn describe(&self) -> String;
+    /// Whether native CPUID faults and exits (CPUID faulting), so that the emulator answers
+    /// it with the guest CPU model; otherwise native code reads the host's CPUID.
+    fn cpuid_faulting(&self) -> bool {
+        false
+    }
 }
 
 /// The sandboxed `plex86-executor` process.
@@ -41,6 +46,7 @@ pub struct ExecutorBackend {
     ram_size: u64,
     path: Option<PathBuf>,
     xsave: XsaveInfo,
+    cpuid_faulting: bool,
 }
 
 impl ExecutorBackend {
@@ -54,12 +60,14 @@ impl ExecutorBackend {
     ) -> Result<Self, String> {
         let exe = spawn(&ram_fd, ram_size, ram_map, path.as_ref())?;
         let xsave = exe.xsave_info();
+        let cpuid_faulting = exe.cpuid_faulting();
         Ok(ExecutorBackend {
             exe: Some(exe),
             ram_fd,
             ram_size,
             path,
             xsave,
+            cpuid_faulting,
         })
     }
 
@@ -130,6 +138,11 @@ impl Backend for ExecutorBackend {
         drop(self.exe.take());
         let exe = spawn(&self.ram_fd, self.ram_size, ram_map, self.path.as_ref())?;
         self.xsave = exe.xsave_info();
+        // Bochs learned at start whether CPL 3 CPUID is the host's; a new executor on the same
+        // host must agree.
+        if exe.cpuid_faulting() != self.cpuid_faulting {
+            return Err("the new executor's CPUID faulting differs from the first one's".into());
+        }
         self.exe = Some(exe);
         Ok(())
     }
@@ -145,5 +158,9 @@ impl Backend for ExecutorBackend {
             |p| p.display().to_string(),
         );
         format!("executor {path} (pid {pid})")
+    }
+
+    fn cpuid_faulting(&self) -> bool {
+        self.cpuid_faulting
     }
 }

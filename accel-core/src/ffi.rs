@@ -498,6 +498,23 @@ pub unsafe extern "C" fn plex86_accel_run(
     }
 }
 
+/// Nonzero when native user code reads the host's CPUID (no CPUID faulting): Bochs answers
+/// CPL 3 CPUID with the host's values. An unknown handle or a panic answers 1, the answer
+/// that keeps a program from seeing two CPUs when native CPUID is the host's.
+#[no_mangle]
+pub extern "C" fn plex86_accel_native_cpuid_is_hosts(accel: *const raw::plex86_accel) -> u32 {
+    match with_core(accel.cast_mut(), |c| c.native_cpuid_is_hosts()) {
+        Ok(v) => u32::from(v),
+        Err(e) => {
+            eprintln!(
+                "plex86-accel: plex86_accel_native_cpuid_is_hosts: {}",
+                e.message()
+            );
+            1
+        }
+    }
+}
+
 /// Bochs declined an entry at its hook (`reason`: `PLEX86_ACCEL_DECLINE_*`), for the
 /// statistics.
 #[no_mangle]
@@ -631,6 +648,10 @@ mod tests {
         same(
             raw::plex86_accel_memory_map_changed as unsafe extern "C" fn(_, _, _),
             plex86_accel_memory_map_changed as unsafe extern "C" fn(_, _, _),
+        );
+        same(
+            raw::plex86_accel_native_cpuid_is_hosts as unsafe extern "C" fn(_) -> _,
+            plex86_accel_native_cpuid_is_hosts as unsafe extern "C" fn(_) -> _,
         );
         same(
             raw::plex86_accel_shutdown as unsafe extern "C" fn(_),

@@ -100,4 +100,7 @@ pub trait AccelOps: Send {
     fn disable(&mut self, why: &str);
     /// The logger.
     fn log(&self) -> &log::Logger;
+    /// Whether native user code reads the host's CPUID, so that Bochs must answer CPL 3 CPUID
+    /// with the host's values (`plex86_accel_native_cpuid_is_hosts`).
+    fn native_cpuid_is_hosts(&self) -> bool;
 }

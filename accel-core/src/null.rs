@@ -105,6 +105,10 @@ impl AccelOps for NullAccel {
     fn log(&self) -> &Logger {
         &self.log
     }
+
+    fn native_cpuid_is_hosts(&self) -> bool {
+        false // nothing runs natively
+    }
 }
 
 impl Drop for NullAccel {

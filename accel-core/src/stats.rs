@@ -32,6 +32,7 @@ pub const EXIT_NAMES: [&str; EXIT_REASONS] = [
     "code_log_full",
     "fill_limit",
     "single_step",
+    "cpuid",
 ];
 
 /// Name of a decline reason (`PLEX86_ACCEL_DECLINE_*`), `None` for unused slots.

@@ -463,6 +463,42 @@ fn int80_is_a_system_call() {
     assert_eq!(g.state.gpr[0], 20);
 }
 
+/// `cpuid_fault` in /proc/cpuinfo: the host offers CPUID faulting.
+fn host_has_cpuid_faulting() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
+        s.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "cpuid_fault"))
+    })
+}
+
+#[test]
+fn cpuid_exits_or_is_the_hosts_as_the_library_says() {
+    let mut g = Guest::new("cpuid");
+    let is_hosts = plex86_accel_native_cpuid_is_hosts(g.accel);
+    assert_eq!(
+        is_hosts == 0,
+        host_has_cpuid_faulting(),
+        "library vs /proc/cpuinfo"
+    );
+    g.code(|a| {
+        a.mov(eax, 0)?;
+        a.cpuid()?;
+        a.hlt()
+    });
+    if is_hosts == 0 {
+        g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CPUID);
+        assert_eq!(g.state.eip, CODE + 5, "stopped before the CPUID");
+        assert!(g.logged("CPUID faulting: native CPUID exits"));
+        assert_eq!(g.shutdown()["exits"]["cpuid"], 1);
+    } else {
+        g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED);
+        assert_eq!(g.state.eip, CODE + 7, "CPUID ran natively, stopped at HLT");
+        assert!(g.logged("no CPUID faulting on this host"));
+    }
+    assert_eq!(plex86_accel_native_cpuid_is_hosts(std::ptr::null()), 1);
+}
+
 #[test]
 fn budget_expiry_charges_the_native_time() {
     let mut g = Guest::new("budget");
@@ -804,7 +840,7 @@ fn init_rejects_bad_configurations_clearly() {
         init(&c).map(|a| plex86_accel_shutdown(a)).unwrap_err()
     };
     let e = bad(&|c| c.abi_version = 1);
-    assert!(e.contains("abi_version is 1") && e.contains("ABI 4"), "{e}");
+    assert!(e.contains("abi_version is 1") && e.contains("ABI 5"), "{e}");
     let e = bad(&|c| c.struct_size = 100);
     assert!(e.contains("struct_size is 100") && e.contains("344"), "{e}");
     assert!(bad(&|c| c.ram_fd = -1).contains("ram_fd -1: Bad file descriptor"));
@@ -909,5 +945,5 @@ fn run_and_notifications_reject_bad_pointers() {
 
 #[test]
 fn abi_version() {
-    assert_eq!(plex86_accel_abi_version(), 4);
+    assert_eq!(plex86_accel_abi_version(), 5);
 }

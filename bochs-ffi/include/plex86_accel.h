@@ -10,6 +10,8 @@
  * Protocol (one guest CPU, one thread; the library is not reentrant):
  *   1. Bochs dlopen()s the library, calls plex86_accel_abi_version() and compares.
  *   2. plex86_accel_init() with the configuration below; NULL means failure, with a message.
+ *      Then plex86_accel_native_cpuid_is_hosts(): whether CPUID at CPL 3 must answer with the
+ *      host's values (native code reads them) or with the guest CPU model (it exits instead).
  *   3. At its CPU-loop hook, when the guest is in 32-bit protected mode with paging, CPL 3,
  *      not V8086, TF clear, no interrupt shadow, no pending event, not in SMM, A20 on, no debug
  *      registers armed, CR0.TS/EM clear, IF=1 and IOPL=0, Bochs fills plex86_accel_cpu_state
@@ -38,7 +40,7 @@ extern "C" {
 #endif
 
 /* Version of this interface. */
-#define PLEX86_ACCEL_ABI_VERSION 4u
+#define PLEX86_ACCEL_ABI_VERSION 5u
 
 /* The one symbol Bochs resolves first, to learn the library's ABI version. */
 #define PLEX86_ACCEL_VERSION_SYMBOL "plex86_accel_abi_version"
@@ -224,7 +226,9 @@ enum plex86_accel_exit_reason {
      instruction before eip ran with it, so its single-step trap is pending. Bochs delivers
      that #DB (DR6.BS) first, emulating nothing before it. TF is set in the state. */
   PLEX86_ACCEL_EXIT_SINGLE_STEP = 16,
-  PLEX86_ACCEL_EXIT_REASONS = 17         /* number of slots */
+  /* CPUID, on hosts with CPUID faulting (see plex86_accel_native_cpuid_is_hosts()). */
+  PLEX86_ACCEL_EXIT_CPUID = 17,
+  PLEX86_ACCEL_EXIT_REASONS = 18         /* number of slots */
 };
 
 /* plex86_accel_exit.seg_reload bit i (enum plex86_accel_seg_index): the guest loaded that
@@ -257,6 +261,13 @@ uint32_t plex86_accel_abi_version(void);
 /* Starts the accelerator (spawns the executor). On failure returns NULL and writes a
    NUL-terminated message into error (at most error_len bytes). */
 plex86_accel *plex86_accel_init(const plex86_accel_config *config, char *error, size_t error_len);
+
+/* Nonzero when native user code reads the host's CPUID (the host has no CPUID faulting): Bochs
+   must then answer CPUID at CPL 3 with the host's values, so that a program sees one CPU
+   whether its CPUID runs natively or is emulated. Zero when native CPUID faults and exits
+   (PLEX86_ACCEL_EXIT_CPUID): CPUID then answers with the guest CPU model at every privilege
+   level, as without acceleration. Fixed for the accelerator's lifetime. */
+uint32_t plex86_accel_native_cpuid_is_hosts(const plex86_accel *accel);
 
 /* Runs the guest natively from *state for at most budget_ticks guest ticks (the time to Bochs's
    next timer event). On RAN, *state is updated; see enum plex86_accel_status. user_insns is the

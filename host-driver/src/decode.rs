@@ -1,5 +1,5 @@
 //! A minimal classifier for the instruction behind a #GP in 32-bit code: just enough to name
-//! the exit reason (privileged instruction, segment load / far transfer, RDTSC, INT n). It is
+//! the exit reason (privileged instruction, segment load / far transfer, RDTSC, CPUID, INT n). It is
 //! no decoder: the emulator re-executes the instruction at EIP in every case. Also which
 //! instruction raised a trap that shares its vector with another (INT3 and `INT 3`, INTO and
 //! `INT 4`), and how far back its first byte is.
@@ -11,6 +11,8 @@ pub enum GpKind {
     Rdtsc,
     /// RDTSCP (trapped by PR_SET_TSC).
     Rdtscp,
+    /// CPUID (trapped by CPUID faulting, `arch_prctl(ARCH_SET_CPUID, 0)`).
+    Cpuid,
     /// HLT/CLI/STI/IN/OUT/INS/OUTS, control/debug register moves, descriptor-table loads, …
     Privileged,
     /// A segment register load or a far control transfer (including IRET and far RET).
@@ -68,6 +70,7 @@ pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
             let reg2 = modrm2.map(|m| (m >> 3) & 7);
             match op2 {
                 0x31 => GpKind::Rdtsc,
+                0xa2 => GpKind::Cpuid,
                 0x01 if modrm2 == Some(0xf9) => GpKind::Rdtscp,
                 // 0F 01 without its ModRM byte may be RDTSCP: no class from missing bytes.
                 0x01 if modrm2.is_none() => GpKind::Other,
@@ -186,6 +189,7 @@ mod tests {
             (&[0x66, 0xef], 0, GpKind::Privileged),
             (&[0xf3, 0x6c], 0, GpKind::Privileged),
             (&[0x0f, 0x31], 0, GpKind::Rdtsc),
+            (&[0x0f, 0xa2], 0, GpKind::Cpuid),
             (&[0x0f, 0x01, 0xf9], 0, GpKind::Rdtscp),
             (&[0x0f, 0x01, 0x10], 0, GpKind::Privileged), // lgdt [eax]
             (&[0x0f, 0x22, 0xd8], 0, GpKind::Privileged), // mov cr3, eax

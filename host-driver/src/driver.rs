@@ -156,6 +156,7 @@ pub struct Executor {
     seq: u32,
     dead: Option<DeathCause>,
     xsave: XsaveInfo,
+    cpuid_faulting: bool,
     ram_size: u64,
     spin: u32,
     code_pages: Vec<u64>,
@@ -299,6 +300,7 @@ impl Executor {
                 features: 0,
                 components: [(0, 0); 8],
             },
+            cpuid_faulting: false,
             ram_size: config.ram_size,
             spin: config.spin,
             code_pages: Vec::with_capacity(MAX_CODE_PAGES),
@@ -340,6 +342,11 @@ impl Executor {
             )));
         }
         exe.xsave = XsaveInfo::from_host(size, area.xsave_features);
+        exe.cpuid_faulting = match area.cpuid_faulting {
+            0 => false,
+            1 => true,
+            v => return Err(exe.corrupted(format!("cpuid_faulting {v}"))),
+        };
         if exe
             .xsave
             .components
@@ -354,6 +361,12 @@ impl Executor {
     /// The XSAVE layout transferred by this executor.
     pub fn xsave_info(&self) -> XsaveInfo {
         self.xsave
+    }
+
+    /// Whether native CPUID faults and exits as [`crate::ExitReason::Cpuid`] (CPUID faulting);
+    /// otherwise native code reads the host's CPUID.
+    pub fn cpuid_faulting(&self) -> bool {
+        self.cpuid_faulting
     }
 
     /// The executor's process id (while it runs).

@@ -84,6 +84,8 @@ pub enum ExitReason {
     /// A segment register load or a far control transfer (far JMP/CALL/RET, IRET): the emulator
     /// performs it with the guest's own descriptor tables.
     SegmentLoad,
+    /// CPUID, on hosts with CPUID faulting: the emulator answers with the guest CPU model.
+    Cpuid,
     /// A single-step trap. Unlike every other reason, the state is *after* an instruction:
     /// the one before EIP ran with EFLAGS.TF set (native code set TF with POPF; entries never
     /// have it), and TF is still set. Its #DB (DR6.BS) is pending: the emulator delivers it
@@ -206,6 +208,7 @@ pub(crate) fn decode_reason(raw: &RawExit) -> Result<ExitReason, String> {
         },
         RawReason::Privileged => ExitReason::Privileged,
         RawReason::SegmentLoad => ExitReason::SegmentLoad,
+        RawReason::Cpuid => ExitReason::Cpuid,
         RawReason::OtherException => {
             let v = vector_u8()?;
             if v >= 32 {

@@ -14,7 +14,7 @@
 /// `"PLX86CTL"`: first field of [`LibArea`].
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PLX86CTL");
 /// Protocol version; bumped on any layout change or new exit reason.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Maximum number of plain-RAM ranges in the RAM map.
 pub const MAX_RAM_RANGES: usize = 64;
 /// Maximum number of MMU commands carried by one request.
@@ -466,6 +466,8 @@ pub enum RawReason {
     /// A single-step trap: the instruction before `eip` ran with EFLAGS.TF set (native code
     /// set it with POPF). The state is *after* that instruction, TF set; its #DB is pending.
     SingleStep = 20,
+    /// CPUID, trapped with CPUID faulting (`ExecArea::cpuid_faulting`).
+    Cpuid = 21,
 }
 
 impl RawReason {
@@ -493,6 +495,7 @@ impl RawReason {
             18 => GuestEscape,
             19 => FillLimit,
             20 => SingleStep,
+            21 => Cpuid,
             _ => return None,
         })
     }
@@ -599,6 +602,10 @@ pub struct ExecArea {
     pub exec_sleeping: u32,
     /// Length of `msg`.
     pub msg_len: u32,
+    /// 1 when native CPUID faults (`arch_prctl(ARCH_SET_CPUID, 0)` took effect) and exits as
+    /// [`RawReason::Cpuid`]; 0 when the host has no CPUID faulting and native code reads the
+    /// host's CPUID. Set at setup.
+    pub cpuid_faulting: u32,
     /// UTF-8 failure message.
     pub msg: [u8; MSG_LEN],
     /// The exit record of the last run.
@@ -700,8 +707,9 @@ mod tests {
         assert_eq!(offset_of!(ExecArea, xsave_features), 16);
         assert_eq!(offset_of!(ExecArea, exec_sleeping), 24);
         assert_eq!(offset_of!(ExecArea, msg_len), 28);
-        assert_eq!(offset_of!(ExecArea, msg), 32);
-        assert_eq!(offset_of!(ExecArea, exit), 288);
+        assert_eq!(offset_of!(ExecArea, cpuid_faulting), 32);
+        assert_eq!(offset_of!(ExecArea, msg), 36);
+        assert_eq!(offset_of!(ExecArea, exit), 296);
         assert_eq!(offset_of!(RawExit, native_ns), 32);
         assert_eq!(offset_of!(RawExit, fill_ns), 40);
         assert_eq!(offset_of!(RawExit, demand_fills), 52);
@@ -718,6 +726,6 @@ mod tests {
             }
         }
         assert!(RawReason::from_u32(0).is_none());
-        assert!(RawReason::from_u32(21).is_none());
+        assert!(RawReason::from_u32(22).is_none());
     }
 }

@@ -407,6 +407,47 @@ fn rdtsc_and_rdtscp() {
     );
 }
 
+/// CPUID faulting as /proc/cpuinfo announces it (`cpuid_fault`): the executor must use it
+/// where it exists, and native CPUID must read the host's CPUID where it does not.
+fn host_has_cpuid_faulting() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
+        s.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "cpuid_fault"))
+    })
+}
+
+#[test]
+fn cpuid_exits_where_the_host_has_cpuid_faulting() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    let code = vm.code(|a| {
+        a.mov(eax, 0u32)?;
+        a.mov(ecx, 0u32)?;
+        a.cpuid()?;
+        a.hlt()
+    });
+    let at = CODE + offset_of_bytes(&code, &[0x0f, 0xa2]);
+    let faulting = host_has_cpuid_faulting();
+    assert_eq!(
+        vm.exe.cpuid_faulting(),
+        faulting,
+        "executor vs /proc/cpuinfo"
+    );
+    let exit = vm.run();
+    if faulting {
+        assert_eq!(exit.reason, ExitReason::Cpuid);
+        assert_eq!(vm.state.eip, at);
+        assert_eq!(vm.state.gprs[0], 0, "CPUID did not run");
+    } else {
+        assert_eq!(exit.reason, ExitReason::Privileged);
+        assert_eq!(vm.state.eip, at + 2);
+        assert_ne!(
+            vm.state.gprs[0], 0,
+            "native CPUID returned the host's highest leaf"
+        );
+    }
+}
+
 #[test]
 fn privileged_instructions() {
     type Gen = fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>;

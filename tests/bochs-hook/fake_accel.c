@@ -12,6 +12,11 @@
  * and, with FAKE_ACCEL_REPORT=path, writes the counters as "key value" lines
  * for tests/bochs-hook/run to check.
  *
+ * FAKE_ACCEL_CPUID_IS_HOSTS (environment, default 1) is what
+ * plex86_accel_native_cpuid_is_hosts() answers: 1 as on a host without CPUID
+ * faulting (Bochs answers CPL 3 CPUID with the host's values), 0 as with it
+ * (every privilege level sees the configured model).
+ *
  * FAKE_ACCEL_MODE (environment):
  *   decline  every run call declines (SHORT_BURST), retry_after_ticks =
  *            FAKE_ACCEL_RETRY (default 0). Nothing changes: the guest must
@@ -396,6 +401,12 @@ EXPORT void plex86_accel_run(plex86_accel *a, plex86_accel_cpu_state *state, uin
 }
 
 /* ---- notifications ---------------------------------------------------------------------- */
+
+EXPORT uint32_t plex86_accel_native_cpuid_is_hosts(const plex86_accel *a)
+{
+  (void) a;
+  return env_u64("FAKE_ACCEL_CPUID_IS_HOSTS", 1) != 0;
+}
 
 EXPORT void plex86_accel_note_declined(plex86_accel *a, uint32_t reason)
 {

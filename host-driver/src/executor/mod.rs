@@ -9,7 +9,8 @@
 //! 6. learn the kernel's XSAVE signal-frame layout; install the handlers on an alternate stack;
 //!    time a mirror-region fault; measure where the host reports RIP for ICEBP;
 //! 7. check that the GDT TLS slots are empty; create the budget timer; block all signals;
-//! 8. PR_SET_TSC(PR_TSC_SIGSEGV); install the seccomp filter (built before);
+//! 8. PR_SET_TSC(PR_TSC_SIGSEGV); CPUID faulting where the host has it; install the seccomp
+//!    filter (built before);
 //! 9. report READY and serve requests.
 
 mod monitor;
@@ -236,7 +237,7 @@ pub fn main() -> ! {
         m.icebp_rip = icebp_rip;
     });
     sys::block_all_signals();
-    // 8. TSC and seccomp.
+    // 8. TSC, CPUID and seccomp.
     if sys::prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV as u64).is_err() {
         fail(
             Some(&control),
@@ -244,6 +245,17 @@ pub fn main() -> ! {
             "PR_SET_TSC failed",
         );
     }
+    // With CPUID faulting native CPUID exits and the emulator answers with the guest CPU
+    // model; without it (ENODEV) native code reads the host's CPUID (docs/ARCHITECTURE.md).
+    let cpuid_faulting: u32 = match sys::set_cpuid_faulting() {
+        Ok(()) => 1,
+        Err(libc::ENODEV) => 0,
+        Err(e) => fail(
+            Some(&control),
+            exit_code::SETUP_SYSCALL,
+            &format!("arch_prctl(ARCH_SET_CPUID): errno {e}"),
+        ),
+    };
     if let Err(e) = sys::install_seccomp(&prog) {
         fail(
             Some(&control),
@@ -260,6 +272,10 @@ pub fn main() -> ! {
     control.write_exec(
         offset_of!(ExecArea, xsave_features),
         &features.to_le_bytes(),
+    );
+    control.write_exec(
+        offset_of!(ExecArea, cpuid_faulting),
+        &cpuid_faulting.to_le_bytes(),
     );
     control.write_exec(offset_of!(ExecArea, status), &status::READY.to_le_bytes());
     let resp = control.exec_word(offset_of!(ExecArea, resp_seq));

@@ -539,6 +539,7 @@ impl Monitor {
                         self.set_exit(RawReason::Rdtsc);
                         self.exit.vector = 1;
                     }
+                    GpKind::Cpuid => self.set_exit(RawReason::Cpuid),
                     GpKind::Privileged => self.set_exit(RawReason::Privileged),
                     GpKind::SegmentLoad => self.set_exit(RawReason::SegmentLoad),
                     GpKind::SoftwareInterrupt(v) => {

@@ -1345,6 +1345,20 @@ pub fn prctl(op: i32, a: u64) -> Result<i32, i32> {
     }
 }
 
+/// `arch_prctl(ARCH_SET_CPUID, 0)`: CPUID raises #GP in this thread (CPUID faulting).
+/// `Err(ENODEV)` when the CPU or hypervisor has no CPUID faulting.
+pub fn set_cpuid_faulting() -> Result<(), i32> {
+    const ARCH_SET_CPUID: u64 = 0x1012;
+    // SAFETY: ARCH_SET_CPUID takes an integer argument and only changes this thread's CPUID
+    // behaviour; the kernel resets it at execve, which the executor never calls.
+    let r = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_CPUID, 0u64) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
 /// getppid.
 pub fn getppid() -> u32 {
     // SAFETY: no arguments, no memory effects.
