@@ -182,11 +182,14 @@ def failures(run: dict) -> list[str]:
 
 
 def compare(a: dict, b: dict, a_name: str = "a", b_name: str = "b",
-            names: Iterable[str] | None = None) -> list[str]:
+            names: Iterable[str] | None = None,
+            cpu_lines_except: Iterable[str] | None = None) -> list[str]:
     """Compares two parsed runs program by program: result token and exit status.
-    cpu:/info: lines and timings are ignored.  names restricts the comparison to those
-    programs (missing ones are reported).  Returns human-readable differences; [] if
-    the runs agree."""
+    info: lines and timings are ignored, and cpu: lines too unless cpu_lines_except is
+    given: then every program's cpu: lines must be the same, except those of the programs
+    it names.  names restricts the comparison to those programs (missing ones are
+    reported).  Returns human-readable differences; [] if the runs agree."""
+    cpu_skip = None if cpu_lines_except is None else set(cpu_lines_except)
     diffs = []
     for run, label in ((a, a_name), (b, b_name)):
         if not run.get("complete"):
@@ -209,6 +212,12 @@ def compare(a: dict, b: dict, a_name: str = "a", b_name: str = "b",
             diffs.append(f"{n}: result {a_name}={_fmt(x['result'])} {b_name}={_fmt(y['result'])}")
         elif x["result"] is None:
             diffs.append(f"{n}: no result line in either run")
+        if cpu_skip is not None and n not in cpu_skip:
+            cx, cy = x.get("cpu") or {}, y.get("cpu") or {}
+            for k in sorted(set(cx) | set(cy)):
+                if cx.get(k) != cy.get(k):
+                    diffs.append(f"{n}: cpu: {k} {a_name}={_fmt(cx.get(k))} "
+                                 f"{b_name}={_fmt(cy.get(k))}")
     return diffs
 
 

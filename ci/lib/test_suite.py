@@ -220,6 +220,41 @@ class CompareTest(unittest.TestCase):
         self.assertEqual(suite.compare(a, b, names=["simd"]), [])
         self.assertEqual(suite.compare(a, b, names=["smc"]), ["smc: not run in a and b"])
 
+    def test_cpu_lines_when_asked(self):
+        a, b = suite.parse(NATIVE), suite.parse(GUEST)
+        diffs = suite.compare(a, b, "native", "bochs", cpu_lines_except=[])
+        self.assertIn("cpuid: cpu: vendor native=AuthenticAMD bochs=GenuineIntel", diffs)
+        self.assertIn("cpuid: cpu: brand native=AMD_EPYC bochs=(none)", diffs)
+        self.assertIn("simd: cpu: xcr0 native=0xe7 bochs=(none)", diffs)
+        self.assertFalse(any("avx2" in d for d in diffs), diffs)
+        only_simd = suite.compare(a, b, "native", "bochs", cpu_lines_except=["cpuid"])
+        self.assertEqual(only_simd, ["simd: cpu: xcr0 native=0xe7 bochs=(none)"])
+        self.assertEqual(suite.compare(a, a, cpu_lines_except=[]), [])
+
+    def test_compare_results_cli_cpu_lines(self):
+        import subprocess
+        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "compare-results")
+        with tempfile.TemporaryDirectory() as d:
+            import json
+            pa, pb = os.path.join(d, "a.json"), os.path.join(d, "b.json")
+            ra, rb = suite.parse(NATIVE), suite.parse(GUEST)
+            for r in (ra, rb):
+                r["failures"] = []
+                for p in r["programs"]:
+                    p["status"] = 0
+            json.dump(ra, open(pa, "w"))
+            json.dump(rb, open(pb, "w"))
+            run = lambda *args: subprocess.run([sys.executable, tool, *args],  # noqa: E731
+                                               capture_output=True, text=True)
+            self.assertEqual(run(pa, pb).returncode, 0)
+            r = run("--cpu-lines", pa, pb)
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("cpuid: cpu: vendor", r.stdout)
+            r = run("--cpu-lines", "--cpu-lines-except", "cpuid,simd", pa, pb)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            self.assertIn("cpu: lines of cpuid,simd not compared", r.stdout)
+            self.assertEqual(run("--cpu-lines", pa).returncode, 2)
+
 
 if __name__ == "__main__":
     unittest.main()
