@@ -2,7 +2,7 @@
 //!
 //! * `host_driver::decode::classify_gp` (the executor names the instruction behind a #GP)
 //!   against iced-x86: whenever iced decodes the bytes as a valid instruction of a class the
-//!   classifier names (RDTSC/RDTSCP, INT n with its #GP error code, segment loads and far
+//!   classifier names (RDTSC/RDTSCP, CPUID, INT n with its #GP error code, segment loads and far
 //!   transfers, privileged instructions), the classifier must give that class, and it must not
 //!   give a class iced contradicts. A class named from a truncated buffer must not depend on
 //!   the bytes that were missing: every extension of the buffer gets the same class.
@@ -60,6 +60,7 @@ fn expected_class(insn: &Instruction, error_code: u32) -> Option<GpKind> {
     Some(match m {
         M::Rdtsc => GpKind::Rdtsc,
         M::Rdtscp => GpKind::Rdtscp,
+        M::Cpuid => GpKind::Cpuid,
         M::Int if insn.op0_kind() == OpKind::Immediate8 => {
             let v = insn.immediate8();
             if error_code == (u32::from(v) << 3) | 2 {
