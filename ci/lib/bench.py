@@ -3,6 +3,7 @@
 
     ci/bench [--runs N] [--kernel 686|686-pae] [--systems native,bochs,accel,qemu]
              [--out DIR] [--programs LIST] [--no-build] [--timeout SECONDS]
+             [--order fixed|alternate] [--no-chart] [--no-profile]
 
 Systems:
   native  ci/run-native (the i386 binaries on this host; also the correctness oracle)
@@ -11,7 +12,10 @@ Systems:
   qemu    qemu-system-i386 -accel tcg booting the same kernel, base initramfs and run spec
           (run_qemu below; the per-run ISO is made with guestrun.py's helpers)
 
-Runs are interleaved: round 1 runs every system once, then round 2, ...  Each run's JSON
+Runs are interleaved: round 1 runs every system once, then round 2, ...  With --order
+alternate (what ci/demo uses) the emulated systems run in reverse order in even rounds
+(round 1: native, bochs, accel; round 2: native, accel, bochs; ...), so that neither always
+runs first after the build or right after the other.  Each run's JSON
 goes to OUT/runs/, and OUT gets report.md, report.json and chart.png (gnuplot).  Times are
 host wall-clock seconds between a program's @@BEGIN and @@END lines as seen by the host;
 boot is host seconds from starting the emulator to the guest's @@INIT line.
@@ -81,6 +85,19 @@ def ratio(a, b) -> float | None:
     if a is None or b is None or b <= 0:
         return None
     return a / b
+
+
+def round_order(systems: list[str], rnd: int, order: str = "fixed") -> list[str]:
+    """The systems in the order round rnd (1-based) runs them. "fixed": as given every round;
+    "alternate": native first every round (short, and the oracle), the others as given in odd
+    rounds and reversed in even ones."""
+    if order == "fixed":
+        return list(systems)
+    if order != "alternate":
+        raise ValueError(f"unknown order {order!r}")
+    first = [s for s in systems if s == "native"]
+    rest = [s for s in systems if s != "native"]
+    return first + (rest if rnd % 2 == 1 else rest[::-1])
 
 
 def summarize_run(system: str, rnd: int, data: dict | None, benchmarks: list[str]) -> dict:
@@ -261,7 +278,8 @@ def render_markdown(rep: dict) -> str:
     rat = rep["ratios"]
     cfg = rep.get("config", {})
     L = [f"# plex86-accel benchmarks ({cfg.get('kernel', '?')} kernel)", ""]
-    L.append(f"{cfg.get('runs', '?')} run(s) per system, interleaved; started {cfg.get('started', '?')}"
+    order = " (the emulated systems in alternating order)" if cfg.get("order") == "alternate" else ""
+    L.append(f"{cfg.get('runs', '?')} run(s) per system, interleaved{order}; started {cfg.get('started', '?')}"
              f" on {cfg.get('host', {}).get('cpu', 'this host')}. Medians of host wall-clock seconds "
              "per benchmark (between the program's @@BEGIN and @@END lines as seen by the host).")
     if "qemu" in systems:
@@ -521,8 +539,8 @@ def run_problems(system: str, data: dict | None) -> list[str]:
 # main
 
 
-def ensure_tools(systems: list[str]) -> None:
-    pkgs = ["gnuplot-nox"] if not shutil.which("gnuplot") else []
+def ensure_tools(systems: list[str], chart: bool = True) -> None:
+    pkgs = ["gnuplot-nox"] if chart and not shutil.which("gnuplot") else []
     if "qemu" in systems and not shutil.which(QEMU):
         pkgs.append("qemu-system-x86")
     if pkgs:
@@ -570,6 +588,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="per emulated run (s)")
     ap.add_argument("--no-profile", dest="profile", action="store_false",
                     help="skip the accelerated per-benchmark profile boots after the rounds")
+    ap.add_argument("--order", choices=("fixed", "alternate"), default="fixed",
+                    help="order of the systems within a round (alternate: the emulated systems "
+                         "reversed in even rounds)")
+    ap.add_argument("--no-chart", dest="chart", action="store_false",
+                    help="don't draw chart.png (nor install gnuplot)")
     a = ap.parse_args(argv)
     systems = [s for s in a.systems.split(",") if s]
     bad = [s for s in systems if s not in SYSTEMS]
@@ -587,9 +610,13 @@ def main(argv: list[str]) -> int:
     out = Path(a.out).resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
 
-    ensure_tools(systems)
+    ensure_tools(systems, a.chart)
+    t_build = time.monotonic()
     if not a.no_build:
         build(systems)
+        log(f"builds: {time.monotonic() - t_build:.0f} s")
+    build_s = round(time.monotonic() - t_build, 1)
+    t_rounds = time.monotonic()
 
     started = datetime.datetime.now().isoformat(timespec="seconds")
     runs: list[dict] = []
@@ -603,9 +630,10 @@ def main(argv: list[str]) -> int:
         if oracle is None or run_problems("native", oracle):
             problems.append(f"native oracle: {'; '.join(run_problems('native', oracle))}")
     for rnd in range(1, a.runs + 1):
-        for s in systems:
+        for s in round_order(systems, rnd, a.order):
             path = out / "runs" / f"r{rnd}-{s}.json"
             path.unlink(missing_ok=True)
+            load = os.getloadavg()[0]
             t0 = time.monotonic()
             if s == "native":
                 data = run_native(path, programs, no_build=True)
@@ -616,6 +644,7 @@ def main(argv: list[str]) -> int:
             wall = time.monotonic() - t0
             rec = summarize_run(s, rnd, data, benchmarks)
             rec["wall_s"] = round(wall, 3)
+            rec["load_before"] = round(load, 2)  # 1-minute load average as the run started
             rec["json"] = str(path)
             rec["run_dir"] = (data or {}).get("run_dir")
             probs = run_problems(s, data)
@@ -630,6 +659,7 @@ def main(argv: list[str]) -> int:
             flag = "" if not (probs or mism) else f" ({len(probs) + len(mism)} problem(s))"
             log(f"run {rnd}/{a.runs} {s}: {wall:.0f} s{flag}")
 
+    rounds_s = round(time.monotonic() - t_rounds, 1)
     profile = {}
     if "accel" in systems and a.profile:
         profile = run_profile(out, a.kernel, benchmarks, a.timeout, problems)
@@ -641,6 +671,7 @@ def main(argv: list[str]) -> int:
         pass
     rep = {
         "config": {"runs": a.runs, "kernel": a.kernel, "systems": systems, "started": started,
+                   "order": a.order, "build_s": build_s, "rounds_s": rounds_s,
                    "host": host, "programs": programs,
                    "qemu_command": " ".join(qemu_command(Path("RUN/guest.iso"), Path("RUN/serial.txt")))
                    + " (kernel cmdline: target/guest/cmdline without tsc_early_khz=)"},
@@ -648,7 +679,7 @@ def main(argv: list[str]) -> int:
         "runs": runs, "medians": med, "ratios": compute_ratios(med, benchmarks),
         "targets": evaluate_targets(med), "problems": problems, "profile": profile,
     }
-    rep["chart"] = draw_chart(rep, out)
+    rep["chart"] = draw_chart(rep, out) if a.chart else None
     (out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(rep))
     log(f"report: {out / 'report.md'}; chart: {rep['chart']}")

@@ -78,6 +78,21 @@ class Pure(unittest.TestCase):
         for b in ("bench-compute", "bench-syscall", "bench-pagefault", "bench-forkexec"):
             self.assertIn(b, names)
 
+    def test_round_order(self):
+        systems = ["native", "bochs", "accel"]
+        self.assertEqual(bench.round_order(systems, 1), systems)
+        self.assertEqual(bench.round_order(systems, 2), systems)
+        self.assertEqual(bench.round_order(systems, 1, "alternate"), ["native", "bochs", "accel"])
+        self.assertEqual(bench.round_order(systems, 2, "alternate"), ["native", "accel", "bochs"])
+        self.assertEqual(bench.round_order(systems, 3, "alternate"), ["native", "bochs", "accel"])
+        self.assertEqual(bench.round_order(["bochs", "accel", "qemu"], 2, "alternate"),
+                         ["qemu", "accel", "bochs"])
+        # over an even number of rounds each emulated system runs first as often as the other
+        firsts = [bench.round_order(systems, r, "alternate")[1] for r in range(1, 5)]
+        self.assertEqual(firsts.count("bochs"), firsts.count("accel"))
+        with self.assertRaises(ValueError):
+            bench.round_order(systems, 1, "random")
+
     def test_summarize_run(self):
         rec = bench.summarize_run("accel", 2, run_json({"bench-compute": 1.5}, boot=11.0), BENCHES)
         self.assertEqual(rec["times"]["bench-compute"], 1.5)
