@@ -414,9 +414,9 @@ pub fn admit(gap: &UserGap, choice: ModelChoice) -> Result<Vec<(Level, String)>,
             Level::Error,
             format!(
                 "cpu: model=host: native user code can use {what}, which this Bochs cannot emulate \
-                 (hidden from the guest's CPUID, but native CPUID shows the host's): a guest program \
-                 that uses them gets #UD (SIGILL) wherever Bochs emulates one of those instructions, \
-                 where without acceleration it would not have used them"
+                 and hides from the guest's CPUID (native CPUID still shows it on hosts without \
+                 CPUID faulting): a guest program that uses them anyway gets #UD (SIGILL) wherever \
+                 Bochs emulates one of those instructions"
             ),
         )]),
     }
