@@ -100,6 +100,30 @@ def round_order(systems: list[str], rnd: int, order: str = "fixed") -> list[str]
     return first + (rest if rnd % 2 == 1 else rest[::-1])
 
 
+def parse_proc_stat(text: str) -> dict:
+    """The aggregate "cpu" line of /proc/stat in clock ticks: busy (user, nice, system, irq,
+    softirq), idle (idle, iowait) and steal (time the hypervisor gave to others)."""
+    for line in text.splitlines():
+        f = line.split()
+        if f and f[0] == "cpu":
+            v = [int(x) for x in f[1:9]] + [0] * max(0, 9 - len(f))
+            user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+            return {"busy": user + nice + system + irq + softirq, "idle": idle + iowait, "steal": steal}
+    raise ValueError("no cpu line in /proc/stat")
+
+
+def other_load(before: dict, after: dict, own_cpu_s: float, wall_s: float, hz: int) -> dict:
+    """What else the machine did during a run: CPUs kept busy by other processes (all busy
+    time minus the run's own CPU time, per second of the run) and the share of CPU time the
+    hypervisor took (steal). Both None when the run took no time."""
+    if wall_s <= 0:
+        return {"other_cpus": None, "steal_share": None}
+    busy = (after["busy"] - before["busy"]) / hz
+    total = sum(after[k] - before[k] for k in ("busy", "idle", "steal"))
+    return {"other_cpus": max(busy - own_cpu_s, 0.0) / wall_s,
+            "steal_share": (after["steal"] - before["steal"]) / total if total > 0 else None}
+
+
 def summarize_run(system: str, rnd: int, data: dict | None, benchmarks: list[str]) -> dict:
     """The per-run record kept in report.json: host seconds per benchmark and boot time."""
     data = data or {}
@@ -420,6 +444,13 @@ def run_bochs(out_json: Path, kernel: str, accel: bool, programs: str, timeout: 
     return _load(out_json)
 
 
+def _proc_stat() -> dict | None:
+    try:
+        return parse_proc_stat(Path("/proc/stat").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _load(path: Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text())
@@ -634,6 +665,7 @@ def main(argv: list[str]) -> int:
             path = out / "runs" / f"r{rnd}-{s}.json"
             path.unlink(missing_ok=True)
             load = os.getloadavg()[0]
+            ru0, st0 = os.times(), _proc_stat()
             t0 = time.monotonic()
             if s == "native":
                 data = run_native(path, programs, no_build=True)
@@ -642,7 +674,12 @@ def main(argv: list[str]) -> int:
             else:
                 data = run_bochs(path, a.kernel, s == "accel", programs, a.timeout)
             wall = time.monotonic() - t0
+            ru1, st1 = os.times(), _proc_stat()
             rec = summarize_run(s, rnd, data, benchmarks)
+            if st0 and st1:  # the run's own CPU time: its waited-for process tree
+                own = (ru1.children_user + ru1.children_system) - (ru0.children_user + ru0.children_system)
+                rec.update({k: (None if v is None else round(v, 3)) for k, v in
+                            other_load(st0, st1, own, wall, os.sysconf("SC_CLK_TCK")).items()})
             rec["wall_s"] = round(wall, 3)
             rec["load_before"] = round(load, 2)  # 1-minute load average as the run started
             rec["json"] = str(path)

@@ -56,6 +56,9 @@ def bench_median(rep, system, what):
 # accel / plain above this (on medians) is called out: the project's bound for the benchmarks
 # that are the guest kernel's work (bench-syscall, bench-pagefault, bench-forkexec)
 SLOWER_LIMIT = 1.05
+# other processes keeping this many CPUs busy during a run are called out (on a 2-core VM one
+# emulator run uses one CPU; other work on the second one slows it too, see docs/bench/first-run.md)
+DISTURBED_CPUS = 0.25
 
 
 def bench_table(rep):
@@ -102,15 +105,23 @@ def bench_table(rep):
     if both:
         rows += ["", "Accelerated more than 5% slower than plain Bochs (accel / plain, medians): "
                  + (", ".join(slower) if slower else "none") + "."]
-    rows += ["", "Every round (host seconds; load: the host's 1-minute load average as the run "
-             "started, which counts other work on this machine):", "",
-             "| round | system | " + " | ".join(rep.get("benchmarks", [])) + " | boot | load |",
-             "|---:|---|" + "---:|" * (len(rep.get("benchmarks", [])) + 2)]
+    rows += ["", "Every round (host seconds; other work: CPUs kept busy by other processes on this "
+             "machine during the run, on average; steal: CPU time the hypervisor gave to others):", "",
+             "| round | system | " + " | ".join(rep.get("benchmarks", [])) + " | boot | other work | steal |",
+             "|---:|---|" + "---:|" * (len(rep.get("benchmarks", [])) + 3)]
+    disturbed = []
     for r in rep.get("runs", []):
-        load = r.get("load_before")
+        other, steal = r.get("other_cpus"), r.get("steal_share")
         rows.append(f"| {r.get('round')} | {r.get('system')} | "
                     + " | ".join(fmt_s((r.get("times") or {}).get(b)) for b in rep.get("benchmarks", []))
-                    + f" | {fmt_s(r.get('boot_s'))} | {'–' if load is None else f'{load:.1f}'} |")
+                    + f" | {fmt_s(r.get('boot_s'))} | {'–' if other is None else f'{other:.2f}'} | "
+                    + f"{'–' if steal is None else f'{steal:.0%}'} |")
+        if other is not None and other >= DISTURBED_CPUS:
+            disturbed.append(f"round {r.get('round')} {r.get('system')} ({other:.2f} CPUs)")
+    if disturbed:
+        rows += ["", "Other work on this machine kept at least "
+                 f"{DISTURBED_CPUS:.2f} CPUs busy during: " + ", ".join(disturbed)
+                 + ". Those runs are slower than they would be alone (the medians are less affected)."]
     problems = rep.get("problems") or []
     rows.append("")
     if problems:

@@ -93,6 +93,24 @@ class Pure(unittest.TestCase):
         with self.assertRaises(ValueError):
             bench.round_order(systems, 1, "random")
 
+    def test_parse_proc_stat(self):
+        text = ("cpu  100 5 20 1000 7 1 2 3 0 0\ncpu0 50 0 10 500 3 0 1 1 0 0\nintr 5\n")
+        self.assertEqual(bench.parse_proc_stat(text), {"busy": 128, "idle": 1007, "steal": 3})
+        with self.assertRaises(ValueError):
+            bench.parse_proc_stat("intr 5\n")
+
+    def test_other_load(self):
+        before = {"busy": 1000, "idle": 5000, "steal": 10}
+        # 10 s on 2 CPUs at 100 Hz: 2000 ticks; 1500 busy of which the run itself used 10 s
+        after = {"busy": 2500, "idle": 5480, "steal": 30}
+        got = bench.other_load(before, after, 10.0, 10.0, 100)
+        self.assertAlmostEqual(got["other_cpus"], 0.5)
+        self.assertAlmostEqual(got["steal_share"], 20 / 2000)
+        # the run's own time counted beyond the busy ticks (tick rounding): never negative
+        self.assertEqual(bench.other_load(before, after, 20.0, 10.0, 100)["other_cpus"], 0.0)
+        self.assertEqual(bench.other_load(before, after, 1.0, 0.0, 100),
+                         {"other_cpus": None, "steal_share": None})
+
     def test_summarize_run(self):
         rec = bench.summarize_run("accel", 2, run_json({"bench-compute": 1.5}, boot=11.0), BENCHES)
         self.assertEqual(rec["times"]["bench-compute"], 1.5)

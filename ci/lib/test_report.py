@@ -30,7 +30,8 @@ def make_rep(accel_forkexec=(3.0, 3.1, 6.3), accel_boot=(12.0, 16.1, 12.2)):
                      "accel": {"bench-compute": 1.1, "bench-forkexec": accel_forkexec[i]}}[s]
             boot = {"native": None, "bochs": 12.0 + 0.1 * i, "accel": accel_boot[i]}[s]
             runs.append({"round": rnd, "system": s, "times": times, "boot_s": boot,
-                         "load_before": 1.0 + i, "json": None})
+                         "other_cpus": 0.9 if (rnd, s) == (1, "accel") else 0.02 * rnd,
+                         "steal_share": 0.01, "json": None})
     systems = ["native", "bochs", "accel"]
     med = bench.compute_medians(runs, systems, BENCHES)
     return {"config": {"runs": 3, "kernel": "686-pae", "order": "alternate", "rounds_s": 400.0,
@@ -59,11 +60,17 @@ class Report(unittest.TestCase):
                       text)
         self.assertIn("| boot to init | – | 12.10 (12.00–12.20) | 12.20 (12.00–16.10) | 0.99× | – |", text)
         self.assertIn("more than 5% slower than plain Bochs (accel / plain, medians): none.", text)
-        self.assertIn("| 2 | accel | 1.10 | 3.10 | 16.10 | 2.0 |", text)
+        self.assertIn("| 2 | accel | 1.10 | 3.10 | 16.10 | 0.04 | 1% |", text)
+        self.assertIn("CPUs busy during: round 1 accel (0.90 CPUs).", text)
         self.assertIn("matched the host-native run", text)
 
     def test_bench_table_calls_out_slower_medians(self):
-        text = report.bench_table(make_rep(accel_forkexec=(3.4, 3.5, 3.3), accel_boot=(12.0, 13.0, 12.9)))
+        rep = make_rep(accel_forkexec=(3.4, 3.5, 3.3), accel_boot=(12.0, 13.0, 12.9))
+        for r in rep["runs"]:
+            r["other_cpus"] = None
+        text = report.bench_table(rep)
+        self.assertNotIn("CPUs busy during", text)
+        self.assertIn("| 1 | bochs | 50.00 | 3.00 | 12.00 | – | 1% |", text)
         self.assertIn("(accel / plain, medians): bench-forkexec 1.10×, boot to init 1.07×.", text)
 
     def test_bench_table_problems(self):
