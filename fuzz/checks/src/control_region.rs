@@ -173,7 +173,8 @@ impl Setup {
         honest.resp_seq = ctx.seq;
         honest.status = status::EXITED;
         let x = &mut honest.exit;
-        let reason = 1 + u32::from(r.u8()) % 20;
+        // every raw reason, 1 ..= the highest (the exit codec gains RawReason::ALL in issue 13)
+        let reason = 1 + u32::from(r.u8()) % (RawReason::Cpuid as u32);
         x.reason = reason;
         let (vector, error_code, access) = (r.u32(), r.u32(), u32::from(r.u8()) % 3);
         x.linear = r.u32();
@@ -185,7 +186,7 @@ impl Setup {
         x.fill_ns = x
             .native_ns
             .min(u64::from(x.demand_fills).saturating_mul(9_000));
-        match RawReason::from_u32(reason).expect("1..=20 are reasons") {
+        match RawReason::from_u32(reason).expect("1..=the highest are reasons") {
             RawReason::PageFault => {
                 x.error_code = (error_code & 0x1b) | 4;
                 x.access = access;
