@@ -1,4 +1,4 @@
-//! The C ABI of `bochs-ffi/include/plex86_accel.h` (ABI v2): thin wrappers over [`AccelOps`].
+//! The C ABI of `bochs-ffi/include/plex86_accel.h`: thin wrappers over [`AccelOps`].
 //!
 //! Every exported function
 //!

@@ -1,7 +1,7 @@
 //! plex86-accel: the library that a Bochs built with `--enable-plex86-accel` loads
 //! (`libplex86_accel.so`). It implements the C ABI of `bochs-ffi/include/plex86_accel.h`
-//! (ABI v2) on top of the host driver, which runs the guest's user-mode code natively in a
-//! sandboxed executor process.
+//! (its version: `PLEX86_ACCEL_ABI_VERSION`) on top of the host driver, which runs the guest's
+//! user-mode code natively in a sandboxed executor process.
 //!
 //! Layout:
 //!
