@@ -702,8 +702,22 @@ mod tests {
             with_core(std::ptr::null_mut(), |_| ()),
             Err(CallError::Null)
         ));
+        // Calls with the stray handle touch no live accelerator.
+        let (log, lines) = Logger::capture();
+        let live = register(Box::new(NullAccel::new(log, None)));
+        let logged = lines.lock().unwrap().len();
         plex86_accel_shutdown(bogus);
         plex86_accel_flush_tlb(bogus, 1);
+        assert_eq!(plex86_accel_native_cpuid_is_hosts(bogus), 1);
+        assert!(matches!(with_core(bogus, |_| ()), Err(CallError::Unknown)));
+        assert!(with_core(live, |_| ()).is_ok(), "the live handle survives");
+        assert_eq!(
+            lines.lock().unwrap().len(),
+            logged,
+            "nothing logged on the live one"
+        );
+        plex86_accel_shutdown(live);
+        assert!(matches!(with_core(live, |_| ()), Err(CallError::Unknown)));
     }
 
     #[test]
