@@ -252,13 +252,19 @@ impl Accelerator<ExecutorBackend> {
         guest_cpuid: Option<CpuidFn<'_>>,
     ) -> Result<Self, String> {
         cfg.validate()?;
-        let verdict = match guest_cpuid {
-            Some(guest) => {
-                let cmp = cpuid::compare(&cpuid::host_cpuid, guest);
-                let gap =
-                    cpuid::user_gap(&cmp, crate::sys::host_xcr0(), cpuid::supported_xcr0(guest));
-                cpuid::admit(&gap, cfg.model_choice())?
-            }
+        // The host against the model (and the most XCR0 the model supports), once: for the
+        // refusal here and for the log below.
+        let cmp = guest_cpuid.map(|guest| {
+            (
+                cpuid::compare(&cpuid::host_cpuid, guest),
+                cpuid::supported_xcr0(guest),
+            )
+        });
+        let verdict = match &cmp {
+            Some((c, guest_xcr0)) => cpuid::admit(
+                &cpuid::user_gap(c, crate::sys::host_xcr0(), *guest_xcr0),
+                cfg.model_choice(),
+            )?,
             None => Vec::new(),
         };
         let backend = ExecutorBackend::spawn(
@@ -295,7 +301,7 @@ impl Accelerator<ExecutorBackend> {
         let mut accel =
             Accelerator::with_backend(backend, cfg, log, memory, crate::sys::host_xcr0());
         accel.prealloc = prealloc;
-        accel.log_cpuid(guest_cpuid);
+        accel.log_cpuid(cmp.as_ref().map(|(c, x)| (c, *x)));
         for (level, line) in verdict {
             accel.log.log(level, &line);
         }
@@ -357,20 +363,20 @@ impl<B: Backend> Accelerator<B> {
         }
     }
 
-    /// Logs the CPUID/XCR0 comparison of the host with the guest model.
-    pub fn log_cpuid(&self, guest: Option<CpuidFn<'_>>) {
+    /// Logs how CPUID reaches native code, and the CPUID/XCR0 comparison of the host with the
+    /// guest model (`cmp`: [`cpuid::compare`] and the model's most XCR0; `None`: no model).
+    pub fn log_cpuid(&self, cmp: Option<(&cpuid::Comparison, u64)>) {
         self.log.info(if self.backend.cpuid_faulting() {
             "CPUID faulting: native CPUID exits and Bochs answers with the guest CPU model, at every privilege level"
         } else {
             "no CPUID faulting on this host: native user code reads the host's CPUID, so Bochs answers CPUID at CPL 3 with the host's values too"
         });
-        let Some(guest) = guest else {
+        let Some((cmp, guest_xcr0)) = cmp else {
             self.log
                 .info("no guest CPUID callback: CPUID comparison skipped");
             return;
         };
-        let cmp = cpuid::compare(&cpuid::host_cpuid, guest);
-        for (level, line) in cpuid::report(&cmp, self.host_xcr0, cpuid::supported_xcr0(guest)) {
+        for (level, line) in cpuid::report(cmp, self.host_xcr0, guest_xcr0) {
             self.log.log(level, &line);
         }
     }

@@ -302,7 +302,8 @@ pub fn report(
 
 /// Instruction-set extensions that 32-bit user code (CPL 3) can execute once CPUID reports them,
 /// by the names of [`REGISTERS`]. If the guest model lacks one the host has, a program that
-/// tests the host's CPUID natively uses it, and where Bochs emulates one of its instructions
+/// uses it (after reading the host's CPUID natively, on hosts without CPUID faulting, or
+/// without asking) executes it natively, and where Bochs emulates one of its instructions
 /// (after an exit, or in the emulated first instructions after each return from the kernel) the
 /// program gets #UD. Left out, because emulating them as a CPU without them does gives the same
 /// results: `hle` (XACQUIRE/XRELEASE are prefixes such a CPU ignores), `3dnowprefetch`,

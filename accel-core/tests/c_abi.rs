@@ -68,9 +68,8 @@ fn executor() -> PathBuf {
     .clone()
 }
 
-fn is_amd() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.contains("AuthenticAMD"))
-}
+#[path = "../../host-driver/tests/common/cpuinfo.rs"]
+mod cpuinfo;
 
 fn host_xcr0() -> u64 {
     let r = std::arch::x86_64::__cpuid_count(0xd, 0);
@@ -463,22 +462,13 @@ fn int80_is_a_system_call() {
     assert_eq!(g.state.gpr[0], 20);
 }
 
-/// `cpuid_fault` in /proc/cpuinfo: the host offers CPUID faulting.
-fn host_has_cpuid_faulting() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
-        s.lines()
-            .filter(|l| l.starts_with("flags"))
-            .any(|l| l.split_whitespace().any(|f| f == "cpuid_fault"))
-    })
-}
-
 #[test]
 fn cpuid_exits_or_is_the_hosts_as_the_library_says() {
     let mut g = Guest::new("cpuid");
     let is_hosts = plex86_accel_native_cpuid_is_hosts(g.accel);
     assert_eq!(
         is_hosts == 0,
-        host_has_cpuid_faulting(),
+        cpuinfo::has_flag("cpuid_fault"),
         "library vs /proc/cpuinfo"
     );
     g.code(|a| {
@@ -725,7 +715,7 @@ fn syscall_on_amd_loses_eip_and_fails() {
         a.syscall()?;
         a.hlt()
     });
-    if !is_amd() {
+    if !cpuinfo::is_amd() {
         // Intel: SYSCALL is #UD in compatibility mode, an exact exit.
         g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_INVALID_OPCODE);
         return;

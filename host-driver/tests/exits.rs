@@ -83,10 +83,6 @@ fn reentry_continues_after_emulated_instruction() {
     }
 }
 
-fn is_amd() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.contains("AuthenticAMD"))
-}
-
 /// Assembles `f` at CODE, runs, and expects `reason` at the instruction whose bytes are
 /// `marker` (searched in the assembled code).
 fn check(
@@ -326,7 +322,7 @@ fn int_0x80_traps_with_eax_intact() {
 /// register is exact (EBP included, recovered from the kernel's frame).
 #[test]
 fn syscall_instruction() {
-    if !is_amd() {
+    if !cpuinfo::is_amd() {
         return; // SYSCALL is #UD outside 64-bit mode on Intel: covered by invalid_opcode.
     }
     let mut vm = Vm::new(Mode::TwoLevel);
@@ -368,7 +364,7 @@ fn sysenter_instruction() {
     });
     let at = CODE + offset_of_bytes(&code, &[0x0f, 0x34]);
     let exit = vm.run();
-    if is_amd() {
+    if cpuinfo::is_amd() {
         assert_eq!(
             exit.reason,
             ExitReason::InvalidOpcode,
@@ -407,16 +403,6 @@ fn rdtsc_and_rdtscp() {
     );
 }
 
-/// CPUID faulting as /proc/cpuinfo announces it (`cpuid_fault`): the executor must use it
-/// where it exists, and native CPUID must read the host's CPUID where it does not.
-fn host_has_cpuid_faulting() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
-        s.lines()
-            .filter(|l| l.starts_with("flags"))
-            .any(|l| l.split_whitespace().any(|f| f == "cpuid_fault"))
-    })
-}
-
 #[test]
 fn cpuid_exits_where_the_host_has_cpuid_faulting() {
     let mut vm = Vm::new(Mode::TwoLevel);
@@ -427,7 +413,7 @@ fn cpuid_exits_where_the_host_has_cpuid_faulting() {
         a.hlt()
     });
     let at = CODE + offset_of_bytes(&code, &[0x0f, 0xa2]);
-    let faulting = host_has_cpuid_faulting();
+    let faulting = cpuinfo::has_flag("cpuid_fault");
     assert_eq!(
         vm.exe.cpuid_faulting(),
         faulting,

@@ -902,7 +902,9 @@ fn cpuid_comparison_is_logged() {
         }
         r
     };
-    t.accel.log_cpuid(Some(&guest));
+    let cmp = cpuid::compare(&cpuid::host_cpuid, &guest);
+    t.accel
+        .log_cpuid(Some((&cmp, cpuid::supported_xcr0(&guest))));
     let lines = t.lines.lock().unwrap();
     assert!(lines.iter().any(|(_, m)| m
         == "CPUID: native code sees popcnt (leaf 1 ECX bit 23), which the guest CPU model lacks"));

@@ -6,6 +6,8 @@ use host_driver::{Executor, ExecutorConfig, Exit, GuestRam, GuestState, MmuComma
 use iced_x86::code_asm::CodeAssembler;
 use std::time::Duration;
 
+pub mod cpuinfo;
+
 pub const RAM_SIZE: u64 = 16 << 20;
 /// Guest selectors: CS = GDT index 3, data = index 4 (RPL 3).
 pub const CS_SEL: u16 = 0x1b;
