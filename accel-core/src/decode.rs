@@ -5,8 +5,8 @@
 //! The bytes are read from guest RAM through the guest's page tables (the host driver's
 //! walker, without A/D updates) and decoded with iced-x86 in 32-bit (or 16-bit) mode.
 
-use host_driver::paging::{self, PagingRegs, PhysMemory};
-use host_driver::{Access, GuestState};
+use guest_paging::{self as paging, PagingRegs, PhysMemory};
+use host_driver::GuestState;
 use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, Register};
 
 /// Guest-physical memory readable by the decoder.
@@ -64,28 +64,9 @@ impl InsnKey {
 /// Reads up to 15 instruction bytes at `cs.base + eip`, page by page through the guest's
 /// tables; returns how many could be read.
 fn fetch(mem: &dyn GuestMemory, gs: &GuestState, buf: &mut [u8; 15]) -> usize {
-    let regs = PagingRegs {
-        cr0: gs.cr0,
-        cr3: gs.cr3,
-        cr4: gs.cr4,
-        efer: gs.efer,
-    };
-    let phys = Phys(mem);
-    let mut lin = gs.segs[1].base.wrapping_add(gs.eip);
-    let mut n = 0;
-    while n < buf.len() {
-        let Ok(t) = paging::walk(&phys, &regs, lin, Access::Fetch, false) else {
-            break;
-        };
-        let in_page = (0x1000 - (lin & 0xfff)) as usize;
-        let take = in_page.min(buf.len() - n);
-        if !mem.read(t.phys_page + u64::from(lin & 0xfff), &mut buf[n..n + take]) {
-            break;
-        }
-        n += take;
-        lin = lin.wrapping_add(take as u32);
-    }
-    n
+    let regs = PagingRegs::new(gs.cr0, gs.cr3, gs.cr4, gs.efer);
+    let lin = gs.segs[1].base.wrapping_add(gs.eip);
+    paging::read_linear(&Phys(mem), &regs, lin, buf, |pa, b| mem.read(pa, b))
 }
 
 /// Decodes the instruction at the guest's CS:EIP. `None` when its bytes cannot be read or do

@@ -163,8 +163,10 @@ pub(crate) fn decode_reason(raw: &RawExit) -> Result<ExitReason, String> {
     let reason = RawReason::from_u32(raw.reason)
         .ok_or_else(|| format!("unknown exit reason {}", raw.reason))?;
     let vector_u8 = || u8::try_from(raw.vector).map_err(|_| format!("vector {}", raw.vector));
-    let access =
-        || Access::from_raw(raw.access).ok_or_else(|| format!("access kind {}", raw.access));
+    let access = || {
+        crate::protocol::access::decode(raw.access)
+            .ok_or_else(|| format!("access kind {}", raw.access))
+    };
     Ok(match reason {
         RawReason::PageFault => {
             if raw.error_code & !0x1f != 0 || raw.error_code & 4 == 0 {

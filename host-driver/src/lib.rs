@@ -26,7 +26,6 @@ mod driver;
 mod error;
 mod exit;
 pub mod fuzzing;
-pub mod paging;
 pub mod protocol;
 pub mod seccomp;
 mod sys;
@@ -37,7 +36,8 @@ pub use driver::{
 };
 pub use error::{DeathCause, DriverError};
 pub use exit::{EscapeKind, Exit, ExitReason, SyscallInstruction};
-pub use paging::Access;
+pub use guest_paging as paging;
+pub use guest_paging::Access;
 pub use protocol::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
 pub use sys::GuestRam;
 

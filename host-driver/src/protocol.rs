@@ -529,6 +529,26 @@ pub mod access {
     pub const WRITE: u32 = 1;
     /// Instruction fetch.
     pub const FETCH: u32 = 2;
+
+    use guest_paging::Access;
+
+    /// The wire value of an access kind.
+    pub fn encode(a: Access) -> u32 {
+        match a {
+            Access::Read => READ,
+            Access::Write => WRITE,
+            Access::Fetch => FETCH,
+        }
+    }
+    /// The access kind of a wire value; `None` for anything else.
+    pub fn decode(v: u32) -> Option<Access> {
+        match v {
+            READ => Some(Access::Read),
+            WRITE => Some(Access::Write),
+            FETCH => Some(Access::Fetch),
+            _ => None,
+        }
+    }
 }
 
 /// The exit record written by the executor.

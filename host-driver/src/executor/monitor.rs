@@ -225,12 +225,7 @@ impl Monitor {
     pub fn prepare_entry(&mut self) -> Result<(), i32> {
         self.install_segments()?;
         let st = &self.entry;
-        self.regs = PagingRegs {
-            cr0: st.cr0,
-            cr3: st.cr3,
-            cr4: st.cr4,
-            efer: st.efer,
-        };
+        self.regs = PagingRegs::new(st.cr0, st.cr3, st.cr4, st.efer);
         let g = |i: usize| u64::from(st.gprs[i]);
         let fpstate_addr = self.frame.fpstate_addr();
         let mc = &mut self.frame.uc.mc;
@@ -301,25 +296,8 @@ impl Monitor {
     /// Reads up to 15 instruction bytes at linear `lin` through the guest's page tables
     /// (without setting A/D bits). Returns the number of bytes read.
     fn read_code(&self, lin: u32, buf: &mut [u8; 15]) -> usize {
-        let mut done = 0;
-        while done < buf.len() {
-            let a = lin.wrapping_add(done as u32);
-            let Ok(t) = paging::walk(&self.ram, &self.regs, a, Access::Fetch, false) else {
-                break;
-            };
-            if !self.is_ram(t.phys_page >> 12) {
-                break;
-            }
-            let in_page = (4096 - (a & 0xfff) as usize).min(buf.len() - done);
-            if !self.ram.read(
-                t.phys_page + u64::from(a & 0xfff),
-                &mut buf[done..done + in_page],
-            ) {
-                break;
-            }
-            done += in_page;
-        }
-        done
+        let ram_only = |pa: u64, b: &mut [u8]| self.is_ram(pa >> 12) && self.ram.read(pa, b);
+        paging::read_linear(&self.ram, &self.regs, lin, buf, ram_only)
     }
 
     fn code_bytes_before(&self, eip: u32, n: u32) -> Option<[u8; 2]> {
@@ -385,7 +363,7 @@ impl Monitor {
             Access::Read
         };
         self.exit.linear = linear;
-        self.exit.access = access.to_raw();
+        self.exit.access = protocol::access::encode(access);
         if self.already_allows(linear >> 12, access) {
             // The mirror already allows this access, so the fault is not a missing fill: the
             // host kernel's UMIP emulation (SGDT, SIDT, SMSW...) reports the start of an
