@@ -26,7 +26,7 @@ mod driver;
 mod error;
 mod exit;
 pub mod fuzzing;
-pub mod protocol;
+pub use plex86_protocol as protocol;
 pub mod seccomp;
 mod sys;
 
