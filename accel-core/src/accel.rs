@@ -3,6 +3,7 @@
 use crate::backend::{Backend, ExecutorBackend};
 use crate::cpuid::{self, CpuidFn};
 use crate::decode::{self, GuestMemory};
+use crate::exits::{exit_code, worth_decoding};
 use crate::log::Logger;
 use crate::mmu::MmuQueue;
 use crate::policy::{
@@ -12,7 +13,6 @@ use crate::prealloc::Prealloc;
 use crate::state::{self, effective_xcr0};
 use crate::stats::Stats;
 use crate::{AccelOps, CpuState, RunOutcome};
-use bochs_ffi::raw;
 use host_driver::{DriverError, ExitReason, GuestState, MmuCommand, SyscallInstruction, XsaveInfo};
 use std::collections::HashSet;
 use std::ops::Range;
@@ -153,46 +153,6 @@ struct Ran {
     eip_lost: bool,
     demand_fills: u32,
     fill_ns: u64,
-}
-
-/// The header's exit reason for a driver exit (`None` for a guest escape).
-pub fn exit_code(reason: &ExitReason) -> Option<u32> {
-    use ExitReason as R;
-    Some(match reason {
-        R::PageFault { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PAGE_FAULT,
-        R::NeedsEmulation { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_NEEDS_EMULATION,
-        R::GeneralProtection { .. } => {
-            raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_GENERAL_PROTECTION
-        }
-        R::InvalidOpcode => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_INVALID_OPCODE,
-        R::DivideError => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_DIVIDE_ERROR,
-        R::X87Exception => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_X87_EXCEPTION,
-        R::SimdException => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SIMD_EXCEPTION,
-        R::SoftwareInterrupt { vector: 0x80 } | R::SystemCall { .. } => {
-            raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SYSTEM_CALL
-        }
-        R::Breakpoint | R::Overflow | R::SoftwareInterrupt { .. } => {
-            raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_BREAKPOINT
-        }
-        R::Rdtsc { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_RDTSC,
-        R::Privileged => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED,
-        R::SegmentLoad => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SEGMENT_LOAD,
-        R::OtherException { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_OTHER_EXCEPTION,
-        R::BudgetExpired => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_BUDGET_EXPIRED,
-        R::CodeLogFull => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CODE_LOG_FULL,
-        R::FillLimit => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_FILL_LIMIT,
-        R::SingleStep => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SINGLE_STEP,
-        R::Cpuid => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CPUID,
-        R::GuestEscape { .. } => return None,
-    })
-}
-
-/// Whether the statistics name the instruction behind this exit.
-fn worth_decoding(reason: u32) -> bool {
-    reason == raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED
-        || reason == raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SEGMENT_LOAD
-        || reason == raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_GENERAL_PROTECTION
-        || reason == raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_INVALID_OPCODE
 }
 
 /// The accelerator over a [`Backend`] (the executor, or a fake in tests).

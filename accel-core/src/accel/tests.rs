@@ -4,6 +4,7 @@ use super::*;
 use crate::decode::tests::setup as paging_setup;
 use crate::log::Level;
 use crate::state::{layouts, sample_state};
+use bochs_ffi::raw;
 use host_driver::{DeathCause, EscapeKind, Exit};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -365,60 +366,6 @@ fn single_step_exit_keeps_tf_and_is_counted() {
     let json = t.accel.stats().to_json(1);
     assert!(json.contains("\"single_step\":1"), "{json}");
     assert_eq!(t.accel.stats().exits[want as usize], 1);
-}
-
-#[test]
-fn reason_mapping() {
-    use ExitReason as R;
-    let cases: &[(ExitReason, u32)] = &[
-        (
-            R::NeedsEmulation {
-                linear: 0,
-                access: host_driver::Access::Write,
-            },
-            1,
-        ),
-        (R::GeneralProtection { error_code: 0 }, 2),
-        (R::InvalidOpcode, 3),
-        (R::DivideError, 4),
-        (R::X87Exception, 5),
-        (R::SimdException, 6),
-        (R::Breakpoint, 7),
-        (R::Overflow, 7),
-        (R::SoftwareInterrupt { vector: 0x21 }, 7),
-        (R::SoftwareInterrupt { vector: 0x80 }, 8),
-        (
-            R::SystemCall {
-                instruction: SyscallInstruction::Syscall,
-            },
-            8,
-        ),
-        (R::Rdtsc { rdtscp: true }, 9),
-        (R::Privileged, 10),
-        (R::SegmentLoad, 11),
-        (
-            R::OtherException {
-                vector: 17,
-                error_code: Some(0),
-            },
-            12,
-        ),
-        (R::BudgetExpired, 13),
-        (R::CodeLogFull, 14),
-        (R::FillLimit, 15),
-        (R::SingleStep, 16),
-    ];
-    for &(r, code) in cases {
-        assert_eq!(exit_code(&r), Some(code), "{r:?}");
-    }
-    assert_eq!(
-        exit_code(&R::GuestEscape {
-            kind: EscapeKind::LongMode,
-            address: 0,
-            diagnostic: 0
-        }),
-        None
-    );
 }
 
 #[test]
