@@ -18,7 +18,7 @@
 //! * [`stats`], [`cpuid`], [`decode`], [`log`] — statistics, the CPUID/XCR0 comparison, naming
 //!   the instruction behind an exit, and the logger.
 //!
-//! `unsafe` lives only in `ffi.rs` and `sys.rs` (see `ci/unsafe-modules`).
+//! `unsafe` lives only in `ffi.rs`, `ffi/config.rs` and `sys.rs` (see `ci/unsafe-modules`).
 
 #![warn(missing_docs, missing_debug_implementations)]
 
