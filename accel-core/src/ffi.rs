@@ -26,7 +26,7 @@ mod registry;
 
 use crate::{CpuState, RunOutcome};
 use bochs_ffi::{raw, ABI_VERSION};
-use registry::{notify, panic_text, with_core, CallError};
+use registry::{notify, panic_text, report, with_core, CallError};
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::TryLockError;
@@ -218,10 +218,7 @@ pub extern "C" fn plex86_accel_native_cpuid_is_hosts(accel: *const raw::plex86_a
     match with_core(accel.cast_mut(), |c| c.native_cpuid_is_hosts()) {
         Ok(v) => u32::from(v),
         Err(e) => {
-            eprintln!(
-                "plex86-accel: plex86_accel_native_cpuid_is_hosts: {}",
-                e.message()
-            );
+            report("plex86_accel_native_cpuid_is_hosts", &e.message());
             1
         }
     }
@@ -231,7 +228,7 @@ pub extern "C" fn plex86_accel_native_cpuid_is_hosts(accel: *const raw::plex86_a
 /// statistics.
 #[no_mangle]
 pub extern "C" fn plex86_accel_note_declined(accel: *mut raw::plex86_accel, reason: u32) {
-    notify(accel, "plex86_accel_note_declined", |c| {
+    let _ = notify(accel, "plex86_accel_note_declined", |c| {
         c.note_declined(reason)
     });
 }
@@ -239,7 +236,7 @@ pub extern "C" fn plex86_accel_note_declined(accel: *mut raw::plex86_accel, reas
 /// Bochs's TLB was flushed: all entries (`include_global` != 0) or all but global ones.
 #[no_mangle]
 pub extern "C" fn plex86_accel_flush_tlb(accel: *mut raw::plex86_accel, include_global: c_int) {
-    notify(accel, "plex86_accel_flush_tlb", |c| {
+    let _ = notify(accel, "plex86_accel_flush_tlb", |c| {
         c.flush_tlb(include_global != 0)
     });
 }
@@ -247,13 +244,13 @@ pub extern "C" fn plex86_accel_flush_tlb(accel: *mut raw::plex86_accel, include_
 /// INVLPG of one linear address.
 #[no_mangle]
 pub extern "C" fn plex86_accel_invlpg(accel: *mut raw::plex86_accel, linear: u32) {
-    notify(accel, "plex86_accel_invlpg", |c| c.invlpg(linear));
+    let _ = notify(accel, "plex86_accel_invlpg", |c| c.invlpg(linear));
 }
 
 /// Bochs holds decoded code from this guest-physical page.
 #[no_mangle]
 pub extern "C" fn plex86_accel_protect_code_page(accel: *mut raw::plex86_accel, physical: u64) {
-    notify(accel, "plex86_accel_protect_code_page", |c| {
+    let _ = notify(accel, "plex86_accel_protect_code_page", |c| {
         c.protect_code_page(physical)
     });
 }
@@ -278,7 +275,7 @@ pub unsafe extern "C" fn plex86_accel_memory_map_changed(
         let s = unsafe { std::slice::from_raw_parts(ranges, n_ranges as usize) };
         Ok(s.iter().map(|r| (r.start, r.end)).collect())
     };
-    notify(accel, "plex86_accel_memory_map_changed", |c| match list {
+    let _ = notify(accel, "plex86_accel_memory_map_changed", |c| match list {
         Ok(l) => c.memory_map_changed(&l),
         Err(why) => {
             c.log().error(&format!("plex86_accel_memory_map_changed: {why} with n_ranges = {n_ranges}: mirroring no RAM"));
@@ -296,17 +293,17 @@ pub extern "C" fn plex86_accel_shutdown(accel: *mut raw::plex86_accel) {
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let Some(handle) = registry::unregister(accel) else {
-            eprintln!(
-                "plex86-accel: plex86_accel_shutdown: {}",
-                CallError::Unknown.message()
-            );
+            report("plex86_accel_shutdown", &CallError::Unknown.message());
             return;
         };
         match handle.core.try_lock() {
             Ok(mut g) => g.finish(),
             Err(TryLockError::Poisoned(p)) => p.into_inner().finish(),
             Err(TryLockError::WouldBlock) => {
-                eprintln!("plex86-accel: plex86_accel_shutdown during a call: the accelerator stops when that call returns");
+                report(
+                    "plex86_accel_shutdown during a call",
+                    "the accelerator stops when that call returns",
+                );
             }
         }
         drop(handle); // the last reference: the executor is killed here

@@ -121,10 +121,33 @@ pub(super) fn with_core<R>(
     })
 }
 
-/// Reports a failed notification where it can.
-pub(super) fn notify(accel: *mut raw::plex86_accel, what: &str, f: impl FnOnce(&mut dyn AccelOps)) {
-    match with_core(accel, f) {
-        Ok(()) | Err(CallError::Panicked { .. }) => {} // a panic was logged by with_core
-        Err(e) => eprintln!("plex86-accel: {what}: {}", e.message()),
+/// Runs a notification on the core of `accel`; a call that cannot reach it is reported on
+/// stderr (a panic was logged by [`with_core`]).
+pub(super) fn notify(
+    accel: *mut raw::plex86_accel,
+    what: &str,
+    f: impl FnOnce(&mut dyn AccelOps),
+) -> Result<(), CallError> {
+    let result = with_core(accel, f);
+    if let Err(e) = &result {
+        if !matches!(e, CallError::Panicked { .. }) {
+            report(what, &e.message());
+        }
     }
+    result
+}
+
+/// Reports on stderr what cannot go to an accelerator's logger (no live handle, or busy).
+pub(super) fn report(what: &str, message: &str) {
+    let line = format!("plex86-accel: {what}: {message}");
+    #[cfg(test)]
+    REPORTED.with(|r| r.borrow_mut().push(line.clone()));
+    eprintln!("{line}");
+}
+
+#[cfg(test)]
+thread_local! {
+    /// What [`report`] wrote on this thread, for the tests.
+    pub(super) static REPORTED: std::cell::RefCell<Vec<String>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -1,5 +1,5 @@
 use super::config::{c_string, check_writable};
-use super::registry::register;
+use super::registry::{lookup, register, REPORTED};
 use super::*;
 use crate::log::{Level, Logger};
 use crate::NullAccel;
@@ -96,14 +96,34 @@ fn stray_handles_are_reported_not_followed() {
         with_core(std::ptr::null_mut(), |_| ()),
         Err(CallError::Null)
     ));
-    // Calls with the stray handle touch no live accelerator.
+    assert!(matches!(
+        notify(bogus, "t", |_| panic!("followed")),
+        Err(CallError::Unknown)
+    ));
+    // Calls with the stray handle touch no live accelerator, and each is reported.
     let (log, lines) = Logger::capture();
     let live = register(Box::new(NullAccel::new(log, None)));
     let logged = lines.lock().unwrap().len();
+    REPORTED.with(|r| r.borrow_mut().clear());
     plex86_accel_shutdown(bogus);
     plex86_accel_flush_tlb(bogus, 1);
     assert_eq!(plex86_accel_native_cpuid_is_hosts(bogus), 1);
+    let reported = REPORTED.with(|r| r.take());
+    let unknown = CallError::Unknown.message();
+    for what in [
+        "plex86_accel_shutdown",
+        "plex86_accel_flush_tlb",
+        "plex86_accel_native_cpuid_is_hosts",
+    ] {
+        let line = format!("plex86-accel: {what}: {unknown}");
+        assert!(reported.contains(&line), "{line}: {reported:?}");
+    }
+    assert!(unknown.contains("not a live accelerator handle"));
     assert!(matches!(with_core(bogus, |_| ()), Err(CallError::Unknown)));
+    assert!(
+        lookup(live).is_some(),
+        "shutting down a stray pointer removed nothing"
+    );
     assert!(with_core(live, |_| ()).is_ok(), "the live handle survives");
     assert_eq!(
         lines.lock().unwrap().len(),
