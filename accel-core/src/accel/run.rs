@@ -45,6 +45,7 @@ struct Ran {
 type NotRun = RunOutcome<'static>;
 
 impl<B: Backend> Accelerator<B> {
+    /// Runs `cpu` natively for at most `budget_ticks` (the policy said Enter).
     pub(super) fn run_native(&mut self, cpu: &mut CpuState, budget_ticks: u64) -> RunOutcome<'_> {
         let key = match self.enter_checks(cpu) {
             Ok(key) => key,
