@@ -1,239 +1,87 @@
 //! The accelerator: entry policy, MMU coherence, native runs, exit translation, statistics.
+//!
+//! * `config` — the validated configuration and the plain-RAM map normalisation.
+//! * `run` — one native run: the entry checks, the backend call, the accounting, and the
+//!   state handed back to Bochs.
+//! * `report` — the log and the statistics, with the "log only the first few" limits.
+
+mod config;
+mod report;
+mod run;
+
+pub use config::{normalize_ram_map, Config, MAX_RAM_RANGES};
 
 use crate::backend::{Backend, ExecutorBackend};
 use crate::cpuid::{self, CpuidFn};
-use crate::decode::{self, GuestMemory};
+use crate::decode::GuestMemory;
 use crate::log::Logger;
 use crate::mmu::MmuQueue;
-use crate::policy::{
-    ns_to_ticks, ticks_to_ns, Backoff, Decision, Decline, HotSpaces, Policy, MIN_BUDGET_NS,
-};
+use crate::policy::{Backoff, Decision, Decline, HotSpaces, Policy, MIN_BUDGET_NS};
 use crate::prealloc::Prealloc;
-use crate::state::{self, effective_xcr0};
 use crate::stats::Stats;
 use crate::{AccelOps, CpuState, RunOutcome};
-use bochs_ffi::raw;
-use host_driver::{DriverError, ExitReason, GuestState, MmuCommand, SyscallInstruction, XsaveInfo};
+use host_driver::{GuestState, MmuCommand, XsaveInfo};
+use report::Reporting;
+use run::PagingKey;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-/// The host driver's limit on plain-RAM ranges.
-pub const MAX_RAM_RANGES: usize = host_driver::protocol::MAX_RAM_RANGES;
-/// Log at most this many unsupported-state declines (then only count them).
-const UNSUPPORTED_LOG_LIMIT: u32 = 8;
-/// Log at most this many distinct guest XCR0 values.
-const XCR0_LOG_LIMIT: u32 = 4;
-
-/// The accelerator's configuration, validated from `plex86_accel_config`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Bytes of the RAM memfd that hold RAM.
-    pub ram_size: u64,
-    /// Plain-RAM ranges (normalised: page aligned, sorted, merged, inside `ram_size`).
-    pub ram_map: Vec<Range<u64>>,
-    /// Guest ticks (instructions) per second.
-    pub ips: u64,
-    /// The executor binary; `None`: next to the library.
-    pub executor_path: Option<PathBuf>,
-    /// Where to write the JSON statistics; `None`: nowhere.
-    pub stats_path: Option<PathBuf>,
-    /// Entry policy: user instructions to emulate after each kernel return.
-    pub min_user_insns: u32,
-    /// Allocate all of guest RAM at start ([`crate::prealloc`]).
-    pub prealloc_ram: bool,
-    /// Start even if native user code can use extensions the guest CPU model lacks
-    /// (`allow_cpu_mismatch=1`).
-    pub allow_cpu_mismatch: bool,
-    /// The guest CPU model is `cpu: model=host`.
-    pub cpu_model_host: bool,
-}
-
-impl Config {
-    /// How the guest CPU model was chosen, for [`cpuid::admit`].
-    pub fn model_choice(&self) -> cpuid::ModelChoice {
-        if self.cpu_model_host {
-            cpuid::ModelChoice::Host
-        } else if self.allow_cpu_mismatch {
-            cpuid::ModelChoice::NamedMismatchAllowed
-        } else {
-            cpuid::ModelChoice::Named
-        }
-    }
-}
-
-impl Config {
-    /// Checks the values that no normalisation can fix.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.ips == 0 {
-            return Err("ips is 0 (Bochs's cpu: ips= must be positive)".into());
-        }
-        if self.ram_size == 0 || self.ram_size % 4096 != 0 {
-            return Err(format!(
-                "ram_size {:#x} is not a positive multiple of 4 KiB",
-                self.ram_size
-            ));
-        }
-        if self.ram_map.is_empty() {
-            return Err(
-                "no plain-RAM range (after rounding to whole pages inside ram_size)".into(),
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Normalises plain-RAM ranges `[start, end)`: rounds each inward to whole pages, drops empty
-/// ones, sorts and merges. Problems (reversed or out-of-RAM ranges, too many ranges) are
-/// returned; the map is then the safe subset (less RAM mirrored, never more).
-pub fn normalize_ram_map(ranges: &[(u64, u64)], ram_size: u64) -> (Vec<Range<u64>>, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut v: Vec<Range<u64>> = Vec::new();
-    for &(start, end) in ranges {
-        if start > end {
-            problems.push(format!("RAM range {start:#x}..{end:#x} is reversed"));
-            continue;
-        }
-        if end > ram_size {
-            problems.push(format!(
-                "RAM range {start:#x}..{end:#x} ends beyond ram_size {ram_size:#x}"
-            ));
-        }
-        let s = start.checked_add(0xfff).map_or(u64::MAX, |x| x & !0xfff);
-        let e = end.min(ram_size) & !0xfff;
-        if s < e {
-            v.push(s..e);
-        }
-    }
-    v.sort_by_key(|r| r.start);
-    let mut merged: Vec<Range<u64>> = Vec::with_capacity(v.len());
-    for r in v {
-        match merged.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => merged.push(r),
-        }
-    }
-    if merged.len() > MAX_RAM_RANGES {
-        problems.push(format!(
-            "{} RAM ranges; only the first {MAX_RAM_RANGES} are mirrored",
-            merged.len()
-        ));
-        merged.truncate(MAX_RAM_RANGES);
-    }
-    (merged, problems)
-}
-
-/// The paging state that the mirror depends on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct PagingKey {
-    cr3: u32,
-    /// CR0.PG/WP, CR4.PSE/PAE/PGE, EFER.NXE.
-    mode: (u32, u32, u64),
-}
-
-impl PagingKey {
-    fn of(cpu: &CpuState) -> Self {
-        PagingKey {
-            cr3: cpu.cr3,
-            mode: (
-                cpu.cr0 & (1 << 31 | 1 << 16),
-                cpu.cr4 & (1 << 4 | 1 << 5 | 1 << 7),
-                cpu.efer & (1 << 11),
-            ),
-        }
-    }
-}
-
-/// What a finished native run left, copied out of the driver's exit.
-struct Ran {
-    reason: ExitReason,
-    native_ns: u64,
-    eip_lost: bool,
-    demand_fills: u32,
-    fill_ns: u64,
-}
-
-/// The header's exit reason for a driver exit (`None` for a guest escape).
-pub fn exit_code(reason: &ExitReason) -> Option<u32> {
-    use ExitReason as R;
-    Some(match reason {
-        R::PageFault { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PAGE_FAULT,
-        R::NeedsEmulation { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_NEEDS_EMULATION,
-        R::GeneralProtection { .. } => {
-            raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_GENERAL_PROTECTION
-        }
-        R::InvalidOpcode => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_INVALID_OPCODE,
-        R::DivideError => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_DIVIDE_ERROR,
-        R::X87Exception => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_X87_EXCEPTION,
-        R::SimdException => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SIMD_EXCEPTION,
-        R::SoftwareInterrupt { vector: 0x80 } | R::SystemCall { .. } => {
-            raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SYSTEM_CALL
-        }
-        R::Breakpoint | R::Overflow | R::SoftwareInterrupt { .. } => {
-            raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_BREAKPOINT
-        }
-        R::Rdtsc { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_RDTSC,
-        R::Privileged => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED,
-        R::SegmentLoad => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SEGMENT_LOAD,
-        R::OtherException { .. } => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_OTHER_EXCEPTION,
-        R::BudgetExpired => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_BUDGET_EXPIRED,
-        R::CodeLogFull => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CODE_LOG_FULL,
-        R::FillLimit => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_FILL_LIMIT,
-        R::SingleStep => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SINGLE_STEP,
-        R::Cpuid => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CPUID,
-        R::GuestEscape { .. } => return None,
-    })
-}
-
-/// Whether the statistics name the instruction behind this exit.
-fn worth_decoding(reason: u32) -> bool {
-    reason == raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED
-        || reason == raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SEGMENT_LOAD
-        || reason == raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_GENERAL_PROTECTION
-        || reason == raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_INVALID_OPCODE
-}
 
 /// The accelerator over a [`Backend`] (the executor, or a fake in tests).
 pub struct Accelerator<B: Backend> {
     backend: B,
+    /// The running executor's XSAVE layout.
     xsave: XsaveInfo,
-    policy: Policy,
-    backoff: Backoff,
-    hot: HotSpaces,
-    ips: u64,
-    log: Logger,
-    stats: Stats,
-    stats_path: Option<PathBuf>,
+    /// Guest RAM, read-only, for naming the instruction behind an exit.
+    memory: Option<Box<dyn GuestMemory + Send>>,
+    /// Set by a failure: every later entry declines with DISABLED.
+    disabled: bool,
+    /// Native code may have run since the current `run` began (for a panic inside it).
+    native_started: bool,
+    mirror: Mirror,
+    pacing: Pacing,
+    scratch: Scratch,
+    report: Reporting,
+}
+
+/// What the executor's mirror of guest memory depends on, kept coherent with Bochs's
+/// notifications.
+struct Mirror {
     ram_size: u64,
     /// The plain-RAM map Bochs reported last.
     ram_map: Vec<Range<u64>>,
     /// The map the running executor was started with.
     backend_map: Vec<Range<u64>>,
+    /// Commands for the next run.
     mmu: MmuQueue,
     /// Physical pages write-protected in the executor (sent or queued, not yet written).
     protected: HashSet<u64>,
+    /// The paging state of the last run (`None`: the mirror is empty).
     last_paging: Option<PagingKey>,
-    disabled: bool,
-    native_started: bool,
+}
+
+/// When to enter: the entry policy and what recent runs taught it.
+struct Pacing {
+    /// Guest ticks per second.
+    ips: u64,
+    policy: Policy,
+    backoff: Backoff,
+    hot: HotSpaces,
+}
+
+/// Buffers every run reuses, so that a run allocates nothing.
+struct Scratch {
     gs: Box<GuestState>,
     commands: Vec<MmuCommand>,
+    /// The code pages the last run wrote (handed to Bochs by reference).
     code_pages: Vec<u64>,
-    memory: Option<Box<dyn GuestMemory + Send>>,
-    host_xcr0: Option<u64>,
-    xcr0_logged: (Option<u64>, u32),
-    unsupported_logged: u32,
-    finished: bool,
-    /// The allocation of guest RAM at start, until its outcome is logged.
-    prealloc: Option<Prealloc>,
 }
 
 impl<B: Backend> std::fmt::Debug for Accelerator<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Accelerator")
             .field("backend", &self.backend.describe())
-            .field("policy", &self.policy)
+            .field("policy", &self.pacing.policy)
             .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
@@ -300,10 +148,10 @@ impl Accelerator<ExecutorBackend> {
         };
         let mut accel =
             Accelerator::with_backend(backend, cfg, log, memory, crate::sys::host_xcr0());
-        accel.prealloc = prealloc;
+        accel.report.prealloc = prealloc;
         accel.log_cpuid(cmp.as_ref().map(|(c, x)| (c, *x)));
         for (level, line) in verdict {
-            accel.log.log(level, &line);
+            accel.report.log.log(level, &line);
         }
         Ok(accel)
     }
@@ -336,59 +184,58 @@ impl<B: Backend> Accelerator<B> {
         Accelerator {
             backend,
             xsave,
-            policy,
-            backoff: Backoff::default(),
-            hot: HotSpaces::default(),
-            ips: cfg.ips,
-            log,
-            stats: Stats::default(),
-            stats_path: cfg.stats_path.clone(),
-            ram_size: cfg.ram_size,
-            ram_map: cfg.ram_map.clone(),
-            backend_map: cfg.ram_map.clone(),
-            mmu: MmuQueue::new(),
-            protected: HashSet::new(),
-            last_paging: None,
+            memory,
             disabled: false,
             native_started: false,
-            gs: Box::new(GuestState::default()),
-            commands: Vec::with_capacity(64),
-            code_pages: Vec::with_capacity(host_driver::protocol::MAX_CODE_PAGES),
-            memory,
-            host_xcr0,
-            xcr0_logged: (None, 0),
-            unsupported_logged: 0,
-            finished: false,
-            prealloc: None,
+            mirror: Mirror {
+                ram_size: cfg.ram_size,
+                ram_map: cfg.ram_map.clone(),
+                backend_map: cfg.ram_map.clone(),
+                mmu: MmuQueue::new(),
+                protected: HashSet::new(),
+                last_paging: None,
+            },
+            pacing: Pacing {
+                ips: cfg.ips,
+                policy,
+                backoff: Backoff::default(),
+                hot: HotSpaces::default(),
+            },
+            scratch: Scratch {
+                gs: Box::new(GuestState::default()),
+                commands: Vec::with_capacity(64),
+                code_pages: Vec::with_capacity(host_driver::protocol::MAX_CODE_PAGES),
+            },
+            report: Reporting::new(log, cfg.stats_path.clone(), host_xcr0),
         }
     }
 
     /// Logs how CPUID reaches native code, and the CPUID/XCR0 comparison of the host with the
     /// guest model (`cmp`: [`cpuid::compare`] and the model's most XCR0; `None`: no model).
     pub fn log_cpuid(&self, cmp: Option<(&cpuid::Comparison, u64)>) {
-        self.log.info(if self.backend.cpuid_faulting() {
+        let log = &self.report.log;
+        log.info(if self.backend.cpuid_faulting() {
             "CPUID faulting: native CPUID exits and Bochs answers with the guest CPU model, at every privilege level"
         } else {
             "no CPUID faulting on this host: native user code reads the host's CPUID, so Bochs answers CPUID at CPL 3 with the host's values too"
         });
         let Some((cmp, guest_xcr0)) = cmp else {
-            self.log
-                .info("no guest CPUID callback: CPUID comparison skipped");
+            log.info("no guest CPUID callback: CPUID comparison skipped");
             return;
         };
-        for (level, line) in cpuid::report(cmp, self.host_xcr0, guest_xcr0) {
-            self.log.log(level, &line);
+        for (level, line) in cpuid::report(cmp, self.report.host_xcr0, guest_xcr0) {
+            log.log(level, &line);
         }
     }
 
     /// The statistics so far.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.report.stats
     }
 
     /// The entry policy in force.
     pub fn policy(&self) -> &Policy {
-        &self.policy
+        &self.pacing.policy
     }
 
     /// The backend.
@@ -402,7 +249,7 @@ impl<B: Backend> Accelerator<B> {
     }
 
     fn decline(&mut self, reason: Decline, retry_after_ticks: u64) -> RunOutcome<'static> {
-        self.stats.decline(reason.code());
+        self.report.stats.decline(reason.code());
         RunOutcome::Declined {
             reason: reason.code(),
             retry_after_ticks,
@@ -412,15 +259,19 @@ impl<B: Backend> Accelerator<B> {
     fn fail(&mut self, message: String, lost_native_progress: bool) -> RunOutcome<'static> {
         self.disabled = true;
         self.native_started = false;
-        self.stats.failures += 1;
+        self.report.stats.failures += 1;
         let consequence = if lost_native_progress {
             "the guest state cannot be vouched for"
         } else {
             "nothing ran; emulation can go on"
         };
-        self.log
+        self.report
+            .log
             .error(&format!("accelerator disabled: {message} ({consequence})"));
-        self.stats.failure.get_or_insert_with(|| message.clone());
+        self.report
+            .stats
+            .failure
+            .get_or_insert_with(|| message.clone());
         RunOutcome::Failed {
             message,
             lost_native_progress,
@@ -428,228 +279,30 @@ impl<B: Backend> Accelerator<B> {
     }
 
     /// Declines a state the host driver cannot run (`why` is its rule), logging the first few.
-    fn unsupported(&mut self, why: &str) -> RunOutcome<'_> {
+    fn unsupported(&mut self, why: &str) -> RunOutcome<'static> {
         self.native_started = false;
-        self.note_unsupported(&format!("host driver: {why}"));
-        self.decline(Decline::Unsupported, self.policy.unsupported_retry_ticks)
-    }
-
-    fn note_unsupported(&mut self, why: &str) {
-        if self.unsupported_logged < UNSUPPORTED_LOG_LIMIT {
-            self.unsupported_logged += 1;
-            let more = if self.unsupported_logged == UNSUPPORTED_LOG_LIMIT {
-                " (further ones are only counted)"
-            } else {
-                ""
-            };
-            self.log
-                .info(&format!("entry declined, unsupported state: {why}{more}"));
-        }
-    }
-
-    /// Logs the outcome of the allocation of guest RAM once it is known (`wait`: block).
-    fn report_prealloc(&mut self, wait: bool) {
-        match self.prealloc.as_mut().and_then(|p| p.outcome(wait)) {
-            Some(Ok(m)) => self.log.info(&m),
-            Some(Err(m)) => self.log.error(&m),
-            None => return,
-        }
-        self.prealloc = None;
-    }
-
-    fn note_xcr0(&mut self, xcr0: u64) {
-        let (last, n) = self.xcr0_logged;
-        if last == Some(xcr0) || n >= XCR0_LOG_LIMIT {
-            return;
-        }
-        self.xcr0_logged = (Some(xcr0), n + 1);
-        let mut line = format!(
-            "guest XCR0 in force: {xcr0:#x} ({})",
-            cpuid::xcr0_names(xcr0)
-        );
-        if let Some(h) = self.host_xcr0 {
-            line.push_str(&format!("; host XCR0 {h:#x}"));
-            if h & !xcr0 != 0 {
-                line.push_str(&format!(
-                    ": native code can also use {} (a leak: such instructions run instead of faulting)",
-                    cpuid::xcr0_names(h & !xcr0)
-                ));
-            }
-        }
-        self.log.info(&line);
-    }
-
-    /// Brings the executor in line with the memory map Bochs reported last.
-    fn sync_memory_map(&mut self) -> Result<(), String> {
-        if self.backend_map == self.ram_map {
-            return Ok(());
-        }
-        self.backend.respawn(&self.ram_map)?;
-        self.stats.respawns += 1;
-        self.backend_map = self.ram_map.clone();
-        self.xsave = self.backend.xsave_info();
-        // A fresh executor: empty mirror, no write protections.
-        self.mmu.drop_flushes();
-        for &p in &self.protected {
-            self.mmu.protect(p);
-        }
-        self.last_paging = None;
-        self.log.info(&format!(
-            "memory map changed: restarted the {}",
-            self.backend.describe()
-        ));
-        Ok(())
-    }
-
-    fn count_commands(&mut self) {
-        self.stats.commands_sent += self.commands.len() as u64;
-        self.stats.write_protects_sent += self
-            .commands
-            .iter()
-            .filter(|c| matches!(c, MmuCommand::WriteProtectPhysPage(_)))
-            .count() as u64;
-    }
-
-    fn run_native(&mut self, cpu: &mut CpuState, budget_ticks: u64) -> RunOutcome<'_> {
-        if let Err(e) = self.sync_memory_map() {
-            return self.fail(
-                format!("restarting the executor for the new memory map failed: {e}"),
-                false,
-            );
-        }
-        let key = PagingKey::of(cpu);
-        if let Some(prev) = self.last_paging {
-            if prev.mode != key.mode {
-                self.mmu.flush(true);
-                self.stats.paging_mode_flushes += 1;
-            } else if prev.cr3 != key.cr3 && !self.mmu.has_flush() {
-                self.mmu.flush(true);
-                self.stats.unreported_cr3_flushes += 1;
-                if self.stats.unreported_cr3_flushes == 1 {
-                    self.log.info("CR3 changed between entries without a TLB-flush notification: flushing the mirror (counted from now on)");
-                }
-            }
-        }
-        self.note_xcr0(effective_xcr0(cpu));
-        state::to_guest(cpu, &self.xsave, &mut self.gs);
-        // The driver's entry rules, checked before anything is queued or sent, so that any
-        // backend declines the same states (the driver checks again in `run`).
-        if let Err(DriverError::UnsupportedState(m)) =
-            host_driver::validate_entry(&self.gs, self.xsave)
-        {
-            return self.unsupported(&m);
-        }
-        self.commands.clear();
-        self.mmu.commands(&mut self.commands);
-        let budget = Duration::from_nanos(ticks_to_ns(budget_ticks, self.ips));
-        self.native_started = true;
-        let t0 = Instant::now();
-        let result = match self.backend.run(&mut self.gs, budget, &self.commands) {
-            Ok(exit) => {
-                self.code_pages.clear();
-                self.code_pages.extend_from_slice(exit.code_pages_written);
-                Ok(Ran {
-                    reason: exit.reason,
-                    native_ns: u64::try_from(exit.native_time.as_nanos()).unwrap_or(u64::MAX),
-                    eip_lost: exit.eip_lost,
-                    demand_fills: exit.demand_fills,
-                    fill_ns: u64::try_from(exit.fill_time.as_nanos()).unwrap_or(u64::MAX),
-                })
-            }
-            Err(e) => Err(e),
-        };
-        self.stats.run_wall_ns += u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let ran = match result {
-            Ok(r) => r,
-            // Refused before anything was sent: the commands stay queued.
-            Err(DriverError::UnsupportedState(m)) => return self.unsupported(&m),
-            Err(e) => {
-                let lost = self.backend.failed_run_may_have_executed();
-                return self.fail(format!("native run failed: {e}"), lost);
-            }
-        };
-        self.count_commands();
-        self.mmu.clear();
-        self.last_paging = Some(key);
-        self.stats.native_ns += ran.native_ns;
-        self.stats.demand_fills += u64::from(ran.demand_fills);
-        self.stats.fill_ns += ran.fill_ns;
-        self.stats.run_length(ran.native_ns);
-        let verdict = self.backoff.record_run(
-            ran.native_ns,
-            ran.fill_ns,
-            ran.demand_fills,
-            matches!(ran.reason, ExitReason::BudgetExpired),
-        );
-        self.hot.record(cpu.cr3, verdict);
-        let Some(reason) = exit_code(&ran.reason) else {
-            return self.fail(ran.reason.describe(), true);
-        };
-        if ran.eip_lost {
-            let insn = match ran.reason {
-                ExitReason::SystemCall {
-                    instruction: SyscallInstruction::Sysenter,
-                } => "SYSENTER",
-                _ => "SYSCALL",
-            };
-            return self.fail(
-                format!(
-                    "{insn} executed natively: the host kernel's compat fast-syscall path discarded EIP and ECX, so the guest cannot be resumed (the guest CPU model must not offer {insn} in 32-bit mode)"
-                ),
-                true,
-            );
-        }
-        for p in &self.code_pages {
-            self.protected.remove(p);
-        }
-        self.stats.code_page_invalidations += self.code_pages.len() as u64;
-        let ticks = ns_to_ticks(ran.native_ns, self.ips).max(1);
-        let seg_reload = state::from_guest(&self.gs, &self.xsave, cpu);
-        self.stats.runs += 1;
-        self.stats.exit(reason);
-        self.stats.ticks_charged = self.stats.ticks_charged.saturating_add(ticks);
-        if worth_decoding(reason) {
-            match self
-                .memory
-                .as_deref()
-                .and_then(|m| decode::instruction_at(m, &self.gs))
-            {
-                Some(k) => {
-                    *self
-                        .stats
-                        .instructions
-                        .entry((reason as usize, k))
-                        .or_insert(0) += 1
-                }
-                None => self.stats.undecoded += 1,
-            }
-        }
-        self.native_started = false;
-        RunOutcome::Ran {
-            reason,
-            ticks,
-            seg_reload,
-            code_pages: &self.code_pages,
-        }
+        self.report.note_unsupported(&format!("host driver: {why}"));
+        self.decline(
+            Decline::Unsupported,
+            self.pacing.policy.unsupported_retry_ticks,
+        )
     }
 }
 
 impl<B: Backend> AccelOps for Accelerator<B> {
     fn run(&mut self, cpu: &mut CpuState, budget_ticks: u64, user_insns: u64) -> RunOutcome<'_> {
-        self.stats.calls += 1;
-        if self.prealloc.is_some() {
-            self.report_prealloc(false);
+        self.report.stats.calls += 1;
+        if self.report.prealloc.is_some() {
+            self.report.report_prealloc(false);
         }
         if self.disabled {
             return self.decline(Decline::Disabled, crate::policy::NEVER_TICKS);
         }
-        if let Some(ticks) = self.backoff.take() {
+        if let Some(ticks) = self.pacing.backoff.take() {
             return self.decline(Decline::Backoff, ticks);
         }
-        match self
-            .policy
-            .decide(budget_ticks, user_insns, self.hot.contains(cpu.cr3))
-        {
+        let hot = self.pacing.hot.contains(cpu.cr3);
+        match self.pacing.policy.decide(budget_ticks, user_insns, hot) {
             Decision::Enter => self.run_native(cpu, budget_ticks),
             Decision::Decline {
                 reason,
@@ -659,63 +312,43 @@ impl<B: Backend> AccelOps for Accelerator<B> {
     }
 
     fn note_declined(&mut self, reason: u32) {
-        self.stats.decline(reason);
+        self.report.stats.decline(reason);
     }
 
     fn flush_tlb(&mut self, include_global: bool) {
         if include_global {
-            self.stats.flush_all += 1;
+            self.report.stats.flush_all += 1;
         } else {
-            self.stats.flush_non_global += 1;
+            self.report.stats.flush_non_global += 1;
         }
-        self.mmu.flush(include_global);
+        self.mirror.mmu.flush(include_global);
     }
 
     fn invlpg(&mut self, linear: u32) {
-        self.stats.invlpg += 1;
-        self.mmu.invalidate(linear);
+        self.report.stats.invlpg += 1;
+        self.mirror.mmu.invalidate(linear);
     }
 
     fn protect_code_page(&mut self, physical: u64) {
-        self.stats.protect_requests += 1;
+        self.report.stats.protect_requests += 1;
         let page = physical & !0xfff;
-        if page < self.ram_size && self.protected.insert(page) {
-            self.mmu.protect(page);
+        if page < self.mirror.ram_size && self.mirror.protected.insert(page) {
+            self.mirror.mmu.protect(page);
         }
     }
 
     fn memory_map_changed(&mut self, ranges: &[(u64, u64)]) {
-        self.stats.memory_map_changes += 1;
-        let (map, problems) = normalize_ram_map(ranges, self.ram_size);
+        self.report.stats.memory_map_changes += 1;
+        let (map, problems) = normalize_ram_map(ranges, self.mirror.ram_size);
         for p in problems {
-            self.log.error(&format!("memory map: {p}"));
+            self.report.log.error(&format!("memory map: {p}"));
         }
-        self.ram_map = map;
-        self.mmu.flush(true);
+        self.mirror.ram_map = map;
+        self.mirror.mmu.flush(true);
     }
 
     fn finish(&mut self) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        // Waits for an allocation still running (seconds only for tens of GiB of RAM).
-        self.report_prealloc(true);
-        let wall = u64::try_from(self.stats.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        for line in self.stats.summary(wall) {
-            self.log.info(&line);
-        }
-        if let Some(path) = &self.stats_path {
-            match std::fs::write(path, self.stats.to_json(wall)) {
-                Ok(()) => self
-                    .log
-                    .info(&format!("statistics written to {}", path.display())),
-                Err(e) => self.log.error(&format!(
-                    "cannot write statistics to {}: {e}",
-                    path.display()
-                )),
-            }
-        }
+        self.report.finish();
     }
 
     fn native_progress_uncertain(&self) -> bool {
@@ -725,12 +358,15 @@ impl<B: Backend> AccelOps for Accelerator<B> {
     fn disable(&mut self, why: &str) {
         self.disabled = true;
         self.native_started = false;
-        self.stats.failures += 1;
-        self.stats.failure.get_or_insert_with(|| why.to_string());
+        self.report.stats.failures += 1;
+        self.report
+            .stats
+            .failure
+            .get_or_insert_with(|| why.to_string());
     }
 
     fn log(&self) -> &Logger {
-        &self.log
+        &self.report.log
     }
 
     fn native_cpuid_is_hosts(&self) -> bool {

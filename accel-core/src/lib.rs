@@ -13,10 +13,12 @@
 //! * [`state`] — Bochs state ⇄ driver state, including the host-layout XSAVE image.
 //! * [`policy`] — the entry policy (pure).
 //! * [`mmu`] — the MMU command queue built from Bochs's notifications.
+//! * [`exits`] — the header's exit and decline reasons: the driver exit → header code map and
+//!   the names the statistics use.
 //! * [`stats`], [`cpuid`], [`decode`], [`log`] — statistics, the CPUID/XCR0 comparison, naming
 //!   the instruction behind an exit, and the logger.
 //!
-//! `unsafe` lives only in `ffi.rs` and `sys.rs` (see `ci/unsafe-modules`).
+//! `unsafe` lives only in `ffi.rs`, `ffi/config.rs` and `sys.rs` (see `ci/unsafe-modules`).
 
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -24,6 +26,7 @@ mod accel;
 mod backend;
 pub mod cpuid;
 pub mod decode;
+pub mod exits;
 pub mod ffi;
 pub mod log;
 pub mod mmu;
@@ -34,8 +37,9 @@ pub mod state;
 pub mod stats;
 mod sys;
 
-pub use accel::{exit_code, normalize_ram_map, Accelerator, Config, MAX_RAM_RANGES};
+pub use accel::{normalize_ram_map, Accelerator, Config, MAX_RAM_RANGES};
 pub use backend::{default_executor_location, Backend, ExecutorBackend};
+pub use exits::exit_code;
 pub use host_driver::EXECUTOR_NAME;
 pub use null::NullAccel;
 

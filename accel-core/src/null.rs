@@ -121,6 +121,10 @@ impl Drop for NullAccel {
 mod tests {
     use super::*;
     use crate::state::sample_state;
+    use bochs_ffi::raw;
+
+    const DISABLED: u32 = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_DISABLED;
+    const EVENT_PENDING: u32 = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_EVENT_PENDING;
 
     #[test]
     fn declines_everything_and_counts() {
@@ -132,13 +136,13 @@ mod tests {
             assert_eq!(
                 n.run(&mut s, 1 << 30, 1 << 30),
                 RunOutcome::Declined {
-                    reason: 4,
+                    reason: DISABLED,
                     retry_after_ticks: 0
                 }
             );
         }
         assert_eq!(format!("{s:?}"), before, "state untouched");
-        n.note_declined(17);
+        n.note_declined(EVENT_PENDING);
         n.flush_tlb(true);
         n.invlpg(0x1000);
         n.protect_code_page(0x2000);
@@ -146,8 +150,8 @@ mod tests {
         assert_eq!(
             (
                 n.stats().calls,
-                n.stats().declines[4],
-                n.stats().declines[17]
+                n.stats().declines[DISABLED as usize],
+                n.stats().declines[EVENT_PENDING as usize]
             ),
             (3, 3, 1)
         );

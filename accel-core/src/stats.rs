@@ -7,52 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-/// Slots of `enum plex86_accel_exit_reason`.
-pub const EXIT_REASONS: usize =
-    bochs_ffi::raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_REASONS as usize;
-/// Slots of `enum plex86_accel_decline_reason`.
-pub const DECLINE_REASONS: usize = 22;
-
-/// Names of the exit reasons, indexed by `PLEX86_ACCEL_EXIT_*`.
-pub const EXIT_NAMES: [&str; EXIT_REASONS] = [
-    "page_fault",
-    "needs_emulation",
-    "general_protection",
-    "invalid_opcode",
-    "divide_error",
-    "x87_exception",
-    "simd_exception",
-    "breakpoint",
-    "system_call",
-    "rdtsc",
-    "privileged",
-    "segment_load",
-    "other_exception",
-    "budget_expired",
-    "code_log_full",
-    "fill_limit",
-    "single_step",
-    "cpuid",
-];
-
-/// Name of a decline reason (`PLEX86_ACCEL_DECLINE_*`), `None` for unused slots.
-pub fn decline_name(reason: usize) -> Option<&'static str> {
-    Some(match reason {
-        0 => "none",
-        1 => "short_burst",
-        2 => "unsupported_state",
-        3 => "no_budget",
-        4 => "disabled",
-        5 => "backoff",
-        16 => "not_user_mode",
-        17 => "event_pending",
-        18 => "debug",
-        19 => "fpu_unusable",
-        20 => "eflags",
-        21 => "a20_or_smm",
-        _ => return None,
-    })
-}
+pub use crate::exits::{decline_name, DECLINE_REASONS, EXIT_NAMES, EXIT_REASONS};
 
 /// Upper bounds (µs) of the run-length buckets of [`Stats::run_lengths`].
 pub const RUN_LENGTH_BOUNDS_US: [u64; 8] = [2, 4, 8, 16, 32, 64, 128, 1024];

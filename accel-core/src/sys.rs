@@ -1,5 +1,6 @@
 //! Operating-system and CPU wrappers: the library's only `unsafe` besides the C ABI
-//! (`ffi.rs`). Each function here is safe to call; each block states why it is sound.
+//! (`ffi.rs`, `ffi/config.rs`). Each function here is safe to call; each block states why it
+//! is sound.
 
 use crate::decode::GuestMemory;
 use std::io;

@@ -1,0 +1,237 @@
+//! One native run: the checks before entry, the backend call, the accounting of what the run
+//! cost, and the state and exit handed back to Bochs.
+
+use super::Accelerator;
+use crate::backend::Backend;
+use crate::decode;
+use crate::exits::{exit_code, worth_decoding};
+use crate::policy::{ns_to_ticks, ticks_to_ns};
+use crate::state::{self, effective_xcr0};
+use crate::{CpuState, RunOutcome};
+use host_driver::{DriverError, ExitReason, MmuCommand, SyscallInstruction};
+use std::time::{Duration, Instant};
+
+/// The paging state that the mirror depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PagingKey {
+    cr3: u32,
+    /// CR0.PG/WP, CR4.PSE/PAE/PGE, EFER.NXE.
+    mode: (u32, u32, u64),
+}
+
+impl PagingKey {
+    fn of(cpu: &CpuState) -> Self {
+        PagingKey {
+            cr3: cpu.cr3,
+            mode: (
+                cpu.cr0 & (1 << 31 | 1 << 16),
+                cpu.cr4 & (1 << 4 | 1 << 5 | 1 << 7),
+                cpu.efer & (1 << 11),
+            ),
+        }
+    }
+}
+
+/// What a finished native run left, copied out of the driver's exit.
+struct Ran {
+    reason: ExitReason,
+    native_ns: u64,
+    eip_lost: bool,
+    demand_fills: u32,
+    fill_ns: u64,
+}
+
+/// Why no [`Ran`]: the outcome to return instead (a decline or a failure).
+type NotRun = RunOutcome<'static>;
+
+impl<B: Backend> Accelerator<B> {
+    /// Runs `cpu` natively for at most `budget_ticks` (the policy said Enter).
+    pub(super) fn run_native(&mut self, cpu: &mut CpuState, budget_ticks: u64) -> RunOutcome<'_> {
+        let key = match self.enter_checks(cpu) {
+            Ok(key) => key,
+            Err(outcome) => return outcome,
+        };
+        let ran = match self.run_backend(budget_ticks) {
+            Ok(ran) => ran,
+            Err(outcome) => return outcome,
+        };
+        self.account(cpu, key, &ran);
+        self.hand_back(cpu, &ran)
+    }
+
+    /// Brings the mirror in line with `cpu` and converts its state; declines a state the
+    /// driver would refuse. Nothing has been sent yet.
+    fn enter_checks(&mut self, cpu: &CpuState) -> Result<PagingKey, NotRun> {
+        if let Err(e) = self.sync_memory_map() {
+            return Err(self.fail(
+                format!("restarting the executor for the new memory map failed: {e}"),
+                false,
+            ));
+        }
+        let key = PagingKey::of(cpu);
+        self.flush_for_paging_change(key);
+        self.report.note_xcr0(effective_xcr0(cpu));
+        state::to_guest(cpu, &self.xsave, &mut self.scratch.gs);
+        // The driver's entry rules, checked before anything is queued or sent, so that any
+        // backend declines the same states (the driver checks again in `run`).
+        if let Err(DriverError::UnsupportedState(m)) =
+            host_driver::validate_entry(&self.scratch.gs, self.xsave)
+        {
+            return Err(self.unsupported(&m));
+        }
+        Ok(key)
+    }
+
+    /// Brings the executor in line with the memory map Bochs reported last.
+    fn sync_memory_map(&mut self) -> Result<(), String> {
+        let m = &mut self.mirror;
+        if m.backend_map == m.ram_map {
+            return Ok(());
+        }
+        self.backend.respawn(&m.ram_map)?;
+        self.report.stats.respawns += 1;
+        m.backend_map = m.ram_map.clone();
+        self.xsave = self.backend.xsave_info();
+        // A fresh executor: empty mirror, no write protections.
+        m.mmu.drop_flushes();
+        for &p in &m.protected {
+            m.mmu.protect(p);
+        }
+        m.last_paging = None;
+        self.report.log.info(&format!(
+            "memory map changed: restarted the {}",
+            self.backend.describe()
+        ));
+        Ok(())
+    }
+
+    /// Flushes the mirror when the paging mode, or CR3 without a flush notification, changed
+    /// since the last run.
+    fn flush_for_paging_change(&mut self, key: PagingKey) {
+        let (m, stats) = (&mut self.mirror, &mut self.report.stats);
+        let Some(prev) = m.last_paging else {
+            return;
+        };
+        if prev.mode != key.mode {
+            m.mmu.flush(true);
+            stats.paging_mode_flushes += 1;
+        } else if prev.cr3 != key.cr3 && !m.mmu.has_flush() {
+            m.mmu.flush(true);
+            stats.unreported_cr3_flushes += 1;
+            if stats.unreported_cr3_flushes == 1 {
+                self.report.log.info("CR3 changed between entries without a TLB-flush notification: flushing the mirror (counted from now on)");
+            }
+        }
+    }
+
+    /// Sends the queued MMU commands and runs the converted state for `budget_ticks`.
+    fn run_backend(&mut self, budget_ticks: u64) -> Result<Ran, NotRun> {
+        let s = &mut self.scratch;
+        s.commands.clear();
+        self.mirror.mmu.commands(&mut s.commands);
+        let budget = Duration::from_nanos(ticks_to_ns(budget_ticks, self.pacing.ips));
+        self.native_started = true;
+        let t0 = Instant::now();
+        let result = match self.backend.run(&mut s.gs, budget, &s.commands) {
+            Ok(exit) => {
+                s.code_pages.clear();
+                s.code_pages.extend_from_slice(exit.code_pages_written);
+                Ok(Ran {
+                    reason: exit.reason,
+                    native_ns: u64::try_from(exit.native_time.as_nanos()).unwrap_or(u64::MAX),
+                    eip_lost: exit.eip_lost,
+                    demand_fills: exit.demand_fills,
+                    fill_ns: u64::try_from(exit.fill_time.as_nanos()).unwrap_or(u64::MAX),
+                })
+            }
+            Err(e) => Err(e),
+        };
+        self.report.stats.run_wall_ns += u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match result {
+            Ok(r) => Ok(r),
+            // Refused before anything was sent: the commands stay queued.
+            Err(DriverError::UnsupportedState(m)) => Err(self.unsupported(&m)),
+            Err(e) => {
+                let lost = self.backend.failed_run_may_have_executed();
+                Err(self.fail(format!("native run failed: {e}"), lost))
+            }
+        }
+    }
+
+    /// Counts what the run cost and sent, whatever its exit, and tells the pacing about it.
+    fn account(&mut self, cpu: &CpuState, key: PagingKey, ran: &Ran) {
+        self.count_commands();
+        self.mirror.mmu.clear();
+        self.mirror.last_paging = Some(key);
+        let stats = &mut self.report.stats;
+        stats.native_ns += ran.native_ns;
+        stats.demand_fills += u64::from(ran.demand_fills);
+        stats.fill_ns += ran.fill_ns;
+        stats.run_length(ran.native_ns);
+        let verdict = self.pacing.backoff.record_run(
+            ran.native_ns,
+            ran.fill_ns,
+            ran.demand_fills,
+            matches!(ran.reason, ExitReason::BudgetExpired),
+        );
+        self.pacing.hot.record(cpu.cr3, verdict);
+    }
+
+    fn count_commands(&mut self) {
+        let (stats, commands) = (&mut self.report.stats, &self.scratch.commands);
+        stats.commands_sent += commands.len() as u64;
+        stats.write_protects_sent += commands
+            .iter()
+            .filter(|c| matches!(c, MmuCommand::WriteProtectPhysPage(_)))
+            .count() as u64;
+    }
+
+    /// Translates the exit for Bochs and writes the state back into `cpu`, or fails when the
+    /// guest cannot be resumed.
+    fn hand_back(&mut self, cpu: &mut CpuState, ran: &Ran) -> RunOutcome<'_> {
+        let Some(reason) = exit_code(&ran.reason) else {
+            return self.fail(ran.reason.describe(), true);
+        };
+        if ran.eip_lost {
+            let insn = match ran.reason {
+                ExitReason::SystemCall {
+                    instruction: SyscallInstruction::Sysenter,
+                } => "SYSENTER",
+                _ => "SYSCALL",
+            };
+            return self.fail(
+                format!(
+                    "{insn} executed natively: the host kernel's compat fast-syscall path discarded EIP and ECX, so the guest cannot be resumed (the guest CPU model must not offer {insn} in 32-bit mode)"
+                ),
+                true,
+            );
+        }
+        for p in &self.scratch.code_pages {
+            self.mirror.protected.remove(p);
+        }
+        let stats = &mut self.report.stats;
+        stats.code_page_invalidations += self.scratch.code_pages.len() as u64;
+        let ticks = ns_to_ticks(ran.native_ns, self.pacing.ips).max(1);
+        let seg_reload = state::from_guest(&self.scratch.gs, &self.xsave, cpu);
+        stats.runs += 1;
+        stats.exit(reason);
+        stats.ticks_charged = stats.ticks_charged.saturating_add(ticks);
+        if worth_decoding(reason) {
+            match self
+                .memory
+                .as_deref()
+                .and_then(|m| decode::instruction_at(m, &self.scratch.gs))
+            {
+                Some(k) => *stats.instructions.entry((reason as usize, k)).or_insert(0) += 1,
+                None => stats.undecoded += 1,
+            }
+        }
+        self.native_started = false;
+        RunOutcome::Ran {
+            reason,
+            ticks,
+            seg_reload,
+            code_pages: &self.scratch.code_pages,
+        }
+    }
+}

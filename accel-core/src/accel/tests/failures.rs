@@ -1,0 +1,122 @@
+//! Failures: driver errors, lost progress, escapes.
+
+use super::*;
+
+#[test]
+fn driver_errors_fail_with_lost_progress_and_disable() {
+    let mut t = accel(vec![error(DriverError::ExecutorDied(DeathCause::Signal(
+        9,
+    )))]);
+    let mut cpu = sample_state();
+    match run(&mut t, &mut cpu) {
+        RunOutcome::Failed {
+            message,
+            lost_native_progress,
+        } => {
+            assert!(
+                message.contains("executor died: killed by signal 9"),
+                "{message}"
+            );
+            assert!(lost_native_progress);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(t.accel.is_disabled());
+    assert_eq!(
+        t.accel.run(&mut cpu, BUDGET, 1000),
+        RunOutcome::Declined {
+            reason: 4,
+            retry_after_ticks: crate::policy::NEVER_TICKS
+        }
+    );
+    let st = t.accel.stats();
+    assert_eq!((st.failures, st.declines[4]), (1, 1));
+    assert!(st.failure.as_deref().unwrap().contains("executor died"));
+    assert!(t
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, m)| *l == Level::Error && m.contains("cannot be vouched for")));
+}
+
+#[test]
+fn a_run_that_never_started_fails_without_lost_progress() {
+    // The executor died while waiting for the request: emulation may go on.
+    let mut t = accel(vec![Step {
+        executed: false,
+        ..error(DriverError::ExecutorDied(DeathCause::Signal(9)))
+    }]);
+    let mut cpu = sample_state();
+    let (eip, gprs) = (cpu.eip, cpu.gpr);
+    match run(&mut t, &mut cpu) {
+        RunOutcome::Failed {
+            message,
+            lost_native_progress,
+        } => {
+            assert!(message.contains("executor died"), "{message}");
+            assert!(!lost_native_progress);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(
+        (cpu.eip, cpu.gpr),
+        (eip, gprs),
+        "the CPU state is left as it was"
+    );
+    assert!(t.accel.is_disabled());
+    assert!(t
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, m)| *l == Level::Error && m.contains("nothing ran; emulation can go on")));
+}
+
+#[test]
+fn corrupted_shared_memory_fails() {
+    let mut t = accel(vec![error(DriverError::CorruptedSharedMemory(
+        "status 9".into(),
+    ))]);
+    let mut cpu = sample_state();
+    assert!(
+        matches!(run(&mut t, &mut cpu), RunOutcome::Failed { lost_native_progress: true, ref message } if message.contains("corrupted shared memory"))
+    );
+}
+
+#[test]
+fn guest_escape_and_lost_eip_fail() {
+    let escape = ExitReason::GuestEscape {
+        kind: EscapeKind::LongMode,
+        address: 0x4000_1000,
+        diagnostic: 0,
+    };
+    let mut t = accel(vec![step(escape)]);
+    let mut cpu = sample_state();
+    let before = cpu;
+    match run(&mut t, &mut cpu) {
+        RunOutcome::Failed {
+            message,
+            lost_native_progress: true,
+        } => assert!(message.contains("guest escape"), "{message}"),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(cpu.gpr, before.gpr, "no state is returned from an escape");
+    let mut s = step(ExitReason::SystemCall {
+        instruction: SyscallInstruction::Syscall,
+    });
+    s.eip_lost = true;
+    let mut t = accel(vec![s]);
+    match run(&mut t, &mut cpu) {
+        RunOutcome::Failed {
+            message,
+            lost_native_progress: true,
+        } => {
+            assert!(
+                message.starts_with("SYSCALL executed natively"),
+                "{message}"
+            )
+        }
+        o => panic!("{o:?}"),
+    }
+}

@@ -1,0 +1,200 @@
+//! The accelerator's logic over a scripted fake backend (no executor).
+
+mod config;
+mod entry;
+mod failures;
+mod mmu;
+mod reporting;
+
+use super::*;
+use crate::decode::tests::setup as paging_setup;
+use crate::log::Level;
+use crate::state::{layouts, sample_state};
+use bochs_ffi::raw;
+use host_driver::{DeathCause, DriverError, EscapeKind, Exit, ExitReason, SyscallInstruction};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const IPS: u64 = 60_000_000;
+const RAM: u64 = 16 << 20;
+
+type Mutate = Box<dyn Fn(&mut GuestState) + Send>;
+
+struct Step {
+    result: Result<ExitReason, DriverError>,
+    native_ns: u64,
+    pages: Vec<u64>,
+    eip_lost: bool,
+    fills: u32,
+    fill_ns: u64,
+    mutate: Option<Mutate>,
+    /// For an error: whether the failed run may have executed guest code.
+    executed: bool,
+}
+
+fn step(reason: ExitReason) -> Step {
+    Step {
+        result: Ok(reason),
+        native_ns: 1_000_000,
+        pages: vec![],
+        eip_lost: false,
+        fills: 0,
+        fill_ns: 0,
+        mutate: None,
+        executed: true,
+    }
+}
+
+fn error(e: DriverError) -> Step {
+    Step {
+        result: Err(e),
+        ..step(ExitReason::BudgetExpired)
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    runs: Vec<(Duration, Vec<MmuCommand>, GuestState)>,
+    respawns: Vec<Vec<Range<u64>>>,
+}
+
+struct Fake {
+    script: VecDeque<Step>,
+    pages: Vec<u64>,
+    log: Arc<Mutex<Log>>,
+    respawn_error: Option<String>,
+    xs: XsaveInfo,
+    executed: bool,
+}
+
+impl Backend for Fake {
+    fn xsave_info(&self) -> XsaveInfo {
+        self.xs
+    }
+    fn run(
+        &mut self,
+        state: &mut GuestState,
+        budget: Duration,
+        commands: &[MmuCommand],
+    ) -> Result<Exit<'_>, DriverError> {
+        self.log
+            .lock()
+            .unwrap()
+            .runs
+            .push((budget, commands.to_vec(), *state));
+        let s = self
+            .script
+            .pop_front()
+            .unwrap_or_else(|| step(ExitReason::BudgetExpired));
+        self.executed = s.executed;
+        let reason = s.result?;
+        if let Some(m) = &s.mutate {
+            m(state);
+        }
+        self.pages = s.pages;
+        Ok(Exit {
+            reason,
+            native_time: Duration::from_nanos(s.native_ns),
+            code_pages_written: &self.pages,
+            ecx_clobbered: false,
+            eip_lost: s.eip_lost,
+            demand_fills: s.fills,
+            fill_time: Duration::from_nanos(s.fill_ns),
+        })
+    }
+    fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String> {
+        self.log.lock().unwrap().respawns.push(ram_map.to_vec());
+        match &self.respawn_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+    fn failed_run_may_have_executed(&self) -> bool {
+        self.executed
+    }
+    fn describe(&self) -> String {
+        "fake backend".into()
+    }
+}
+
+fn config() -> Config {
+    Config {
+        ram_size: RAM,
+        ram_map: std::iter::once(0..RAM).collect(),
+        ips: IPS,
+        executor_path: None,
+        stats_path: None,
+        min_user_insns: 100,
+        prealloc_ram: false,
+        allow_cpu_mismatch: false,
+        cpu_model_host: false,
+    }
+}
+
+struct T {
+    accel: Accelerator<Fake>,
+    log: Arc<Mutex<Log>>,
+    lines: Arc<Mutex<Vec<(Level, String)>>>,
+}
+
+fn accel_with(script: Vec<Step>, cfg: Config, memory: Option<Box<dyn GuestMemory + Send>>) -> T {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let fake = Fake {
+        script: script.into(),
+        pages: vec![],
+        log: Arc::clone(&log),
+        respawn_error: None,
+        xs: layouts::AMD,
+        executed: true,
+    };
+    let (logger, lines) = Logger::capture();
+    T {
+        accel: Accelerator::with_backend(fake, &cfg, logger, memory, Some(0xe7)),
+        log,
+        lines,
+    }
+}
+
+fn accel(script: Vec<Step>) -> T {
+    accel_with(script, config(), None)
+}
+
+const BUDGET: u64 = 600_000; // 10 ms at 60 MIPS
+
+fn run(t: &mut T, cpu: &mut CpuState) -> RunOutcome<'static> {
+    match t.accel.run(cpu, BUDGET, 1000) {
+        RunOutcome::Ran {
+            reason,
+            ticks,
+            seg_reload,
+            code_pages,
+        } => {
+            // Leak the slice to keep the helper simple: tests are short.
+            RunOutcome::Ran {
+                reason,
+                ticks,
+                seg_reload,
+                code_pages: Vec::leak(code_pages.to_vec()),
+            }
+        }
+        RunOutcome::Declined {
+            reason,
+            retry_after_ticks,
+        } => RunOutcome::Declined {
+            reason,
+            retry_after_ticks,
+        },
+        RunOutcome::Failed {
+            message,
+            lost_native_progress,
+        } => RunOutcome::Failed {
+            message,
+            lost_native_progress,
+        },
+    }
+}
+
+fn commands_of(t: &T, i: usize) -> Vec<MmuCommand> {
+    t.log.lock().unwrap().runs[i].1.clone()
+}

@@ -1,0 +1,199 @@
+use super::*;
+use crate::policy::Decline;
+use host_driver::{Access, EscapeKind, SyscallInstruction};
+use std::collections::HashSet;
+
+#[test]
+fn exit_table_covers_the_header() {
+    assert_eq!(EXITS.len(), EXIT_REASONS);
+    for (i, &(code, name)) in EXITS.iter().enumerate() {
+        assert_eq!(code as usize, i, "{name}");
+        assert_eq!(EXIT_NAMES[i], name);
+        assert!(!name.is_empty());
+    }
+    let names: HashSet<&str> = EXITS.iter().map(|&(_, n)| n).collect();
+    assert_eq!(names.len(), EXITS.len(), "exit names are unique");
+}
+
+#[test]
+fn decline_table_covers_the_header() {
+    let mut codes = HashSet::new();
+    let mut names = HashSet::new();
+    for &(code, name) in &DECLINES {
+        assert!((code as usize) < DECLINE_REASONS, "{name} = {code}");
+        assert!(codes.insert(code), "{name}: code {code} twice");
+        assert!(names.insert(name), "{name} twice");
+        assert_eq!(decline_name(code as usize), Some(name));
+    }
+    for i in 0..DECLINE_REASONS + 2 {
+        assert_eq!(
+            decline_name(i).is_some(),
+            codes.contains(&(i as u32)),
+            "slot {i}"
+        );
+    }
+    for d in [
+        Decline::ShortBurst,
+        Decline::Unsupported,
+        Decline::NoBudget,
+        Decline::Disabled,
+        Decline::Backoff,
+    ] {
+        assert!(decline_name(d.code() as usize).is_some(), "{d:?}");
+    }
+}
+
+/// The variant's position in `ExitReason`: the match has no wildcard, so a new variant does
+/// not compile until it is added to [`one_of_each`].
+fn variant(r: &ExitReason) -> usize {
+    use ExitReason as R;
+    match r {
+        R::PageFault { .. } => 0,
+        R::NeedsEmulation { .. } => 1,
+        R::GeneralProtection { .. } => 2,
+        R::InvalidOpcode => 3,
+        R::DivideError => 4,
+        R::X87Exception => 5,
+        R::SimdException => 6,
+        R::Breakpoint => 7,
+        R::SoftwareInterrupt { .. } => 8,
+        R::Overflow => 9,
+        R::SystemCall { .. } => 10,
+        R::Rdtsc { .. } => 11,
+        R::Privileged => 12,
+        R::SegmentLoad => 13,
+        R::Cpuid => 14,
+        R::SingleStep => 15,
+        R::OtherException { .. } => 16,
+        R::BudgetExpired => 17,
+        R::FillLimit => 18,
+        R::CodeLogFull => 19,
+        R::GuestEscape { .. } => 20,
+    }
+}
+const VARIANTS: usize = 21;
+
+fn one_of_each() -> Vec<ExitReason> {
+    use ExitReason as R;
+    vec![
+        R::PageFault {
+            linear: 0x1000,
+            access: Access::Read,
+            error_code: 4,
+        },
+        R::NeedsEmulation {
+            linear: 0,
+            access: Access::Write,
+        },
+        R::GeneralProtection { error_code: 0 },
+        R::InvalidOpcode,
+        R::DivideError,
+        R::X87Exception,
+        R::SimdException,
+        R::Breakpoint,
+        R::SoftwareInterrupt { vector: 0x21 },
+        R::Overflow,
+        R::SystemCall {
+            instruction: SyscallInstruction::Sysenter,
+        },
+        R::Rdtsc { rdtscp: false },
+        R::Privileged,
+        R::SegmentLoad,
+        R::Cpuid,
+        R::SingleStep,
+        R::OtherException {
+            vector: 17,
+            error_code: Some(0),
+        },
+        R::BudgetExpired,
+        R::FillLimit,
+        R::CodeLogFull,
+        R::GuestEscape {
+            kind: EscapeKind::HostSyscall,
+            address: 0,
+            diagnostic: 0,
+        },
+    ]
+}
+
+#[test]
+fn every_exit_reason_has_a_header_code() {
+    let samples = one_of_each();
+    let covered: HashSet<usize> = samples.iter().map(variant).collect();
+    assert_eq!(covered.len(), VARIANTS, "one sample of every variant");
+    let mut codes = HashSet::new();
+    for r in &samples {
+        match exit_code(r) {
+            Some(code) => {
+                assert!((code as usize) < EXIT_REASONS, "{r:?}");
+                codes.insert(code);
+            }
+            // The executor is gone and the guest state is meaningless: Bochs gets FAILED.
+            None => assert!(matches!(r, ExitReason::GuestEscape { .. }), "{r:?}"),
+        }
+    }
+    assert_eq!(codes.len(), EXIT_REASONS, "every header exit is reachable");
+}
+
+#[test]
+fn reason_mapping() {
+    use ExitReason as R;
+    let cases: &[(ExitReason, u32)] = &[
+        (
+            R::PageFault {
+                linear: 0,
+                access: Access::Read,
+                error_code: 0,
+            },
+            0,
+        ),
+        (
+            R::NeedsEmulation {
+                linear: 0,
+                access: Access::Write,
+            },
+            1,
+        ),
+        (R::GeneralProtection { error_code: 0 }, 2),
+        (R::InvalidOpcode, 3),
+        (R::DivideError, 4),
+        (R::X87Exception, 5),
+        (R::SimdException, 6),
+        (R::Breakpoint, 7),
+        (R::Overflow, 7),
+        (R::SoftwareInterrupt { vector: 0x21 }, 7),
+        (R::SoftwareInterrupt { vector: 0x80 }, 8),
+        (
+            R::SystemCall {
+                instruction: SyscallInstruction::Syscall,
+            },
+            8,
+        ),
+        (R::Rdtsc { rdtscp: true }, 9),
+        (R::Privileged, 10),
+        (R::SegmentLoad, 11),
+        (
+            R::OtherException {
+                vector: 17,
+                error_code: Some(0),
+            },
+            12,
+        ),
+        (R::BudgetExpired, 13),
+        (R::CodeLogFull, 14),
+        (R::FillLimit, 15),
+        (R::SingleStep, 16),
+        (R::Cpuid, 17),
+    ];
+    for &(r, code) in cases {
+        assert_eq!(exit_code(&r), Some(code), "{r:?}");
+    }
+    assert_eq!(
+        exit_code(&R::GuestEscape {
+            kind: EscapeKind::LongMode,
+            address: 0,
+            diagnostic: 0
+        }),
+        None
+    );
+}

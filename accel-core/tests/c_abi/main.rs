@@ -1,0 +1,15 @@
+//! Drives the C ABI end to end without Bochs: guest RAM in a memfd with synthetic page tables,
+//! tiny user-mode programs assembled with iced-x86, and the real executor.
+//!
+//! The executor binary: `$PLEX86_EXECUTOR`, else `plex86-executor` of this target directory
+//! (built here with `cargo build -p host-driver --bin plex86-executor` when needed).
+//!
+//! `fixture` holds the guest and the callbacks; the tests are grouped by what they drive.
+
+#[path = "../../../host-driver/tests/common/cpuinfo.rs"]
+mod cpuinfo;
+mod fixture;
+
+mod bad_input;
+mod runs;
+mod startup;
