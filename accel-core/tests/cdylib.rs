@@ -93,7 +93,7 @@ fn a_c_program_drives_the_library() {
     );
     let lib = library();
     if std::env::var_os("PLEX86_EXECUTOR").is_none() {
-        cargo_build(&["-p", "host-driver", "--bin", "plex86-executor"]);
+        cargo_build(&["-p", "plex86-executor", "--bin", "plex86-executor"]);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let include = manifest.join("../bochs-ffi/include");

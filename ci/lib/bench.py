@@ -588,7 +588,7 @@ def build(systems: list[str]) -> None:
     if "accel" in systems:
         steps.append([str(ROOT / "ci" / "build-bochs"), "--variant", "accel"])
         steps.append(["cargo", "build", "--release", "-q", "-p", "accel-core", "--lib"])
-        steps.append(["cargo", "build", "--release", "-q", "-p", "host-driver", "--bin", "plex86-executor"])
+        steps.append(["cargo", "build", "--release", "-q", "-p", "plex86-executor"])
     steps.append([str(ROOT / "ci" / "build-guest")])  # also builds the suite for ci/run-native
     for cmd in steps:
         log(" ".join(cmd[:1] + cmd[1:]).replace(str(ROOT) + "/", ""))

@@ -407,8 +407,7 @@ def cmd_run(argv: list[str]) -> int:
         steps = [] if a.bochs else [[str(ROOT / "ci" / "build-bochs"), "--variant", variant]]
         if a.accel == "on":
             steps.append(["cargo", "build", "--release", "-q", "-p", "accel-core", "--lib"])
-            steps.append(["cargo", "build", "--release", "-q", "-p", "host-driver",
-                          "--bin", "plex86-executor"])
+            steps.append(["cargo", "build", "--release", "-q", "-p", "plex86-executor"])
         steps.append([str(ROOT / "ci" / "build-guest")])
         for cmd in steps:  # each is idempotent and fast when nothing changed
             r = subprocess.run(cmd, stdout=sys.stderr, cwd=ROOT)

@@ -21,13 +21,11 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
-pub mod decode;
 mod driver;
 mod error;
 mod exit;
 pub mod fuzzing;
 pub use plex86_protocol as protocol;
-pub mod seccomp;
 mod sys;
 
 pub use driver::{

@@ -65,7 +65,7 @@ def judge_growth(values: list[float], warmup: int, rise_tol: float, slope_tol: f
 #   * Bochs RssAnon: flat to the KiB (56.63 MiB).
 #   * executor RssAnon: +0.11 to +0.14 MiB in all, slope 5-9 KiB per repetition, slowing down.
 #     This is its shadow tables (~21 MiB of zeroed memory indexed by page number, see
-#     host-driver/src/executor/shadow.rs) becoming resident as guest pages at new addresses
+#     executor/src/shadow.rs) becoming resident as guest pages at new addresses
 #     (address-space randomization) are mirrored; bounded by the tables' size, not a leak.
 # The bounds leave 3-7x room over that, and fail on a leak of one fd every few repetitions
 # (slope 0.1) or of 32 KiB or more per repetition; a one-time jump of 2 fds or 1 MiB after the

@@ -7,8 +7,8 @@ use iced_x86::code_asm::*;
 use plex86_accel::ffi::*;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 pub const RAM_SIZE: u64 = 16 << 20;
 pub const CODE: u32 = 0x0040_0000;
@@ -28,41 +28,7 @@ pub const FAILED: u32 = raw::plex86_accel_status_PLEX86_ACCEL_FAILED;
 pub const BACKOFF: u32 = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_BACKOFF;
 
 pub fn executor() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Some(p) = std::env::var_os("PLEX86_EXECUTOR") {
-            return p.into();
-        }
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "host-driver",
-            "--bin",
-            "plex86-executor",
-        ]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let built = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .is_ok_and(|s| s.success());
-        let p = profile_dir.join("plex86-executor");
-        assert!(
-            p.is_file(),
-            "no executor at {} (build ok: {built})",
-            p.display()
-        );
-        p
-    })
-    .clone()
+    crate::executor_bin::executor_path()
 }
 
 pub fn host_xcr0() -> u64 {

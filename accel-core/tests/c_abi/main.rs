@@ -2,12 +2,14 @@
 //! tiny user-mode programs assembled with iced-x86, and the real executor.
 //!
 //! The executor binary: `$PLEX86_EXECUTOR`, else `plex86-executor` of this target directory
-//! (built here with `cargo build -p host-driver --bin plex86-executor` when needed).
+//! (built here with `cargo build -p plex86-executor` when needed, see executor_bin.rs).
 //!
 //! `fixture` holds the guest and the callbacks; the tests are grouped by what they drive.
 
 #[path = "../../../host-driver/tests/common/cpuinfo.rs"]
 mod cpuinfo;
+#[path = "../../../host-driver/tests/common/executor_bin.rs"]
+mod executor_bin;
 mod fixture;
 
 mod bad_input;

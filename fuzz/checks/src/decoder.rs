@@ -1,6 +1,6 @@
 //! The exit-instruction decoders.
 //!
-//! * `host_driver::decode::classify_gp` (the executor names the instruction behind a #GP)
+//! * `plex86_executor::decode::classify_gp` (the executor names the instruction behind a #GP)
 //!   against iced-x86: whenever iced decodes the bytes as a valid instruction of a class the
 //!   classifier names (RDTSC/RDTSCP, CPUID, INT n with its #GP error code, segment loads and far
 //!   transfers, privileged instructions), the classifier must give that class, and it must not
@@ -17,10 +17,10 @@ use crate::walker::{
     background_ram, map_linear, place_cr3, reference_walk, regs_from_mode, write_n, EntrySpec,
 };
 use crate::{Reader, Writer};
-use host_driver::decode::{classify_gp, GpKind};
 use host_driver::{Access, GuestState, Segment};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use plex86_accel::decode::{instruction_at, GuestMemory, InsnKey};
+use plex86_executor::decode::{classify_gp, GpKind};
 
 /// The longest x86 instruction.
 const MAX_INSN: usize = 15;

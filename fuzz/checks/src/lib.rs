@@ -6,7 +6,7 @@
 //!
 //! * [`walker`]: `host_driver::paging::walk` against a reference walker written here from the
 //!   SDM, plus invariants that need no reference (A/D bits only set, only on success, ...).
-//! * [`decoder`]: `host_driver::decode::classify_gp` against iced-x86, and
+//! * [`decoder`]: `plex86_executor::decode::classify_gp` against iced-x86, and
 //!   `plex86_accel::decode::instruction_at` against a reference fetch through the reference
 //!   walker.
 //! * [`control_region`]: `host_driver::fuzzing::accept_exit` (the library's validation of the

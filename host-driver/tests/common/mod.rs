@@ -7,6 +7,7 @@ use iced_x86::code_asm::CodeAssembler;
 use std::time::Duration;
 
 pub mod cpuinfo;
+mod executor_bin;
 
 pub const RAM_SIZE: u64 = 16 << 20;
 /// Guest selectors: CS = GDT index 3, data = index 4 (RPL 3).
@@ -45,9 +46,7 @@ pub struct Vm {
     pdpt: u64,
 }
 
-pub fn executor_path() -> std::path::PathBuf {
-    env!("CARGO_BIN_EXE_plex86-executor").into()
-}
+pub use executor_bin::executor_path;
 
 impl Vm {
     pub fn new(mode: Mode) -> Vm {

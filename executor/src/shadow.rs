@@ -9,7 +9,7 @@
 //! records the size of the page it came from, and per-2 MiB counts of such pieces keep the
 //! common INVLPG, where no large page is near, a single lookup.
 
-use host_driver::paging::{PageSize, Translation};
+use guest_paging::{PageSize, Translation};
 
 /// Mapping operations on the mirror region (the executor's mmap wrappers, or a fake in tests).
 pub trait MirrorOps {

@@ -10,8 +10,8 @@
 
 use super::tests::Fake;
 use super::*;
-use host_driver::paging::entry::{A, D, G, NX, P, PS, RW, US};
-use host_driver::paging::{self, Access, PagingRegs, PhysMemory, Translation};
+use guest_paging::entry::{A, D, G, NX, P, PS, RW, US};
+use guest_paging::{self as paging, Access, PagingRegs, PhysMemory, Translation};
 use std::cell::RefCell;
 
 const RAM_PAGES: usize = 2048; // 8 MiB

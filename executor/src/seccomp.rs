@@ -101,7 +101,7 @@ pub const POLICY: &[Rule] = &[
             "demand-map guest pages (RAM fd) and unmap them (anonymous PROT_NONE), below 4 GiB only",
         args: &[
             ArgCheck::RangeBelow4G(0, 1),
-            ArgCheck::LowIn(4, &[crate::protocol::RAM_FD as u32, FD_NONE]),
+            ArgCheck::LowIn(4, &[plex86_protocol::RAM_FD as u32, FD_NONE]),
         ],
     },
     Rule {

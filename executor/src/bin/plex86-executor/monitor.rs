@@ -2,18 +2,18 @@
 //! paging and the signal-handler logic that turns host signals into guest exits.
 //! Everything here runs without allocating (the signal handler included).
 
-use super::shadow::{Mirror, MirrorOps, Shadow, PROT_EXEC, PROT_WRITE};
 use super::sys::{
     self, EntryFrame, EntrySegs, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext,
     UserDesc,
 };
-use host_driver::decode::{classify_gp, trap_insn, GpKind, IcebpRip, TrapInsn};
-use host_driver::paging::{self, Access, PagingRegs, WalkError};
-use host_driver::protocol::{
-    self, escape, seg, GuestState, RawExit, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST,
-    EXIT_HAS_ERROR_CODE, MAX_CODE_PAGES,
+use guest_paging::{self as paging, Access, PagingRegs, WalkError};
+use plex86_executor::decode::{classify_gp, trap_insn, GpKind, IcebpRip, TrapInsn};
+use plex86_executor::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
+use plex86_executor::shadow::{Mirror, MirrorOps, Shadow, PROT_EXEC, PROT_WRITE};
+use plex86_protocol::{
+    self as protocol, escape, seg, GuestState, RawExit, RawReason, EXIT_ECX_CLOBBERED,
+    EXIT_EIP_LOST, EXIT_HAS_ERROR_CODE, MAX_CODE_PAGES,
 };
-use host_driver::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 
 /// The host's 64-bit user code selector.
 const HOST_CS64: u16 = 0x33;

@@ -14,12 +14,13 @@
 //! 9. report READY and serve requests.
 
 mod monitor;
-mod shadow;
 mod sys;
 
-use host_driver::protocol::{self, exit_code, req, status, ExecArea, LibArea, RawCommand, MSG_LEN};
-use host_driver::seccomp;
 use monitor::Monitor;
+use plex86_executor::seccomp;
+use plex86_protocol::{
+    self as protocol, exit_code, req, status, ExecArea, LibArea, RawCommand, MSG_LEN,
+};
 use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use sys::{Control, MonitorCell, SignalAction, SignalContext};
@@ -79,7 +80,7 @@ fn check_low_mappings() -> Result<(), String> {
 }
 
 /// Entry point of `plex86-executor`.
-pub fn main() -> ! {
+fn main() -> ! {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--seccomp-selftest") {
         selftest(args.get(2).map(String::as_str).unwrap_or(""));
@@ -351,7 +352,7 @@ fn wait_request(c: &Control, last: u32, spin: u32) -> u32 {
 /// One polling step: PAUSE for the first polls, then yield, so that a poller sharing a CPU with
 /// the other side hands it over instead of burning its time slice.
 fn poll_pause(i: u32, yield_now: fn()) {
-    if i < host_driver::protocol::SPIN_PAUSES {
+    if i < plex86_protocol::SPIN_PAUSES {
         std::hint::spin_loop();
     } else {
         yield_now();

@@ -6,8 +6,8 @@
 //! touch `errno` (thread-local storage) from the signal handler, nor the vDSO (RDTSC is
 //! disabled with PR_SET_TSC).
 
-use host_driver::decode::IcebpRip;
-use host_driver::paging::PhysMemory;
+use guest_paging::PhysMemory;
+use plex86_executor::decode::IcebpRip;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -240,7 +240,7 @@ pub fn mirror_map(page: u32, phys: u64, prot: i32) -> Result<(), i32> {
                 4096,
                 prot as usize,
                 (libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE) as usize,
-                host_driver::protocol::RAM_FD as usize,
+                plex86_protocol::RAM_FD as usize,
                 phys as usize,
             ],
         )
@@ -314,7 +314,7 @@ impl RamMapping {
                 size as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                host_driver::protocol::RAM_FD,
+                plex86_protocol::RAM_FD,
                 0,
             )
         };
@@ -394,7 +394,7 @@ pub struct Control {
 impl Control {
     /// Maps the control memfd (fd 4). The library part is mapped PROT_READ.
     pub fn map() -> Result<Control, i32> {
-        use host_driver::protocol::{CONTROL_FD, EXEC_AREA_OFFSET, REGION_SIZE};
+        use plex86_protocol::{CONTROL_FD, EXEC_AREA_OFFSET, REGION_SIZE};
         // SAFETY: fresh mappings at kernel-chosen addresses.
         let lib = unsafe {
             libc::mmap(
@@ -428,7 +428,7 @@ impl Control {
 
     /// Copies `len` bytes at `off` of the library part into `dst`.
     pub fn read_lib(&self, off: usize, dst: &mut [u8]) {
-        assert!(off + dst.len() <= host_driver::protocol::EXEC_AREA_OFFSET);
+        assert!(off + dst.len() <= plex86_protocol::EXEC_AREA_OFFSET);
         // SAFETY: inside the read-only mapping (checked); a byte copy tolerates concurrent
         // writes by the library (which it does not make while a request is pending).
         unsafe { std::ptr::copy_nonoverlapping(self.lib.add(off), dst.as_mut_ptr(), dst.len()) };
@@ -437,8 +437,7 @@ impl Control {
     /// Copies `src` into the executor part at `off`.
     pub fn write_exec(&self, off: usize, src: &[u8]) {
         assert!(
-            off + src.len()
-                <= host_driver::protocol::REGION_SIZE - host_driver::protocol::EXEC_AREA_OFFSET
+            off + src.len() <= plex86_protocol::REGION_SIZE - plex86_protocol::EXEC_AREA_OFFSET
         );
         // SAFETY: inside the writable mapping (checked).
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.exec.add(off), src.len()) };
@@ -446,7 +445,7 @@ impl Control {
 
     /// An atomic u32 of the library part (the request sequence word).
     pub fn lib_word(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= host_driver::protocol::EXEC_AREA_OFFSET);
+        assert!(off % 4 == 0 && off + 4 <= plex86_protocol::EXEC_AREA_OFFSET);
         // SAFETY: aligned, inside the mapping for the life of the process; only loads are made
         // (the mapping is read-only).
         unsafe { AtomicU32::from_ptr(self.lib.add(off) as *mut u32) }
@@ -456,8 +455,7 @@ impl Control {
     pub fn exec_word(&self, off: usize) -> &AtomicU32 {
         assert!(
             off % 4 == 0
-                && off + 4
-                    <= host_driver::protocol::REGION_SIZE - host_driver::protocol::EXEC_AREA_OFFSET
+                && off + 4 <= plex86_protocol::REGION_SIZE - plex86_protocol::EXEC_AREA_OFFSET
         );
         // SAFETY: aligned, inside the writable mapping for the life of the process.
         unsafe { AtomicU32::from_ptr(self.exec.add(off).cast()) }
@@ -576,7 +574,7 @@ pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
 /// Trailer after the XSAVE area.
 pub const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
 /// Room for the XSAVE area of an entry frame (image + MAGIC2 trailer).
-pub const FPSTATE_ROOM: usize = host_driver::protocol::XSAVE_AREA_SIZE + 64;
+pub const FPSTATE_ROOM: usize = plex86_protocol::XSAVE_AREA_SIZE + 64;
 
 /// A hand-made `rt_sigframe` used to enter the guest with `rt_sigreturn`: the kernel loads all
 /// registers, CS/SS, the signal mask and the XSAVE state from it atomically.
@@ -992,7 +990,7 @@ extern "C" fn plex86_signal_rust(sig: i32, info: *mut libc::siginfo_t, uc: *mut 
             let p = uc.mc.fpstate as *const u8;
             let magic1 = std::ptr::read_unaligned(p.add(464).cast::<u32>());
             let size = std::ptr::read_unaligned(p.add(464 + 16).cast::<u32>()) as usize;
-            if magic1 == FP_XSTATE_MAGIC1 && size <= host_driver::protocol::XSAVE_AREA_SIZE {
+            if magic1 == FP_XSTATE_MAGIC1 && size <= plex86_protocol::XSAVE_AREA_SIZE {
                 Some(std::slice::from_raw_parts(p, size))
             } else {
                 Some(std::slice::from_raw_parts(p, 512))
@@ -1425,11 +1423,11 @@ pub fn timer_create(clock: i32, signal: i32) -> Result<i32, i32> {
 }
 
 /// Installs the seccomp filter (needs PR_SET_NO_NEW_PRIVS).
-pub fn install_seccomp(prog: &[host_driver::seccomp::SockFilter]) -> Result<(), i32> {
+pub fn install_seccomp(prog: &[plex86_executor::seccomp::SockFilter]) -> Result<(), i32> {
     #[repr(C)]
     struct SockFprog {
         len: u16,
-        filter: *const host_driver::seccomp::SockFilter,
+        filter: *const plex86_executor::seccomp::SockFilter,
     }
     let fprog = SockFprog {
         len: prog.len() as u16,
@@ -1469,12 +1467,12 @@ impl<T> MonitorCell<T> {
     /// Runs `f` with exclusive access to the value (which must have been set).
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         if self.busy.swap(true, Ordering::Acquire) {
-            exit_group(host_driver::protocol::exit_code::PANIC);
+            exit_group(plex86_protocol::exit_code::PANIC);
         }
         // SAFETY: the busy flag guarantees that no other reference to the value exists.
         let v = unsafe { &mut *self.value.get() };
         let Some(v) = v.as_mut() else {
-            exit_group(host_driver::protocol::exit_code::PANIC)
+            exit_group(plex86_protocol::exit_code::PANIC)
         };
         let r = f(v);
         self.busy.store(false, Ordering::Release);
@@ -1483,7 +1481,7 @@ impl<T> MonitorCell<T> {
     /// Sets the value (setup only).
     pub fn set(&self, v: T) {
         if self.busy.swap(true, Ordering::Acquire) {
-            exit_group(host_driver::protocol::exit_code::PANIC);
+            exit_group(plex86_protocol::exit_code::PANIC);
         }
         // SAFETY: exclusive by the busy flag.
         unsafe { *self.value.get() = Some(v) };
