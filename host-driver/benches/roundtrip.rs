@@ -4,14 +4,12 @@
 //!
 //! `cargo bench -p host-driver` runs the criterion benchmarks, then prints the target ratios.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::*;
 use criterion::{criterion_group, Criterion};
-use host_driver::{calibration, ExitReason, MmuCommand};
+use host_driver::{ExitReason, MmuCommand};
 use iced_x86::code_asm::*;
 use std::time::{Duration, Instant};
+use test_support::calibration;
+use test_support::vm::*;
 
 const FILL_PAGES: u32 = 64;
 const FLUSH_PAGES: u32 = 1000;

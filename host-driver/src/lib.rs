@@ -38,9 +38,3 @@ pub use guest_paging as paging;
 pub use guest_paging::Access;
 pub use protocol::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
 pub use sys::GuestRam;
-
-/// Host measurements used by the benchmarks as the yardsticks for the driver's costs.
-#[doc(hidden)]
-pub mod calibration {
-    pub use crate::sys::calibration::*;
-}

@@ -1,12 +1,10 @@
 //! Budget and time accounting (no timing assertions: only ordering facts that hold on any
 //! machine), and the library's deadline for an executor that does not answer.
 
-mod common;
-
-use common::*;
 use host_driver::{BudgetClock, DriverError, Executor, ExecutorConfig, ExitReason};
 use iced_x86::code_asm::*;
 use std::time::Duration;
+use test_support::vm::*;
 
 /// A looping guest, and a second executor on the same RAM using `clock`.
 fn looping_vm(clock: BudgetClock) -> (Executor, Vm) {

@@ -3,12 +3,10 @@
 //! normal exit (the executor keeps working), or a "guest escape" exit after which the executor
 //! is gone — and never a host system call executed on the guest's behalf.
 
-mod common;
-
-use common::*;
 use host_driver::{DeathCause, DriverError, EscapeKind, ExitReason, SEG_NOT_INSTALLED};
 use iced_x86::code_asm::*;
 use std::time::Duration;
+use test_support::vm::*;
 
 const TARGET: u32 = CODE + 0x100;
 

@@ -1,10 +1,8 @@
 //! One test per exit reason, asserting the exact state before the instruction.
 
-mod common;
-
-use common::*;
 use host_driver::{ExitReason, GuestState};
 use iced_x86::code_asm::*;
+use test_support::vm::*;
 
 /// Runs `vm` and checks the exit reason and that EIP points at `at`.
 fn expect(vm: &mut Vm, reason: ExitReason, at: u32) -> GuestState {

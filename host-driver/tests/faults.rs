@@ -1,15 +1,13 @@
 //! Executor faults and bad executors: every one is a clear error, and a failed run says
 //! whether guest code may have run in it (`Executor::failed_run_may_have_executed`).
 
-mod common;
-
-use common::*;
 use host_driver::{DriverError, Executor, ExecutorConfig, GuestRam};
 use iced_x86::code_asm::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use test_support::vm::*;
 
 fn scratch_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("plex86-faults-{name}-{}", std::process::id()));

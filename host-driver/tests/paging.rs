@@ -1,12 +1,10 @@
 //! Shadow paging: A/D bits, PSE and PAE/NX walks, read-only-until-dirty, the MMU commands and
 //! the code-page write log.
 
-mod common;
-
-use common::*;
 use host_driver::{Access, ExitReason, MmuCommand};
 use iced_x86::code_asm::*;
 use std::time::Duration;
+use test_support::vm::*;
 
 fn run_expect_hlt(vm: &mut Vm, cmds: &[MmuCommand]) -> Vec<u64> {
     let exit = vm.run_with(cmds);

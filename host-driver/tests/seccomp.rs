@@ -1,12 +1,10 @@
 //! The seccomp filter in a real process: each forbidden call kills the executor with SIGSYS,
 //! an allowed one does not; the library reports executor deaths by cause.
 
-mod common;
-
-use common::*;
 use host_driver::{DeathCause, DriverError, ExitReason};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
+use test_support::vm::*;
 
 fn selftest(what: &str) -> std::process::ExitStatus {
     Command::new(executor_path())

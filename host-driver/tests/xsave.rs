@@ -1,10 +1,8 @@
 //! The x87/SSE/AVX/AVX-512 state crosses an entry and an exit bit-exactly.
 
-mod common;
-
-use common::*;
 use host_driver::{ExitReason, XsaveImage};
 use iced_x86::code_asm::*;
+use test_support::vm::*;
 
 fn distinct_image(info: &host_driver::XsaveInfo) -> XsaveImage {
     let features = info.features;

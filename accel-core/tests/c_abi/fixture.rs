@@ -28,7 +28,7 @@ pub const FAILED: u32 = raw::plex86_accel_status_PLEX86_ACCEL_FAILED;
 pub const BACKOFF: u32 = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_BACKOFF;
 
 pub fn executor() -> PathBuf {
-    crate::executor_bin::executor_path()
+    test_support::executor_path()
 }
 
 pub fn host_xcr0() -> u64 {

@@ -6,10 +6,7 @@
 //!
 //! `fixture` holds the guest and the callbacks; the tests are grouped by what they drive.
 
-#[path = "../../../host-driver/tests/common/cpuinfo.rs"]
-mod cpuinfo;
-#[path = "../../../host-driver/tests/common/executor_bin.rs"]
-mod executor_bin;
+use test_support::cpuinfo;
 mod fixture;
 
 mod bad_input;

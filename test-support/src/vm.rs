@@ -1,13 +1,11 @@
-//! Test fixture: a guest RAM memfd with synthetic page tables and segment state, an executor,
-//! and guest code assembled with iced-x86's CodeAssembler.
-#![allow(dead_code)]
+//! The host-driver tests' fixture: a guest RAM memfd with synthetic page tables and segment
+//! state, an executor, and guest code assembled with iced-x86's CodeAssembler.
 
 use host_driver::{Executor, ExecutorConfig, Exit, GuestRam, GuestState, MmuCommand, Segment};
 use iced_x86::code_asm::CodeAssembler;
 use std::time::Duration;
 
-pub mod cpuinfo;
-mod executor_bin;
+pub use crate::{cpuinfo, executor_path};
 
 pub const RAM_SIZE: u64 = 16 << 20;
 /// Guest selectors: CS = GDT index 3, data = index 4 (RPL 3).
@@ -45,8 +43,6 @@ pub struct Vm {
     next_table: u64,
     pdpt: u64,
 }
-
-pub use executor_bin::executor_path;
 
 impl Vm {
     pub fn new(mode: Mode) -> Vm {

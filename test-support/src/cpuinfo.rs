@@ -1,7 +1,5 @@
 //! What the host kernel says of its CPU (/proc/cpuinfo): the oracle tests compare the executor's
-//! and the library's behaviour with. Shared by host-driver's tests (`common::cpuinfo`) and
-//! accel-core's C-ABI tests (included by path).
-#![allow(dead_code)]
+//! and the library's behaviour with.
 
 fn text() -> String {
     std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()

@@ -1,7 +1,7 @@
 //! Where the tests find the executor binary. It belongs to another package (plex86-executor),
 //! so cargo does not build it for this package's tests: `$PLEX86_EXECUTOR` if set, else the
 //! `plex86-executor` of this target directory and profile, built here on first use (a no-op
-//! when `cargo test --workspace` has built it already). Shared with accel-core's tests.
+//! when `cargo test --workspace` has built it already).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
