@@ -27,7 +27,7 @@
 //! And the honest record itself (no patch changed a byte) must be accepted, with the state
 //! the executor reported.
 
-use crate::{Reader, Writer};
+use crate::{Outcome, Reader, Writer};
 use host_driver::fuzzing::{
     accept_exit, exec_area_bytes, exec_area_from_bytes, guest_selector, native_selector,
     AcceptedExit, RunContext, EXEC_AREA_SIZE,
@@ -509,11 +509,12 @@ fn cpu_state(gs: &GuestState) -> plex86_accel::CpuState {
     }
 }
 
-/// The fuzz target: see the module documentation.
-pub fn check(data: &[u8]) {
+/// The fuzz target: see the module documentation. An input whose header gives no entry state
+/// that `validate_entry` accepts is skipped (there is nothing to run).
+pub fn check(data: &[u8]) -> Outcome {
     let case = RegionCase::parse(data);
     let Some(setup) = Setup::from_header(&case.header) else {
-        return;
+        return Outcome::Skipped("the header's entry state fails validate_entry");
     };
     let honest_bytes = exec_area_bytes(&setup.honest);
     let (bytes, honest) = match &case.body {
@@ -560,6 +561,7 @@ pub fn check(data: &[u8]) {
         }
         Err(e) => panic!("rejected with {e:?}, not CorruptedSharedMemory"),
     }
+    Outcome::Checked
 }
 
 #[cfg(test)]
@@ -594,6 +596,23 @@ mod tests {
     }
 
     #[test]
+    fn a_header_without_a_runnable_entry_state_is_skipped() {
+        let mut rng = Rng::new(5);
+        let header = loop {
+            let h = rng.bytes(HEADER_LEN);
+            if Setup::from_header(&h).is_none() {
+                break h;
+            }
+        };
+        let input = RegionCase {
+            header,
+            body: Body::Patches(vec![]),
+        }
+        .encode();
+        assert!(matches!(check(&input), Outcome::Skipped(_)));
+    }
+
+    #[test]
     fn an_rpl0_ss_in_an_honest_record_is_rejected() {
         let mut rng = Rng::new(11);
         let (header, setup) = loop {
@@ -615,12 +634,13 @@ mod tests {
             Err(DriverError::CorruptedSharedMemory(_))
         ));
         // And the check accepts the rejection.
-        check(
+        let outcome = check(
             &RegionCase {
                 header,
                 body: Body::Patches(vec![(off as u16, vec![0x28, 0])]),
             }
             .encode(),
         );
+        assert_eq!(outcome, Outcome::Checked);
     }
 }

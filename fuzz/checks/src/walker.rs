@@ -12,7 +12,7 @@
 //! CPU changing an entry) can be injected: a walk must then retry to the same result, or, when
 //! the entry keeps changing, fault without writing anything.
 
-use crate::{Reader, Writer};
+use crate::{Outcome, Reader, Writer};
 use host_driver::paging::{self, pf, PageSize, PagingRegs, PhysMemory, Translation, WalkError};
 use host_driver::Access;
 use std::cell::{Cell, RefCell};
@@ -559,8 +559,8 @@ fn only_ad_bits_set(before: &[u8], after: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The fuzz target: see the module documentation.
-pub fn check(data: &[u8]) {
+/// The fuzz target: see the module documentation. Every input is a case.
+pub fn check(data: &[u8]) -> Outcome {
     let case = WalkCase::parse(data);
     let regs = regs_from_mode(case.mode, place_cr3(case.cr3, case.cr3_place));
     let access = case.access();
@@ -653,7 +653,7 @@ pub fn check(data: &[u8]) {
             "walk under contention wrote memory ({})",
             ctx()
         );
-        return;
+        return Outcome::Checked;
     }
     assert_eq!(
         got,
@@ -676,6 +676,7 @@ pub fn check(data: &[u8]) {
             ctx()
         );
     }
+    Outcome::Checked
 }
 
 #[cfg(test)]
