@@ -37,6 +37,7 @@ use host_driver::{
     validate_entry, DriverError, GuestState, Segment, XsaveImage, XsaveInfo, SEG_NOT_INSTALLED,
 };
 use plex86_accel::state::layouts;
+use std::sync::OnceLock;
 
 /// Bytes of the header (entry state, run context, honest exit) at the start of an input.
 pub const HEADER_LEN: usize = 192;
@@ -64,6 +65,19 @@ pub struct Setup {
     pub ctx: RunContext,
     /// An exit record an honest executor could write for this entry.
     pub honest: ExecArea,
+}
+
+/// The exit reasons of the wire protocol, in numeric order: every value up to 255 that
+/// `RawReason::from_u32` decodes (the protocol keeps no list of them; once it does, take that).
+/// The honest record's reason is drawn from these, so a new reason is drawn without a change
+/// here.
+pub fn wire_reasons() -> &'static [RawReason] {
+    static REASONS: OnceLock<Vec<RawReason>> = OnceLock::new();
+    REASONS.get_or_init(|| {
+        (0..=u32::from(u8::MAX))
+            .filter_map(RawReason::from_u32)
+            .collect()
+    })
 }
 
 fn segment(i: usize, r: &mut Reader<'_>) -> Segment {
@@ -173,9 +187,9 @@ impl Setup {
         honest.resp_seq = ctx.seq;
         honest.status = status::EXITED;
         let x = &mut honest.exit;
-        // every raw reason, 1 ..= the highest (the exit codec gains RawReason::ALL in issue 13)
-        let reason = 1 + u32::from(r.u8()) % (RawReason::Cpuid as u32);
-        x.reason = reason;
+        let reasons = wire_reasons();
+        let reason = reasons[usize::from(r.u8()) % reasons.len()];
+        x.reason = reason as u32;
         let (vector, error_code, access) = (r.u32(), r.u32(), u32::from(r.u8()) % 3);
         x.linear = r.u32();
         x.flags = u32::from(r.u8()) & 7;
@@ -186,7 +200,7 @@ impl Setup {
         x.fill_ns = x
             .native_ns
             .min(u64::from(x.demand_fills).saturating_mul(9_000));
-        match RawReason::from_u32(reason).expect("1..=the highest are reasons") {
+        match reason {
             RawReason::PageFault => {
                 x.error_code = (error_code & 0x1b) | 4;
                 x.access = access;
@@ -221,7 +235,7 @@ impl Setup {
         }
         out.eip = r.u32();
         out.eflags = 0x202 | (r.u32() & EXIT_FLAGS);
-        if reason == RawReason::SingleStep as u32 {
+        if reason == RawReason::SingleStep {
             out.eflags |= 1 << 8; // only an instruction run with TF set single-steps
         }
         for (i, s) in out.segs.iter_mut().enumerate() {
@@ -593,6 +607,32 @@ mod tests {
             runnable >= 150,
             "only {runnable} of 200 headers are runnable"
         );
+    }
+
+    #[test]
+    fn the_wire_reasons_are_the_protocols() {
+        let reasons = wire_reasons();
+        for (i, &r) in reasons.iter().enumerate() {
+            assert_eq!(RawReason::from_u32(r as u32), Some(r));
+            // (so a reason byte b draws reason 1 + b % n, as the saved inputs were decoded)
+            assert_eq!(r as usize, i + 1, "the reasons are 1, 2, ... in order");
+        }
+        assert!(reasons.contains(&RawReason::Cpuid), "{reasons:?}");
+        assert_eq!(RawReason::from_u32(reasons.len() as u32 + 1), None);
+    }
+
+    #[test]
+    fn honest_records_draw_every_wire_reason() {
+        let mut rng = Rng::new(13);
+        let mut drawn = vec![];
+        for _ in 0..3000 {
+            if let Some(s) = Setup::from_header(&rng.bytes(HEADER_LEN)) {
+                drawn.push(s.honest.exit.reason);
+            }
+        }
+        for &r in wire_reasons() {
+            assert!(drawn.contains(&(r as u32)), "no honest record with {r:?}");
+        }
     }
 
     #[test]

@@ -75,6 +75,44 @@ fn every_generated_seed_passes() {
     }
 }
 
+/// `control_region/ss-selector-rpl0-accepted` still builds the case its name says, though the
+/// honest record's reason is now drawn from 1..=21 rather than 1..=20 (its reason byte, 162,
+/// once drew GeneralProtection and now draws BudgetExpired, so the honest record differs in its
+/// reason and error code, which the SS check does not look at): the patched record is not a
+/// guest escape, its SS selector has RPL 0, the library rejects it for that, and with RPL 3 it
+/// is accepted.
+#[test]
+fn the_rpl0_ss_regression_still_builds_its_case() {
+    use fuzz_checks::control_region::{apply_patches, Body, RegionCase, Setup};
+    use host_driver::fuzzing::{accept_exit, exec_area_bytes, exec_area_from_bytes};
+    use host_driver::protocol::{seg, RawReason};
+    use host_driver::DriverError;
+
+    let f = regressions_dir().join("control_region/ss-selector-rpl0-accepted");
+    let case = RegionCase::parse(&std::fs::read(&f).expect("the saved input"));
+    let setup = Setup::from_header(&case.header).expect("a runnable entry state");
+    let Body::Patches(patches) = &case.body else {
+        panic!("a patched honest record, not raw bytes");
+    };
+    let mut bytes = exec_area_bytes(&setup.honest);
+    apply_patches(&mut bytes, patches);
+    let area = exec_area_from_bytes(&bytes);
+    assert_ne!(area.exit.reason, RawReason::GuestEscape as u32);
+    let ss = area.state.segs[seg::SS].selector;
+    assert_eq!(ss & 3, 0, "SS selector {ss:#06x}");
+    match accept_exit(&setup.entry, &area, &setup.ctx) {
+        Err(DriverError::CorruptedSharedMemory(why)) => {
+            assert!(why.contains("SS selector"), "rejected for: {why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut rpl3 = area;
+    rpl3.state.segs[seg::SS].selector |= 3;
+    if let Err(e) = accept_exit(&setup.entry, &rpl3, &setup.ctx) {
+        panic!("RPL 0 is not the record's only defect: with RPL 3 it is still rejected: {e:?}");
+    }
+}
+
 #[test]
 fn an_unknown_target_is_an_error() {
     let r = std::panic::catch_unwind(|| fuzz_checks::check("no-such-target", &[]));
