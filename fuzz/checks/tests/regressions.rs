@@ -83,20 +83,20 @@ fn every_generated_seed_passes() {
 /// is accepted.
 #[test]
 fn the_rpl0_ss_regression_still_builds_its_case() {
-    use fuzz_checks::control_region::{apply_patches, Body, RegionCase, Setup};
-    use host_driver::fuzzing::{accept_exit, exec_area_bytes, exec_area_from_bytes};
+    use fuzz_checks::control_region::{Body, RegionCase, Setup};
+    use host_driver::fuzzing::accept_exit;
     use host_driver::protocol::{seg, RawReason};
     use host_driver::DriverError;
 
     let f = regressions_dir().join("control_region/ss-selector-rpl0-accepted");
     let case = RegionCase::parse(&std::fs::read(&f).expect("the saved input"));
     let setup = Setup::from_header(&case.header).expect("a runnable entry state");
-    let Body::Patches(patches) = &case.body else {
-        panic!("a patched honest record, not raw bytes");
-    };
-    let mut bytes = exec_area_bytes(&setup.honest);
-    apply_patches(&mut bytes, patches);
-    let area = exec_area_from_bytes(&bytes);
+    assert!(
+        matches!(case.body, Body::Patches(_)),
+        "a patched honest record, not raw bytes"
+    );
+    let (area, honest) = case.response(&setup);
+    assert!(!honest);
     assert_ne!(area.exit.reason, RawReason::GuestEscape as u32);
     let ss = area.state.segs[seg::SS].selector;
     assert_eq!(ss & 3, 0, "SS selector {ss:#06x}");

@@ -1,41 +1,12 @@
-//! The library's validation of the executor's exit record (`host_driver::fuzzing::accept_exit`,
-//! the check `Executor::run` applies to what the executor leaves in its part of the control
-//! region).
-//!
-//! A case is an entry state that passes `validate_entry` and a run context (sequence number,
-//! budget, RAM size, host XSAVE layout), built from a fixed-size header, and then an
-//! [`ExecArea`](host_driver::protocol::ExecArea): either raw input bytes (what a compromised
-//! executor could write) or an honest exit record for that entry (built from the header too)
-//! with input-chosen byte patches. Each response must be rejected as `CorruptedSharedMemory`
-//! or give a state that meets the documented invariants:
-//!
-//! * status EXITED, the request's sequence number, native time within the budget bound;
-//! * at most 256 code pages, each page aligned and inside RAM;
-//! * EFLAGS: bit 1 set, reserved bits clear, VM/IOPL/RF clear;
-//! * control registers, XCR0 and the reserved words are the entry's;
-//! * each segment register keeps the descriptor installed at entry; it either is the entry's
-//!   register or is flagged `SEG_NOT_INSTALLED` with a GDT selector;
-//! * CS and SS hold non-null RPL 3 selectors: native CPL 3 code cannot change CPL (the patched
-//!   Bochs stops with a fatal error on anything else);
-//! * XSAVE: XCOMP_BV = 0, XSTATE_BV within the guest's XCR0, reserved header bytes zero,
-//!   MXCSR_MASK, the software-available bytes and bytes beyond the transferred size are the
-//!   entry's, components whose XSTATE_BV bit is clear are in their initial state;
-//! * accel-core turns it into Bochs's state (`state::from_guest`) with the reload mask naming
-//!   exactly the flagged registers;
-//! * a guest escape kills the executor and leaves the state alone.
-//!
-//! And the honest record itself (no patch changed a byte) must be accepted, with the state
-//! the executor reported.
+//! Control-region cases: the header that builds an entry state, a run context and an honest
+//! exit record ([`Setup`]), and the response an input makes of them ([`RegionCase`]).
 
-use crate::{Outcome, Reader, Writer};
+use crate::{Reader, Writer};
 use host_driver::fuzzing::{
-    accept_exit, exec_area_bytes, exec_area_from_bytes, guest_selector, native_selector,
-    AcceptedExit, RunContext, EXEC_AREA_SIZE,
+    exec_area_bytes, exec_area_from_bytes, native_selector, RunContext, EXEC_AREA_SIZE,
 };
-use host_driver::protocol::{seg, status, ExecArea, RawReason, LDT_MIRROR_ENTRIES, MAX_CODE_PAGES};
-use host_driver::{
-    validate_entry, DriverError, GuestState, Segment, XsaveImage, XsaveInfo, SEG_NOT_INSTALLED,
-};
+use host_driver::protocol::{seg, status, ExecArea, RawReason, LDT_MIRROR_ENTRIES};
+use host_driver::{validate_entry, GuestState, Segment, XsaveImage, XsaveInfo};
 use plex86_accel::state::layouts;
 use std::sync::OnceLock;
 
@@ -49,8 +20,6 @@ const LAYOUTS: [XsaveInfo; 3] = [layouts::AMD, layouts::INTEL, layouts::AVX_ONLY
 const ENTRY_FLAGS: u32 = 0x0cd5 | (1 << 18) | (1 << 21);
 /// EFLAGS bits native code may change: the entry flags and TF, NT.
 const EXIT_FLAGS: u32 = ENTRY_FLAGS | (1 << 8) | (1 << 14);
-const EFL_RESERVED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffc0_0000;
-const EFL_IOPL_VM_RF: u32 = (3 << 12) | (1 << 17) | (1 << 16);
 
 /// Host selectors that native code can load (the honest executor then reports them raw).
 const HOST_DATA_SELECTORS: [u16; 4] = [0x23, 0x2b, 0x7b, 0];
@@ -330,252 +299,27 @@ pub fn apply_patches(area: &mut [u8], patches: &[(u16, Vec<u8>)]) {
     }
 }
 
-/// The x87 part of an XSAVE image in its initial state (FCW 0x037F, the rest zero).
-fn x87_initial(img: &XsaveImage) -> bool {
-    img.0[0..2] == [0x7f, 0x03]
-        && img.0[2..24].iter().all(|&b| b == 0)
-        && img.0[32..160].iter().all(|&b| b == 0)
-}
-
-/// Checks an accepted response against the invariants of the module documentation.
-fn check_accepted(s: &Setup, area: &ExecArea, a: &AcceptedExit) {
-    let (entry, ctx) = (&s.entry, &s.ctx);
-    assert_eq!(
-        area.status,
-        status::EXITED,
-        "accepted with status {}",
-        area.status
-    );
-    assert_eq!(
-        area.resp_seq, ctx.seq,
-        "accepted with a stale sequence number"
-    );
-    assert!(
-        a.native_time.as_nanos() <= u128::from(ctx.budget_ns) + 600_000_000_000,
-        "native time {:?} for a budget of {} ns",
-        a.native_time,
-        ctx.budget_ns
-    );
-    assert!(
-        a.fill_time <= a.native_time,
-        "fill time {:?} above native time {:?}",
-        a.fill_time,
-        a.native_time
-    );
-    if a.kills_executor {
-        assert_eq!(area.exit.reason, RawReason::GuestEscape as u32);
-        assert!(a.state == *entry, "a guest escape changed the state");
-        assert!(a.code_pages_written.is_empty());
-        return;
-    }
-    assert_ne!(area.exit.reason, RawReason::GuestEscape as u32);
-    let n = area.exit.n_code_pages as usize;
-    assert!(n <= MAX_CODE_PAGES, "{n} code pages accepted");
-    assert_eq!(a.code_pages_written, area.exit.code_pages[..n]);
-    for &p in &a.code_pages_written {
-        assert!(
-            p % 4096 == 0 && p < ctx.ram_size,
-            "code page {p:#x} accepted (RAM size {:#x})",
-            ctx.ram_size
-        );
-    }
-    let st = &a.state;
-    assert_eq!(st.gprs, area.state.gprs);
-    assert_eq!(st.eip, area.state.eip);
-    let f = st.eflags;
-    assert!(
-        f & 2 != 0 && f & EFL_RESERVED_ZERO == 0 && f & EFL_IOPL_VM_RF == 0,
-        "EFLAGS {f:#x} accepted"
-    );
-    assert_eq!(
-        (
-            st.cr0,
-            st.cr2,
-            st.cr3,
-            st.cr4,
-            st.efer,
-            st.xcr0,
-            st.reserved
-        ),
-        (
-            entry.cr0,
-            entry.cr2,
-            entry.cr3,
-            entry.cr4,
-            entry.efer,
-            entry.xcr0,
-            entry.reserved
-        ),
-        "control registers are taken from the request"
-    );
-    for (i, (o, e)) in st.segs.iter().zip(&entry.segs).enumerate() {
-        let name = seg::NAMES[i];
-        assert_eq!(
-            (o.attr, o.limit, o.base),
-            (e.attr, e.limit, e.base),
-            "{name}: descriptor changed"
-        );
-        match o.flags {
-            0 => assert_eq!(o, e, "{name}: unflagged but not the entry's register"),
-            SEG_NOT_INSTALLED => assert_eq!(
-                o.selector & 4,
-                0,
-                "{name}: flagged selector {:#x} is an LDT selector",
-                o.selector
-            ),
-            fl => panic!("{name}: flags {fl:#x}"),
-        }
-    }
-    for i in [seg::CS, seg::SS] {
-        let sel = st.segs[i].selector;
-        assert!(
-            sel & 3 == 3 && sel & !3 != 0,
-            "{} selector {sel:#06x} accepted: native CPL 3 code cannot change CPL \
-             (the executor reported {:#06x})",
-            seg::NAMES[i],
-            area.state.segs[i].selector
-        );
-    }
-    let (img, old) = (&st.xsave, &entry.xsave);
-    assert_eq!(img.xcomp_bv(), 0);
-    assert_eq!(img.xstate_bv() & !entry.xcr0, 0, "XSTATE_BV beyond XCR0");
-    assert!(
-        img.0[528..576].iter().all(|&b| b == 0),
-        "XSAVE reserved bytes"
-    );
-    assert_eq!(img.0[28..32], old.0[28..32], "MXCSR_MASK is the guest's");
-    assert_eq!(img.0[464..512], old.0[464..512], "software-available bytes");
-    let size = ctx.xsave.size as usize;
-    assert!(
-        img.0[size..] == old.0[size..],
-        "bytes beyond the transferred size"
-    );
-    let bv = img.xstate_bv();
-    let clear = |bit: u32| entry.xcr0 & (1 << bit) != 0 && bv & (1 << bit) == 0;
-    if clear(0) {
-        assert!(
-            x87_initial(img),
-            "x87 state not initial with XSTATE_BV bit 0 clear"
-        );
-    }
-    if clear(1) {
-        assert!(img.0[160..416].iter().all(|&b| b == 0), "XMM not initial");
-    }
-    for (bit, &(off, len)) in ctx.xsave.components.iter().enumerate().skip(2) {
-        if clear(bit as u32) {
-            let (off, len) = (off as usize, len as usize);
-            assert!(
-                img.0[off..off + len].iter().all(|&b| b == 0),
-                "component {bit} not initial"
-            );
-        }
-    }
-
-    // What accel-core hands Bochs: Bochs reloads exactly the flagged registers and stops on
-    // a CS or SS that is not RPL 3.
-    let mut cpu = cpu_state(entry);
-    let reload = plex86_accel::state::from_guest(st, &ctx.xsave, &mut cpu);
-    let flagged = st
-        .segs
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.flags & SEG_NOT_INSTALLED != 0)
-        .fold(0u32, |m, (i, _)| m | 1 << i);
-    assert_eq!(reload, flagged, "reload mask");
-    assert!(cpu.seg[seg::CS].selector & 3 == 3 && cpu.seg[seg::SS].selector & 3 == 3);
-}
-
-/// Bochs's view of `gs` before the run.
-fn cpu_state(gs: &GuestState) -> plex86_accel::CpuState {
-    use bochs_ffi::raw::{plex86_accel_fpu_state, plex86_accel_segment};
-    let seg = gs.segs.map(|s| plex86_accel_segment {
-        selector: s.selector,
-        attr: s.attr,
-        limit: s.limit,
-        base: s.base,
-        valid: u32::from(!s.is_null()),
-    });
-    plex86_accel::CpuState {
-        gpr: gs.gprs,
-        eip: gs.eip,
-        eflags: gs.eflags,
-        seg,
-        cr0: gs.cr0,
-        cr2: gs.cr2,
-        cr3: gs.cr3,
-        cr4: gs.cr4,
-        efer: gs.efer,
-        xcr0: gs.xcr0,
-        fpu: plex86_accel_fpu_state {
-            fcw: 0x37f,
-            fsw: 0,
-            ftw: 0,
-            fop: 0,
-            fip: 0,
-            fdp: 0,
-            fcs: 0,
-            fds: 0,
-            mxcsr: 0x1f80,
-            st: [[0; 16]; 8],
-            zmm: [[0; 64]; 8],
-            opmask: [0; 8],
-        },
-    }
-}
-
-/// The fuzz target: see the module documentation. An input whose header gives no entry state
-/// that `validate_entry` accepts is skipped (there is nothing to run).
-pub fn check(data: &[u8]) -> Outcome {
-    let case = RegionCase::parse(data);
-    let Some(setup) = Setup::from_header(&case.header) else {
-        return Outcome::Skipped("the header's entry state fails validate_entry");
-    };
-    let honest_bytes = exec_area_bytes(&setup.honest);
-    let (bytes, honest) = match &case.body {
-        Body::Raw(b) => {
-            let mut v = b.clone();
-            v.resize(EXEC_AREA_SIZE, 0);
-            v.truncate(EXEC_AREA_SIZE);
-            let honest = v == honest_bytes;
-            (v, honest)
-        }
-        Body::Patches(ps) => {
-            let mut v = honest_bytes.clone();
-            apply_patches(&mut v, ps);
-            let honest = v == honest_bytes;
-            (v, honest)
-        }
-    };
-    let area = exec_area_from_bytes(&bytes);
-    match accept_exit(&setup.entry, &area, &setup.ctx) {
-        Ok(a) => {
-            check_accepted(&setup, &area, &a);
-            if honest && !a.kills_executor {
-                let mut want = setup.honest.state;
-                want.xsave = a.state.xsave; // (normalisation checked above)
-                for (w, e) in want.segs.iter_mut().zip(&setup.entry.segs) {
-                    if w.selector == native_selector(e.selector) {
-                        *w = *e;
-                    } else {
-                        *w = Segment {
-                            selector: guest_selector(w.selector).unwrap_or(w.selector),
-                            flags: SEG_NOT_INSTALLED,
-                            ..*e
-                        };
-                    }
-                }
-                assert_eq!(
-                    a.state, want,
-                    "the honest record's state was not taken as is"
-                );
+impl RegionCase {
+    /// The exit area this case's response makes for `setup`: the raw bytes (zero-extended or
+    /// cut to the area's size) or the patched honest record; and whether that is byte for byte
+    /// the honest record.
+    pub fn response(&self, setup: &Setup) -> (ExecArea, bool) {
+        let honest_bytes = exec_area_bytes(&setup.honest);
+        let bytes = match &self.body {
+            Body::Raw(b) => {
+                let mut v = b.clone();
+                v.resize(EXEC_AREA_SIZE, 0);
+                v
             }
-        }
-        Err(DriverError::CorruptedSharedMemory(why)) => {
-            assert!(!honest, "an honest exit record was rejected: {why}");
-        }
-        Err(e) => panic!("rejected with {e:?}, not CorruptedSharedMemory"),
+            Body::Patches(ps) => {
+                let mut v = honest_bytes.clone();
+                apply_patches(&mut v, ps);
+                v
+            }
+        };
+        let honest = bytes == honest_bytes;
+        (exec_area_from_bytes(&bytes), honest)
     }
-    Outcome::Checked
 }
 
 #[cfg(test)]
@@ -633,54 +377,5 @@ mod tests {
         for &r in wire_reasons() {
             assert!(drawn.contains(&(r as u32)), "no honest record with {r:?}");
         }
-    }
-
-    #[test]
-    fn a_header_without_a_runnable_entry_state_is_skipped() {
-        let mut rng = Rng::new(5);
-        let header = loop {
-            let h = rng.bytes(HEADER_LEN);
-            if Setup::from_header(&h).is_none() {
-                break h;
-            }
-        };
-        let input = RegionCase {
-            header,
-            body: Body::Patches(vec![]),
-        }
-        .encode();
-        assert!(matches!(check(&input), Outcome::Skipped(_)));
-    }
-
-    #[test]
-    fn an_rpl0_ss_in_an_honest_record_is_rejected() {
-        let mut rng = Rng::new(11);
-        let (header, setup) = loop {
-            let h = rng.bytes(HEADER_LEN);
-            if let Some(s) = Setup::from_header(&h) {
-                if s.honest.exit.reason != RawReason::GuestEscape as u32 {
-                    break (h, s);
-                }
-            }
-        };
-        let off = std::mem::offset_of!(ExecArea, state)
-            + std::mem::offset_of!(GuestState, segs)
-            + seg::SS * std::mem::size_of::<Segment>();
-        let mut bytes = exec_area_bytes(&setup.honest);
-        bytes[off..off + 2].copy_from_slice(&0x28u16.to_le_bytes());
-        let area = exec_area_from_bytes(&bytes);
-        assert!(matches!(
-            accept_exit(&setup.entry, &area, &setup.ctx),
-            Err(DriverError::CorruptedSharedMemory(_))
-        ));
-        // And the check accepts the rejection.
-        let outcome = check(
-            &RegionCase {
-                header,
-                body: Body::Patches(vec![(off as u16, vec![0x28, 0])]),
-            }
-            .encode(),
-        );
-        assert_eq!(outcome, Outcome::Checked);
     }
 }
