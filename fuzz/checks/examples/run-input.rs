@@ -7,6 +7,11 @@ fn main() {
         std::process::exit(2);
     };
     let data = std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}"));
-    fuzz_checks::check(target, &data);
-    println!("{target}: {file}: passed");
+    match fuzz_checks::check(target, &data) {
+        fuzz_checks::Outcome::Checked => println!("{target}: {file}: passed"),
+        fuzz_checks::Outcome::Skipped(why) => {
+            println!("{target}: {file}: skipped, not a case: {why}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -16,7 +16,7 @@
 use crate::walker::{
     background_ram, map_linear, place_cr3, reference_walk, regs_from_mode, write_n, EntrySpec,
 };
-use crate::{Reader, Writer};
+use crate::{Outcome, Reader, Writer};
 use host_driver::{Access, GuestState, Segment};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use plex86_accel::decode::{instruction_at, GuestMemory, InsnKey};
@@ -360,10 +360,11 @@ fn check_fetch(case: &FetchCase) {
     assert!(m.0 == before, "instruction_at changed guest memory");
 }
 
-/// The fuzz target: see the module documentation.
-pub fn check(data: &[u8]) {
+/// The fuzz target: see the module documentation. Every input is a case.
+pub fn check(data: &[u8]) -> Outcome {
     match DecoderCase::parse(data) {
         DecoderCase::Classify { error_code, bytes } => check_classifier(error_code, &bytes),
         DecoderCase::Fetch(c) => check_fetch(&c),
     }
+    Outcome::Checked
 }

@@ -2,9 +2,12 @@
 //! regression tests (`tests/regressions.rs`, which runs every file of `fuzz/regressions/`).
 //!
 //! Each target turns arbitrary bytes into a case, runs the product code on it and checks
-//! invariants, panicking on a violation (libFuzzer reports a panic as a crash):
+//! invariants, panicking on a violation (libFuzzer reports a panic as a crash). A check says
+//! whether the input became a case ([`Outcome::Checked`]) or decoded to nothing the product
+//! code can run ([`Outcome::Skipped`]), so that the tests can insist that saved inputs and
+//! generated seeds still reach the product code:
 //!
-//! * [`walker`]: `host_driver::paging::walk` against a reference walker written here from the
+//! * [`walker`]: `guest_paging::walk` against a reference walker written here from the
 //!   SDM, plus invariants that need no reference (A/D bits only set, only on success, ...).
 //! * [`decoder`]: `plex86_executor::decode::classify_gp` against iced-x86, and
 //!   `plex86_accel::decode::instruction_at` against a reference fetch through the reference
@@ -23,8 +26,18 @@ pub mod walker;
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/regressions/*`).
 pub const TARGETS: [&str; 3] = ["walker", "decoder", "control_region"];
 
+/// What a check did with an input (a violated invariant is a panic, not an outcome).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a skipped input checked nothing"]
+pub enum Outcome {
+    /// The input became a case, the product code ran on it and every invariant held.
+    Checked,
+    /// The input decodes to no case the product code can run (why); nothing was checked.
+    Skipped(&'static str),
+}
+
 /// Runs the check of `target` on `data`; panics on an invariant violation.
-pub fn check(target: &str, data: &[u8]) {
+pub fn check(target: &str, data: &[u8]) -> Outcome {
     match target {
         "walker" => walker::check(data),
         "decoder" => decoder::check(data),
