@@ -204,7 +204,7 @@ impl<B: Backend> Accelerator<B> {
             scratch: Scratch {
                 gs: Box::new(GuestState::default()),
                 commands: Vec::with_capacity(64),
-                code_pages: Vec::with_capacity(host_driver::protocol::MAX_CODE_PAGES),
+                code_pages: Vec::with_capacity(plex86_protocol::MAX_CODE_PAGES),
             },
             report: Reporting::new(log, cfg.stats_path.clone(), host_xcr0),
         }

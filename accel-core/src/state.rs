@@ -161,7 +161,7 @@ fn component(xs: &XsaveInfo, bit: usize, need: usize) -> Option<usize> {
     let (off, size) = (off as usize, size as usize);
     (off >= 576
         && size >= need
-        && off + need <= (xs.size as usize).min(host_driver::protocol::XSAVE_AREA_SIZE))
+        && off + need <= (xs.size as usize).min(plex86_protocol::XSAVE_AREA_SIZE))
     .then_some(off)
 }
 

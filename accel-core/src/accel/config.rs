@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 /// The host driver's limit on plain-RAM ranges.
-pub const MAX_RAM_RANGES: usize = host_driver::protocol::MAX_RAM_RANGES;
+pub const MAX_RAM_RANGES: usize = plex86_protocol::MAX_RAM_RANGES;
 /// The accelerator's configuration, validated from `plex86_accel_config`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
