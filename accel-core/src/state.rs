@@ -26,40 +26,8 @@ use host_driver::{GuestState, Segment, XsaveImage, XsaveInfo, SEG_NOT_INSTALLED}
 /// CR4.OSXSAVE: the guest's XCR0 is only in force when it is set.
 pub const CR4_OSXSAVE: u32 = 1 << 18;
 
-/// XSAVE component bits (XCR0 / XSTATE_BV).
-pub mod xfeature {
-    /// x87 state.
-    pub const X87: u64 = 1 << 0;
-    /// SSE state (XMM registers, MXCSR).
-    pub const SSE: u64 = 1 << 1;
-    /// AVX: upper halves of the YMM registers.
-    pub const AVX: u64 = 1 << 2;
-    /// AVX-512 opmask registers k0..k7.
-    pub const OPMASK: u64 = 1 << 5;
-    /// AVX-512: upper 256 bits of ZMM0..ZMM15.
-    pub const ZMM_HI256: u64 = 1 << 6;
-    /// AVX-512: ZMM16..ZMM31 (unreachable in 32-bit code; always zero here).
-    pub const HI16_ZMM: u64 = 1 << 7;
-    /// Every component this module transfers.
-    pub const TRANSFERRED: u64 = X87 | SSE | AVX | OPMASK | ZMM_HI256 | HI16_ZMM;
-}
-
-/// Offsets in the legacy (FXSAVE) region of the XSAVE image.
-mod fx {
-    pub const FCW: usize = 0;
-    pub const FSW: usize = 2;
-    pub const FTW: usize = 4;
-    pub const FOP: usize = 6;
-    pub const FIP: usize = 8;
-    pub const FCS: usize = 12;
-    pub const FDP: usize = 16;
-    pub const FDS: usize = 20;
-    pub const MXCSR: usize = 24;
-    pub const MXCSR_MASK: usize = 28;
-    pub const ST: usize = 32;
-    pub const XMM: usize = 160;
-    pub const XSTATE_BV: usize = 512;
-}
+use plex86_protocol::xsave::{fx, header};
+pub use plex86_protocol::xsave::{xfeature, FCW_INIT};
 
 /// MXCSR_MASK written into the image (Bochs does not carry one; the executor keeps the
 /// entry's value and the kernel ignores it on sigreturn). 0xFFFF: every MXCSR bit incl. DAZ.
@@ -76,9 +44,6 @@ pub mod tag {
     /// Empty register.
     pub const EMPTY: u16 = 3;
 }
-
-/// FCW after FNINIT / in the XSAVE initial state.
-pub const FCW_INIT: u16 = 0x037f;
 
 /// The XSAVE components that carry guest state in a native run: x87 and SSE always (the XMM
 /// registers and MXCSR exist whether or not the guest enabled them in XCR0), plus the guest's
@@ -159,7 +124,7 @@ fn get_u32(img: &XsaveImage, off: usize) -> u32 {
 fn component(xs: &XsaveInfo, bit: usize, need: usize) -> Option<usize> {
     let (off, size) = xs.components[bit];
     let (off, size) = (off as usize, size as usize);
-    (off >= 576
+    (off >= header::END
         && size >= need
         && off + need <= (xs.size as usize).min(plex86_protocol::XSAVE_AREA_SIZE))
     .then_some(off)
@@ -235,7 +200,7 @@ pub fn build_xsave(fpu: &FpuState, xcr0: u64, xs: &XsaveInfo, img: &mut XsaveIma
         }
     }
     // Hi16_ZMM (ZMM16..31) does not exist in 32-bit code: its area stays zero.
-    img.set_u64_at(fx::XSTATE_BV, bv);
+    img.set_u64_at(header::XSTATE_BV, bv);
 }
 
 /// Reads the host-layout image back into `fpu`, for the components in `xcr0` (the effective

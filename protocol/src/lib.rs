@@ -22,13 +22,15 @@ pub mod exit_code;
 pub mod region;
 pub mod selectors;
 pub mod state;
+pub mod xsave;
 
 pub use exit::{
     access, escape, RawExit, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST, EXIT_HAS_ERROR_CODE,
 };
 pub use region::{cmd, req, status, ExecArea, LibArea, RamRange, RawCommand};
 pub use selectors::{guest_selector, native_selector, LDT_MIRROR_BASE, LDT_MIRROR_ENTRIES};
-pub use state::{gpr, seg, GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
+pub use state::{gpr, seg, GuestState, Segment, SEG_NOT_INSTALLED};
+pub use xsave::XsaveImage;
 
 #[cfg(test)]
 mod tests;

@@ -1,71 +1,7 @@
 //! The guest state both sides exchange: registers, segments (with their descriptor caches),
 //! control registers and the XSAVE image.
 
-use crate::XSAVE_AREA_SIZE;
-
-/// An XSAVE image in the standard (non-compacted) format, as produced by `XSAVE` with the
-/// offsets of CPUID leaf 0xD. Only the first `xsave_size` bytes (reported by the executor at
-/// start) are meaningful.
-#[repr(C, align(64))]
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct XsaveImage(pub [u8; XSAVE_AREA_SIZE]);
-
-impl XsaveImage {
-    /// An all-zero image: every component in its initial state except FCW (0x037F) and MXCSR
-    /// (0x1F80), which are set to their reset values with XSTATE_BV = x87|SSE.
-    pub const fn initial() -> Self {
-        let mut b = [0u8; XSAVE_AREA_SIZE];
-        b[0] = 0x7f; // FCW = 0x037f
-        b[1] = 0x03;
-        b[24] = 0x80; // MXCSR = 0x1f80
-        b[25] = 0x1f;
-        b[512] = 0x3; // XSTATE_BV: x87 and SSE
-        XsaveImage(b)
-    }
-    /// Reads a little-endian u64 at `off`.
-    pub fn u64_at(&self, off: usize) -> u64 {
-        let mut v = [0u8; 8];
-        v.copy_from_slice(&self.0[off..off + 8]);
-        u64::from_le_bytes(v)
-    }
-    /// Writes a little-endian u64 at `off`.
-    pub fn set_u64_at(&mut self, off: usize, v: u64) {
-        self.0[off..off + 8].copy_from_slice(&v.to_le_bytes());
-    }
-    /// Reads a little-endian u32 at `off`.
-    pub fn u32_at(&self, off: usize) -> u32 {
-        let mut v = [0u8; 4];
-        v.copy_from_slice(&self.0[off..off + 4]);
-        u32::from_le_bytes(v)
-    }
-    /// The XSTATE_BV field of the XSAVE header (offset 512).
-    pub fn xstate_bv(&self) -> u64 {
-        self.u64_at(512)
-    }
-    /// The XCOMP_BV field of the XSAVE header (offset 520); 0 in the standard format.
-    pub fn xcomp_bv(&self) -> u64 {
-        self.u64_at(520)
-    }
-    /// MXCSR (offset 24).
-    pub fn mxcsr(&self) -> u32 {
-        self.u32_at(24)
-    }
-}
-
-impl Default for XsaveImage {
-    fn default() -> Self {
-        Self::initial()
-    }
-}
-
-impl core::fmt::Debug for XsaveImage {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("XsaveImage")
-            .field("xstate_bv", &format_args!("{:#x}", self.xstate_bv()))
-            .field("mxcsr", &format_args!("{:#x}", self.mxcsr()))
-            .finish_non_exhaustive()
-    }
-}
+use crate::XsaveImage;
 
 /// Segment register indices in [`GuestState::segs`] (the hardware `sreg` encoding).
 pub mod seg {

@@ -7,6 +7,7 @@ use host_driver::fuzzing::{
 };
 use host_driver::{validate_entry, GuestState, Segment, XsaveImage, XsaveInfo};
 use plex86_accel::state::layouts;
+use plex86_protocol::xsave::{fx, header, sw, xfeature};
 use plex86_protocol::{seg, status, ExecArea, RawReason, LDT_MIRROR_ENTRIES};
 use std::sync::OnceLock;
 
@@ -103,9 +104,9 @@ fn xsave_image(xs: &XsaveInfo, xcr0: u64, r: &mut Reader<'_>) -> XsaveImage {
     for (i, b) in img.0[..xs.size as usize].iter_mut().enumerate() {
         *b = (pattern.rotate_left(i as u32 % 32) >> (i % 4)) as u8;
     }
-    img.0[512..576].fill(0);
-    img.set_u64_at(512, bv);
-    img.0[24..28].copy_from_slice(&u32::from(mxcsr).to_le_bytes());
+    img.0[header::XSTATE_BV..header::END].fill(0);
+    img.set_u64_at(header::XSTATE_BV, bv);
+    img.0[fx::MXCSR..fx::MXCSR + 4].copy_from_slice(&u32::from(mxcsr).to_le_bytes());
     img
 }
 
@@ -148,7 +149,7 @@ impl Setup {
         entry.cr3 = r.u32();
         entry.cr4 = r.u32();
         entry.efer = r.u64();
-        entry.xcr0 = [1, 3, 7, 0xe7][usize::from(r.u8() % 4)] & xs.features;
+        entry.xcr0 = [1, 3, 7, xfeature::TRANSFERRED][usize::from(r.u8() % 4)] & xs.features;
         entry.xsave = xsave_image(&xs, entry.xcr0, &mut r);
         validate_entry(&entry, xs).ok()?;
 
@@ -219,12 +220,12 @@ impl Setup {
         // The executor's XSAVE image: new register contents, XSTATE_BV within XCR0, the
         // software-available bytes cleared.
         let reg_xor = r.u8();
-        for b in out.xsave.0[32..464].iter_mut() {
+        for b in out.xsave.0[fx::ST..sw::START].iter_mut() {
             *b ^= reg_xor;
         }
         let bv = u64::from(r.u8()) & entry.xcr0;
-        out.xsave.set_u64_at(512, bv);
-        out.xsave.0[464..512].fill(0);
+        out.xsave.set_u64_at(header::XSTATE_BV, bv);
+        out.xsave.0[sw::START..sw::END].fill(0);
         Some(Setup { entry, ctx, honest })
     }
 }

@@ -4,6 +4,7 @@
 use super::case::Setup;
 use host_driver::fuzzing::{guest_selector, native_selector, AcceptedExit};
 use host_driver::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
+use plex86_protocol::xsave::{header, sw};
 use plex86_protocol::{seg, status, ExecArea, RawReason, MAX_CODE_PAGES};
 
 const EFL_RESERVED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffc0_0000;
@@ -119,11 +120,15 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &AcceptedExit) {
     assert_eq!(img.xcomp_bv(), 0);
     assert_eq!(img.xstate_bv() & !entry.xcr0, 0, "XSTATE_BV beyond XCR0");
     assert!(
-        img.0[528..576].iter().all(|&b| b == 0),
+        img.0[header::RESERVED..header::END].iter().all(|&b| b == 0),
         "XSAVE reserved bytes"
     );
     assert_eq!(img.0[28..32], old.0[28..32], "MXCSR_MASK is the guest's");
-    assert_eq!(img.0[464..512], old.0[464..512], "software-available bytes");
+    assert_eq!(
+        img.0[sw::START..sw::END],
+        old.0[sw::START..sw::END],
+        "software-available bytes"
+    );
     let size = ctx.xsave.size as usize;
     assert!(
         img.0[size..] == old.0[size..],
