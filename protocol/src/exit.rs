@@ -1,86 +1,55 @@
 //! The exit record on the wire: the reason code, flags and fields the executor writes.
 
+use crate::wire::wire_enum;
 use crate::MAX_CODE_PAGES;
 
-/// [`RawExit::reason`] values: the wire codes of `host_driver::ExitReason`'s variants.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RawReason {
-    /// Guest-visible page fault: `linear`, `access`, `error_code`.
-    PageFault = 1,
-    /// An access the executor cannot mirror (device memory, ROM, page 0): `linear`, `access`.
-    NeedsEmulation = 2,
-    /// #GP not otherwise classified: `error_code`.
-    GeneralProtection = 3,
-    /// #UD.
-    InvalidOpcode = 4,
-    /// #DE.
-    DivideError = 5,
-    /// #MF.
-    X87Exception = 6,
-    /// #XM.
-    SimdException = 7,
-    /// INT3.
-    Breakpoint = 8,
-    /// INT n: `vector`.
-    SoftwareInterrupt = 9,
-    /// INTO.
-    Overflow = 10,
-    /// SYSCALL (`vector` = 0) or SYSENTER (`vector` = 1).
-    SystemCall = 11,
-    /// RDTSC (`vector` = 0) or RDTSCP (`vector` = 1).
-    Rdtsc = 12,
-    /// HLT/CLI/STI/IN/OUT or another privileged instruction.
-    Privileged = 13,
-    /// Segment register load or far control transfer.
-    SegmentLoad = 14,
-    /// Any other exception: `vector`, `error_code` (flag bit 0: error code valid).
-    OtherException = 15,
-    /// The budget is spent.
-    BudgetExpired = 16,
-    /// The code-page log is full (the faulting write has not happened yet).
-    CodeLogFull = 17,
-    /// Guest code escaped compatibility mode: `vector` = escape kind, `detail` = address.
-    GuestEscape = 18,
-    /// The run made [`crate::LibArea::max_fills`] demand fills (the last faulting access is mirrored
-    /// now and has not happened yet).
-    FillLimit = 19,
-    /// A single-step trap: the instruction before `eip` ran with EFLAGS.TF set (native code
-    /// set it with POPF). The state is *after* that instruction, TF set; its #DB is pending.
-    SingleStep = 20,
-    /// CPUID, trapped with CPUID faulting (`ExecArea::cpuid_faulting`).
-    Cpuid = 21,
-}
-
-impl RawReason {
-    /// Decodes a raw value; `None` for unknown values.
-    pub fn from_u32(v: u32) -> Option<Self> {
-        use RawReason::*;
-        Some(match v {
-            1 => PageFault,
-            2 => NeedsEmulation,
-            3 => GeneralProtection,
-            4 => InvalidOpcode,
-            5 => DivideError,
-            6 => X87Exception,
-            7 => SimdException,
-            8 => Breakpoint,
-            9 => SoftwareInterrupt,
-            10 => Overflow,
-            11 => SystemCall,
-            12 => Rdtsc,
-            13 => Privileged,
-            14 => SegmentLoad,
-            15 => OtherException,
-            16 => BudgetExpired,
-            17 => CodeLogFull,
-            18 => GuestEscape,
-            19 => FillLimit,
-            20 => SingleStep,
-            21 => Cpuid,
-            _ => return None,
-        })
-    }
+wire_enum! {
+    /// [`RawExit::reason`] values: the wire codes of `host_driver::ExitReason`'s variants.
+    pub enum RawReason ("exit reason") {
+        /// Guest-visible page fault: `linear`, `access`, `error_code`.
+        PageFault = 1,
+        /// An access the executor cannot mirror (device memory, ROM, page 0): `linear`, `access`.
+        NeedsEmulation = 2,
+        /// #GP not otherwise classified: `error_code`.
+        GeneralProtection = 3,
+        /// #UD.
+        InvalidOpcode = 4,
+        /// #DE.
+        DivideError = 5,
+        /// #MF.
+        X87Exception = 6,
+        /// #XM.
+        SimdException = 7,
+        /// INT3.
+        Breakpoint = 8,
+        /// INT n: `vector`.
+        SoftwareInterrupt = 9,
+        /// INTO.
+        Overflow = 10,
+        /// SYSCALL (`vector` = 0) or SYSENTER (`vector` = 1).
+        SystemCall = 11,
+        /// RDTSC (`vector` = 0) or RDTSCP (`vector` = 1).
+        Rdtsc = 12,
+        /// HLT/CLI/STI/IN/OUT or another privileged instruction.
+        Privileged = 13,
+        /// Segment register load or far control transfer.
+        SegmentLoad = 14,
+        /// Any other exception: `vector`, `error_code` (flag bit 0: error code valid).
+        OtherException = 15,
+        /// The budget is spent.
+        BudgetExpired = 16,
+        /// The code-page log is full (the faulting write has not happened yet).
+        CodeLogFull = 17,
+        /// Guest code escaped compatibility mode: `vector` = escape kind, `detail` = address.
+        GuestEscape = 18,
+        /// The run made [`crate::LibArea::max_fills`] demand fills (the last faulting access is mirrored
+        /// now and has not happened yet).
+        FillLimit = 19,
+        /// A single-step trap: the instruction before `eip` ran with EFLAGS.TF set (native code
+        /// set it with POPF). The state is *after* that instruction, TF set; its #DB is pending.
+        SingleStep = 20,
+        /// CPUID, trapped with CPUID faulting (`ExecArea::cpuid_faulting`).
+        Cpuid = 21,    }
 }
 
 /// [`RawExit::flags`] bit: `error_code` is valid (OtherException).

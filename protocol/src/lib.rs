@@ -22,14 +22,18 @@ pub mod exit_code;
 pub mod region;
 pub mod selectors;
 pub mod state;
+mod wire;
 pub mod xsave;
 
 pub use exit::{
     access, escape, RawExit, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST, EXIT_HAS_ERROR_CODE,
 };
-pub use region::{cmd, req, status, ExecArea, LibArea, RamRange, RawCommand};
+pub use region::{
+    cmd, req, status, CommandKind, ExecArea, LibArea, RamRange, RawCommand, Request, Status,
+};
 pub use selectors::{guest_selector, native_selector, LDT_MIRROR_BASE, LDT_MIRROR_ENTRIES};
 pub use state::{gpr, seg, GuestState, Segment, SEG_NOT_INSTALLED};
+pub use wire::UnknownValue;
 pub use xsave::XsaveImage;
 
 #[cfg(test)]

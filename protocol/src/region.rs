@@ -1,5 +1,6 @@
 //! The two writer areas of the control region and what the library sends in a request.
 
+use crate::wire::wire_enum;
 use crate::{GuestState, RawExit, MAX_COMMANDS, MAX_RAM_RANGES, MSG_LEN};
 
 /// A plain-RAM range `[start, end)` of guest-physical memory.
@@ -12,16 +13,31 @@ pub struct RamRange {
     pub end: u64,
 }
 
-/// [`RawCommand::kind`] values.
+wire_enum! {
+    /// [`RawCommand::kind`] values.
+    pub enum CommandKind ("command kind") {
+        /// Drop every mirrored page.
+        FlushAll = 1,
+        /// Drop every mirrored page that is not global.
+        FlushNonGlobal = 2,
+        /// Drop the mirrored page of one linear address.
+        InvalidatePage = 3,
+        /// Write-protect every mirror of one guest-physical page.
+        WriteProtectPhys = 4,
+    }
+}
+
+/// [`CommandKind`] as the `u32`s the region carries (for the code that still matches on them).
 pub mod cmd {
-    /// Drop every mirrored page.
-    pub const FLUSH_ALL: u32 = 1;
-    /// Drop every mirrored page that is not global.
-    pub const FLUSH_NON_GLOBAL: u32 = 2;
-    /// Drop the mirrored page of one linear address.
-    pub const INVALIDATE_PAGE: u32 = 3;
-    /// Write-protect every mirror of one guest-physical page.
-    pub const WRITE_PROTECT_PHYS: u32 = 4;
+    use super::CommandKind;
+    /// [`CommandKind::FlushAll`].
+    pub const FLUSH_ALL: u32 = CommandKind::FlushAll as u32;
+    /// [`CommandKind::FlushNonGlobal`].
+    pub const FLUSH_NON_GLOBAL: u32 = CommandKind::FlushNonGlobal as u32;
+    /// [`CommandKind::InvalidatePage`].
+    pub const INVALIDATE_PAGE: u32 = CommandKind::InvalidatePage as u32;
+    /// [`CommandKind::WriteProtectPhys`].
+    pub const WRITE_PROTECT_PHYS: u32 = CommandKind::WriteProtectPhys as u32;
 }
 
 /// One MMU command in the request.
@@ -36,14 +52,27 @@ pub struct RawCommand {
     pub addr: u64,
 }
 
-/// [`LibArea::req_kind`] values.
+wire_enum! {
+    /// [`LibArea::req_kind`] values.
+    pub enum Request ("request kind") {
+        /// Apply the commands, then enter the guest.
+        Run = 1,
+        /// Apply the commands only.
+        Commands = 2,
+        /// Exit the executor.
+        Shutdown = 3,
+    }
+}
+
+/// [`Request`] as the `u32`s the region carries.
 pub mod req {
-    /// Apply the commands, then enter the guest.
-    pub const RUN: u32 = 1;
-    /// Apply the commands only.
-    pub const COMMANDS: u32 = 2;
-    /// Exit the executor.
-    pub const SHUTDOWN: u32 = 3;
+    use super::Request;
+    /// [`Request::Run`].
+    pub const RUN: u32 = Request::Run as u32;
+    /// [`Request::Commands`].
+    pub const COMMANDS: u32 = Request::Commands as u32;
+    /// [`Request::Shutdown`].
+    pub const SHUTDOWN: u32 = Request::Shutdown as u32;
 }
 
 /// The library-written part of the region. Read-only in the executor.
@@ -86,18 +115,35 @@ pub struct LibArea {
     pub state: GuestState,
 }
 
-/// [`ExecArea::status`] values.
+wire_enum! {
+    /// [`ExecArea::status`] values.
+    pub enum Status ("status") {
+        /// The executor is starting.
+        Starting = 0,
+        /// Setup finished; waiting for requests.
+        Ready = 1,
+        /// A run ended; `exit` and `state` are valid.
+        Exited = 2,
+        /// A command-only request was applied.
+        CommandsDone = 3,
+        /// Setup failed; `fail_code` and `msg` say why and the executor exits.
+        Failed = 4,
+    }
+}
+
+/// [`Status`] as the `u32`s the region carries.
 pub mod status {
-    /// The executor is starting.
-    pub const STARTING: u32 = 0;
-    /// Setup finished; waiting for requests.
-    pub const READY: u32 = 1;
-    /// A run ended; `exit` and `state` are valid.
-    pub const EXITED: u32 = 2;
-    /// A command-only request was applied.
-    pub const COMMANDS_DONE: u32 = 3;
-    /// Setup failed; `fail_code` and `msg` say why and the executor exits.
-    pub const FAILED: u32 = 4;
+    use super::Status;
+    /// [`Status::Starting`].
+    pub const STARTING: u32 = Status::Starting as u32;
+    /// [`Status::Ready`].
+    pub const READY: u32 = Status::Ready as u32;
+    /// [`Status::Exited`].
+    pub const EXITED: u32 = Status::Exited as u32;
+    /// [`Status::CommandsDone`].
+    pub const COMMANDS_DONE: u32 = Status::CommandsDone as u32;
+    /// [`Status::Failed`].
+    pub const FAILED: u32 = Status::Failed as u32;
 }
 
 /// The executor-written part of the region. Untrusted by the library.

@@ -9,7 +9,6 @@ use host_driver::{validate_entry, GuestState, Segment, XsaveImage, XsaveInfo};
 use plex86_accel::state::layouts;
 use plex86_protocol::xsave::{fx, header, sw, xfeature};
 use plex86_protocol::{seg, status, ExecArea, RawReason, LDT_MIRROR_ENTRIES};
-use std::sync::OnceLock;
 
 /// Bytes of the header (entry state, run context, honest exit) at the start of an input.
 pub const HEADER_LEN: usize = 192;
@@ -37,17 +36,10 @@ pub struct Setup {
     pub honest: ExecArea,
 }
 
-/// The exit reasons of the wire protocol, in numeric order: every value up to 255 that
-/// `RawReason::from_u32` decodes (the protocol keeps no list of them; once it does, take that).
-/// The honest record's reason is drawn from these, so a new reason is drawn without a change
-/// here.
+/// The exit reasons of the wire protocol, in numeric order (the protocol's own list). The
+/// honest record's reason is drawn from these, so a new reason is drawn without a change here.
 pub fn wire_reasons() -> &'static [RawReason] {
-    static REASONS: OnceLock<Vec<RawReason>> = OnceLock::new();
-    REASONS.get_or_init(|| {
-        (0..=u32::from(u8::MAX))
-            .filter_map(RawReason::from_u32)
-            .collect()
-    })
+    RawReason::ALL
 }
 
 fn segment(i: usize, r: &mut Reader<'_>) -> Segment {
