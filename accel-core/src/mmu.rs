@@ -13,8 +13,9 @@
 
 use host_driver::MmuCommand;
 
-/// More distinct INVLPGs than this between two runs are sent as one `FlushAll`. (A flush-all
-/// costs 150-300 µs with 1,000 pages mirrored, an invalidation ~1-3 µs each.)
+/// More distinct INVLPGs than this between two runs are sent as one `FlushAll`: about where
+/// the invalidations cost as much as a flush-all and the refills after it (docs/ARCHITECTURE.md,
+/// "Costs behind the constants").
 pub const MAX_INVALIDATIONS: usize = 128;
 
 /// Pending MMU commands.

@@ -8,7 +8,8 @@
 //!
 //! A native run costs a fixed exit + re-entry of about [`EXIT_REENTRY_NS`] of host time on the
 //! project's VMs (futex handover with polling, docs/ARCHITECTURE.md "Control-region
-//! protocol"), and the budget timer overshoots by 8-20 µs. An entry is declined
+//! protocol"), and the budget timer overshoots a little (figures: docs/ARCHITECTURE.md,
+//! "Costs behind the constants"). An entry is declined
 //! ([`Decline::NoBudget`]) when the budget is shorter than [`MIN_BUDGET_NS`], twice the round
 //! trip: below that, most of the slice would be spent entering and leaving, and the timer's
 //! overshoot would exceed the slice itself. In guest ticks that is `MIN_BUDGET_NS × ips / 1e9`
@@ -22,12 +23,11 @@
 //! run the next entry waits for Bochs to emulate [`BACKOFF_START_TICKS`] ticks, doubling with
 //! every further short run up to [`BACKOFF_MAX_TICKS`]; one longer run resets it. Demand
 //! fills are not guest work: the time the executor measured for them (its handler plus a fault
-//! round trip calibrated at start-up, 8-12 µs per fill here, more as the mirror's mappings grow)
-//! is subtracted. A short run without fills that the budget ended says nothing about the guest
+//! round trip calibrated at start-up, more as the mirror's mappings grow) is subtracted. A short run without fills that the budget ended says nothing about the guest
 //! code and neither arms nor resets. At the cap an
-//! entry is tried once per million ticks (about 4 ms of emulation at Bochs's ~240 MIPS), so a
-//! program that turns to compute is run natively again within milliseconds, and a program that
-//! never does pays one short run per 4 ms (well under 1%).
+//! entry is tried once per million ticks (milliseconds of emulation), so a program that turns
+//! to compute is run natively again within milliseconds, and a program that never does pays
+//! one short run per million ticks.
 //!
 //! A state the driver cannot run (an LDT selector, a conforming code segment, …) usually
 //! persists for a while, so such declines ask Bochs to emulate [`UNSUPPORTED_RETRY_NS`] worth of
@@ -36,22 +36,22 @@
 
 use bochs_ffi::raw;
 
-/// Measured host cost of one exit plus re-entry (2-vCPU EPYC VMs, a free core per process).
+/// Host cost of one exit plus re-entry, as measured (docs/ARCHITECTURE.md, "Costs behind the
+/// constants").
 pub const EXIT_REENTRY_NS: u64 = 7_000;
 /// Shortest budget worth an entry: twice the exit + re-entry cost.
 pub const MIN_BUDGET_NS: u64 = 2 * EXIT_REENTRY_NS;
 /// Native runs shorter than this (host time, entry and exit included, demand fills excluded)
-/// count as not paying off. A run that does nothing but enter and exit takes 8-16 µs here
-/// (measured with the run-length histogram of the statistics).
+/// count as not paying off: a few times what a run that only enters and exits takes.
 pub const SHORT_RUN_NS: u64 = 32_000;
 /// What a demand fill costs beyond the time the executor reports for it (handler entry and the
-/// return to compatibility mode, which its calibration cannot see): 0-1.0 µs per fill in
-/// host-driver's benchmark (`cargo bench -p host-driver -- --summary-only`), 0.5-3 µs in
-/// bench-pagefault's read pass (guest work included).
+/// return to compatibility mode, which its calibration cannot see), an upper estimate from
+/// host-driver's benchmark and bench-pagefault (docs/ARCHITECTURE.md, "Costs behind the
+/// constants").
 pub const UNTIMED_FILL_NS: u64 = 1_500;
 /// A run ends after this many demand fills (host-driver's `max_fills_per_run`). A loop that
 /// touches each page a few times, like a checksum over fresh memory, would otherwise stay native
-/// paying ~8 µs per page where Bochs needs well under 1 µs; ending the run lets the back-off
+/// paying many times per page what Bochs needs; ending the run lets the back-off
 /// judge it (a run of mostly fills is short once fills are subtracted).
 pub const MAX_FILLS_PER_RUN: u32 = 64;
 /// First back-off distance after a short run, in guest ticks.

@@ -2,10 +2,10 @@
 //! `prealloc=1`), on a thread of its own so that Bochs boots meanwhile.
 //!
 //! Guest RAM is a memfd, shared with the executor. Bochs's first write to a memfd page costs
-//! ~2.4 µs here against ~1.6 µs for the anonymous memory of a plain Bochs build, which made a
-//! guest touching fresh memory (bench-pagefault) 5-10% slower than plain Bochs even with no
-//! native run at all. A page allocated in advance only needs its page-table entry (~1.1 µs).
-//! The price is that all of guest RAM is resident from the start.
+//! more than to the anonymous memory of a plain Bochs build, which made a guest touching fresh
+//! memory (bench-pagefault) slower than plain Bochs even with no native run at all; a page
+//! allocated in advance only needs its page-table entry (figures: docs/ARCHITECTURE.md, "Costs
+//! behind the constants"). The price is that all of guest RAM is resident from the start.
 //!
 //! The thread never calls into Bochs (its logger is not thread-safe): the accelerator asks
 //! [`Prealloc::outcome`] from Bochs's thread and logs what it gets.
