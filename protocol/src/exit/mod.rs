@@ -1,10 +1,13 @@
-//! The exit record on the wire: the reason code, flags and fields the executor writes.
+//! The exit record: on the wire ([`RawExit`], [`RawReason`], flags) and decoded ([`ExitReason`]).
 
 use crate::wire::wire_enum;
 use crate::MAX_CODE_PAGES;
 
+mod reason;
+pub use reason::{EscapeKind, ExitReason, SyscallInstruction};
+
 wire_enum! {
-    /// [`RawExit::reason`] values: the wire codes of `host_driver::ExitReason`'s variants.
+    /// [`RawExit::reason`] values: the wire codes of [`ExitReason`]'s variants.
     pub enum RawReason ("exit reason") {
         /// Guest-visible page fault: `linear`, `access`, `error_code`.
         PageFault = 1,
