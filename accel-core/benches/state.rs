@@ -8,11 +8,12 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use host_driver::{DriverError, Exit, GuestState, MmuCommand, XsaveInfo};
 use plex86_accel::ffi::{plex86_accel_init, plex86_accel_run, plex86_accel_shutdown};
-use plex86_accel::state::{self, layouts, sample_state};
+use plex86_accel::state;
 use plex86_accel::{log::Logger, AccelOps, Accelerator, Backend, Config, CpuState, RunOutcome};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
+use test_support::guest_state::{layouts, sample_state};
 
 /// A backend that is never entered (declines stop before it).
 struct Idle;

@@ -120,8 +120,8 @@ impl Drop for NullAccel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::sample_state;
     use bochs_ffi::raw;
+    use test_support::guest_state::sample_state;
 
     const DISABLED: u32 = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_DISABLED;
     const EVENT_PENDING: u32 = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_EVENT_PENDING;

@@ -1,12 +1,14 @@
 //! What the tests and benchmarks of host-driver and accel-core share, kept out of the product:
 //! the executor binary's path, the host's /proc/cpuinfo as an oracle, a guest fixture over
-//! synthetic page tables ([`vm`]), and the host yardsticks of the benchmarks ([`calibration`]).
+//! synthetic page tables ([`vm`]), sample Bochs states and host XSAVE layouts
+//! ([`guest_state`]), and the host yardsticks of the benchmarks ([`calibration`]).
 //! A dev-dependency only (`ci/check-crate-graph`); used from `tests/` and `benches/`, never
 //! from unit tests of the crates it depends on (they would see two copies of their own types).
 
 pub mod calibration;
 pub mod cpuinfo;
 mod executor_bin;
+pub mod guest_state;
 pub mod vm;
 
 pub use executor_bin::executor_path;

@@ -1,5 +1,6 @@
-use super::layouts::{AMD, AVX_ONLY, INTEL};
 use super::*;
+use test_support::guest_state::layouts::{AMD, AVX_ONLY, INTEL};
+use test_support::guest_state::sample_state;
 
 fn bytes_eq(a: &CpuState, b: &CpuState) -> bool {
     format!("{a:?}") == format!("{b:?}")

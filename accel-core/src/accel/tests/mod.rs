@@ -9,12 +9,12 @@ mod reporting;
 use super::*;
 use crate::decode::tests::setup as paging_setup;
 use crate::log::Level;
-use crate::state::{layouts, sample_state};
 use bochs_ffi::raw;
 use host_driver::{DeathCause, DriverError, EscapeKind, Exit, ExitReason, SyscallInstruction};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use test_support::guest_state::{layouts, sample_state};
 
 const IPS: u64 = 60_000_000;
 const RAM: u64 = 16 << 20;

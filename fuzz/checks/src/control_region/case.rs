@@ -6,9 +6,9 @@ use host_driver::fuzzing::{
     exec_area_bytes, exec_area_from_bytes, native_selector, RunContext, EXEC_AREA_SIZE,
 };
 use host_driver::{validate_entry, GuestState, Segment, XsaveImage, XsaveInfo};
-use plex86_accel::state::layouts;
 use plex86_protocol::xsave::{fx, header, sw, xfeature};
 use plex86_protocol::{seg, status, ExecArea, RawReason, LDT_MIRROR_ENTRIES};
+use test_support::guest_state::layouts;
 
 /// Bytes of the header (entry state, run context, honest exit) at the start of an input.
 pub const HEADER_LEN: usize = 192;
