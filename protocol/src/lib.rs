@@ -26,8 +26,8 @@ mod wire;
 pub mod xsave;
 
 pub use exit::{
-    access, escape, EscapeKind, ExitReason, RawExit, RawReason, SyscallInstruction,
-    EXIT_ECX_CLOBBERED, EXIT_EIP_LOST, EXIT_HAS_ERROR_CODE,
+    access, escape, CodeLog, CodeLogFull, EscapeKind, ExitReason, ExitRecord, RawExit, RawReason,
+    SyscallInstruction, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST, EXIT_HAS_ERROR_CODE,
 };
 pub use region::{
     cmd, req, status, CommandKind, ExecArea, LibArea, RamRange, RawCommand, Request, Status,

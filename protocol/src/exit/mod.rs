@@ -4,7 +4,9 @@ use crate::wire::wire_enum;
 use crate::MAX_CODE_PAGES;
 
 mod reason;
+mod record;
 pub use reason::{EscapeKind, ExitReason, SyscallInstruction};
+pub use record::{CodeLog, CodeLogFull, ExitRecord};
 
 wire_enum! {
     /// [`RawExit::reason`] values: the wire codes of [`ExitReason`]'s variants.
