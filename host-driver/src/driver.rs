@@ -437,11 +437,18 @@ impl Executor {
         self.run_may_have_executed
     }
 
+    /// Whether the executor is asleep waiting for a request (it has stopped polling for one).
+    /// For tests that must stop or kill it exactly then.
+    #[doc(hidden)]
+    pub fn asleep_waiting_for_request(&self) -> bool {
+        self.region.atomic_u32(EXEC_SLEEPING).load(Ordering::SeqCst) != 0
+    }
+
     /// Whether the executor has ended (died, or killed by the library) while asleep waiting
     /// for a request: it sets `exec_sleeping` before sleeping and clears it before it acts on
     /// a request, so a dead executor that left it set never took the last one.
     fn ended_waiting_for_request(&self) -> bool {
-        self.child.is_none() && self.region.atomic_u32(EXEC_SLEEPING).load(Ordering::SeqCst) != 0
+        self.child.is_none() && self.asleep_waiting_for_request()
     }
 
     fn write_commands(&mut self, cmds: &[MmuCommand]) {
