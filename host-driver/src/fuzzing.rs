@@ -6,8 +6,8 @@
 //! response (the executor is killed when it fails). The other pure pieces the fuzz targets
 //! exercise are public anyway: `guest_paging::walk` and `plex86_executor::decode::classify_gp`.
 
-use crate::driver::{check_exit, ExitExpectation};
 use crate::protocol::ExecArea;
+use crate::validate::{check_exit, ExitExpectation};
 use crate::{DriverError, ExitReason, GuestState, XsaveInfo};
 use std::time::Duration;
 

@@ -1,0 +1,143 @@
+use super::exit::validate_exit_state;
+use super::*;
+use crate::error::DriverError;
+use crate::exit::{decode_reason, ExitReason};
+use crate::protocol::{
+    self, native_selector, seg, status, ExecArea, GuestState, Segment, SEG_NOT_INSTALLED,
+};
+use crate::XsaveInfo;
+
+fn state() -> GuestState {
+    let mut s = GuestState::default();
+    s.segs[seg::CS] = Segment::flat_code(0x1b);
+    for i in [seg::ES, seg::SS, seg::DS] {
+        s.segs[i] = Segment::flat_data(0x23);
+    }
+    s
+}
+const XS: XsaveInfo = XsaveInfo {
+    size: 2688,
+    features: 0xe7,
+    components: [(0, 0); 8],
+};
+
+#[test]
+fn entry_validation() {
+    assert!(validate_entry(&state(), XS).is_ok());
+    let bad = |f: &dyn Fn(&mut GuestState)| {
+        let mut s = state();
+        f(&mut s);
+        assert!(matches!(
+            validate_entry(&s, XS),
+            Err(DriverError::UnsupportedState(_))
+        ));
+    };
+    bad(&|s| s.eflags = 0x002); // IF clear
+    bad(&|s| s.eflags = 0x3202); // IOPL 3
+    bad(&|s| s.eflags = 0x302); // TF
+    bad(&|s| s.segs[seg::CS].selector = 0x18); // RPL 0
+    bad(&|s| s.segs[seg::CS] = Segment::flat_data(0x1b)); // data as CS
+    bad(&|s| s.segs[seg::DS].selector = 0x27); // LDT selector
+    bad(&|s| s.segs[seg::SS] = Segment::null(0));
+    bad(&|s| s.segs[seg::DS].base = 0x1000); // same index as ES/SS, other descriptor
+    bad(&|s| s.segs[seg::FS].flags = 1);
+    bad(&|s| s.xcr0 = 0x207);
+    bad(&|s| s.xcr0 = 0x27); // part of AVX-512
+    bad(&|s| s.cr0 = 0);
+}
+
+#[test]
+fn single_step_exits_need_tf() {
+    let entry = state();
+    let mut area: ExecArea = crate::sys::Pod::zeroed();
+    area.status = status::EXITED;
+    area.resp_seq = 7;
+    area.exit.reason = protocol::RawReason::SingleStep as u32;
+    area.state = entry;
+    for (i, s) in area.state.segs.iter_mut().enumerate() {
+        s.selector = native_selector(entry.segs[i].selector);
+    }
+    let expected = ExitExpectation {
+        seq: 7,
+        budget_ns: 1_000_000,
+        ram_size: 1 << 20,
+        xsave: XS,
+    };
+    area.state.eflags = 0x202;
+    assert!(check_exit(&entry, &area, &expected).is_err(), "TF clear");
+    area.state.eflags = 0x302;
+    let c = check_exit(&entry, &area, &expected).unwrap();
+    assert_eq!(c.reason, ExitReason::SingleStep);
+    assert_eq!(c.state.unwrap().eflags, 0x302);
+}
+
+#[test]
+fn exit_validation_rejects_corruption() {
+    let entry = state();
+    let mut got = entry;
+    for (i, s) in got.segs.iter_mut().enumerate() {
+        s.selector = native_selector(entry.segs[i].selector);
+    }
+    let valid = |g: &GuestState| validate_exit_state(&entry, g, XS).unwrap();
+    assert_eq!(valid(&got).segs, entry.segs);
+    // Another mirror selector (the guest's CS selector as data): reloaded by the emulator.
+    let mut g = got;
+    g.segs[seg::DS].selector = native_selector(entry.segs[seg::CS].selector);
+    let s = valid(&g);
+    assert_eq!(
+        (s.segs[seg::DS].selector, s.segs[seg::DS].flags),
+        (entry.segs[seg::CS].selector, SEG_NOT_INSTALLED)
+    );
+    let mut g = got;
+    g.segs[seg::FS].selector = 0; // a null selector
+    assert_eq!(valid(&g).segs[seg::FS].selector, 0);
+    // GDT selector values loaded natively (they resolved in the host's GDT): passed on as
+    // they are, for the emulator to reload from the guest's GDT.
+    for (i, host) in [
+        (seg::DS, 0x2b),
+        (seg::SS, 0x2b),
+        (seg::CS, 0x23),
+        (seg::GS, 0x33),
+    ] {
+        let mut g = got;
+        g.segs[i].selector = host;
+        let s = valid(&g);
+        assert_eq!(
+            (s.segs[i].selector, s.segs[i].flags),
+            (host, SEG_NOT_INSTALLED),
+            "{}",
+            seg::NAMES[i]
+        );
+    }
+    // LDT selectors outside the mirror cannot load natively: a corrupted record.
+    let mut g = got;
+    g.segs[seg::ES].selector = 0x7f;
+    assert!(validate_exit_state(&entry, &g, XS).is_err());
+    for (i, bad) in [(seg::SS, 0x28), (seg::SS, 0), (seg::CS, 0x20), (seg::CS, 3)] {
+        let mut g = got;
+        g.segs[i].selector = bad;
+        assert!(
+            validate_exit_state(&entry, &g, XS).is_err(),
+            "{} = {bad:#x} accepted",
+            seg::NAMES[i]
+        );
+    }
+    let mut g = got;
+    g.segs[seg::DS].base = 5;
+    assert!(validate_exit_state(&entry, &g, XS).is_err());
+    let mut g = got;
+    g.eflags |= 1 << 17; // VM
+    assert!(validate_exit_state(&entry, &g, XS).is_err());
+    let mut g = got;
+    g.xsave.set_u64_at(512, 0xe7); // beyond the guest's XCR0 (3)
+    assert!(validate_exit_state(&entry, &g, XS).is_err());
+    let mut raw = protocol::RawExit::ZERO;
+    raw.reason = 99;
+    assert!(decode_reason(&raw).is_err());
+    raw.reason = protocol::RawReason::PageFault as u32;
+    raw.error_code = 0x100;
+    assert!(decode_reason(&raw).is_err());
+    raw.reason = protocol::RawReason::OtherException as u32;
+    raw.vector = 40;
+    assert!(decode_reason(&raw).is_err());
+}
