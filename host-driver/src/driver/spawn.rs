@@ -12,7 +12,7 @@ use crate::sys::{self, SharedMapping};
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Name of the executor binary.
@@ -161,50 +161,11 @@ pub(super) fn death_cause(st: std::process::ExitStatus) -> DeathCause {
 impl Executor {
     /// Spawns the executor and waits until its sandbox is in place.
     pub fn spawn(config: ExecutorConfig<'_>) -> Result<Executor, DriverError> {
-        let invalid = |m: String| Err(DriverError::InvalidConfig(m));
-        if config.ram_size == 0 || config.ram_size % 4096 != 0 {
-            return invalid(format!(
-                "ram_size {:#x} is not a positive multiple of 4 KiB",
-                config.ram_size
-            ));
-        }
-        if sys::file_size(config.ram_fd)? < config.ram_size {
-            return invalid("ram_fd is smaller than ram_size".into());
-        }
-        if config.ram_map.len() > MAX_RAM_RANGES {
-            return invalid(format!("more than {MAX_RAM_RANGES} RAM ranges"));
-        }
-        for r in &config.ram_map {
-            if r.start % 4096 != 0
-                || r.end % 4096 != 0
-                || r.start > r.end
-                || r.end > config.ram_size
-            {
-                return invalid(format!("bad RAM range {:#x}..{:#x}", r.start, r.end));
-            }
-        }
+        check_config(&config)?;
         let path = locate_executor(&config)?;
         let control_fd = sys::memfd(c"plex86-control", REGION_SIZE as u64)?;
         let region = SharedMapping::new(control_fd.as_fd(), REGION_SIZE, 0)?;
-        let mut lib: LibArea = sys::Pod::zeroed();
-        lib.magic = protocol::MAGIC;
-        lib.version = protocol::VERSION;
-        lib.library_pid = std::process::id();
-        lib.ram_size = config.ram_size;
-        lib.n_ram_ranges = config.ram_map.len() as u32;
-        for (d, r) in lib.ram_ranges.iter_mut().zip(&config.ram_map) {
-            *d = RamRange {
-                start: r.start,
-                end: r.end,
-            };
-        }
-        lib.budget_clock = match config.budget_clock {
-            BudgetClock::Monotonic => 0,
-            BudgetClock::ThreadCpuTime => 1,
-        };
-        lib.spin = config.spin;
-        lib.max_fills = config.max_fills_per_run;
-        region.write_pod(0, &lib);
+        region.write_pod(0, &lib_header(&config));
         let child = sys::spawn_executor(&path, config.ram_fd, control_fd.as_fd(), &[])
             .map_err(|e| DriverError::CannotStart(format!("{}: {e}", path.display())))?;
         let mut exe = Executor {
@@ -224,57 +185,121 @@ impl Executor {
             code_pages: Vec::with_capacity(MAX_CODE_PAGES),
             run_may_have_executed: false,
         };
-        match exe.wait_response(1, Some(config.startup_timeout)) {
-            Ok(()) => {}
+        exe.await_ready(&path, config.startup_timeout)?;
+        let area: ExecArea = exe.region.read_pod(EXEC_AREA_OFFSET);
+        match accept_ready(&area) {
+            Ok((xsave, cpuid_faulting)) => {
+                exe.xsave = xsave;
+                exe.cpuid_faulting = cpuid_faulting;
+                Ok(exe)
+            }
+            Err(e) => {
+                exe.kill();
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the executor's first response: its setup finished (or failed with a message).
+    fn await_ready(&mut self, path: &Path, timeout: Duration) -> Result<(), DriverError> {
+        match self.wait_response(1, Some(timeout)) {
+            Ok(()) => Ok(()),
             // Not our executor (another program, a script, a build of another protocol
             // version that refused the control region...): say which binary it was.
-            Err(DriverError::ExecutorDied(cause)) => {
-                return Err(DriverError::CannotStart(format!(
-                    "{} ended before it was ready ({cause}): is it a {EXECUTOR_NAME} of protocol version {}?",
-                    path.display(),
-                    protocol::VERSION
-                )))
-            }
-            Err(e) => return Err(e),
+            Err(DriverError::ExecutorDied(cause)) => Err(DriverError::CannotStart(format!(
+                "{} ended before it was ready ({cause}): is it a {EXECUTOR_NAME} of protocol version {}?",
+                path.display(),
+                protocol::VERSION
+            ))),
+            Err(e) => Err(e),
         }
-        let area: ExecArea = exe.region.read_pod(EXEC_AREA_OFFSET);
-        match area.status {
-            status::READY => {}
-            status::FAILED => {
-                let n = (area.msg_len as usize).min(area.msg.len());
-                let message = String::from_utf8_lossy(&area.msg[..n]).into_owned();
-                exe.kill();
-                return Err(DriverError::SetupFailed {
-                    code: area.fail_code as i32,
-                    message,
-                });
-            }
-            s => return Err(exe.corrupted(format!("status {s} after setup"))),
-        }
-        let size = area.xsave_size;
-        if !(576..=protocol::XSAVE_AREA_SIZE as u32).contains(&size) || area.xsave_features & 3 != 3
-        {
-            return Err(exe.corrupted(format!(
-                "xsave size {size} / features {:#x}",
-                area.xsave_features
-            )));
-        }
-        exe.xsave = XsaveInfo::from_host(size, area.xsave_features);
-        exe.cpuid_faulting = match area.cpuid_faulting {
-            0 => false,
-            1 => true,
-            v => return Err(exe.corrupted(format!("cpuid_faulting {v}"))),
-        };
-        if exe
-            .xsave
-            .components
-            .iter()
-            .any(|&(o, s)| o as usize + s as usize > size as usize)
-        {
-            return Err(exe.corrupted(format!("xsave size {size} smaller than the host layout")));
-        }
-        Ok(exe)
     }
+}
+
+/// Refuses a configuration the executor could not mirror guest RAM with.
+fn check_config(config: &ExecutorConfig<'_>) -> Result<(), DriverError> {
+    let invalid = |m: String| Err(DriverError::InvalidConfig(m));
+    if config.ram_size == 0 || config.ram_size % 4096 != 0 {
+        return invalid(format!(
+            "ram_size {:#x} is not a positive multiple of 4 KiB",
+            config.ram_size
+        ));
+    }
+    if sys::file_size(config.ram_fd)? < config.ram_size {
+        return invalid("ram_fd is smaller than ram_size".into());
+    }
+    if config.ram_map.len() > MAX_RAM_RANGES {
+        return invalid(format!("more than {MAX_RAM_RANGES} RAM ranges"));
+    }
+    for r in &config.ram_map {
+        if r.start % 4096 != 0 || r.end % 4096 != 0 || r.start > r.end || r.end > config.ram_size {
+            return invalid(format!("bad RAM range {:#x}..{:#x}", r.start, r.end));
+        }
+    }
+    Ok(())
+}
+
+/// The library-written header of the control region: what the executor reads at start.
+fn lib_header(config: &ExecutorConfig<'_>) -> LibArea {
+    let mut lib: LibArea = sys::Pod::zeroed();
+    lib.magic = protocol::MAGIC;
+    lib.version = protocol::VERSION;
+    lib.library_pid = std::process::id();
+    lib.ram_size = config.ram_size;
+    lib.n_ram_ranges = config.ram_map.len() as u32;
+    for (d, r) in lib.ram_ranges.iter_mut().zip(&config.ram_map) {
+        *d = RamRange {
+            start: r.start,
+            end: r.end,
+        };
+    }
+    lib.budget_clock = match config.budget_clock {
+        BudgetClock::Monotonic => 0,
+        BudgetClock::ThreadCpuTime => 1,
+    };
+    lib.spin = config.spin;
+    lib.max_fills = config.max_fills_per_run;
+    lib
+}
+
+/// Checks the executor's report after setup: its XSAVE layout and whether CPUID faults. A
+/// setup failure is [`DriverError::SetupFailed`] with the executor's message; anything an
+/// honest executor cannot report is [`DriverError::CorruptedSharedMemory`] (the caller kills
+/// the executor either way).
+fn accept_ready(area: &ExecArea) -> Result<(XsaveInfo, bool), DriverError> {
+    let corrupted = |m: String| Err(DriverError::CorruptedSharedMemory(m));
+    match area.status {
+        status::READY => {}
+        status::FAILED => {
+            let n = (area.msg_len as usize).min(area.msg.len());
+            return Err(DriverError::SetupFailed {
+                code: area.fail_code as i32,
+                message: String::from_utf8_lossy(&area.msg[..n]).into_owned(),
+            });
+        }
+        s => return corrupted(format!("status {s} after setup")),
+    }
+    let size = area.xsave_size;
+    if !(576..=protocol::XSAVE_AREA_SIZE as u32).contains(&size) || area.xsave_features & 3 != 3 {
+        return corrupted(format!(
+            "xsave size {size} / features {:#x}",
+            area.xsave_features
+        ));
+    }
+    let xsave = XsaveInfo::from_host(size, area.xsave_features);
+    let cpuid_faulting = match area.cpuid_faulting {
+        0 => false,
+        1 => true,
+        v => return corrupted(format!("cpuid_faulting {v}")),
+    };
+    if xsave
+        .components
+        .iter()
+        .any(|&(o, s)| o as usize + s as usize > size as usize)
+    {
+        return corrupted(format!("xsave size {size} smaller than the host layout"));
+    }
+    Ok((xsave, cpuid_faulting))
 }
 
 #[cfg(test)]
@@ -305,5 +330,60 @@ mod tests {
             DriverError::ExecutorDied(DeathCause::SeccompViolation)
         )
         .contains("seccomp violation"));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let ram = crate::GuestRam::new(1 << 20).unwrap();
+        let refused = |f: &dyn Fn(&mut ExecutorConfig<'_>), want: &str| {
+            let mut cfg = ExecutorConfig::new(ram.fd(), 1 << 20);
+            f(&mut cfg);
+            match check_config(&cfg) {
+                Err(DriverError::InvalidConfig(m)) => assert!(m.contains(want), "{m}"),
+                other => panic!("{want}: got {other:?}"),
+            }
+        };
+        assert!(check_config(&ExecutorConfig::new(ram.fd(), 1 << 20)).is_ok());
+        refused(&|c| c.ram_size = 0, "positive multiple of 4 KiB");
+        refused(&|c| c.ram_size = 4097, "positive multiple of 4 KiB");
+        refused(&|c| c.ram_size = 2 << 20, "smaller than ram_size");
+        refused(
+            &|c| c.ram_map = vec![0..4096; MAX_RAM_RANGES + 1],
+            "RAM ranges",
+        );
+        for (start, end) in [(4096, 0), (0, 2 << 20), (0, 100)] {
+            refused(&|c| c.ram_map = vec![Range { start, end }], "bad RAM range");
+        }
+    }
+
+    #[test]
+    fn ready_reports_are_checked() {
+        let mut area: ExecArea = sys::Pod::zeroed();
+        area.status = status::READY;
+        area.xsave_size = 576;
+        area.xsave_features = 3;
+        let (xs, faulting) = accept_ready(&area).unwrap();
+        assert_eq!((xs.size, xs.features, faulting), (576, 3, false));
+        let corrupted = |f: &dyn Fn(&mut ExecArea), want: &str| {
+            let mut a = area;
+            f(&mut a);
+            match accept_ready(&a) {
+                Err(DriverError::CorruptedSharedMemory(m)) => assert!(m.contains(want), "{m}"),
+                other => panic!("{want}: got {other:?}"),
+            }
+        };
+        corrupted(&|a| a.status = status::EXITED, "after setup");
+        corrupted(&|a| a.xsave_size = 512, "xsave size");
+        corrupted(&|a| a.xsave_features = 1, "features");
+        corrupted(&|a| a.cpuid_faulting = 2, "cpuid_faulting 2");
+        let mut failed = area;
+        failed.status = status::FAILED;
+        failed.fail_code = 12;
+        failed.msg[..4].copy_from_slice(b"oops");
+        failed.msg_len = 4;
+        match accept_ready(&failed) {
+            Err(DriverError::SetupFailed { code: 12, message }) => assert_eq!(message, "oops"),
+            other => panic!("got {other:?}"),
+        }
     }
 }

@@ -3,7 +3,8 @@ use super::*;
 use crate::error::DriverError;
 use crate::exit::{decode_reason, ExitReason};
 use crate::protocol::{
-    self, native_selector, seg, status, ExecArea, GuestState, Segment, SEG_NOT_INSTALLED,
+    self, native_selector, seg, status, ExecArea, GuestState, Segment, LDT_MIRROR_ENTRIES,
+    SEG_NOT_INSTALLED,
 };
 use crate::XsaveInfo;
 
@@ -44,6 +45,99 @@ fn entry_validation() {
     bad(&|s| s.xcr0 = 0x207);
     bad(&|s| s.xcr0 = 0x27); // part of AVX-512
     bad(&|s| s.cr0 = 0);
+}
+
+/// Each rule's message, as callers (accel-core's decline log, tests/faults/run) see it.
+#[test]
+fn entry_rules_name_what_they_refuse() {
+    let refused = |f: &dyn Fn(&mut GuestState), want: &str| {
+        let mut s = state();
+        f(&mut s);
+        match validate_entry(&s, XS) {
+            Err(DriverError::UnsupportedState(m)) => assert_eq!(m, want),
+            other => panic!("{want}: got {other:?}"),
+        }
+    };
+    refused(
+        &|s| s.eflags = 0x200,
+        "EFLAGS 0x200 has reserved bits wrong",
+    );
+    refused(
+        &|s| s.eflags = 0x2,
+        "EFLAGS 0x2: need IF=1, IOPL=0, TF/NT/RF/VM/VIF/VIP=0",
+    );
+    refused(&|s| s.cr0 = 0, "CR0.PE is clear");
+    refused(&|s| s.reserved[1] = 1, "reserved fields are not zero");
+    refused(
+        &|s| s.segs[seg::FS].flags = 1,
+        "FS: flags must be 0 on entry",
+    );
+    refused(
+        &|s| s.segs[seg::DS].selector = 0x27,
+        "DS: LDT selector 0x27 (guest LDTs are not mirrored)",
+    );
+    let beyond = (LDT_MIRROR_ENTRIES << 3) | 3;
+    refused(
+        &|s| s.segs[seg::ES] = Segment::flat_data(beyond),
+        &format!(
+            "ES: GDT selector {beyond:#x} beyond the {LDT_MIRROR_ENTRIES} mirrored GDT entries"
+        ),
+    );
+    refused(
+        &|s| s.segs[seg::CS].attr |= 4,
+        "CS is a conforming code segment (modify_ldt refuses them)",
+    );
+    refused(&|s| s.segs[seg::CS].attr &= !0x60, "CS DPL is not 3");
+    refused(
+        &|s| s.segs[seg::SS] = Segment::null(0),
+        "SS 0x0/0x0 is not a writable DPL 3 data segment",
+    );
+    refused(
+        &|s| {
+            s.segs[seg::GS] = Segment::flat_code(0x2b);
+            s.segs[seg::GS].attr |= 4;
+        },
+        "GS holds a conforming code segment (modify_ldt refuses them)",
+    );
+    refused(
+        &|s| {
+            s.segs[seg::GS] = Segment::flat_data(0x2b);
+            s.segs[seg::GS].attr &= !0x80;
+        },
+        &format!(
+            "GS 0x2b/{:#x} cannot be mirrored",
+            Segment::flat_data(0x2b).attr & !0x80
+        ),
+    );
+    refused(
+        &|s| {
+            s.segs[seg::FS] = Segment::flat_data(0x2b);
+            s.segs[seg::FS].limit = 0x10_0000;
+        },
+        "FS: limit or attribute bits out of range",
+    );
+    refused(
+        &|s| s.segs[seg::DS].base = 0x1000,
+        "DS shares a GDT index with another register but not its descriptor",
+    );
+    refused(
+        &|s| s.xcr0 = 0x207,
+        "XCR0 0x207 not a subset of host features 0xe7",
+    );
+    refused(&|s| s.xcr0 = 0x5, "XCR0 enables AVX without SSE");
+    refused(&|s| s.xcr0 = 0x27, "XCR0 enables part of AVX-512");
+    refused(
+        &|s| s.xsave.set_u64_at(512, 0x7),
+        "XSAVE header: XCOMP_BV must be 0 and XSTATE_BV within XCR0",
+    );
+    refused(
+        &|s| s.xsave.0[540] = 1,
+        "XSAVE header reserved bytes are not zero",
+    );
+    let mut s = state();
+    s.xsave.0[27] = 1;
+    let want = format!("MXCSR {:#x} has reserved bits set", s.xsave.mxcsr());
+    refused(&|s| s.xsave.0[27] = 1, &want);
 }
 
 #[test]
