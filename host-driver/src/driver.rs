@@ -14,7 +14,7 @@ use crate::protocol::{
     cmd, req, status, ExecArea, GuestState, LibArea, RawCommand, EXEC_AREA_OFFSET, MAX_COMMANDS,
 };
 use crate::sys::SharedMapping;
-use crate::validate::{check_exit, validate_entry, ExitExpectation};
+use crate::validate::{check_exit, validate_entry, RunContext};
 use std::mem::offset_of;
 use std::os::fd::OwnedFd;
 use std::process::Child;
@@ -158,13 +158,13 @@ impl Executor {
         area: &ExecArea,
         budget_ns: u64,
     ) -> Result<Exit<'_>, DriverError> {
-        let expected = ExitExpectation {
+        let ctx = RunContext {
             seq: self.seq,
             budget_ns,
             ram_size: self.ram_size,
             xsave: self.xsave,
         };
-        let checked = match check_exit(state, area, &expected) {
+        let checked = match check_exit(state, area, &ctx) {
             Ok(c) => c,
             Err(e) => return Err(self.corrupted(e)),
         };

@@ -24,6 +24,7 @@
 mod driver;
 mod error;
 mod exit;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub use plex86_protocol as protocol;
 mod sys;

@@ -10,16 +10,17 @@ use crate::protocol::{
 use crate::XsaveInfo;
 use std::time::Duration;
 
-/// What the library expects of the executor's response to a run ([`check_exit`]).
+/// What the library knows when a run's response arrives: what [`check_exit`] holds the
+/// executor's response to.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ExitExpectation {
-    /// The request's sequence number.
+pub struct RunContext {
+    /// Sequence number of the run request.
     pub seq: u32,
-    /// The run's budget.
+    /// The run's budget in nanoseconds.
     pub budget_ns: u64,
-    /// Size of guest RAM.
+    /// Size of guest RAM in bytes.
     pub ram_size: u64,
-    /// The XSAVE layout the executor transfers.
+    /// The XSAVE layout of the host (what the executor reported at start).
     pub xsave: XsaveInfo,
 }
 
@@ -43,17 +44,17 @@ pub(crate) struct CheckedExit {
 pub(crate) fn check_exit(
     entry: &GuestState,
     area: &ExecArea,
-    expected: &ExitExpectation,
+    ctx: &RunContext,
 ) -> Result<CheckedExit, String> {
     if area.status != status::EXITED {
         return Err(format!("status {} after a run", area.status));
     }
-    if area.resp_seq != expected.seq {
-        return Err(format!("sequence {} != {}", area.resp_seq, expected.seq));
+    if area.resp_seq != ctx.seq {
+        return Err(format!("sequence {} != {}", area.resp_seq, ctx.seq));
     }
     let raw = &area.exit;
     let reason = decode_reason(raw)?;
-    if raw.native_ns > expected.budget_ns.saturating_add(600_000_000_000) {
+    if raw.native_ns > ctx.budget_ns.saturating_add(600_000_000_000) {
         return Err(format!("native time {} ns", raw.native_ns));
     }
     let native_time = Duration::from_nanos(raw.native_ns);
@@ -81,11 +82,11 @@ pub(crate) fn check_exit(
         return Err(format!("{n} code pages"));
     }
     for &p in &raw.code_pages[..n] {
-        if p % 4096 != 0 || p >= expected.ram_size {
+        if p % 4096 != 0 || p >= ctx.ram_size {
             return Err(format!("code page {p:#x}"));
         }
     }
-    let state = validate_exit_state(entry, &area.state, expected.xsave)?;
+    let state = validate_exit_state(entry, &area.state, ctx.xsave)?;
     if reason == ExitReason::SingleStep && state.eflags & EFL_TF == 0 {
         // Only an instruction run with TF set single-steps, and nothing but a #DB clears it.
         return Err(format!("single-step exit with EFLAGS {:#x}", state.eflags));

@@ -151,16 +151,16 @@ fn single_step_exits_need_tf() {
     for (i, s) in area.state.segs.iter_mut().enumerate() {
         s.selector = native_selector(entry.segs[i].selector);
     }
-    let expected = ExitExpectation {
+    let ctx = RunContext {
         seq: 7,
         budget_ns: 1_000_000,
         ram_size: 1 << 20,
         xsave: XS,
     };
     area.state.eflags = 0x202;
-    assert!(check_exit(&entry, &area, &expected).is_err(), "TF clear");
+    assert!(check_exit(&entry, &area, &ctx).is_err(), "TF clear");
     area.state.eflags = 0x302;
-    let c = check_exit(&entry, &area, &expected).unwrap();
+    let c = check_exit(&entry, &area, &ctx).unwrap();
     assert_eq!(c.reason, ExitReason::SingleStep);
     assert_eq!(c.state.unwrap().eflags, 0x302);
 }
