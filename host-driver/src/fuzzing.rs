@@ -1,15 +1,18 @@
 //! Entry points for the fuzz targets (`fuzz/`) and their regression tests (`fuzz/checks`):
 //! the library's validation of what the executor writes into the control region, callable
-//! without a live executor. Not part of the driver's API for applications.
+//! without a live executor. Not part of the driver's API for applications: built only with
+//! the `fuzzing` feature.
 //!
 //! [`accept_exit`] is the very check [`crate::Executor::run`] applies to the executor's
 //! response (the executor is killed when it fails). The other pure pieces the fuzz targets
 //! exercise are public anyway: `guest_paging::walk` and `plex86_executor::decode::classify_gp`.
 
-use crate::driver::{check_exit, ExitExpectation};
 use crate::protocol::ExecArea;
-use crate::{DriverError, ExitReason, GuestState, XsaveInfo};
+use crate::validate::check_exit;
+use crate::{DriverError, ExitReason, GuestState};
 use std::time::Duration;
+
+pub use crate::validate::RunContext;
 
 /// Size in bytes of [`ExecArea`], the executor-written part of the control region.
 pub const EXEC_AREA_SIZE: usize = std::mem::size_of::<ExecArea>();
@@ -26,19 +29,6 @@ pub fn exec_area_from_bytes(bytes: &[u8]) -> ExecArea {
 /// The bytes of an [`ExecArea`] (to build inputs from honest records).
 pub fn exec_area_bytes(area: &ExecArea) -> Vec<u8> {
     crate::sys::pod_bytes(area).to_vec()
-}
-
-/// What the library knows when a run's response arrives.
-#[derive(Clone, Copy, Debug)]
-pub struct RunContext {
-    /// Sequence number of the run request.
-    pub seq: u32,
-    /// The run's budget in nanoseconds.
-    pub budget_ns: u64,
-    /// Size of guest RAM in bytes.
-    pub ram_size: u64,
-    /// The XSAVE layout of the host (what the executor reported at start).
-    pub xsave: XsaveInfo,
 }
 
 /// A response that [`accept_exit`] accepted, as [`crate::Executor::run`] hands it on.
@@ -72,13 +62,7 @@ pub fn accept_exit(
     area: &ExecArea,
     ctx: &RunContext,
 ) -> Result<AcceptedExit, DriverError> {
-    let expected = ExitExpectation {
-        seq: ctx.seq,
-        budget_ns: ctx.budget_ns,
-        ram_size: ctx.ram_size,
-        xsave: ctx.xsave,
-    };
-    let c = check_exit(entry, area, &expected).map_err(DriverError::CorruptedSharedMemory)?;
+    let c = check_exit(entry, area, ctx).map_err(DriverError::CorruptedSharedMemory)?;
     Ok(AcceptedExit {
         kills_executor: matches!(c.reason, ExitReason::GuestEscape { .. }),
         reason: c.reason,

@@ -24,13 +24,15 @@
 mod driver;
 mod error;
 mod exit;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub use plex86_protocol as protocol;
 mod sys;
+mod validate;
 
 pub use driver::{
-    executor_next_to_module, validate_entry, BudgetClock, Executor, ExecutorConfig, MmuCommand,
-    XsaveInfo, DEFAULT_SPIN, EXECUTOR_ENV, EXECUTOR_NAME,
+    executor_next_to_module, BudgetClock, Executor, ExecutorConfig, MmuCommand, XsaveInfo,
+    DEFAULT_SPIN, EXECUTOR_ENV, EXECUTOR_NAME,
 };
 pub use error::{DeathCause, DriverError};
 pub use exit::{EscapeKind, Exit, ExitReason, SyscallInstruction};
@@ -38,3 +40,4 @@ pub use guest_paging as paging;
 pub use guest_paging::Access;
 pub use protocol::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
 pub use sys::GuestRam;
+pub use validate::validate_entry;

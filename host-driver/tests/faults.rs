@@ -69,6 +69,19 @@ fn signal(pid: u32, sig: &str) {
     assert!(st.expect("kill(1)").success());
 }
 
+/// Waits until the executor has stopped polling for the next request and sleeps on the request
+/// word: how long its polls take depends on the machine's load, so no fixed delay will do.
+fn wait_until_asleep(exe: &Executor) {
+    let t0 = Instant::now();
+    while !exe.asleep_waiting_for_request() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the executor never went to sleep waiting for a request"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn an_executor_killed_while_waiting_for_a_request_lost_nothing() {
     let mut vm = counting_vm();
@@ -76,8 +89,7 @@ fn an_executor_killed_while_waiting_for_a_request_lost_nothing() {
         .run(&mut vm.state, Duration::from_millis(2), &[])
         .unwrap();
     let before = vm.state;
-    // Long enough for the executor to stop polling and sleep on the request word.
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until_asleep(&vm.exe);
     signal(vm.exe.pid().unwrap(), "-KILL");
     std::thread::sleep(Duration::from_millis(50));
     match vm.exe.run(&mut vm.state, Duration::from_millis(2), &[]) {
@@ -112,7 +124,7 @@ fn an_executor_stopped_while_waiting_is_killed_and_lost_nothing() {
     vm.exe
         .run(&mut vm.state, Duration::from_millis(2), &[])
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until_asleep(&vm.exe);
     let pid = vm.exe.pid().unwrap();
     signal(pid, "-STOP");
     let t0 = Instant::now();

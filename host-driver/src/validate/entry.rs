@@ -1,0 +1,177 @@
+//! The entry rules: which guest states the executor can run natively.
+
+use super::{
+    EFL_IF, EFL_IOPL, EFL_NT, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VIF, EFL_VIP, EFL_VM,
+};
+use crate::error::DriverError;
+use crate::protocol::{seg, GuestState, Segment, LDT_MIRROR_ENTRIES};
+use crate::XsaveInfo;
+
+/// Checks that `state` can be entered natively on a host transferring `xs`: the entry rules,
+/// written once. [`crate::Executor::run`] applies them; callers may check first (the error is
+/// [`DriverError::UnsupportedState`] naming the first rule broken).
+pub fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), DriverError> {
+    check_entry(state, xs).map_err(DriverError::UnsupportedState)
+}
+
+fn check_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), String> {
+    eflags_rule(state.eflags)?;
+    if state.cr0 & 1 == 0 {
+        return Err("CR0.PE is clear".into());
+    }
+    if state.reserved != [0; 3] {
+        return Err("reserved fields are not zero".into());
+    }
+    for (i, s) in state.segs.iter().enumerate() {
+        segment_rule(i, s)?;
+        shared_index_rule(i, &state.segs)?;
+    }
+    xsave_rule(state, xs)
+}
+
+/// Native user code runs with interrupts on and nothing that changes how it runs or traps.
+fn eflags_rule(f: u32) -> Result<(), String> {
+    if f & 2 == 0 || f & EFL_RESERVED_ZERO != 0 {
+        return Err(format!("EFLAGS {f:#x} has reserved bits wrong"));
+    }
+    if f & EFL_IF == 0
+        || f & (EFL_IOPL | EFL_TF | EFL_NT | EFL_RF | EFL_VM | EFL_VIF | EFL_VIP) != 0
+    {
+        return Err(format!(
+            "EFLAGS {f:#x}: need IF=1, IOPL=0, TF/NT/RF/VM/VIF/VIP=0"
+        ));
+    }
+    Ok(())
+}
+
+/// Segment register `i` can be installed in the executor's mirror of the guest's GDT: CS a
+/// CPL 3 code segment, SS a writable DPL 3 data segment, the others null or readable DPL 3.
+fn segment_rule(i: usize, s: &Segment) -> Result<(), String> {
+    let name = seg::NAMES[i];
+    if s.flags != 0 {
+        return Err(format!("{name}: flags must be 0 on entry"));
+    }
+    if s.selector & 4 != 0 {
+        return Err(format!(
+            "{name}: LDT selector {:#x} (guest LDTs are not mirrored)",
+            s.selector
+        ));
+    }
+    if s.selector >> 3 >= LDT_MIRROR_ENTRIES {
+        return Err(format!(
+            "{name}: GDT selector {:#x} beyond the {LDT_MIRROR_ENTRIES} mirrored GDT entries",
+            s.selector
+        ));
+    }
+    match i {
+        seg::CS => cs_rule(s)?,
+        seg::SS => ss_rule(s)?,
+        _ => data_rule(name, s)?,
+    }
+    if s.limit > 0xfffff || s.attr & 0x0f00 != 0 {
+        return Err(format!("{name}: limit or attribute bits out of range"));
+    }
+    Ok(())
+}
+
+fn cs_rule(s: &Segment) -> Result<(), String> {
+    if s.is_null() || s.selector & 3 != 3 || !s.present() || !s.s() || !s.is_code() || s.long() {
+        return Err(format!(
+            "CS {:#x}/{:#x} is not a CPL 3 32/16-bit code segment",
+            s.selector, s.attr
+        ));
+    }
+    if s.seg_type() & 4 != 0 {
+        return Err("CS is a conforming code segment (modify_ldt refuses them)".into());
+    }
+    if s.dpl() != 3 {
+        return Err("CS DPL is not 3".into());
+    }
+    Ok(())
+}
+
+fn ss_rule(s: &Segment) -> Result<(), String> {
+    if s.is_null()
+        || s.selector & 3 != 3
+        || !s.present()
+        || !s.s()
+        || s.is_code()
+        || s.seg_type() & 2 == 0
+        || s.dpl() != 3
+    {
+        return Err(format!(
+            "SS {:#x}/{:#x} is not a writable DPL 3 data segment",
+            s.selector, s.attr
+        ));
+    }
+    Ok(())
+}
+
+/// DS, ES, FS, GS: null, or a segment native code can read.
+fn data_rule(name: &str, s: &Segment) -> Result<(), String> {
+    if s.is_null() {
+        return Ok(());
+    }
+    let readable = !s.is_code() || s.seg_type() & 2 != 0;
+    if s.is_code() && s.seg_type() & 4 != 0 {
+        return Err(format!(
+            "{name} holds a conforming code segment (modify_ldt refuses them)"
+        ));
+    }
+    if !s.present() || !s.s() || !readable || s.dpl() != 3 {
+        return Err(format!(
+            "{name} {:#x}/{:#x} cannot be mirrored",
+            s.selector, s.attr
+        ));
+    }
+    Ok(())
+}
+
+/// The mirror holds one descriptor per GDT index: registers `segs[..i]` that share segment
+/// register `i`'s index must have loaded the same descriptor.
+fn shared_index_rule(i: usize, segs: &[Segment]) -> Result<(), String> {
+    let s = &segs[i];
+    if s.is_null() {
+        return Ok(());
+    }
+    for t in &segs[..i] {
+        if !t.is_null()
+            && t.selector >> 3 == s.selector >> 3
+            && (t.base, t.limit, t.attr) != (s.base, s.limit, s.attr)
+        {
+            return Err(format!(
+                "{} shares a GDT index with another register but not its descriptor",
+                seg::NAMES[i]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// XCR0 is one the host can load, and the XSAVE image one XRSTOR accepts.
+fn xsave_rule(state: &GuestState, xs: XsaveInfo) -> Result<(), String> {
+    let xcr0 = state.xcr0;
+    if xcr0 & 1 == 0 || xcr0 & !xs.features != 0 {
+        return Err(format!(
+            "XCR0 {xcr0:#x} not a subset of host features {:#x}",
+            xs.features
+        ));
+    }
+    if xcr0 & 4 != 0 && xcr0 & 2 == 0 {
+        return Err("XCR0 enables AVX without SSE".into());
+    }
+    if xcr0 & 0xe0 != 0 && (xcr0 & 0xe4 != 0xe4) {
+        return Err("XCR0 enables part of AVX-512".into());
+    }
+    let img = &state.xsave;
+    if img.xcomp_bv() != 0 || img.xstate_bv() & !xcr0 != 0 {
+        return Err("XSAVE header: XCOMP_BV must be 0 and XSTATE_BV within XCR0".into());
+    }
+    if img.0[528..576].iter().any(|&b| b != 0) {
+        return Err("XSAVE header reserved bytes are not zero".into());
+    }
+    if img.mxcsr() & !0xffff != 0 {
+        return Err(format!("MXCSR {:#x} has reserved bits set", img.mxcsr()));
+    }
+    Ok(())
+}

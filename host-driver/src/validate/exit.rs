@@ -1,0 +1,198 @@
+//! The executor's response to a run: every field checked against what the library knows, and
+//! the guest state rebuilt from the entry state and the fields the guest may have changed.
+
+use super::{EFL_IOPL, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VM};
+use crate::exit::{decode_reason, ExitReason};
+use crate::protocol::{
+    self, guest_selector, native_selector, seg, status, ExecArea, GuestState, Segment,
+    MAX_CODE_PAGES, SEG_NOT_INSTALLED,
+};
+use crate::XsaveInfo;
+use std::time::Duration;
+
+/// What the library knows when a run's response arrives: what [`check_exit`] holds the
+/// executor's response to.
+#[derive(Clone, Copy, Debug)]
+pub struct RunContext {
+    /// Sequence number of the run request.
+    pub seq: u32,
+    /// The run's budget in nanoseconds.
+    pub budget_ns: u64,
+    /// Size of guest RAM in bytes.
+    pub ram_size: u64,
+    /// The XSAVE layout of the host (what the executor reported at start).
+    pub xsave: XsaveInfo,
+}
+
+/// An exit record that passed [`check_exit`], as [`crate::Executor::run`] applies it.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckedExit {
+    pub reason: ExitReason,
+    pub native_time: Duration,
+    /// The guest state after the run; `None` after a guest escape (not meaningful then).
+    pub state: Option<GuestState>,
+    /// Valid entries of `area.exit.code_pages`.
+    pub n_code_pages: usize,
+    pub ecx_clobbered: bool,
+    pub eip_lost: bool,
+    pub demand_fills: u32,
+    pub fill_time: Duration,
+}
+
+/// Validates the executor's response `area` to a run entered with `entry`: the pure part of
+/// [`crate::Executor::run`]'s acceptance (no executor needed). `Err` names the first bad field.
+pub(crate) fn check_exit(
+    entry: &GuestState,
+    area: &ExecArea,
+    ctx: &RunContext,
+) -> Result<CheckedExit, String> {
+    if area.status != status::EXITED {
+        return Err(format!("status {} after a run", area.status));
+    }
+    if area.resp_seq != ctx.seq {
+        return Err(format!("sequence {} != {}", area.resp_seq, ctx.seq));
+    }
+    let raw = &area.exit;
+    let reason = decode_reason(raw)?;
+    if raw.native_ns > ctx.budget_ns.saturating_add(600_000_000_000) {
+        return Err(format!("native time {} ns", raw.native_ns));
+    }
+    let native_time = Duration::from_nanos(raw.native_ns);
+    if raw.fill_ns > raw.native_ns {
+        return Err(format!(
+            "fill time {} ns > native time {} ns",
+            raw.fill_ns, raw.native_ns
+        ));
+    }
+    let fill_time = Duration::from_nanos(raw.fill_ns);
+    if let ExitReason::GuestEscape { .. } = reason {
+        return Ok(CheckedExit {
+            reason,
+            native_time,
+            state: None,
+            n_code_pages: 0,
+            ecx_clobbered: false,
+            eip_lost: false,
+            demand_fills: raw.demand_fills,
+            fill_time,
+        });
+    }
+    let n = raw.n_code_pages as usize;
+    if n > MAX_CODE_PAGES {
+        return Err(format!("{n} code pages"));
+    }
+    for &p in &raw.code_pages[..n] {
+        if p % 4096 != 0 || p >= ctx.ram_size {
+            return Err(format!("code page {p:#x}"));
+        }
+    }
+    let state = validate_exit_state(entry, &area.state, ctx.xsave)?;
+    if reason == ExitReason::SingleStep && state.eflags & EFL_TF == 0 {
+        // Only an instruction run with TF set single-steps, and nothing but a #DB clears it.
+        return Err(format!("single-step exit with EFLAGS {:#x}", state.eflags));
+    }
+    Ok(CheckedExit {
+        reason,
+        native_time,
+        state: Some(state),
+        n_code_pages: n,
+        ecx_clobbered: raw.flags & protocol::EXIT_ECX_CLOBBERED != 0,
+        eip_lost: raw.flags & protocol::EXIT_EIP_LOST != 0,
+        demand_fills: raw.demand_fills,
+        fill_time,
+    })
+}
+
+/// Checks the executor-reported state against the entry state and builds the guest view.
+/// `Err` names a field no honest executor could report.
+pub(super) fn validate_exit_state(
+    entry: &GuestState,
+    got: &GuestState,
+    xs: XsaveInfo,
+) -> Result<GuestState, String> {
+    let mut out = *entry;
+    out.gprs = got.gprs;
+    out.eip = got.eip;
+    let f = got.eflags;
+    if f & 2 == 0 || f & EFL_RESERVED_ZERO != 0 || f & (EFL_VM | EFL_IOPL | EFL_RF) != 0 {
+        return Err(format!("EFLAGS {f:#x}"));
+    }
+    out.eflags = f;
+    for i in 0..6 {
+        let (e, g) = (&entry.segs[i], &got.segs[i]);
+        if (g.attr, g.limit, g.base, g.flags) != (e.attr, e.limit, e.base, 0) {
+            return Err(format!("segment {} descriptor changed", seg::NAMES[i]));
+        }
+        let native = g.selector;
+        // Native CPL 3 code cannot change CPL (the emulator refuses such a state outright).
+        if (i == seg::CS || i == seg::SS) && (native & 3 != 3 || native & !3 == 0) {
+            return Err(format!(
+                "{} selector {native:#x} is not a CPL 3 selector",
+                seg::NAMES[i]
+            ));
+        }
+        if native == native_selector(e.selector) {
+            out.segs[i] = *e;
+            continue;
+        }
+        let guest = if native & 4 == 0 {
+            // Null, or a GDT selector value that native code loaded (glibc loads its TLS
+            // selector 0x33 so): it resolved in the host's GDT. The emulator reloads it from
+            // the guest's GDT, and stops if the guest could not have loaded it.
+            native
+        } else {
+            // Only the mirror's slots of the LDT are filled: any other LDT load faults natively.
+            guest_selector(native).ok_or_else(|| {
+                format!(
+                    "{} selector {native:#x} is no mirror selector",
+                    seg::NAMES[i]
+                )
+            })?
+        };
+        out.segs[i] = Segment {
+            selector: guest,
+            flags: SEG_NOT_INSTALLED,
+            ..*e
+        };
+    }
+    let img = &got.xsave;
+    if img.xcomp_bv() != 0 || img.xstate_bv() & !entry.xcr0 != 0 {
+        return Err(format!(
+            "XSAVE header {:#x}/{:#x}",
+            img.xstate_bv(),
+            img.xcomp_bv()
+        ));
+    }
+    if img.0[528..576].iter().any(|&b| b != 0) {
+        return Err("XSAVE header reserved bytes".into());
+    }
+    let n = xs.size as usize;
+    out.xsave.0[..n].copy_from_slice(&img.0[..n]);
+    // Bytes 464..511 are software-available in the FXSAVE layout: keep the guest's.
+    out.xsave.0[464..512].copy_from_slice(&entry.xsave.0[464..512]);
+    // MXCSR_MASK (bytes 28..32) describes the CPU, not the guest: keep the guest's value.
+    out.xsave.0[28..32].copy_from_slice(&entry.xsave.0[28..32]);
+    normalize_xsave(&mut out.xsave, entry.xcr0, &xs);
+    Ok(out)
+}
+
+/// Writes the initial values into the areas of components whose XSTATE_BV bit is clear, so
+/// that equal states have equal images.
+fn normalize_xsave(img: &mut crate::XsaveImage, xcr0: u64, xs: &XsaveInfo) {
+    let bv = img.xstate_bv();
+    if xcr0 & 1 != 0 && bv & 1 == 0 {
+        img.0[0..24].fill(0);
+        img.0[0] = 0x7f;
+        img.0[1] = 0x03;
+        img.0[32..160].fill(0);
+    }
+    if xcr0 & 2 != 0 && bv & 2 == 0 {
+        img.0[160..416].fill(0);
+    }
+    for (bit, &(off, len)) in xs.components.iter().enumerate().skip(2) {
+        let (off, len) = (off as usize, len as usize);
+        if xcr0 & (1 << bit) != 0 && bv & (1 << bit) == 0 && off + len <= img.0.len() {
+            img.0[off..off + len].fill(0);
+        }
+    }
+}
