@@ -5,6 +5,7 @@
 //! by `ci/check-crate-graph`).
 //!
 //! * [`shadow`]: the mirror of the guest's page tables in the executor's address space.
+//! * [`frame`]: the kernel's signal-frame types and the guest entry frame (plain data).
 //! * [`decode`]: names the instruction behind a #GP or a trap from its bytes.
 //! * [`seccomp`]: the system-call policy as data, its BPF program and an interpreter for tests.
 
@@ -12,5 +13,6 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod decode;
+pub mod frame;
 pub mod seccomp;
 pub mod shadow;

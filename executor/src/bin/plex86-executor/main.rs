@@ -169,7 +169,7 @@ fn main() -> ! {
             "no XSAVE state in signal frames",
         )
     };
-    if sw.xstate_size as usize + 4 > sys::FPSTATE_ROOM || sw.xstate_size < 576 {
+    if sw.xstate_size as usize + 4 > plex86_executor::frame::FPSTATE_ROOM || sw.xstate_size < 576 {
         fail(
             Some(&control),
             exit_code::UNSUPPORTED_HOST,
@@ -384,7 +384,7 @@ fn run_once() {
         m.start_ns = sys::clock_ns(m.clock);
         m.in_guest = true;
         (
-            &m.frame as *const sys::EntryFrame,
+            &m.frame as *const plex86_executor::frame::EntryFrame,
             m.entry_data_segs,
             u64::from(m.entry.eflags),
         )

@@ -2,12 +2,10 @@
 //! paging and the signal-handler logic that turns host signals into guest exits.
 //! Everything here runs without allocating (the signal handler included).
 
-use super::sys::{
-    self, EntryFrame, EntrySegs, FpxSwBytes, KStack, RamMapping, SignalAction, SignalContext,
-    UserDesc,
-};
+use super::sys::{self, RamMapping, SignalAction, SignalContext};
 use guest_paging::{self as paging, Access, PagingRegs, WalkError};
 use plex86_executor::decode::{classify_gp, trap_insn, GpKind, IcebpRip, TrapInsn};
+use plex86_executor::frame::{self, EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
 use plex86_executor::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use plex86_executor::shadow::{Mirror, MirrorOps, Shadow, PROT_EXEC, PROT_WRITE};
 use plex86_protocol::{
@@ -249,7 +247,8 @@ impl Monitor {
         mc.oldmask = 0;
         mc.cr2 = 0;
         mc.fpstate = fpstate_addr;
-        self.frame.uc.flags = sys::UC_FP_XSTATE | sys::UC_SIGCONTEXT_SS | sys::UC_STRICT_RESTORE_SS;
+        self.frame.uc.flags =
+            frame::UC_FP_XSTATE | frame::UC_SIGCONTEXT_SS | frame::UC_STRICT_RESTORE_SS;
         self.frame.uc.link = 0;
         self.frame.uc.stack = self.altstack;
         self.frame.uc.sigmask = 0;
@@ -260,12 +259,12 @@ impl Monitor {
         fp[..n].copy_from_slice(&st.xsave.0[..n]);
         let bv = st.xsave.xstate_bv() & st.xcr0;
         fp[512..520].copy_from_slice(&bv.to_le_bytes());
-        fp[464..468].copy_from_slice(&sys::FP_XSTATE_MAGIC1.to_le_bytes());
+        fp[464..468].copy_from_slice(&frame::FP_XSTATE_MAGIC1.to_le_bytes());
         fp[468..472].copy_from_slice(&self.sw.extended_size.to_le_bytes());
         fp[472..480].copy_from_slice(&self.sw.xfeatures.to_le_bytes());
         fp[480..484].copy_from_slice(&self.sw.xstate_size.to_le_bytes());
         fp[484..512].fill(0);
-        fp[n..n + 4].copy_from_slice(&sys::FP_XSTATE_MAGIC2.to_le_bytes());
+        fp[n..n + 4].copy_from_slice(&frame::FP_XSTATE_MAGIC2.to_le_bytes());
         // A null FS/GS gets base 0, not whatever the CPU leaves (see plex86_enter). Nothing
         // else the guest can read in 64-bit mode holds a host value: every GPR (R8-R15 zero,
         // upper halves zero), RFLAGS and the XSAVE state come from this frame; DS/ES/SS/CS
