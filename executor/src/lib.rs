@@ -7,6 +7,7 @@
 //! * [`shadow`]: the mirror of the guest's page tables in the executor's address space.
 //! * [`frame`]: the kernel's signal-frame types and the guest entry frame (plain data).
 //! * [`decode`]: names the instruction behind a #GP or a trap from its bytes.
+//! * [`vector`]: the x86 exception vectors the kernel reports.
 //! * [`seccomp`]: the system-call policy as data, its BPF program and an interpreter for tests.
 
 #![forbid(unsafe_code)]
@@ -16,3 +17,4 @@ pub mod decode;
 pub mod frame;
 pub mod seccomp;
 pub mod shadow;
+pub mod vector;
