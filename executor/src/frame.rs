@@ -1,8 +1,8 @@
 //! Plain data the executor shares with the kernel and its own assembly: the x86-64 signal
 //! frame (`ucontext`, `sigcontext`, `stack_t`), the hand-made frame that enters the guest
 //! through `rt_sigreturn`, the data segments the entry trampoline loads, the kernel's XSAVE
-//! signal-frame parameters and `struct user_desc`. Layouts are the kernel's ABI (repr(C));
-//! nothing here makes a system call.
+//! signal-frame parameters, `struct user_desc`, and what a delivered signal looks like to the
+//! monitor. Layouts are the kernel's ABI (repr(C)); nothing here makes a system call.
 
 /// `struct sigcontext` (64-bit).
 #[repr(C)]
@@ -222,4 +222,34 @@ impl UserDesc {
             flags: (1 << 3) | (1 << 5),
         }
     }
+}
+
+/// What the signal handler decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalAction {
+    /// Return to the interrupted code (the kernel restores it from the frame).
+    Resume,
+    /// End the run: jump back into the executor loop.
+    ExitToHost,
+}
+
+/// The data of one delivered signal, borrowed from the kernel's frame on the alternate stack.
+#[derive(Debug)]
+pub struct SignalContext<'a> {
+    /// Signal number.
+    pub sig: i32,
+    /// si_code.
+    pub code: i32,
+    /// SIGSYS: address after the system-call instruction.
+    pub call_addr: u64,
+    /// SIGSYS: system call number.
+    pub syscall: i32,
+    /// SIGSYS: AUDIT_ARCH value.
+    pub arch: u32,
+    /// The interrupted context.
+    pub uc: &'a mut KUcontext,
+    /// The data segment registers at the time of the signal: DS, ES, FS, GS.
+    pub data_segs: [u16; 4],
+    /// The XSAVE area of the frame (standard format), `None` if absent.
+    pub fpstate: Option<&'a [u8]>,
 }

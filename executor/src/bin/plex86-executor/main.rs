@@ -1,16 +1,18 @@
 //! The executor process: setup (the jail, `setup.rs`: a table of steps in their real order,
 //! each with its exit code from `protocol::exit_code`), then READY and the request loop.
 
-mod monitor;
+mod host;
 mod setup;
 mod sys;
 
-use monitor::Monitor;
 use plex86_executor::seccomp;
 use plex86_protocol::{self as protocol, exit_code, req, status, ExecArea, LibArea, RawCommand};
 use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use sys::{Control, MonitorCell, SignalAction, SignalContext};
+
+/// The monitor over this process's guest RAM mapping and system calls.
+type Monitor = plex86_executor::monitor::Monitor<sys::RamMapping, host::SysHost>;
 
 static MONITOR: MonitorCell<Box<Monitor>> = MonitorCell::new();
 static CONTROL: MonitorCell<Control> = MonitorCell::new();

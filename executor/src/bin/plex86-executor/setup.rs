@@ -28,10 +28,11 @@
 //!
 //! Then `main` reports READY and serves requests.
 
-use super::monitor::Monitor;
+use super::host::SysHost;
 use super::sys::{self, Control};
-use super::{handler, GUEST_SIGNALS, MONITOR, TIMER_SIGNAL};
+use super::{handler, Monitor, GUEST_SIGNALS, MONITOR, TIMER_SIGNAL};
 use plex86_executor::frame::{FpxSwBytes, FPSTATE_ROOM};
+use plex86_executor::monitor::HostParams;
 use plex86_executor::seccomp::{self, SockFilter};
 use plex86_protocol::{self as protocol, exit_code, status, ExecArea, LibArea, MSG_LEN};
 use std::mem::offset_of;
@@ -324,14 +325,20 @@ fn budget_timer(s: &mut Setup) -> Result<(), String> {
         sys::timer_create(s.clock, TIMER_SIGNAL).map_err(|e| format!("timer_create: errno {e}"))?;
     let n_ranges = (lib.n_ram_ranges as usize).min(protocol::MAX_RAM_RANGES);
     let ram = s.ram.take().expect("step 9 mapped guest RAM");
+    let params = HostParams {
+        sw: s.sw,
+        altstack: sys::current_altstack(),
+        clock: s.clock,
+        timer: s.timer,
+        vdso: sys::vdso_base(),
+        amd: is_amd(),
+    };
     let mon = Monitor::new(
         ram,
+        SysHost,
         lib.ram_size,
         &lib.ram_ranges[..n_ranges],
-        s.sw,
-        sys::current_altstack(),
-        s.clock,
-        s.timer,
+        params,
     );
     MONITOR.set(mon);
     Ok(())
@@ -350,6 +357,14 @@ fn host_probes(s: &mut Setup) -> Result<(), String> {
         m.icebp_rip = icebp_rip;
     });
     Ok(())
+}
+
+/// The host CPU is AMD (or Hygon), by its CPUID vendor string.
+fn is_amd() -> bool {
+    // CPUID leaf 0 vendor "AuthenticAMD" (EBX, EDX, ECX) — also Hygon.
+    let r = std::arch::x86_64::__cpuid(0);
+    (r.ebx, r.edx, r.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
+        || (r.ebx, r.edx, r.ecx) == (0x6f67_7948, 0x6e65_476e, 0x656e_6975)
 }
 
 #[cfg(test)]

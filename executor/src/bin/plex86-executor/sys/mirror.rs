@@ -3,6 +3,7 @@
 
 use super::syscall6;
 use guest_paging::PhysMemory;
+use plex86_executor::monitor::GuestRam;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 /// Lowest guest page that can be mirrored (mmap_min_addr).
 pub const MIRROR_START: u64 = 0x1000;
@@ -180,6 +181,13 @@ impl RamMapping {
         // concurrently (guest code, Bochs), which a byte copy tolerates.
         unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
         true
+    }
+}
+
+impl GuestRam for RamMapping {
+    #[inline]
+    fn read(&self, pa: u64, buf: &mut [u8]) -> bool {
+        RamMapping::read(self, pa, buf)
     }
 }
 

@@ -4,38 +4,10 @@ use super::errno;
 use super::trampoline::{
     plex86_resume_host, plex86_signal_entry, PLEX86_HOST_FSBASE, PLEX86_HOST_GSBASE,
 };
-use plex86_executor::frame::{KStack, KUcontext, FP_XSTATE_MAGIC1, UC_FP_XSTATE};
+use plex86_executor::frame::{
+    KStack, KUcontext, SignalAction, SignalContext, FP_XSTATE_MAGIC1, UC_FP_XSTATE,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// What the signal handler decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignalAction {
-    /// Return to the interrupted code (the kernel restores it from the frame).
-    Resume,
-    /// End the run: jump back into the executor loop.
-    ExitToHost,
-}
-
-/// The data of one delivered signal, borrowed from the kernel's frame on the alternate stack.
-#[derive(Debug)]
-pub struct SignalContext<'a> {
-    /// Signal number.
-    pub sig: i32,
-    /// si_code.
-    pub code: i32,
-    /// SIGSYS: address after the system-call instruction.
-    pub call_addr: u64,
-    /// SIGSYS: system call number.
-    pub syscall: i32,
-    /// SIGSYS: AUDIT_ARCH value.
-    pub arch: u32,
-    /// The interrupted context.
-    pub uc: &'a mut KUcontext,
-    /// The data segment registers at the time of the signal: DS, ES, FS, GS.
-    pub data_segs: [u16; 4],
-    /// The XSAVE area of the frame (standard format), `None` if absent.
-    pub fpstate: Option<&'a [u8]>,
-}
 
 type Handler = fn(&mut SignalContext<'_>) -> SignalAction;
 static HANDLER: AtomicU64 = AtomicU64::new(0);

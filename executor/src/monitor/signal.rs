@@ -1,11 +1,11 @@
 //! The signal handler's logic: which signals are guest events, escapes, and the exit each
 //! cause makes.
 
-use super::sys::{self, SignalAction, SignalContext};
-use super::Monitor;
-use plex86_executor::decode::{classify_gp, trap_insn, GpKind, TrapInsn};
-use plex86_executor::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
-use plex86_executor::vector;
+use super::{GuestRam, Host, Monitor};
+use crate::decode::{classify_gp, trap_insn, GpKind, TrapInsn};
+use crate::frame::{SignalAction, SignalContext};
+use crate::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
+use crate::vector;
 use plex86_protocol::{escape, seg, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST};
 
 /// The host's 64-bit user code selector.
@@ -44,7 +44,7 @@ impl Outcome {
     }
 }
 
-impl Monitor {
+impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// The signal handler's logic: ignores what is not a guest event, then checks for an
     /// escape (or the compat fast-syscall return, which also runs outside the guest's code)
     /// before it classifies the signal by its cause.
@@ -251,7 +251,7 @@ impl Monitor {
     /// that came before the run's start time was taken, whose signal merged with a stale one:
     /// judged by the clock it looked early and the run never ended.
     fn timer_exit(&mut self) -> Outcome {
-        if sys::timer_pending(self.timer) {
+        if self.host.timer_pending(self.timer) {
             return Outcome::Resume;
         }
         self.set_exit(RawReason::BudgetExpired);

@@ -1,18 +1,17 @@
 //! Demand paging: a mirror-region fault the guest's page tables allow becomes a mirror fill.
 
 use super::signal::Outcome;
-use super::sys;
-use super::{HostMirror, Monitor};
+use super::{GuestRam, Host, Monitor};
+use crate::shadow::{Mirror, PROT_EXEC, PROT_WRITE};
 use guest_paging::{self as paging, Access, WalkError};
-use plex86_executor::shadow::{Mirror, PROT_EXEC, PROT_WRITE};
 use plex86_protocol::{self as protocol, RawReason, MAX_CODE_PAGES};
 
-impl Monitor {
+impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Demand paging: `Resume` when the fault was handled in place, else the exit is filled and
     /// the run ends with the frame's state.
     #[inline]
     pub(super) fn page_fault(&mut self, linear: u32, host_err: u64) -> Outcome {
-        let start_ns = sys::clock_ns(self.clock);
+        let start_ns = self.host.clock_ns(self.clock);
         let access = if host_err & 0x10 != 0 {
             Access::Fetch
         } else if host_err & 2 != 0 {
@@ -43,7 +42,7 @@ impl Monitor {
         };
         let page = linear & !0xfff;
         let ppn = t.phys_page >> 12;
-        if u64::from(page) < sys::MIRROR_START || !self.is_ram(ppn) {
+        if u64::from(page) < H::MIRROR_START || !self.is_ram(ppn) {
             self.set_exit(RawReason::NeedsEmulation);
             return Outcome::CAPTURE;
         }
@@ -62,7 +61,7 @@ impl Monitor {
                 writable = false;
             }
         }
-        let ops = &mut HostMirror;
+        let ops = &mut self.host;
         let mirror = Mirror::of(&t, writable);
         let mut r = self.shadow.insert(ops, page >> 12, mirror);
         if r == Err(libc::ENOMEM) {
@@ -76,7 +75,7 @@ impl Monitor {
         }
         self.exit.demand_fills = self.exit.demand_fills.wrapping_add(1);
         // Fill time is host work, not guest work: the library's back-off subtracts it.
-        let handler_ns = sys::clock_ns(self.clock).wrapping_sub(start_ns);
+        let handler_ns = self.host.clock_ns(self.clock).wrapping_sub(start_ns);
         self.exit.fill_ns = self
             .exit
             .fill_ns

@@ -1,12 +1,11 @@
 //! The entry side: the guest's segments as LDT entries, and the entry frame.
 
-use super::sys;
-use super::Monitor;
+use super::{GuestRam, Host, Monitor};
+use crate::frame::{self, EntrySegs, UserDesc};
 use guest_paging::PagingRegs;
-use plex86_executor::frame::{self, EntrySegs, UserDesc};
 use plex86_protocol::{self as protocol, seg, RawExit};
 
-impl Monitor {
+impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Installs the segments of `self.entry` in the LDT (only what changed) and computes the
     /// native selectors.
     fn install_segments(&mut self) -> Result<(), i32> {
@@ -46,7 +45,7 @@ impl Monitor {
                 .flatten()
                 .any(|w| w.entry_number == old.entry_number)
             {
-                sys::write_ldt(&UserDesc::empty(old.entry_number))?;
+                self.host.write_ldt(&UserDesc::empty(old.entry_number))?;
             }
         }
         for (i, w) in want.iter().enumerate() {
@@ -59,7 +58,7 @@ impl Monitor {
                 continue;
             }
             if !self.ldt.iter().flatten().any(|o| o == w) {
-                sys::write_ldt(w)?;
+                self.host.write_ldt(w)?;
             }
         }
         self.ldt = want;

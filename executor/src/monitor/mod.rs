@@ -5,41 +5,66 @@
 //! * this file: the state, its construction, MMU commands and the helpers the others share;
 //! * `entry.rs`: the LDT mirror and the entry frame;
 //! * `signal.rs`: the signal handler's logic, by cause;
-//! * `fill.rs`: demand paging (the mirror's fills).
+//! * `fill.rs`: demand paging (the mirror's fills);
+//! * `tests.rs`: the monitor over a fake [`Host`].
 
 mod entry;
 mod fill;
 mod signal;
+#[cfg(test)]
+mod tests;
 
-use super::sys::{self, RamMapping};
-use guest_paging::{self as paging, PagingRegs};
-use plex86_executor::decode::IcebpRip;
-use plex86_executor::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
-use plex86_executor::shadow::{MirrorOps, Shadow};
+use crate::decode::IcebpRip;
+use crate::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
+use crate::shadow::{MirrorOps, Shadow};
+use guest_paging::{self as paging, PagingRegs, PhysMemory};
 use plex86_protocol::{self as protocol, GuestState, RawExit, RawReason, EXIT_HAS_ERROR_CODE};
 
-/// The executor's mmap wrappers as [`MirrorOps`].
-pub struct HostMirror;
+/// Guest RAM as the monitor reads it: the walker's word accesses, and byte copies for
+/// instruction bytes.
+pub trait GuestRam: PhysMemory {
+    /// Copies guest-physical bytes at `pa` into `buf`; `false` if out of range.
+    fn read(&self, pa: u64, buf: &mut [u8]) -> bool;
+}
 
-impl MirrorOps for HostMirror {
-    fn map(&mut self, lin: u32, phys: u64, prot: i32) -> Result<(), i32> {
-        sys::mirror_map(lin, phys, prot)
-    }
-    fn unmap(&mut self, lin: u32, pages: u32) -> Result<(), i32> {
-        sys::mirror_unmap(u64::from(lin), u64::from(pages) * 4096)
-    }
-    fn unmap_all(&mut self) -> Result<(), i32> {
-        sys::mirror_unmap(sys::MIRROR_START, sys::MIRROR_END - sys::MIRROR_START)
-    }
-    fn protect(&mut self, lin: u32, prot: i32) -> Result<(), i32> {
-        sys::mirror_protect(lin, prot)
-    }
+/// What the monitor needs from the process it runs in: the mirror's mappings ([`MirrorOps`]),
+/// the LDT, the budget clock and timer. The executor process implements it with system calls;
+/// another executor (or a test) with its own means.
+pub trait Host: MirrorOps {
+    /// Lowest linear page the mirror can map (`mmap_min_addr`): below it accesses are
+    /// emulated.
+    const MIRROR_START: u64;
+    /// Writes one LDT entry.
+    fn write_ldt(&mut self, d: &UserDesc) -> Result<(), i32>;
+    /// Reads `clock` in nanoseconds.
+    fn clock_ns(&self, clock: i32) -> u64;
+    /// True while `timer` is armed (its expiry still ahead).
+    fn timer_pending(&self, timer: i32) -> bool;
+}
+
+/// The monitor's parameters that come from the host, measured or created at setup.
+#[derive(Clone, Copy, Debug)]
+pub struct HostParams {
+    /// The kernel's XSAVE signal-frame parameters.
+    pub sw: FpxSwBytes,
+    /// The alternate signal stack (for the entry frame's uc_stack).
+    pub altstack: KStack,
+    /// Budget clock id.
+    pub clock: i32,
+    /// Budget timer id.
+    pub timer: i32,
+    /// Address of the process's vDSO (0 without one).
+    pub vdso: u64,
+    /// The host CPU is AMD (or Hygon).
+    pub amd: bool,
 }
 
 /// The executor's state.
-pub struct Monitor {
-    /// Guest RAM above 4 GiB.
-    pub ram: RamMapping,
+pub struct Monitor<R, H> {
+    /// Guest RAM.
+    pub ram: R,
+    /// The process's services.
+    pub host: H,
     ram_ok: Box<[u64]>,
     ram_pages: u64,
     /// The mirror record.
@@ -72,9 +97,9 @@ pub struct Monitor {
     /// Demand fills that end a run (`LibArea::max_fills`; 0 = no limit).
     pub max_fills: u32,
     /// Host cost of a mirror-region fault delivered to a handler and returned from, measured
-    /// at start-up ([`sys::fault_round_trip_ns`]): the part of a fill the handler cannot time.
+    /// at start-up: the part of a fill the handler cannot time.
     pub fault_ns: u64,
-    /// Where the host reports RIP for ICEBP, measured at start-up ([`sys::probe_icebp_rip`]).
+    /// Where the host reports RIP for ICEBP, measured at start-up.
     pub icebp_rip: IcebpRip,
     /// True while guest code runs.
     pub in_guest: bool,
@@ -87,17 +112,25 @@ pub struct Monitor {
     vdso: u64,
 }
 
-impl Monitor {
+impl<R, H> std::fmt::Debug for Monitor<R, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("ram_pages", &self.ram_pages)
+            .field("in_guest", &self.in_guest)
+            .field("escaped", &self.escaped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Builds the monitor (setup time: allocates its tables).
     pub fn new(
-        ram: RamMapping,
+        ram: R,
+        host: H,
         ram_size: u64,
         ranges: &[protocol::RamRange],
-        sw: FpxSwBytes,
-        altstack: KStack,
-        clock: i32,
-        timer: i32,
-    ) -> Box<Monitor> {
+        p: HostParams,
+    ) -> Box<Self> {
         let ram_pages = ram_size / 4096;
         let mut ram_ok = vec![0u64; (ram_pages as usize).div_ceil(64)].into_boxed_slice();
         for r in ranges {
@@ -110,6 +143,7 @@ impl Monitor {
         }
         Box::new(Monitor {
             ram,
+            host,
             ram_ok,
             ram_pages,
             shadow: Shadow::new(ram_pages as usize),
@@ -122,10 +156,10 @@ impl Monitor {
             exit_state: GuestState::default(),
             frame: EntryFrame::new(),
             entry_data_segs: EntrySegs::default(),
-            sw,
-            altstack,
-            clock,
-            timer,
+            sw: p.sw,
+            altstack: p.altstack,
+            clock: p.clock,
+            timer: p.timer,
             start_ns: 0,
             budget_ns: 0,
             max_fills: 0,
@@ -133,8 +167,8 @@ impl Monitor {
             icebp_rip: IcebpRip::After,
             in_guest: false,
             escaped: false,
-            amd: is_amd(),
-            vdso: sys::vdso_base(),
+            amd: p.amd,
+            vdso: p.vdso,
         })
     }
 
@@ -145,7 +179,7 @@ impl Monitor {
 
     /// Applies one MMU command.
     pub fn command(&mut self, kind: u32, addr: u64) -> Result<(), i32> {
-        let ops = &mut HostMirror;
+        let ops = &mut self.host;
         match kind {
             protocol::cmd::FLUSH_ALL => self.shadow.flush_all(ops),
             protocol::cmd::FLUSH_NON_GLOBAL => self.shadow.flush_non_global(ops),
@@ -191,11 +225,4 @@ impl Monitor {
         self.exit_state = self.entry;
         self.escaped = true;
     }
-}
-
-fn is_amd() -> bool {
-    // CPUID leaf 0 vendor "AuthenticAMD" (EBX, EDX, ECX) — also Hygon.
-    let r = std::arch::x86_64::__cpuid(0);
-    (r.ebx, r.edx, r.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
-        || (r.ebx, r.edx, r.ecx) == (0x6f67_7948, 0x6e65_476e, 0x656e_6975)
 }
