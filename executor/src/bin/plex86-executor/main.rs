@@ -1,29 +1,18 @@
-//! The executor process: setup (jail), then the request loop.
-//!
-//! Setup order (each step has its own failure code, see `protocol::exit_code`):
-//! 1. map the control region (fd 4; library part read-only) and check magic/version;
-//! 2. PR_SET_PDEATHSIG(SIGKILL), then check that the parent is still the library;
-//! 3. check /proc/self/maps: nothing of the executor below 4 GiB;
-//! 4. close every fd except 3 (guest RAM) and 4 (control); PR_SET_NO_NEW_PRIVS;
-//! 5. reserve [0x1000, 4 GiB) PROT_NONE; map guest RAM above 4 GiB; allocate the tables;
-//! 6. learn the kernel's XSAVE signal-frame layout; install the handlers on an alternate stack;
-//!    time a mirror-region fault; measure where the host reports RIP for ICEBP;
-//! 7. check that the GDT TLS slots are empty; create the budget timer; block all signals;
-//! 8. PR_SET_TSC(PR_TSC_SIGSEGV); CPUID faulting where the host has it; install the seccomp
-//!    filter (built before);
-//! 9. report READY and serve requests.
+//! The executor process: setup (the jail, `setup.rs`: a table of steps in their real order,
+//! each with its exit code from `protocol::exit_code`), then READY and the request loop.
 
-mod monitor;
+mod host;
+mod setup;
 mod sys;
 
-use monitor::Monitor;
 use plex86_executor::seccomp;
-use plex86_protocol::{
-    self as protocol, exit_code, req, status, ExecArea, LibArea, RawCommand, MSG_LEN,
-};
+use plex86_protocol::{self as protocol, exit_code, req, status, ExecArea, LibArea, RawCommand};
 use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use sys::{Control, MonitorCell, SignalAction, SignalContext};
+
+/// The monitor over this process's guest RAM mapping and system calls.
+type Monitor = plex86_executor::monitor::Monitor<sys::RamMapping, host::SysHost>;
 
 static MONITOR: MonitorCell<Box<Monitor>> = MonitorCell::new();
 static CONTROL: MonitorCell<Control> = MonitorCell::new();
@@ -43,42 +32,6 @@ fn handler(ctx: &mut SignalContext<'_>) -> SignalAction {
     MONITOR.with(|m| m.on_signal(ctx))
 }
 
-/// Records a setup failure in the control region (when mapped) and exits with `code`.
-fn fail(control: Option<&Control>, code: i32, msg: &str) -> ! {
-    if let Some(c) = control {
-        let mut buf = [0u8; MSG_LEN];
-        let n = msg.len().min(MSG_LEN);
-        buf[..n].copy_from_slice(&msg.as_bytes()[..n]);
-        c.write_exec(offset_of!(ExecArea, msg), &buf);
-        c.write_exec(offset_of!(ExecArea, msg_len), &(n as u32).to_le_bytes());
-        c.write_exec(
-            offset_of!(ExecArea, fail_code),
-            &(code as u32).to_le_bytes(),
-        );
-        c.write_exec(offset_of!(ExecArea, status), &status::FAILED.to_le_bytes());
-        let w = c.exec_word(offset_of!(ExecArea, resp_seq));
-        w.store(1, Ordering::Release);
-        sys::futex_wake(w);
-    }
-    sys::exit_group(code)
-}
-
-fn check_low_mappings() -> Result<(), String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("read maps: {e}"))?;
-    for line in maps.lines() {
-        let start = line
-            .split('-')
-            .next()
-            .and_then(|s| u64::from_str_radix(s, 16).ok());
-        match start {
-            Some(s) if s < sys::MIRROR_END => return Err(format!("mapping below 4 GiB: {line}")),
-            Some(_) => {}
-            None => return Err(format!("unparsable maps line: {line}")),
-        }
-    }
-    Ok(())
-}
-
 /// Entry point of `plex86-executor`.
 fn main() -> ! {
     let args: Vec<String> = std::env::args().collect();
@@ -86,197 +39,23 @@ fn main() -> ! {
         selftest(args.get(2).map(String::as_str).unwrap_or(""));
     }
     std::panic::set_hook(Box::new(|_| sys::exit_group(exit_code::PANIC)));
-    let prog = seccomp::build_filter(seccomp::POLICY);
-
-    // 1. Control region.
-    let control = match Control::map() {
-        Ok(c) => c,
-        Err(_) => sys::exit_group(exit_code::BAD_SETUP_ARGS),
+    let s = setup::run();
+    let (Some(control), Some(lib)) = (s.control, s.lib) else {
+        sys::exit_group(exit_code::PANIC)
     };
-    let lib: LibArea = sys::read_lib_value(&control, 0);
-    if lib.magic != protocol::MAGIC || lib.version != protocol::VERSION {
-        fail(
-            Some(&control),
-            exit_code::BAD_SETUP_ARGS,
-            "bad control region magic/version",
-        );
-    }
-    // 2. Parent death.
-    if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).is_err() {
-        fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            "PR_SET_PDEATHSIG failed",
-        );
-    }
-    if sys::getppid() != lib.library_pid {
-        fail(
-            Some(&control),
-            exit_code::PARENT_GONE,
-            "parent is not the library",
-        );
-    }
-    // 3. Nothing below 4 GiB.
-    if let Err(m) = check_low_mappings() {
-        fail(Some(&control), exit_code::LOW_MAPPING, &m);
-    }
-    if sys::hwcap2() & 2 == 0 {
-        fail(
-            Some(&control),
-            exit_code::UNSUPPORTED_HOST,
-            "FSGSBASE is not enabled by the kernel",
-        );
-    }
-    // 4. File descriptors, privileges.
-    if sys::close_other_fds().is_err() {
-        fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            "close_range failed",
-        );
-    }
-    if sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).is_err() {
-        fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            "PR_SET_NO_NEW_PRIVS failed",
-        );
-    }
-    // 5. Memory.
-    if let Err(e) = sys::reserve_mirror_region() {
-        fail(
-            Some(&control),
-            exit_code::LOW_MAPPING,
-            &format!(
-                "cannot reserve [4K, 4G) for the guest mirror: errno {e}{}",
-                enomem_hint(e)
-            ),
-        );
-    }
-    let ram = match sys::RamMapping::new(lib.ram_size) {
-        Ok(r) => r,
-        Err(e) => fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            &format!("map guest RAM: errno {e}{}", enomem_hint(e)),
-        ),
-    };
-    // 6. Signals.
-    let Some(sw) = sys::probe_sigframe_xsave() else {
-        fail(
-            Some(&control),
-            exit_code::UNSUPPORTED_HOST,
-            "no XSAVE state in signal frames",
-        )
-    };
-    if sw.xstate_size as usize + 4 > sys::FPSTATE_ROOM || sw.xstate_size < 576 {
-        fail(
-            Some(&control),
-            exit_code::UNSUPPORTED_HOST,
-            "XSAVE signal-frame state too large",
-        );
-    }
-    let altstack: &'static mut [u8] = Box::leak(vec![0u8; 256 * 1024].into_boxed_slice());
-    if let Err(e) = sys::install_signal_handlers(handler, &GUEST_SIGNALS, altstack) {
-        fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            &format!("signal handlers: errno {e}"),
-        );
-    }
-    // 7. Segments (check the GDT TLS slots are empty), timer, mask.
-    // The GDT TLS slots (0x63/0x6b/0x73) are empty in a 64-bit process that never called
-    // set_thread_area (the 64-bit set_thread_area is not even available); check it.
-    for sel in [0x63u16, 0x6b, 0x73] {
-        if sys::selector_loadable(sel) {
-            fail(
-                Some(&control),
-                exit_code::UNSUPPORTED_HOST,
-                "a GDT TLS slot is in use",
-            );
-        }
-    }
-    let clock = if lib.budget_clock == 1 {
-        libc::CLOCK_THREAD_CPUTIME_ID
-    } else {
-        libc::CLOCK_MONOTONIC
-    };
-    let timer = match sys::timer_create(clock, TIMER_SIGNAL) {
-        Ok(t) => t,
-        Err(e) => fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            &format!("timer_create: errno {e}"),
-        ),
-    };
-    let n_ranges = (lib.n_ram_ranges as usize).min(protocol::MAX_RAM_RANGES);
-    let mon = Monitor::new(
-        ram,
-        lib.ram_size,
-        &lib.ram_ranges[..n_ranges],
-        sw,
-        sys::current_altstack(),
-        clock,
-        timer,
-    );
-    MONITOR.set(mon);
-    let fault_ns = sys::fault_round_trip_ns(clock);
-    let icebp_rip = match sys::probe_icebp_rip() {
-        Ok(r) => r,
-        Err(off) => fail(
-            Some(&control),
-            exit_code::UNSUPPORTED_HOST,
-            &match off {
-                None => "ICEBP (F1) raised no SIGTRAP".to_string(),
-                Some(d) => format!("ICEBP (F1) reported RIP {d:+} bytes from the F1"),
-            },
-        ),
-    };
-    MONITOR.with(|m| {
-        m.max_fills = lib.max_fills;
-        m.fault_ns = fault_ns;
-        m.icebp_rip = icebp_rip;
-    });
-    sys::block_all_signals();
-    // 8. TSC, CPUID and seccomp.
-    if sys::prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV as u64).is_err() {
-        fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            "PR_SET_TSC failed",
-        );
-    }
-    // With CPUID faulting native CPUID exits and the emulator answers with the guest CPU
-    // model; without it (ENODEV) native code reads the host's CPUID (docs/ARCHITECTURE.md).
-    let cpuid_faulting: u32 = match sys::set_cpuid_faulting() {
-        Ok(()) => 1,
-        Err(libc::ENODEV) => 0,
-        Err(e) => fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            &format!("arch_prctl(ARCH_SET_CPUID): errno {e}"),
-        ),
-    };
-    if let Err(e) = sys::install_seccomp(&prog) {
-        fail(
-            Some(&control),
-            exit_code::SETUP_SYSCALL,
-            &format!("seccomp: errno {e}"),
-        );
-    }
-    // 9. Ready.
+    // Ready.
     control.write_exec(
         offset_of!(ExecArea, xsave_size),
-        &sw.xstate_size.to_le_bytes(),
+        &s.sw.xstate_size.to_le_bytes(),
     );
-    let features = sw.xfeatures & 0xe7;
+    let features = s.sw.xfeatures & 0xe7;
     control.write_exec(
         offset_of!(ExecArea, xsave_features),
         &features.to_le_bytes(),
     );
     control.write_exec(
         offset_of!(ExecArea, cpuid_faulting),
-        &cpuid_faulting.to_le_bytes(),
+        &s.cpuid_faulting.to_le_bytes(),
     );
     control.write_exec(offset_of!(ExecArea, status), &status::READY.to_le_bytes());
     let resp = control.exec_word(offset_of!(ExecArea, resp_seq));
@@ -284,15 +63,6 @@ fn main() -> ! {
     sys::futex_wake(resp);
     CONTROL.set(control);
     serve(lib.spin)
-}
-
-/// Why a setup mapping fails with ENOMEM, for the message the user sees.
-fn enomem_hint(errno: i32) -> &'static str {
-    if errno == libc::ENOMEM {
-        " (ENOMEM: an address-space limit (ulimit -v) below the executor's 4 GiB mirror reservation plus guest RAM, or the host is out of memory)"
-    } else {
-        ""
-    }
 }
 
 fn serve(spin: u32) -> ! {
@@ -384,7 +154,7 @@ fn run_once() {
         m.start_ns = sys::clock_ns(m.clock);
         m.in_guest = true;
         (
-            &m.frame as *const sys::EntryFrame,
+            &m.frame as *const plex86_executor::frame::EntryFrame,
             m.entry_data_segs,
             u64::from(m.entry.eflags),
         )

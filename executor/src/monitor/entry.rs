@@ -1,0 +1,141 @@
+//! The entry side: the guest's segments as LDT entries, and the entry frame.
+
+use super::{GuestRam, Host, Monitor};
+use crate::frame::{self, EntrySegs, UserDesc};
+use guest_paging::PagingRegs;
+use plex86_protocol::{self as protocol, seg, RawExit};
+
+impl<R: GuestRam, H: Host> Monitor<R, H> {
+    /// Installs the segments of `self.entry` in the LDT (only what changed) and computes the
+    /// native selectors.
+    fn install_segments(&mut self) -> Result<(), i32> {
+        let mut want: [Option<UserDesc>; 6] = [None; 6];
+        for (i, s) in self.entry.segs.iter().enumerate() {
+            if s.is_null() && i != seg::CS && i != seg::SS {
+                self.installed[i] = s.selector;
+                continue;
+            }
+            self.installed[i] = protocol::native_selector(s.selector);
+            let t = s.seg_type();
+            let code = t & 8 != 0;
+            let contents = if code {
+                2 | ((t >> 2) & 1)
+            } else {
+                (t >> 2) & 1
+            };
+            // Data: read-only when W is clear; code: execute-only when R is clear.
+            let read_exec_only = t & 2 == 0;
+            let flags = u32::from(s.db())
+                | (u32::from(contents) << 1)
+                | (u32::from(read_exec_only) << 3)
+                | (u32::from(s.g()) << 4)
+                | (u32::from(!s.present()) << 5)
+                | (u32::from(s.avl()) << 6);
+            want[i] = Some(UserDesc {
+                entry_number: u32::from(protocol::native_selector(s.selector) >> 3),
+                base_addr: s.base,
+                limit: s.limit,
+                flags,
+            });
+        }
+        // Clear entries no longer wanted.
+        for old in self.ldt.iter().flatten() {
+            if !want
+                .iter()
+                .flatten()
+                .any(|w| w.entry_number == old.entry_number)
+            {
+                self.host.write_ldt(&UserDesc::empty(old.entry_number))?;
+            }
+        }
+        for (i, w) in want.iter().enumerate() {
+            let Some(w) = w else { continue };
+            if want[..i]
+                .iter()
+                .flatten()
+                .any(|p| p.entry_number == w.entry_number)
+            {
+                continue;
+            }
+            if !self.ldt.iter().flatten().any(|o| o == w) {
+                self.host.write_ldt(w)?;
+            }
+        }
+        self.ldt = want;
+        self.cs_base = self.entry.segs[seg::CS].base;
+        Ok(())
+    }
+
+    /// Prepares the entry frame for `self.entry`.
+    pub fn prepare_entry(&mut self) -> Result<(), i32> {
+        self.install_segments()?;
+        let st = &self.entry;
+        self.regs = PagingRegs::new(st.cr0, st.cr3, st.cr4, st.efer);
+        let g = |i: usize| u64::from(st.gprs[i]);
+        let fpstate_addr = self.frame.fpstate_addr();
+        let mc = &mut self.frame.uc.mc;
+        mc.r = [0; 8];
+        mc.rax = g(0);
+        mc.rcx = g(1);
+        mc.rdx = g(2);
+        mc.rbx = g(3);
+        mc.rsp = g(4);
+        mc.rbp = g(5);
+        mc.rsi = g(6);
+        mc.rdi = g(7);
+        mc.rip = u64::from(st.eip);
+        mc.eflags = u64::from(st.eflags);
+        mc.cs = self.installed[seg::CS];
+        mc.ss = self.installed[seg::SS];
+        mc.fs = 0;
+        mc.gs = 0;
+        mc.err = 0;
+        mc.trapno = 0;
+        mc.oldmask = 0;
+        mc.cr2 = 0;
+        mc.fpstate = fpstate_addr;
+        self.frame.uc.flags =
+            frame::UC_FP_XSTATE | frame::UC_SIGCONTEXT_SS | frame::UC_STRICT_RESTORE_SS;
+        self.frame.uc.link = 0;
+        self.frame.uc.stack = self.altstack;
+        self.frame.uc.sigmask = 0;
+        // XSAVE image: the guest's bytes, the header masked to the guest's XCR0, the kernel's
+        // software bytes and the trailing magic.
+        let n = self.sw.xstate_size as usize;
+        let fp = &mut self.frame.fpstate;
+        fp[..n].copy_from_slice(&st.xsave.0[..n]);
+        let bv = st.xsave.xstate_bv() & st.xcr0;
+        fp[512..520].copy_from_slice(&bv.to_le_bytes());
+        fp[464..468].copy_from_slice(&frame::FP_XSTATE_MAGIC1.to_le_bytes());
+        fp[468..472].copy_from_slice(&self.sw.extended_size.to_le_bytes());
+        fp[472..480].copy_from_slice(&self.sw.xfeatures.to_le_bytes());
+        fp[480..484].copy_from_slice(&self.sw.xstate_size.to_le_bytes());
+        fp[484..512].fill(0);
+        fp[n..n + 4].copy_from_slice(&frame::FP_XSTATE_MAGIC2.to_le_bytes());
+        // A null FS/GS gets base 0, not whatever the CPU leaves (see plex86_enter). Nothing
+        // else the guest can read in 64-bit mode holds a host value: every GPR (R8-R15 zero,
+        // upper halves zero), RFLAGS and the XSAVE state come from this frame; DS/ES/SS/CS
+        // bases are not readable in 64-bit mode (and are the guest's descriptors' anyway).
+        let base = |i: usize| {
+            let s = &self.entry.segs[i];
+            if s.is_null() {
+                0
+            } else {
+                u64::from(s.base)
+            }
+        };
+        self.entry_data_segs = EntrySegs {
+            sel: [
+                self.installed[seg::DS],
+                self.installed[seg::ES],
+                self.installed[seg::FS],
+                self.installed[seg::GS],
+            ],
+            fs_base: base(seg::FS),
+            gs_base: base(seg::GS),
+        };
+        self.exit = RawExit::ZERO;
+        self.escaped = false;
+        Ok(())
+    }
+}

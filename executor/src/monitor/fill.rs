@@ -1,0 +1,104 @@
+//! Demand paging: a mirror-region fault the guest's page tables allow becomes a mirror fill.
+
+use super::signal::Outcome;
+use super::{GuestRam, Host, Monitor};
+use crate::shadow::{Mirror, PROT_EXEC, PROT_WRITE};
+use guest_paging::{self as paging, Access, WalkError};
+use plex86_protocol::{self as protocol, RawReason, MAX_CODE_PAGES};
+
+impl<R: GuestRam, H: Host> Monitor<R, H> {
+    /// Demand paging: `Resume` when the fault was handled in place, else the exit is filled and
+    /// the run ends with the frame's state.
+    #[inline]
+    pub(super) fn page_fault(&mut self, linear: u32, host_err: u64) -> Outcome {
+        let start_ns = self.host.clock_ns(self.clock);
+        let access = if host_err & 0x10 != 0 {
+            Access::Fetch
+        } else if host_err & 2 != 0 {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        self.exit.linear = linear;
+        self.exit.access = protocol::access::encode(access);
+        if self.already_allows(linear >> 12, access) {
+            // The mirror already allows this access, so the fault is not a missing fill: the
+            // host kernel's UMIP emulation (SGDT, SIDT, SMSW...) reports the start of an
+            // operand whose other end lies on an unmirrored page. The emulator performs it.
+            self.set_exit(RawReason::NeedsEmulation);
+            return Outcome::CAPTURE;
+        }
+        let t = match paging::walk(&self.ram, &self.regs, linear, access, true) {
+            Ok(t) => t,
+            Err(WalkError::Fault(code)) => {
+                self.exit.error_code = code;
+                self.set_exit(RawReason::PageFault);
+                return Outcome::CAPTURE;
+            }
+            Err(WalkError::TableNotInRam) => {
+                self.set_exit(RawReason::NeedsEmulation);
+                return Outcome::CAPTURE;
+            }
+        };
+        let page = linear & !0xfff;
+        let ppn = t.phys_page >> 12;
+        if u64::from(page) < H::MIRROR_START || !self.is_ram(ppn) {
+            self.set_exit(RawReason::NeedsEmulation);
+            return Outcome::CAPTURE;
+        }
+        let mut writable = t.writable && t.dirty;
+        if self.shadow.is_wp(ppn) {
+            if access == Access::Write {
+                let n = self.exit.n_code_pages as usize;
+                if n >= MAX_CODE_PAGES {
+                    self.set_exit(RawReason::CodeLogFull);
+                    return Outcome::CAPTURE;
+                }
+                self.exit.code_pages[n] = ppn << 12;
+                self.exit.n_code_pages += 1;
+                self.shadow.clear_wp(ppn);
+            } else {
+                writable = false;
+            }
+        }
+        let ops = &mut self.host;
+        let mirror = Mirror::of(&t, writable);
+        let mut r = self.shadow.insert(ops, page >> 12, mirror);
+        if r == Err(libc::ENOMEM) {
+            // Too many mappings (vm.max_map_count): start over.
+            let _ = self.shadow.flush_all(ops);
+            r = self.shadow.insert(ops, page >> 12, mirror);
+        }
+        if r.is_err() {
+            self.set_exit(RawReason::NeedsEmulation);
+            return Outcome::CAPTURE;
+        }
+        self.exit.demand_fills = self.exit.demand_fills.wrapping_add(1);
+        // Fill time is host work, not guest work: the library's back-off subtracts it.
+        let handler_ns = self.host.clock_ns(self.clock).wrapping_sub(start_ns);
+        self.exit.fill_ns = self
+            .exit
+            .fill_ns
+            .saturating_add(handler_ns.saturating_add(self.fault_ns));
+        if self.max_fills != 0 && self.exit.demand_fills >= self.max_fills {
+            // The page is mirrored; the access that faulted re-executes after the emulator
+            // hands the guest back (or the emulator performs it).
+            self.set_exit(RawReason::FillLimit);
+            return Outcome::CAPTURE;
+        }
+        Outcome::Resume
+    }
+
+    /// True when linear page `lpn` is mirrored with the permission `access` needs.
+    #[inline]
+    fn already_allows(&self, lpn: u32, access: Access) -> bool {
+        let Some(m) = self.shadow.lookup(lpn) else {
+            return false;
+        };
+        match access {
+            Access::Read => true,
+            Access::Write => m.prot & PROT_WRITE != 0,
+            Access::Fetch => m.prot & PROT_EXEC != 0,
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The monitor: per-run state of the executor, the entry-frame builder, the LDT mirror, demand
+//! paging and the signal-handler logic that turns host signals into guest exits.
+//! Everything here runs without allocating (the signal handler included).
+//!
+//! * this file: the state, its construction, MMU commands and the helpers the others share;
+//! * `entry.rs`: the LDT mirror and the entry frame;
+//! * `signal.rs`: the signal handler's logic, by cause;
+//! * `fill.rs`: demand paging (the mirror's fills);
+//! * `tests.rs`: the monitor over a fake [`Host`].
+
+mod entry;
+mod fill;
+mod signal;
+#[cfg(test)]
+mod tests;
+
+use crate::decode::IcebpRip;
+use crate::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
+use crate::shadow::{MirrorOps, Shadow};
+use guest_paging::{self as paging, PagingRegs, PhysMemory};
+use plex86_protocol::{self as protocol, GuestState, RawExit, RawReason, EXIT_HAS_ERROR_CODE};
+
+/// Guest RAM as the monitor reads it: the walker's word accesses, and byte copies for
+/// instruction bytes.
+pub trait GuestRam: PhysMemory {
+    /// Copies guest-physical bytes at `pa` into `buf`; `false` if out of range.
+    fn read(&self, pa: u64, buf: &mut [u8]) -> bool;
+}
+
+/// What the monitor needs from the process it runs in: the mirror's mappings ([`MirrorOps`]),
+/// the LDT, the budget clock and timer. The executor process implements it with system calls;
+/// another executor (or a test) with its own means.
+pub trait Host: MirrorOps {
+    /// Lowest linear page the mirror can map (`mmap_min_addr`): below it accesses are
+    /// emulated.
+    const MIRROR_START: u64;
+    /// Writes one LDT entry.
+    fn write_ldt(&mut self, d: &UserDesc) -> Result<(), i32>;
+    /// Reads `clock` in nanoseconds.
+    fn clock_ns(&self, clock: i32) -> u64;
+    /// True while `timer` is armed (its expiry still ahead).
+    fn timer_pending(&self, timer: i32) -> bool;
+}
+
+/// The monitor's parameters that come from the host, measured or created at setup.
+#[derive(Clone, Copy, Debug)]
+pub struct HostParams {
+    /// The kernel's XSAVE signal-frame parameters.
+    pub sw: FpxSwBytes,
+    /// The alternate signal stack (for the entry frame's uc_stack).
+    pub altstack: KStack,
+    /// Budget clock id.
+    pub clock: i32,
+    /// Budget timer id.
+    pub timer: i32,
+    /// Address of the process's vDSO (0 without one).
+    pub vdso: u64,
+    /// The host CPU is AMD (or Hygon).
+    pub amd: bool,
+}
+
+/// The executor's state.
+pub struct Monitor<R, H> {
+    /// Guest RAM.
+    pub ram: R,
+    /// The process's services.
+    pub host: H,
+    ram_ok: Box<[u64]>,
+    ram_pages: u64,
+    /// The mirror record.
+    pub shadow: Shadow,
+    regs: PagingRegs,
+    /// Native selectors installed for ES, CS, SS, DS, FS, GS.
+    installed: [u16; 6],
+    cs_base: u32,
+    ldt: [Option<UserDesc>; 6],
+    /// The request's state (entry).
+    pub entry: GuestState,
+    /// The exit being built.
+    pub exit: RawExit,
+    /// The state at the exit.
+    pub exit_state: GuestState,
+    /// The entry frame.
+    pub frame: EntryFrame,
+    /// Data segment selectors (DS, ES, FS, GS) and FS/GS bases for the entry trampoline.
+    pub entry_data_segs: EntrySegs,
+    sw: FpxSwBytes,
+    altstack: KStack,
+    /// Budget clock id and timer.
+    pub clock: i32,
+    /// Budget timer id.
+    pub timer: i32,
+    /// Start of the current run (clock ns).
+    pub start_ns: u64,
+    /// Budget of the current run.
+    pub budget_ns: u64,
+    /// Demand fills that end a run (`LibArea::max_fills`; 0 = no limit).
+    pub max_fills: u32,
+    /// Host cost of a mirror-region fault delivered to a handler and returned from, measured
+    /// at start-up: the part of a fill the handler cannot time.
+    pub fault_ns: u64,
+    /// Where the host reports RIP for ICEBP, measured at start-up.
+    pub icebp_rip: IcebpRip,
+    /// True while guest code runs.
+    pub in_guest: bool,
+    /// Set when the run ended in a guest escape.
+    pub escaped: bool,
+    /// The host CPU is AMD (SYSCALL rather than SYSENTER reaches the compat fast path).
+    pub amd: bool,
+    /// Address of the executor's vDSO (AT_SYSINFO_EHDR), which the compat fast-syscall
+    /// return lands in.
+    vdso: u64,
+}
+
+impl<R, H> std::fmt::Debug for Monitor<R, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("ram_pages", &self.ram_pages)
+            .field("in_guest", &self.in_guest)
+            .field("escaped", &self.escaped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: GuestRam, H: Host> Monitor<R, H> {
+    /// Builds the monitor (setup time: allocates its tables).
+    pub fn new(
+        ram: R,
+        host: H,
+        ram_size: u64,
+        ranges: &[protocol::RamRange],
+        p: HostParams,
+    ) -> Box<Self> {
+        let ram_pages = ram_size / 4096;
+        let mut ram_ok = vec![0u64; (ram_pages as usize).div_ceil(64)].into_boxed_slice();
+        for r in ranges {
+            let end = r.end.min(ram_size);
+            let mut p = r.start / 4096;
+            while p < end / 4096 {
+                ram_ok[(p / 64) as usize] |= 1 << (p % 64);
+                p += 1;
+            }
+        }
+        Box::new(Monitor {
+            ram,
+            host,
+            ram_ok,
+            ram_pages,
+            shadow: Shadow::new(ram_pages as usize),
+            regs: PagingRegs::default(),
+            installed: [0; 6],
+            cs_base: 0,
+            ldt: [None; 6],
+            entry: GuestState::default(),
+            exit: RawExit::ZERO,
+            exit_state: GuestState::default(),
+            frame: EntryFrame::new(),
+            entry_data_segs: EntrySegs::default(),
+            sw: p.sw,
+            altstack: p.altstack,
+            clock: p.clock,
+            timer: p.timer,
+            start_ns: 0,
+            budget_ns: 0,
+            max_fills: 0,
+            fault_ns: 0,
+            icebp_rip: IcebpRip::After,
+            in_guest: false,
+            escaped: false,
+            amd: p.amd,
+            vdso: p.vdso,
+        })
+    }
+
+    #[inline]
+    fn is_ram(&self, ppn: u64) -> bool {
+        ppn < self.ram_pages && self.ram_ok[(ppn / 64) as usize] & (1 << (ppn % 64)) != 0
+    }
+
+    /// Applies one MMU command.
+    pub fn command(&mut self, kind: u32, addr: u64) -> Result<(), i32> {
+        let ops = &mut self.host;
+        match kind {
+            protocol::cmd::FLUSH_ALL => self.shadow.flush_all(ops),
+            protocol::cmd::FLUSH_NON_GLOBAL => self.shadow.flush_non_global(ops),
+            protocol::cmd::INVALIDATE_PAGE => self
+                .shadow
+                .invalidate(ops, ((addr & 0xffff_ffff) >> 12) as u32),
+            protocol::cmd::WRITE_PROTECT_PHYS => self.shadow.write_protect(ops, addr >> 12),
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    /// Reads up to 15 instruction bytes at linear `lin` through the guest's page tables
+    /// (without setting A/D bits). Returns the number of bytes read.
+    fn read_code(&self, lin: u32, buf: &mut [u8; 15]) -> usize {
+        let ram_only = |pa: u64, b: &mut [u8]| self.is_ram(pa >> 12) && self.ram.read(pa, b);
+        paging::read_linear(&self.ram, &self.regs, lin, buf, ram_only)
+    }
+
+    fn code_bytes_before(&self, eip: u32, n: u32) -> Option<[u8; 2]> {
+        let mut b = [0u8; 15];
+        let got = self.read_code(self.cs_base.wrapping_add(eip.wrapping_sub(n)), &mut b);
+        (got >= 2).then_some([b[0], b[1]])
+    }
+
+    #[inline]
+    fn set_exit(&mut self, reason: RawReason) {
+        self.exit.reason = reason as u32;
+    }
+
+    fn other_exception(&mut self, vector: u32, err: Option<u32>) {
+        self.set_exit(RawReason::OtherException);
+        self.exit.vector = vector.min(31);
+        if let Some(e) = err {
+            self.exit.flags |= EXIT_HAS_ERROR_CODE;
+            self.exit.error_code = e;
+        }
+    }
+
+    fn escape(&mut self, kind: u32, addr: u64) {
+        self.set_exit(RawReason::GuestEscape);
+        self.exit.vector = kind;
+        self.exit.detail = addr;
+        self.exit_state = self.entry;
+        self.escaped = true;
+    }
+}

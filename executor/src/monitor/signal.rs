@@ -1,0 +1,324 @@
+//! The signal handler's logic: which signals are guest events, escapes, and the exit each
+//! cause makes.
+
+use super::{GuestRam, Host, Monitor};
+use crate::decode::{classify_gp, trap_insn, GpKind, TrapInsn};
+use crate::frame::{SignalAction, SignalContext};
+use crate::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
+use crate::vector;
+use plex86_protocol::{escape, seg, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST};
+
+/// The host's 64-bit user code selector.
+const HOST_CS64: u16 = 0x33;
+/// The host's 32-bit user code selector (the kernel's compat syscall frames use it).
+const HOST_CS32: u16 = 0x23;
+/// An upper bound of the vDSO's text: the compat landing pad lies within it.
+const VDSO_SPAN: u32 = 64 << 10;
+const EFL_RF: u64 = 1 << 16;
+
+/// What one signal does to the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Return to the interrupted code.
+    Resume,
+    /// End the run; the exit and its state are complete.
+    Exit,
+    /// End the run with the signal frame's state, EIP and EAX replaced where given (the host
+    /// reported them differently from where the guest's instruction starts / what it held).
+    Capture {
+        eip_fix: Option<u32>,
+        eax_fix: Option<u32>,
+    },
+}
+
+impl Outcome {
+    pub(super) const CAPTURE: Outcome = Outcome::Capture {
+        eip_fix: None,
+        eax_fix: None,
+    };
+    pub(super) fn capture_at(eip: u32) -> Outcome {
+        Outcome::Capture {
+            eip_fix: Some(eip),
+            eax_fix: None,
+        }
+    }
+}
+
+impl<R: GuestRam, H: Host> Monitor<R, H> {
+    /// The signal handler's logic: ignores what is not a guest event, then checks for an
+    /// escape (or the compat fast-syscall return, which also runs outside the guest's code)
+    /// before it classifies the signal by its cause.
+    pub fn on_signal(&mut self, ctx: &mut SignalContext<'_>) -> SignalAction {
+        if !self.in_guest {
+            return SignalAction::Resume;
+        }
+        // Only kernel-generated signals are guest events (and the budget timer's SI_TIMER):
+        // a signal sent by another process (si_code <= 0) is ignored.
+        let from_timer = ctx.sig == libc::SIGALRM && ctx.code == libc::SI_TIMER;
+        if ctx.code <= 0 && !from_timer {
+            return SignalAction::Resume;
+        }
+        let outcome = match self.escape_check(ctx) {
+            Some(o) => o,
+            None => match ctx.sig {
+                libc::SIGTRAP if ctx.uc.mc.trapno == vector::DB => {
+                    self.debug_exit(ctx.code, ctx.uc.mc.rip as u32)
+                }
+                libc::SIGSYS if ctx.arch == AUDIT_ARCH_I386 => self.sigsys_i386(ctx),
+                libc::SIGALRM if from_timer => self.timer_exit(),
+                _ => self.fault_exit(ctx),
+            },
+        };
+        self.finish(ctx, outcome)
+    }
+
+    /// Carries out an [`Outcome`]: for `Capture`, the exit state is the signal frame's, with
+    /// the corrections the cause asked for.
+    #[inline]
+    fn finish(&mut self, ctx: &SignalContext<'_>, outcome: Outcome) -> SignalAction {
+        match outcome {
+            Outcome::Resume => SignalAction::Resume,
+            Outcome::Exit => SignalAction::ExitToHost,
+            Outcome::Capture { eip_fix, eax_fix } => {
+                self.capture_state(ctx);
+                if let Some(e) = eip_fix {
+                    self.exit_state.eip = e;
+                }
+                if let Some(a) = eax_fix {
+                    self.exit_state.gprs[0] = a;
+                }
+                SignalAction::ExitToHost
+            }
+        }
+    }
+
+    /// Escapes first: a 64-bit system call from below 4 GiB, or any event in 64-bit mode. The
+    /// compat fast-syscall return is told apart before the 64-bit check, as its RIP can be
+    /// above 4 GiB too. `None`: the signal interrupted the guest's own code.
+    #[inline]
+    fn escape_check(&mut self, ctx: &SignalContext<'_>) -> Option<Outcome> {
+        let mc = &ctx.uc.mc;
+        if ctx.sig == libc::SIGSYS && ctx.arch == AUDIT_ARCH_X86_64 {
+            self.escape(escape::HOST_SYSCALL, ctx.call_addr);
+            return Some(Outcome::Exit);
+        }
+        if mc.cs == HOST_CS32 && (mc.rip >> 32 != 0 || self.in_vdso_low(mc.rip)) {
+            return Some(self.compat_fast_syscall(ctx));
+        }
+        if mc.cs == HOST_CS64 || mc.rip >> 32 != 0 {
+            self.escape(escape::LONG_MODE, mc.rip);
+            // Diagnostics: the signal and the code selector it interrupted.
+            self.exit.error_code = ((ctx.sig as u32) << 16) | u32::from(mc.cs);
+            return Some(Outcome::Exit);
+        }
+        None
+    }
+
+    /// The compat fast-syscall path (SYSCALL on AMD, SYSENTER on Intel): the kernel has set RIP
+    /// to its vDSO landing pad, CS/SS to its own selectors, stored the guest's EBP in the RCX
+    /// slot and loaded EBP from [ESP]. The return EIP (hardware RCX) is gone. With SIGSYS the
+    /// call was trapped by seccomp (EAX = its number); otherwise reading [ESP] failed, the
+    /// kernel returned -EFAULT without a system call and the IRET to the landing pad faulted
+    /// (EAX is then -EFAULT, not the guest's): on AMD at the 64-bit pad, on Intel at its low
+    /// 32 bits, in compatibility mode.
+    fn compat_fast_syscall(&mut self, ctx: &SignalContext<'_>) -> Outcome {
+        let rcx = ctx.uc.mc.rcx;
+        self.set_exit(RawReason::SystemCall);
+        self.exit.vector = u32::from(!self.amd);
+        self.exit.flags |= EXIT_ECX_CLOBBERED | EXIT_EIP_LOST;
+        self.capture_state(ctx);
+        let st = &mut self.exit_state;
+        st.eip = 0;
+        if ctx.sig == libc::SIGSYS {
+            st.gprs[0] = ctx.syscall as u32;
+        }
+        st.gprs[1] = 0;
+        st.gprs[5] = rcx as u32;
+        st.segs[seg::CS].selector = self.installed[seg::CS];
+        st.segs[seg::SS].selector = self.installed[seg::SS];
+        Outcome::Exit
+    }
+
+    /// A fault or trap of the guest's code other than #DB (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+    /// SIGTRAP for #BP), and any other signal, by vector. A page fault the mirror can fill
+    /// resumes the guest.
+    #[inline]
+    fn fault_exit(&mut self, ctx: &SignalContext<'_>) -> Outcome {
+        let mc = &ctx.uc.mc;
+        let eip = mc.rip as u32;
+        let err = mc.err as u32;
+        match (ctx.sig, mc.trapno) {
+            (libc::SIGSEGV, vector::PF) => return self.page_fault(mc.cr2 as u32, mc.err),
+            (libc::SIGSEGV, vector::GP | vector::NP | vector::TS) => {
+                self.gp_exit(eip, mc.trapno, err)
+            }
+            (libc::SIGSEGV, vector::OF) => {
+                return Outcome::capture_at(self.int_trap(vector::OF as u8, eip))
+            }
+            (libc::SIGILL, _) => self.set_exit(RawReason::InvalidOpcode),
+            (libc::SIGFPE, vector::MF) => self.set_exit(RawReason::X87Exception),
+            (libc::SIGFPE, vector::XM) => self.set_exit(RawReason::SimdException),
+            (libc::SIGFPE, vector::DE) => self.set_exit(RawReason::DivideError),
+            (libc::SIGTRAP, vector::BP) => {
+                return Outcome::capture_at(self.int_trap(vector::BP as u8, eip))
+            }
+            (libc::SIGBUS | libc::SIGSEGV, t) => self.other_exception(t as u32, Some(err)),
+            (_, t) => self.other_exception(t as u32, None),
+        }
+        Outcome::CAPTURE
+    }
+
+    /// #GP, #NP or #TS (`trapno`): names the instruction behind it (RDTSC and CPUID fault by
+    /// the jail's design; privileged instructions, segment loads and INT n by the host's).
+    fn gp_exit(&mut self, eip: u32, trapno: u64, err: u32) {
+        let mut b = [0u8; 15];
+        let n = self.read_code(self.cs_base.wrapping_add(eip), &mut b);
+        match classify_gp(&b[..n], err) {
+            GpKind::Rdtsc => self.set_exit(RawReason::Rdtsc),
+            GpKind::Rdtscp => {
+                self.set_exit(RawReason::Rdtsc);
+                self.exit.vector = 1;
+            }
+            GpKind::Cpuid => self.set_exit(RawReason::Cpuid),
+            GpKind::Privileged => self.set_exit(RawReason::Privileged),
+            GpKind::SegmentLoad => self.set_exit(RawReason::SegmentLoad),
+            GpKind::SoftwareInterrupt(v) => {
+                self.set_exit(RawReason::SoftwareInterrupt);
+                self.exit.vector = u32::from(v);
+            }
+            GpKind::Other if trapno == vector::GP => {
+                self.set_exit(RawReason::GeneralProtection);
+                self.exit.error_code = err;
+            }
+            GpKind::Other => self.other_exception(trapno as u32, Some(err)),
+        }
+    }
+
+    /// The host's #DB at `eip`; Linux's si_code (`code`) says what DR6 held (`get_si_code`).
+    fn debug_exit(&mut self, code: i32, eip: u32) -> Outcome {
+        match code {
+            // DR6.BS: a single step, after an instruction that ran with TF set. The state
+            // stays after it; the emulator delivers the #DB.
+            libc::TRAP_TRACE => {
+                self.set_exit(RawReason::SingleStep);
+                Outcome::CAPTURE
+            }
+            // No cause in DR6: ICEBP (F1), reported where this host reports it.
+            libc::TRAP_BRKPT => {
+                self.other_exception(vector::DB as u32, None);
+                Outcome::capture_at(eip.wrapping_sub(self.icebp_rip.rewind()))
+            }
+            // A debug-register hit: the executor arms none, so it is a debugger's on the
+            // executor (ptrace), not the guest's.
+            _ => Outcome::Resume,
+        }
+    }
+
+    /// A system call from compatibility mode, trapped by seccomp: named by the two bytes before
+    /// the reported address, with EAX (the number) restored from the seccomp data.
+    fn sigsys_i386(&mut self, ctx: &SignalContext<'_>) -> Outcome {
+        let after = ctx.call_addr as u32;
+        let eax_fix = Some(ctx.syscall as u32);
+        let mut eip_fix = Some(after.wrapping_sub(2));
+        match self.code_bytes_before(after, 2) {
+            Some([0xcd, 0x80]) => {
+                self.set_exit(RawReason::SoftwareInterrupt);
+                self.exit.vector = 0x80;
+            }
+            Some([0x0f, 0x05]) => {
+                self.set_exit(RawReason::SystemCall);
+                self.exit.flags |= EXIT_ECX_CLOBBERED;
+            }
+            Some([0x0f, 0x34]) => {
+                self.set_exit(RawReason::SystemCall);
+                self.exit.vector = 1;
+            }
+            _ => {
+                // SYSENTER on Intel lands at the vDSO's return point: the registers were
+                // rewritten by the host kernel. Report it as SYSENTER at EIP.
+                self.set_exit(RawReason::SystemCall);
+                self.exit.vector = 1;
+                self.exit.flags |= EXIT_ECX_CLOBBERED;
+                eip_fix = None;
+            }
+        }
+        Outcome::Capture { eip_fix, eax_fix }
+    }
+
+    /// The budget timer's signal. The timer is re-armed for every run; a signal that arrives
+    /// while it is still armed is a stale expiry of an earlier run (pending while the
+    /// executor's own code ran). Asking the timer, not the clock, also gets an expiry right
+    /// that came before the run's start time was taken, whose signal merged with a stale one:
+    /// judged by the clock it looked early and the run never ended.
+    fn timer_exit(&mut self) -> Outcome {
+        if self.host.timer_pending(self.timer) {
+            return Outcome::Resume;
+        }
+        self.set_exit(RawReason::BudgetExpired);
+        Outcome::CAPTURE
+    }
+
+    /// A #BP (`vector` 3) or #OF (`vector` 4) trap reported at `eip` (after the instruction):
+    /// sets the exit for the instruction that raised it and returns the EIP of its first byte.
+    fn int_trap(&mut self, vector: u8, eip: u32) -> u32 {
+        let insn = trap_insn(vector, self.code_bytes_before(eip, 2));
+        match insn {
+            TrapInsn::Int3 => self.set_exit(RawReason::Breakpoint),
+            TrapInsn::Into => self.set_exit(RawReason::Overflow),
+            TrapInsn::IntN(v) => {
+                self.set_exit(RawReason::SoftwareInterrupt);
+                self.exit.vector = u32::from(v);
+            }
+        }
+        eip.wrapping_sub(insn.rewind())
+    }
+
+    /// Fills `exit_state` from the signal context.
+    fn capture_state(&mut self, ctx: &SignalContext<'_>) {
+        let mc = &ctx.uc.mc;
+        let out = &mut self.exit_state;
+        *out = self.entry;
+        out.gprs = [
+            mc.rax as u32,
+            mc.rcx as u32,
+            mc.rdx as u32,
+            mc.rbx as u32,
+            mc.rsp as u32,
+            mc.rbp as u32,
+            mc.rsi as u32,
+            mc.rdi as u32,
+        ];
+        out.eip = mc.rip as u32;
+        out.eflags = (mc.eflags & !EFL_RF) as u32;
+        let [ds, es, fs, gs] = ctx.data_segs;
+        out.segs[seg::ES].selector = es;
+        out.segs[seg::CS].selector = mc.cs;
+        out.segs[seg::SS].selector = mc.ss;
+        out.segs[seg::DS].selector = ds;
+        out.segs[seg::FS].selector = fs;
+        out.segs[seg::GS].selector = gs;
+        for s in out.segs.iter_mut() {
+            s.flags = 0;
+        }
+        if let Some(fp) = ctx.fpstate {
+            let n = fp.len().min(out.xsave.0.len());
+            out.xsave.0[..n].copy_from_slice(&fp[..n]);
+            if n < 576 {
+                // Legacy-only frame: mark x87/SSE as present, clear the header.
+                out.xsave.0[512..576].fill(0);
+                out.xsave.0[512] = 3;
+            }
+        }
+        let bv = out.xsave.xstate_bv() & self.entry.xcr0;
+        out.xsave.set_u64_at(512, bv);
+        out.xsave.0[464..512].fill(0);
+    }
+
+    /// True when `rip` lies in the low 32 bits' image of the executor's vDSO: where Intel CPUs
+    /// land after the kernel's compat fast-syscall return (a 64-bit landing pad, truncated by
+    /// an IRET to compatibility mode). A guest that jumped to the host's 32-bit code selector
+    /// and faulted there is taken for the same, and its run fails the same way.
+    fn in_vdso_low(&self, rip: u64) -> bool {
+        self.vdso != 0 && (rip as u32).wrapping_sub(self.vdso as u32) < VDSO_SPAN
+    }
+}

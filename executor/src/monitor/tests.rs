@@ -1,0 +1,201 @@
+//! The monitor over a fake host: demand fills without a process, kernel or page tables of our
+//! own.
+
+use super::{GuestRam, Host, HostParams, Monitor};
+use crate::frame::{FpxSwBytes, KStack, KUcontext, SignalAction, SignalContext, UserDesc};
+use crate::shadow::MirrorOps;
+use crate::vector;
+use guest_paging::PhysMemory;
+use plex86_protocol::{GuestState, RamRange, RawReason};
+use std::cell::RefCell;
+
+const RAM_SIZE: u64 = 0x10_0000;
+
+/// Guest RAM in a vector.
+struct FakeRam(RefCell<Vec<u8>>);
+
+impl FakeRam {
+    fn write_u32(&self, pa: u64, v: u32) {
+        let pa = pa as usize;
+        self.0.borrow_mut()[pa..pa + 4].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+impl PhysMemory for FakeRam {
+    fn read_u32(&self, pa: u64) -> Option<u32> {
+        let m = self.0.borrow();
+        let b = m.get(pa as usize..pa as usize + 4)?;
+        Some(u32::from_le_bytes(b.try_into().unwrap()))
+    }
+    fn read_u64(&self, pa: u64) -> Option<u64> {
+        let lo = self.read_u32(pa)?;
+        let hi = self.read_u32(pa + 4)?;
+        Some(u64::from(lo) | (u64::from(hi) << 32))
+    }
+    fn cmpxchg_u32(&self, pa: u64, old: u32, new: u32) -> Option<bool> {
+        let ok = self.read_u32(pa)? == old;
+        if ok {
+            self.write_u32(pa, new);
+        }
+        Some(ok)
+    }
+    fn cmpxchg_u64(&self, pa: u64, old: u64, new: u64) -> Option<bool> {
+        let ok = self.read_u64(pa)? == old;
+        if ok {
+            self.write_u32(pa, new as u32);
+            self.write_u32(pa + 4, (new >> 32) as u32);
+        }
+        Some(ok)
+    }
+}
+
+impl GuestRam for FakeRam {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> bool {
+        let m = self.0.borrow();
+        let Some(src) = m.get(pa as usize..pa as usize + buf.len()) else {
+            return false;
+        };
+        buf.copy_from_slice(src);
+        true
+    }
+}
+
+/// Records the mirror's mappings; fails the next `map` with ENOMEM when asked to.
+#[derive(Default)]
+struct FakeHost {
+    maps: Vec<(u32, u64, i32)>,
+    unmap_alls: u32,
+    enomem_once: bool,
+    now: std::cell::Cell<u64>,
+}
+
+impl MirrorOps for FakeHost {
+    fn map(&mut self, lin: u32, phys: u64, prot: i32) -> Result<(), i32> {
+        if std::mem::take(&mut self.enomem_once) {
+            return Err(libc::ENOMEM);
+        }
+        self.maps.push((lin, phys, prot));
+        Ok(())
+    }
+    fn unmap(&mut self, _lin: u32, _pages: u32) -> Result<(), i32> {
+        Ok(())
+    }
+    fn unmap_all(&mut self) -> Result<(), i32> {
+        self.unmap_alls += 1;
+        Ok(())
+    }
+    fn protect(&mut self, _lin: u32, _prot: i32) -> Result<(), i32> {
+        Ok(())
+    }
+}
+
+impl Host for FakeHost {
+    const MIRROR_START: u64 = 0x1000;
+    fn write_ldt(&mut self, _d: &UserDesc) -> Result<(), i32> {
+        Ok(())
+    }
+    fn clock_ns(&self, _clock: i32) -> u64 {
+        self.now.set(self.now.get() + 100);
+        self.now.get()
+    }
+    fn timer_pending(&self, _timer: i32) -> bool {
+        false
+    }
+}
+
+const CR3: u64 = 0x1000;
+const PT: u64 = 0x2000;
+/// Linear page `0x5000 + i * 0x1000` maps physical `0x10000 + i * 0x1000` (2-level paging,
+/// user, writable).
+fn monitor() -> Box<Monitor<FakeRam, FakeHost>> {
+    let ram = FakeRam(RefCell::new(vec![0; RAM_SIZE as usize]));
+    ram.write_u32(CR3, PT as u32 | 7);
+    for i in 0..4u64 {
+        ram.write_u32(PT + (5 + i) * 4, (0x10000 + i * 0x1000) as u32 | 7);
+    }
+    let params = HostParams {
+        sw: FpxSwBytes {
+            extended_size: 580,
+            xfeatures: 3,
+            xstate_size: 576,
+        },
+        altstack: KStack::default(),
+        clock: 1,
+        timer: 0,
+        vdso: 0,
+        amd: false,
+    };
+    let ranges = [RamRange {
+        start: 0,
+        end: RAM_SIZE,
+    }];
+    let mut m = Monitor::new(ram, FakeHost::default(), RAM_SIZE, &ranges, params);
+    m.entry = GuestState {
+        cr0: 0x8000_0011,
+        cr3: CR3 as u32,
+        ..GuestState::default()
+    };
+    m.prepare_entry().unwrap();
+    m.in_guest = true;
+    m
+}
+
+/// A user-mode read of `lin` that missed the mirror, as the kernel delivers it.
+fn read_fault(m: &mut Monitor<FakeRam, FakeHost>, lin: u32) -> SignalAction {
+    let mut uc = KUcontext::default();
+    uc.mc.trapno = vector::PF;
+    uc.mc.err = 4;
+    uc.mc.cr2 = u64::from(lin);
+    uc.mc.rip = u64::from(lin);
+    uc.mc.cs = 0x0f;
+    let mut ctx = SignalContext {
+        sig: libc::SIGSEGV,
+        code: 1, // SEGV_MAPERR: from the kernel
+        call_addr: 0,
+        syscall: 0,
+        arch: 0,
+        uc: &mut uc,
+        data_segs: [0; 4],
+        fpstate: None,
+    };
+    m.on_signal(&mut ctx)
+}
+
+#[test]
+fn a_fill_resumes_the_guest() {
+    let mut m = monitor();
+    assert_eq!(read_fault(&mut m, 0x5123), SignalAction::Resume);
+    assert_eq!(m.host.maps.len(), 1);
+    let (lin, phys, _) = m.host.maps[0];
+    assert_eq!((lin, phys), (0x5000, 0x10000));
+    assert_eq!(m.exit.demand_fills, 1);
+    assert!(m.exit.fill_ns > 0, "the fill is charged to host time");
+}
+
+#[test]
+fn the_fill_limit_ends_the_run_with_the_page_mirrored() {
+    let mut m = monitor();
+    m.max_fills = 2;
+    assert_eq!(read_fault(&mut m, 0x5000), SignalAction::Resume);
+    assert_eq!(read_fault(&mut m, 0x6000), SignalAction::ExitToHost);
+    assert_eq!(m.exit.reason, RawReason::FillLimit as u32);
+    assert_eq!(m.host.maps.len(), 2);
+    assert_eq!(m.exit_state.eip, 0x6000, "the faulting access re-executes");
+}
+
+#[test]
+fn enomem_flushes_the_mirror_and_retries() {
+    let mut m = monitor();
+    m.host.enomem_once = true;
+    assert_eq!(read_fault(&mut m, 0x7000), SignalAction::Resume);
+    assert_eq!(m.host.unmap_alls, 1);
+    assert_eq!(m.host.maps, [(0x7000, 0x12000, m.host.maps[0].2)]);
+}
+
+#[test]
+fn an_unmapped_page_exits_as_a_guest_page_fault() {
+    let mut m = monitor();
+    assert_eq!(read_fault(&mut m, 0x9000), SignalAction::ExitToHost);
+    assert_eq!(m.exit.reason, RawReason::PageFault as u32);
+    assert!(m.host.maps.is_empty());
+}
