@@ -3,7 +3,7 @@
 use super::{GuestRam, Host, Monitor};
 use crate::frame::{self, EntrySegs, UserDesc};
 use guest_paging::PagingRegs;
-use plex86_protocol::{self as protocol, seg, RawExit};
+use plex86_protocol::{self as protocol, seg, ExitReason, ExitRecord};
 
 impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Installs the segments of `self.entry` in the LDT (only what changed) and computes the
@@ -134,7 +134,8 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             fs_base: base(seg::FS),
             gs_base: base(seg::GS),
         };
-        self.exit = RawExit::ZERO;
+        self.exit = ExitRecord::new(ExitReason::BudgetExpired);
+        self.exit_set = false;
         self.escaped = false;
         Ok(())
     }

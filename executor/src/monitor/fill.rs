@@ -4,7 +4,7 @@ use super::signal::Outcome;
 use super::{GuestRam, Host, Monitor};
 use crate::shadow::{Mirror, PROT_EXEC, PROT_WRITE};
 use guest_paging::{self as paging, Access, WalkError};
-use plex86_protocol::{self as protocol, RawReason, MAX_CODE_PAGES};
+use plex86_protocol::ExitReason;
 
 impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Demand paging: `Resume` when the fault was handled in place, else the exit is filled and
@@ -19,43 +19,42 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         } else {
             Access::Read
         };
-        self.exit.linear = linear;
-        self.exit.access = protocol::access::encode(access);
+        let emulate = ExitReason::NeedsEmulation { linear, access };
         if self.already_allows(linear >> 12, access) {
             // The mirror already allows this access, so the fault is not a missing fill: the
             // host kernel's UMIP emulation (SGDT, SIDT, SMSW...) reports the start of an
             // operand whose other end lies on an unmirrored page. The emulator performs it.
-            self.set_exit(RawReason::NeedsEmulation);
+            self.set_exit(emulate);
             return Outcome::CAPTURE;
         }
         let t = match paging::walk(&self.ram, &self.regs, linear, access, true) {
             Ok(t) => t,
             Err(WalkError::Fault(code)) => {
-                self.exit.error_code = code;
-                self.set_exit(RawReason::PageFault);
+                self.set_exit(ExitReason::PageFault {
+                    linear,
+                    access,
+                    error_code: code,
+                });
                 return Outcome::CAPTURE;
             }
             Err(WalkError::TableNotInRam) => {
-                self.set_exit(RawReason::NeedsEmulation);
+                self.set_exit(emulate);
                 return Outcome::CAPTURE;
             }
         };
         let page = linear & !0xfff;
         let ppn = t.phys_page >> 12;
         if u64::from(page) < H::MIRROR_START || !self.is_ram(ppn) {
-            self.set_exit(RawReason::NeedsEmulation);
+            self.set_exit(emulate);
             return Outcome::CAPTURE;
         }
         let mut writable = t.writable && t.dirty;
         if self.shadow.is_wp(ppn) {
             if access == Access::Write {
-                let n = self.exit.n_code_pages as usize;
-                if n >= MAX_CODE_PAGES {
-                    self.set_exit(RawReason::CodeLogFull);
+                if self.exit.code_pages.push(ppn << 12).is_err() {
+                    self.set_exit(ExitReason::CodeLogFull);
                     return Outcome::CAPTURE;
                 }
-                self.exit.code_pages[n] = ppn << 12;
-                self.exit.n_code_pages += 1;
                 self.shadow.clear_wp(ppn);
             } else {
                 writable = false;
@@ -70,7 +69,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             r = self.shadow.insert(ops, page >> 12, mirror);
         }
         if r.is_err() {
-            self.set_exit(RawReason::NeedsEmulation);
+            self.set_exit(emulate);
             return Outcome::CAPTURE;
         }
         self.exit.demand_fills = self.exit.demand_fills.wrapping_add(1);
@@ -83,7 +82,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         if self.max_fills != 0 && self.exit.demand_fills >= self.max_fills {
             // The page is mirrored; the access that faulted re-executes after the emulator
             // hands the guest back (or the emulator performs it).
-            self.set_exit(RawReason::FillLimit);
+            self.set_exit(ExitReason::FillLimit);
             return Outcome::CAPTURE;
         }
         Outcome::Resume

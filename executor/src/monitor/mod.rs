@@ -18,7 +18,7 @@ use crate::decode::IcebpRip;
 use crate::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
 use crate::shadow::{MirrorOps, Shadow};
 use guest_paging::{self as paging, PagingRegs, PhysMemory};
-use plex86_protocol::{self as protocol, GuestState, RawExit, RawReason, EXIT_HAS_ERROR_CODE};
+use plex86_protocol::{self as protocol, EscapeKind, ExitReason, ExitRecord, GuestState};
 
 /// Guest RAM as the monitor reads it: the walker's word accesses, and byte copies for
 /// instruction bytes.
@@ -77,7 +77,9 @@ pub struct Monitor<R, H> {
     /// The request's state (entry).
     pub entry: GuestState,
     /// The exit being built.
-    pub exit: RawExit,
+    pub exit: ExitRecord,
+    /// Whether this run's exit reason has been set (the library rejects a record without one).
+    pub exit_set: bool,
     /// The state at the exit.
     pub exit_state: GuestState,
     /// The entry frame.
@@ -152,7 +154,8 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             cs_base: 0,
             ldt: [None; 6],
             entry: GuestState::default(),
-            exit: RawExit::ZERO,
+            exit: ExitRecord::new(ExitReason::BudgetExpired),
+            exit_set: false,
             exit_state: GuestState::default(),
             frame: EntryFrame::new(),
             entry_data_segs: EntrySegs::default(),
@@ -205,23 +208,24 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     }
 
     #[inline]
-    fn set_exit(&mut self, reason: RawReason) {
-        self.exit.reason = reason as u32;
+    fn set_exit(&mut self, reason: ExitReason) {
+        self.exit.reason = reason;
+        self.exit_set = true;
     }
 
-    fn other_exception(&mut self, vector: u32, err: Option<u32>) {
-        self.set_exit(RawReason::OtherException);
-        self.exit.vector = vector.min(31);
-        if let Some(e) = err {
-            self.exit.flags |= EXIT_HAS_ERROR_CODE;
-            self.exit.error_code = e;
-        }
+    fn other_exception(&mut self, vector: u32, error_code: Option<u32>) {
+        self.set_exit(ExitReason::OtherException {
+            vector: vector.min(31) as u8,
+            error_code,
+        });
     }
 
-    fn escape(&mut self, kind: u32, addr: u64) {
-        self.set_exit(RawReason::GuestEscape);
-        self.exit.vector = kind;
-        self.exit.detail = addr;
+    fn escape(&mut self, kind: EscapeKind, address: u64, diagnostic: u32) {
+        self.set_exit(ExitReason::GuestEscape {
+            kind,
+            address,
+            diagnostic,
+        });
         self.exit_state = self.entry;
         self.escaped = true;
     }

@@ -6,7 +6,7 @@ use crate::decode::{classify_gp, trap_insn, GpKind, TrapInsn};
 use crate::frame::{SignalAction, SignalContext};
 use crate::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use crate::vector;
-use plex86_protocol::{escape, seg, RawReason, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST};
+use plex86_protocol::{seg, EscapeKind, ExitReason, SyscallInstruction};
 
 /// The host's 64-bit user code selector.
 const HOST_CS64: u16 = 0x33;
@@ -99,16 +99,16 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     fn escape_check(&mut self, ctx: &SignalContext<'_>) -> Option<Outcome> {
         let mc = &ctx.uc.mc;
         if ctx.sig == libc::SIGSYS && ctx.arch == AUDIT_ARCH_X86_64 {
-            self.escape(escape::HOST_SYSCALL, ctx.call_addr);
+            self.escape(EscapeKind::HostSyscall, ctx.call_addr, 0);
             return Some(Outcome::Exit);
         }
         if mc.cs == HOST_CS32 && (mc.rip >> 32 != 0 || self.in_vdso_low(mc.rip)) {
             return Some(self.compat_fast_syscall(ctx));
         }
         if mc.cs == HOST_CS64 || mc.rip >> 32 != 0 {
-            self.escape(escape::LONG_MODE, mc.rip);
             // Diagnostics: the signal and the code selector it interrupted.
-            self.exit.error_code = ((ctx.sig as u32) << 16) | u32::from(mc.cs);
+            let diagnostic = ((ctx.sig as u32) << 16) | u32::from(mc.cs);
+            self.escape(EscapeKind::LongMode, mc.rip, diagnostic);
             return Some(Outcome::Exit);
         }
         None
@@ -123,9 +123,14 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// 32 bits, in compatibility mode.
     fn compat_fast_syscall(&mut self, ctx: &SignalContext<'_>) -> Outcome {
         let rcx = ctx.uc.mc.rcx;
-        self.set_exit(RawReason::SystemCall);
-        self.exit.vector = u32::from(!self.amd);
-        self.exit.flags |= EXIT_ECX_CLOBBERED | EXIT_EIP_LOST;
+        let instruction = if self.amd {
+            SyscallInstruction::Syscall
+        } else {
+            SyscallInstruction::Sysenter
+        };
+        self.set_exit(ExitReason::SystemCall { instruction });
+        self.exit.ecx_clobbered = true;
+        self.exit.eip_lost = true;
         self.capture_state(ctx);
         let st = &mut self.exit_state;
         st.eip = 0;
@@ -155,10 +160,10 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             (libc::SIGSEGV, vector::OF) => {
                 return Outcome::capture_at(self.int_trap(vector::OF as u8, eip))
             }
-            (libc::SIGILL, _) => self.set_exit(RawReason::InvalidOpcode),
-            (libc::SIGFPE, vector::MF) => self.set_exit(RawReason::X87Exception),
-            (libc::SIGFPE, vector::XM) => self.set_exit(RawReason::SimdException),
-            (libc::SIGFPE, vector::DE) => self.set_exit(RawReason::DivideError),
+            (libc::SIGILL, _) => self.set_exit(ExitReason::InvalidOpcode),
+            (libc::SIGFPE, vector::MF) => self.set_exit(ExitReason::X87Exception),
+            (libc::SIGFPE, vector::XM) => self.set_exit(ExitReason::SimdException),
+            (libc::SIGFPE, vector::DE) => self.set_exit(ExitReason::DivideError),
             (libc::SIGTRAP, vector::BP) => {
                 return Outcome::capture_at(self.int_trap(vector::BP as u8, eip))
             }
@@ -174,21 +179,16 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         let mut b = [0u8; 15];
         let n = self.read_code(self.cs_base.wrapping_add(eip), &mut b);
         match classify_gp(&b[..n], err) {
-            GpKind::Rdtsc => self.set_exit(RawReason::Rdtsc),
-            GpKind::Rdtscp => {
-                self.set_exit(RawReason::Rdtsc);
-                self.exit.vector = 1;
-            }
-            GpKind::Cpuid => self.set_exit(RawReason::Cpuid),
-            GpKind::Privileged => self.set_exit(RawReason::Privileged),
-            GpKind::SegmentLoad => self.set_exit(RawReason::SegmentLoad),
+            GpKind::Rdtsc => self.set_exit(ExitReason::Rdtsc { rdtscp: false }),
+            GpKind::Rdtscp => self.set_exit(ExitReason::Rdtsc { rdtscp: true }),
+            GpKind::Cpuid => self.set_exit(ExitReason::Cpuid),
+            GpKind::Privileged => self.set_exit(ExitReason::Privileged),
+            GpKind::SegmentLoad => self.set_exit(ExitReason::SegmentLoad),
             GpKind::SoftwareInterrupt(v) => {
-                self.set_exit(RawReason::SoftwareInterrupt);
-                self.exit.vector = u32::from(v);
+                self.set_exit(ExitReason::SoftwareInterrupt { vector: v });
             }
             GpKind::Other if trapno == vector::GP => {
-                self.set_exit(RawReason::GeneralProtection);
-                self.exit.error_code = err;
+                self.set_exit(ExitReason::GeneralProtection { error_code: err });
             }
             GpKind::Other => self.other_exception(trapno as u32, Some(err)),
         }
@@ -200,7 +200,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             // DR6.BS: a single step, after an instruction that ran with TF set. The state
             // stays after it; the emulator delivers the #DB.
             libc::TRAP_TRACE => {
-                self.set_exit(RawReason::SingleStep);
+                self.set_exit(ExitReason::SingleStep);
                 Outcome::CAPTURE
             }
             // No cause in DR6: ICEBP (F1), reported where this host reports it.
@@ -222,23 +222,26 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         let mut eip_fix = Some(after.wrapping_sub(2));
         match self.code_bytes_before(after, 2) {
             Some([0xcd, 0x80]) => {
-                self.set_exit(RawReason::SoftwareInterrupt);
-                self.exit.vector = 0x80;
+                self.set_exit(ExitReason::SoftwareInterrupt { vector: 0x80 });
             }
             Some([0x0f, 0x05]) => {
-                self.set_exit(RawReason::SystemCall);
-                self.exit.flags |= EXIT_ECX_CLOBBERED;
+                self.set_exit(ExitReason::SystemCall {
+                    instruction: SyscallInstruction::Syscall,
+                });
+                self.exit.ecx_clobbered = true;
             }
             Some([0x0f, 0x34]) => {
-                self.set_exit(RawReason::SystemCall);
-                self.exit.vector = 1;
+                self.set_exit(ExitReason::SystemCall {
+                    instruction: SyscallInstruction::Sysenter,
+                });
             }
             _ => {
                 // SYSENTER on Intel lands at the vDSO's return point: the registers were
                 // rewritten by the host kernel. Report it as SYSENTER at EIP.
-                self.set_exit(RawReason::SystemCall);
-                self.exit.vector = 1;
-                self.exit.flags |= EXIT_ECX_CLOBBERED;
+                self.set_exit(ExitReason::SystemCall {
+                    instruction: SyscallInstruction::Sysenter,
+                });
+                self.exit.ecx_clobbered = true;
                 eip_fix = None;
             }
         }
@@ -254,7 +257,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         if self.host.timer_pending(self.timer) {
             return Outcome::Resume;
         }
-        self.set_exit(RawReason::BudgetExpired);
+        self.set_exit(ExitReason::BudgetExpired);
         Outcome::CAPTURE
     }
 
@@ -263,11 +266,10 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     fn int_trap(&mut self, vector: u8, eip: u32) -> u32 {
         let insn = trap_insn(vector, self.code_bytes_before(eip, 2));
         match insn {
-            TrapInsn::Int3 => self.set_exit(RawReason::Breakpoint),
-            TrapInsn::Into => self.set_exit(RawReason::Overflow),
+            TrapInsn::Int3 => self.set_exit(ExitReason::Breakpoint),
+            TrapInsn::Into => self.set_exit(ExitReason::Overflow),
             TrapInsn::IntN(v) => {
-                self.set_exit(RawReason::SoftwareInterrupt);
-                self.exit.vector = u32::from(v);
+                self.set_exit(ExitReason::SoftwareInterrupt { vector: v });
             }
         }
         eip.wrapping_sub(insn.rewind())

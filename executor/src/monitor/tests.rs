@@ -5,8 +5,9 @@ use super::{GuestRam, Host, HostParams, Monitor};
 use crate::frame::{FpxSwBytes, KStack, KUcontext, SignalAction, SignalContext, UserDesc};
 use crate::shadow::MirrorOps;
 use crate::vector;
+use guest_paging::Access;
 use guest_paging::PhysMemory;
-use plex86_protocol::{GuestState, RamRange, RawReason};
+use plex86_protocol::{ExitReason, GuestState, RamRange};
 use std::cell::RefCell;
 
 const RAM_SIZE: u64 = 0x10_0000;
@@ -178,7 +179,8 @@ fn the_fill_limit_ends_the_run_with_the_page_mirrored() {
     m.max_fills = 2;
     assert_eq!(read_fault(&mut m, 0x5000), SignalAction::Resume);
     assert_eq!(read_fault(&mut m, 0x6000), SignalAction::ExitToHost);
-    assert_eq!(m.exit.reason, RawReason::FillLimit as u32);
+    assert_eq!(m.exit.reason, ExitReason::FillLimit);
+    assert!(m.exit_set);
     assert_eq!(m.host.maps.len(), 2);
     assert_eq!(m.exit_state.eip, 0x6000, "the faulting access re-executes");
 }
@@ -196,6 +198,17 @@ fn enomem_flushes_the_mirror_and_retries() {
 fn an_unmapped_page_exits_as_a_guest_page_fault() {
     let mut m = monitor();
     assert_eq!(read_fault(&mut m, 0x9000), SignalAction::ExitToHost);
-    assert_eq!(m.exit.reason, RawReason::PageFault as u32);
+    assert!(
+        matches!(
+            m.exit.reason,
+            ExitReason::PageFault {
+                linear: 0x9000,
+                access: Access::Read,
+                ..
+            }
+        ),
+        "{:?}",
+        m.exit.reason
+    );
     assert!(m.host.maps.is_empty());
 }

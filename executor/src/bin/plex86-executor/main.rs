@@ -6,7 +6,9 @@ mod setup;
 mod sys;
 
 use plex86_executor::seccomp;
-use plex86_protocol::{self as protocol, exit_code, req, status, ExecArea, LibArea, RawCommand};
+use plex86_protocol::{
+    self as protocol, exit_code, req, status, ExecArea, LibArea, RawCommand, RawExit,
+};
 use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use sys::{Control, MonitorCell, SignalAction, SignalContext};
@@ -175,7 +177,16 @@ fn run_once() {
 
 fn publish(c: &Control, seq: u32, st: u32, m: Option<&mut Box<Monitor>>) {
     if let Some(m) = m {
-        c.write_exec(offset_of!(ExecArea, exit), sys::bytes_of(&m.exit));
+        // A record without a reason goes out with reason 0, which the library rejects.
+        let mut raw = RawExit::ZERO;
+        if m.exit_set {
+            m.exit.encode(&mut raw);
+        }
+        raw.native_ns = m.exit.native_ns;
+        raw.fill_ns = m.exit.fill_ns;
+        // Only the logged code pages: the rest of the log is not read.
+        let used = offset_of!(RawExit, code_pages) + 8 * raw.n_code_pages as usize;
+        c.write_exec(offset_of!(ExecArea, exit), &sys::bytes_of(&raw)[..used]);
         c.write_exec(offset_of!(ExecArea, state), sys::bytes_of(&m.exit_state));
     }
     c.write_exec(offset_of!(ExecArea, status), &st.to_le_bytes());
