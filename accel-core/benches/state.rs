@@ -6,7 +6,7 @@
 //! without it only the null accelerator's C-ABI path is measured.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use host_driver::{DriverError, Exit, GuestState, MmuCommand, XsaveInfo};
+use host_driver::{DriverError, ExitRecord, GuestState, MmuCommand, XsaveInfo};
 use plex86_accel::ffi::{plex86_accel_init, plex86_accel_run, plex86_accel_shutdown};
 use plex86_accel::state;
 use plex86_accel::{log::Logger, AccelOps, Accelerator, Backend, Config, CpuState, RunOutcome};
@@ -27,7 +27,7 @@ impl Backend for Idle {
         _: &mut GuestState,
         _: Duration,
         _: &[MmuCommand],
-    ) -> Result<Exit<'_>, DriverError> {
+    ) -> Result<&ExitRecord, DriverError> {
         unreachable!("declined entries never run")
     }
     fn respawn(&mut self, _: &[Range<u64>]) -> Result<(), String> {

@@ -20,7 +20,7 @@ use crate::policy::{Backoff, Decision, Decline, HotSpaces, Policy, MIN_BUDGET_NS
 use crate::prealloc::Prealloc;
 use crate::stats::Stats;
 use crate::{AccelOps, CpuState, RunOutcome};
-use host_driver::{GuestState, MmuCommand, XsaveInfo};
+use host_driver::{ExitReason, ExitRecord, GuestState, MmuCommand, XsaveInfo};
 use report::Reporting;
 use run::PagingKey;
 use std::collections::HashSet;
@@ -73,8 +73,8 @@ struct Pacing {
 struct Scratch {
     gs: Box<GuestState>,
     commands: Vec<MmuCommand>,
-    /// The code pages the last run wrote (handed to Bochs by reference).
-    code_pages: Vec<u64>,
+    /// The last run's exit (its code pages are handed to Bochs by reference).
+    exit: ExitRecord,
 }
 
 impl<B: Backend> std::fmt::Debug for Accelerator<B> {
@@ -204,7 +204,7 @@ impl<B: Backend> Accelerator<B> {
             scratch: Scratch {
                 gs: Box::new(GuestState::default()),
                 commands: Vec::with_capacity(64),
-                code_pages: Vec::with_capacity(plex86_protocol::MAX_CODE_PAGES),
+                exit: ExitRecord::new(ExitReason::BudgetExpired),
             },
             report: Reporting::new(log, cfg.stats_path.clone(), host_xcr0),
         }

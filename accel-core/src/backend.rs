@@ -2,7 +2,8 @@
 //! accelerator's logic is tested without one.
 
 use host_driver::{
-    DriverError, Executor, ExecutorConfig, Exit, GuestState, MmuCommand, XsaveInfo, EXECUTOR_ENV,
+    DriverError, Executor, ExecutorConfig, ExitRecord, GuestState, MmuCommand, XsaveInfo,
+    EXECUTOR_ENV,
 };
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
@@ -19,7 +20,7 @@ pub trait Backend: Send {
         state: &mut GuestState,
         budget: Duration,
         commands: &[MmuCommand],
-    ) -> Result<Exit<'_>, DriverError>;
+    ) -> Result<&ExitRecord, DriverError>;
     /// After `run` failed: whether guest code may have run natively in it (see
     /// [`Executor::failed_run_may_have_executed`]). When not, nothing was lost and emulation
     /// can go on.
@@ -119,7 +120,7 @@ impl Backend for ExecutorBackend {
         state: &mut GuestState,
         budget: Duration,
         commands: &[MmuCommand],
-    ) -> Result<Exit<'_>, DriverError> {
+    ) -> Result<&ExitRecord, DriverError> {
         match self.exe.as_mut() {
             Some(exe) => exe.run(state, budget, commands),
             None => Err(DriverError::ExecutorDied(

@@ -55,7 +55,7 @@ fn run_at(vm: &mut Vm, eip: u32, cmds: &[MmuCommand]) -> (Duration, Duration) {
         .run(&mut vm.state, Duration::from_secs(10), cmds)
         .expect("run");
     assert_eq!(exit.reason, ExitReason::Privileged);
-    (exit.native_time, exit.fill_time)
+    (exit.native_time(), exit.fill_time())
 }
 
 fn compute_vm() -> Vm {

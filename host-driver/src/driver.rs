@@ -9,7 +9,7 @@ pub use spawn::{
 pub use transport::{DEFAULT_SPIN, RESPONSE_GRACE};
 
 use crate::error::{DeathCause, DriverError};
-use crate::exit::{Exit, ExitReason};
+use crate::protocol::ExitRecord;
 use crate::protocol::{
     cmd, req, status, ExecArea, GuestState, LibArea, RawCommand, EXEC_AREA_OFFSET, MAX_COMMANDS,
 };
@@ -30,7 +30,7 @@ pub enum MmuCommand {
     /// Drop the mirror of the page containing this linear address (INVLPG).
     InvalidatePage(u32),
     /// Write-protect every mirror of this guest-physical page: the emulator holds decoded code
-    /// from it. A native write is logged in [`Exit::code_pages_written`].
+    /// from it. A native write is logged in the exit's [`ExitRecord::code_pages`].
     WriteProtectPhysPage(u64),
 }
 
@@ -58,7 +58,8 @@ pub struct Executor {
     cpuid_faulting: bool,
     ram_size: u64,
     spin: u32,
-    code_pages: Vec<u64>,
+    /// The last run's exit, which [`Executor::run`] lends out.
+    last_exit: ExitRecord,
     run_may_have_executed: bool,
 }
 
@@ -103,7 +104,7 @@ impl Executor {
         state: &mut GuestState,
         budget: Duration,
         commands: &[MmuCommand],
-    ) -> Result<Exit<'_>, DriverError> {
+    ) -> Result<&ExitRecord, DriverError> {
         self.run_may_have_executed = false;
         self.check_alive()?;
         validate_entry(state, self.xsave)?;
@@ -157,36 +158,25 @@ impl Executor {
         state: &mut GuestState,
         area: &ExecArea,
         budget_ns: u64,
-    ) -> Result<Exit<'_>, DriverError> {
+    ) -> Result<&ExitRecord, DriverError> {
         let ctx = RunContext {
             seq: self.seq,
             budget_ns,
             ram_size: self.ram_size,
             xsave: self.xsave,
         };
-        let checked = match check_exit(state, area, &ctx) {
+        let (exit, after) = match check_exit(state, area, &ctx) {
             Ok(c) => c,
             Err(e) => return Err(self.corrupted(e)),
         };
-        if let ExitReason::GuestEscape { .. } = checked.reason {
-            // The executor can no longer be trusted.
+        if exit.reason.ends_executor() {
             self.kill();
         }
-        if let Some(new) = checked.state {
+        if let Some(new) = after {
             *state = new;
         }
-        self.code_pages.clear();
-        self.code_pages
-            .extend_from_slice(&area.exit.code_pages[..checked.n_code_pages]);
-        Ok(Exit {
-            reason: checked.reason,
-            native_time: checked.native_time,
-            code_pages_written: &self.code_pages,
-            ecx_clobbered: checked.ecx_clobbered,
-            eip_lost: checked.eip_lost,
-            demand_fills: checked.demand_fills,
-            fill_time: checked.fill_time,
-        })
+        self.last_exit = exit;
+        Ok(&self.last_exit)
     }
 }
 

@@ -7,10 +7,9 @@
 //! response (the executor is killed when it fails). The other pure pieces the fuzz targets
 //! exercise are public anyway: `guest_paging::walk` and `plex86_executor::decode::classify_gp`.
 
-use crate::protocol::ExecArea;
+use crate::protocol::{ExecArea, ExitRecord};
 use crate::validate::check_exit;
-use crate::{DriverError, ExitReason, GuestState};
-use std::time::Duration;
+use crate::{DriverError, GuestState};
 
 pub use crate::validate::RunContext;
 
@@ -33,25 +32,12 @@ pub fn exec_area_bytes(area: &ExecArea) -> Vec<u8> {
 
 /// A response that [`accept_exit`] accepted, as [`crate::Executor::run`] hands it on.
 #[derive(Clone, Debug)]
-pub struct AcceptedExit {
-    /// Why the run ended.
-    pub reason: ExitReason,
-    /// Native time of the run.
-    pub native_time: Duration,
+pub struct Accepted {
+    /// The exit (the library kills the executor after it when
+    /// [`ExitReason::ends_executor`](crate::ExitReason::ends_executor)).
+    pub exit: ExitRecord,
     /// The guest state after the run (the entry state, unchanged, after a guest escape).
     pub state: GuestState,
-    /// Guest-physical pages written that the emulator holds decoded code for.
-    pub code_pages_written: Vec<u64>,
-    /// See [`crate::Exit::ecx_clobbered`].
-    pub ecx_clobbered: bool,
-    /// See [`crate::Exit::eip_lost`].
-    pub eip_lost: bool,
-    /// See [`crate::Exit::demand_fills`].
-    pub demand_fills: u32,
-    /// See [`crate::Exit::fill_time`].
-    pub fill_time: Duration,
-    /// The library kills the executor after this response (a guest escape).
-    pub kills_executor: bool,
 }
 
 /// Validates the executor's response `area` to a run entered with `entry` (a state that
@@ -61,18 +47,11 @@ pub fn accept_exit(
     entry: &GuestState,
     area: &ExecArea,
     ctx: &RunContext,
-) -> Result<AcceptedExit, DriverError> {
-    let c = check_exit(entry, area, ctx).map_err(DriverError::CorruptedSharedMemory)?;
-    Ok(AcceptedExit {
-        kills_executor: matches!(c.reason, ExitReason::GuestEscape { .. }),
-        reason: c.reason,
-        native_time: c.native_time,
-        state: c.state.unwrap_or(*entry),
-        code_pages_written: area.exit.code_pages[..c.n_code_pages].to_vec(),
-        ecx_clobbered: c.ecx_clobbered,
-        eip_lost: c.eip_lost,
-        demand_fills: c.demand_fills,
-        fill_time: c.fill_time,
+) -> Result<Accepted, DriverError> {
+    let (exit, state) = check_exit(entry, area, ctx).map_err(DriverError::CorruptedSharedMemory)?;
+    Ok(Accepted {
+        exit,
+        state: state.unwrap_or(*entry),
     })
 }
 

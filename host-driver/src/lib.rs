@@ -4,8 +4,8 @@
 //! The library spawns `plex86-executor` ([`Executor::spawn`]), hands it the guest-RAM memfd and
 //! a shared control region, and then drives it with [`Executor::run`]: each run loads the full
 //! user-visible [`GuestState`], applies [`MmuCommand`]s, runs the guest natively until an
-//! instruction needs emulation (or the budget is spent), and returns an [`Exit`] with the state
-//! as it was *before* that instruction. See `docs/ARCHITECTURE.md`, section "Host driver".
+//! instruction needs emulation (or the budget is spent), and returns an [`ExitRecord`], with
+//! the state as it was *before* that instruction. See `docs/ARCHITECTURE.md`, section "Host driver".
 //!
 //! ```no_run
 //! use host_driver::{Executor, ExecutorConfig, GuestRam, GuestState, MmuCommand};
@@ -15,7 +15,7 @@
 //! let mut state = GuestState::default();
 //! // ... set up segments, paging and code in `ram` ...
 //! let exit = exe.run(&mut state, Duration::from_millis(1), &[MmuCommand::FlushAll])?;
-//! println!("{:?} after {:?}", exit.reason, exit.native_time);
+//! println!("{:?} after {:?}", exit.reason, exit.native_time());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -23,7 +23,6 @@
 
 mod driver;
 mod error;
-mod exit;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub use plex86_protocol as protocol;
@@ -35,9 +34,9 @@ pub use driver::{
     DEFAULT_SPIN, EXECUTOR_ENV, EXECUTOR_NAME,
 };
 pub use error::{DeathCause, DriverError};
-pub use exit::{EscapeKind, Exit, ExitReason, SyscallInstruction};
 pub use guest_paging as paging;
 pub use guest_paging::Access;
+pub use protocol::{CodeLog, EscapeKind, ExitReason, ExitRecord, SyscallInstruction};
 pub use protocol::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
 pub use sys::GuestRam;
 pub use validate::validate_entry;

@@ -32,9 +32,9 @@ fn both_budget_clocks_end_an_infinite_loop() {
                 .unwrap();
             assert_eq!(exit.reason, ExitReason::BudgetExpired, "{clock:?}");
             assert!(
-                exit.native_time >= Duration::from_millis(5),
+                exit.native_time() >= Duration::from_millis(5),
                 "{clock:?}: {:?}",
-                exit.native_time
+                exit.native_time()
             );
             assert!(
                 vm.state.eip == CODE || vm.state.eip == CODE + 1,

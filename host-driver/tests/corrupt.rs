@@ -4,7 +4,7 @@
 //! the one `Executor::run` applies (`host_driver::fuzzing::accept_exit`); the fuzz targets in
 //! fuzz/ explore it at random, this test names each field.
 
-use host_driver::fuzzing::{accept_exit, native_selector, AcceptedExit, RunContext};
+use host_driver::fuzzing::{accept_exit, native_selector, Accepted, RunContext};
 use host_driver::protocol::{seg, status, ExecArea, RawReason, MAX_CODE_PAGES};
 use host_driver::{DriverError, GuestState, Segment, XsaveInfo, SEG_NOT_INSTALLED};
 
@@ -52,7 +52,7 @@ fn honest() -> ExecArea {
     a
 }
 
-fn accept(a: &ExecArea) -> Result<AcceptedExit, DriverError> {
+fn accept(a: &ExecArea) -> Result<Accepted, DriverError> {
     accept_exit(&entry(), a, &CTX)
 }
 
@@ -65,7 +65,7 @@ fn rejected(field: &str, corrupt: impl Fn(&mut ExecArea)) {
             assert!(m.contains(field), "{field}: message {m:?} does not name it")
         }
         Err(e) => panic!("{field}: wrong error {e:?}"),
-        Ok(x) => panic!("{field}: accepted ({:?})", x.reason),
+        Ok(x) => panic!("{field}: accepted ({:?})", x.exit.reason),
     }
 }
 
@@ -84,7 +84,7 @@ fn the_honest_response_is_accepted_with_the_executors_state() {
     assert_eq!(x.state.gprs, honest().state.gprs);
     assert_eq!(x.state.eip, 0x0804_8010);
     assert_eq!(x.state.segs, entry().segs);
-    assert!(!x.kills_executor);
+    assert!(!x.exit.reason.ends_executor());
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn exit_record_fields_are_checked() {
     a.exit.n_code_pages = 1;
     a.exit.code_pages[0] = 0x5000;
     a.exit.code_pages[1] = 0x1234;
-    assert_eq!(accept(&a).unwrap().code_pages_written, vec![0x5000]);
+    assert_eq!(accept(&a).unwrap().exit.code_pages.as_slice(), [0x5000]);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn fields_the_library_does_not_take_from_the_executor() {
     assert_eq!(x.state.xsave.0[28..32], e.xsave.0[28..32]);
     assert_eq!(x.state.xsave.0[464..512], e.xsave.0[464..512]);
     assert_eq!(x.state.xsave.0[600], e.xsave.0[600]);
-    assert_eq!(x.reason, host_driver::ExitReason::BudgetExpired);
+    assert_eq!(x.exit.reason, host_driver::ExitReason::BudgetExpired);
 }
 
 #[test]
@@ -255,7 +255,7 @@ fn a_gdt_selector_loaded_natively_is_passed_on_for_a_reload() {
         let mut a = honest();
         a.state.segs[i].selector = host;
         let x = accept(&a).unwrap();
-        assert!(!x.kills_executor, "{}", seg::NAMES[i]);
+        assert!(!x.exit.reason.ends_executor(), "{}", seg::NAMES[i]);
         assert_eq!(
             (x.state.segs[i].selector, x.state.segs[i].flags),
             (host, SEG_NOT_INSTALLED),

@@ -9,7 +9,7 @@ use test_support::vm::*;
 fn run_expect_hlt(vm: &mut Vm, cmds: &[MmuCommand]) -> Vec<u64> {
     let exit = vm.run_with(cmds);
     assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
-    let pages = exit.code_pages_written.to_vec();
+    let pages = exit.code_pages.as_slice().to_vec();
     vm.state.eip += 1; // skip HLT
     pages
 }
@@ -91,10 +91,10 @@ fn fill_limit_ends_the_run_at_the_access_that_needed_the_last_fill() {
     assert_eq!(exit.reason, ExitReason::FillLimit, "{:?}", exit.reason);
     assert_eq!(exit.demand_fills, 3);
     assert!(
-        exit.fill_time > Duration::ZERO && exit.fill_time <= exit.native_time,
+        exit.fill_time() > Duration::ZERO && exit.fill_time() <= exit.native_time(),
         "fill time {:?} of {:?}",
-        exit.fill_time,
-        exit.native_time
+        exit.fill_time(),
+        exit.native_time()
     );
     assert_eq!(
         vm.state.gprs[0],
@@ -109,7 +109,7 @@ fn fill_limit_ends_the_run_at_the_access_that_needed_the_last_fill() {
     // The HLT again, everything mirrored: no fill, no fill time.
     let exit = vm.run();
     assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
-    assert_eq!((exit.demand_fills, exit.fill_time), (0, Duration::ZERO));
+    assert_eq!((exit.demand_fills, exit.fill_time()), (0, Duration::ZERO));
 }
 
 #[test]

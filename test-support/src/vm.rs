@@ -1,7 +1,9 @@
 //! The host-driver tests' fixture: a guest RAM memfd with synthetic page tables and segment
 //! state, an executor, and guest code assembled with iced-x86's CodeAssembler.
 
-use host_driver::{Executor, ExecutorConfig, Exit, GuestRam, GuestState, MmuCommand, Segment};
+use host_driver::{
+    Executor, ExecutorConfig, ExitRecord, GuestRam, GuestState, MmuCommand, Segment,
+};
 use iced_x86::code_asm::CodeAssembler;
 use std::time::Duration;
 
@@ -208,11 +210,11 @@ impl Vm {
         self.code_at(CODE, f)
     }
 
-    pub fn run(&mut self) -> Exit<'_> {
+    pub fn run(&mut self) -> &ExitRecord {
         self.run_with(&[])
     }
 
-    pub fn run_with(&mut self, cmds: &[MmuCommand]) -> Exit<'_> {
+    pub fn run_with(&mut self, cmds: &[MmuCommand]) -> &ExitRecord {
         self.exe
             .run(&mut self.state, Duration::from_secs(5), cmds)
             .unwrap_or_else(|e| panic!("run failed: {e}"))

@@ -32,16 +32,7 @@ impl PagingKey {
     }
 }
 
-/// What a finished native run left, copied out of the driver's exit.
-struct Ran {
-    reason: ExitReason,
-    native_ns: u64,
-    eip_lost: bool,
-    demand_fills: u32,
-    fill_ns: u64,
-}
-
-/// Why no [`Ran`]: the outcome to return instead (a decline or a failure).
+/// Why no run: the outcome to return instead (a decline or a failure).
 type NotRun = RunOutcome<'static>;
 
 impl<B: Backend> Accelerator<B> {
@@ -51,12 +42,11 @@ impl<B: Backend> Accelerator<B> {
             Ok(key) => key,
             Err(outcome) => return outcome,
         };
-        let ran = match self.run_backend(budget_ticks) {
-            Ok(ran) => ran,
-            Err(outcome) => return outcome,
-        };
-        self.account(cpu, key, &ran);
-        self.hand_back(cpu, &ran)
+        if let Err(outcome) = self.run_backend(budget_ticks) {
+            return outcome;
+        }
+        self.account(cpu, key);
+        self.hand_back(cpu)
     }
 
     /// Brings the mirror in line with `cpu` and converts its state; declines a state the
@@ -125,7 +115,8 @@ impl<B: Backend> Accelerator<B> {
     }
 
     /// Sends the queued MMU commands and runs the converted state for `budget_ticks`.
-    fn run_backend(&mut self, budget_ticks: u64) -> Result<Ran, NotRun> {
+    /// The exit is copied into `scratch.exit`.
+    fn run_backend(&mut self, budget_ticks: u64) -> Result<(), NotRun> {
         let s = &mut self.scratch;
         s.commands.clear();
         self.mirror.mmu.commands(&mut s.commands);
@@ -134,21 +125,14 @@ impl<B: Backend> Accelerator<B> {
         let t0 = Instant::now();
         let result = match self.backend.run(&mut s.gs, budget, &s.commands) {
             Ok(exit) => {
-                s.code_pages.clear();
-                s.code_pages.extend_from_slice(exit.code_pages_written);
-                Ok(Ran {
-                    reason: exit.reason,
-                    native_ns: u64::try_from(exit.native_time.as_nanos()).unwrap_or(u64::MAX),
-                    eip_lost: exit.eip_lost,
-                    demand_fills: exit.demand_fills,
-                    fill_ns: u64::try_from(exit.fill_time.as_nanos()).unwrap_or(u64::MAX),
-                })
+                s.exit.clone_from(exit);
+                Ok(())
             }
             Err(e) => Err(e),
         };
         self.report.stats.run_wall_ns += u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         match result {
-            Ok(r) => Ok(r),
+            Ok(()) => Ok(()),
             // Refused before anything was sent: the commands stay queued.
             Err(DriverError::UnsupportedState(m)) => Err(self.unsupported(&m)),
             Err(e) => {
@@ -159,10 +143,11 @@ impl<B: Backend> Accelerator<B> {
     }
 
     /// Counts what the run cost and sent, whatever its exit, and tells the pacing about it.
-    fn account(&mut self, cpu: &CpuState, key: PagingKey, ran: &Ran) {
+    fn account(&mut self, cpu: &CpuState, key: PagingKey) {
         self.count_commands();
         self.mirror.mmu.clear();
         self.mirror.last_paging = Some(key);
+        let ran = &self.scratch.exit;
         let stats = &mut self.report.stats;
         stats.native_ns += ran.native_ns;
         stats.demand_fills += u64::from(ran.demand_fills);
@@ -188,7 +173,8 @@ impl<B: Backend> Accelerator<B> {
 
     /// Translates the exit for Bochs and writes the state back into `cpu`, or fails when the
     /// guest cannot be resumed.
-    fn hand_back(&mut self, cpu: &mut CpuState, ran: &Ran) -> RunOutcome<'_> {
+    fn hand_back(&mut self, cpu: &mut CpuState) -> RunOutcome<'_> {
+        let ran = &self.scratch.exit;
         let Some(reason) = exit_code(&ran.reason) else {
             return self.fail(ran.reason.describe(), true);
         };
@@ -206,11 +192,12 @@ impl<B: Backend> Accelerator<B> {
                 true,
             );
         }
-        for p in &self.scratch.code_pages {
+        let code_pages = ran.code_pages.as_slice();
+        for p in code_pages {
             self.mirror.protected.remove(p);
         }
         let stats = &mut self.report.stats;
-        stats.code_page_invalidations += self.scratch.code_pages.len() as u64;
+        stats.code_page_invalidations += code_pages.len() as u64;
         let ticks = ns_to_ticks(ran.native_ns, self.pacing.ips).max(1);
         let seg_reload = state::from_guest(&self.scratch.gs, &self.xsave, cpu);
         stats.runs += 1;
@@ -231,7 +218,7 @@ impl<B: Backend> Accelerator<B> {
             reason,
             ticks,
             seg_reload,
-            code_pages: &self.scratch.code_pages,
+            code_pages: self.scratch.exit.code_pages.as_slice(),
         }
     }
 }

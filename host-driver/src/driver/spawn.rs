@@ -5,8 +5,8 @@ use super::transport::DEFAULT_SPIN;
 use super::Executor;
 use crate::error::{DeathCause, DriverError};
 use crate::protocol::{
-    self, status, ExecArea, LibArea, RamRange, EXEC_AREA_OFFSET, MAX_CODE_PAGES, MAX_RAM_RANGES,
-    REGION_SIZE,
+    self, status, ExecArea, ExitReason, ExitRecord, LibArea, RamRange, EXEC_AREA_OFFSET,
+    MAX_RAM_RANGES, REGION_SIZE,
 };
 use crate::sys::{self, SharedMapping};
 use std::ops::Range;
@@ -182,7 +182,7 @@ impl Executor {
             cpuid_faulting: false,
             ram_size: config.ram_size,
             spin: config.spin,
-            code_pages: Vec::with_capacity(MAX_CODE_PAGES),
+            last_exit: ExitRecord::new(ExitReason::BudgetExpired),
             run_may_have_executed: false,
         };
         exe.await_ready(&path, config.startup_timeout)?;

@@ -2,13 +2,11 @@
 //! the guest state rebuilt from the entry state and the fields the guest may have changed.
 
 use super::{EFL_IOPL, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VM};
-use crate::exit::{decode_reason, ExitReason};
 use crate::protocol::{
-    self, guest_selector, native_selector, seg, status, ExecArea, GuestState, Segment,
-    MAX_CODE_PAGES, SEG_NOT_INSTALLED,
+    guest_selector, native_selector, seg, status, ExecArea, ExitReason, ExitRecord, GuestState,
+    Segment, SEG_NOT_INSTALLED,
 };
 use crate::XsaveInfo;
-use std::time::Duration;
 
 /// What the library knows when a run's response arrives: what [`check_exit`] holds the
 /// executor's response to.
@@ -24,83 +22,39 @@ pub struct RunContext {
     pub xsave: XsaveInfo,
 }
 
-/// An exit record that passed [`check_exit`], as [`crate::Executor::run`] applies it.
-#[derive(Clone, Debug)]
-pub(crate) struct CheckedExit {
-    pub reason: ExitReason,
-    pub native_time: Duration,
-    /// The guest state after the run; `None` after a guest escape (not meaningful then).
-    pub state: Option<GuestState>,
-    /// Valid entries of `area.exit.code_pages`.
-    pub n_code_pages: usize,
-    pub ecx_clobbered: bool,
-    pub eip_lost: bool,
-    pub demand_fills: u32,
-    pub fill_time: Duration,
-}
-
 /// Validates the executor's response `area` to a run entered with `entry`: the pure part of
-/// [`crate::Executor::run`]'s acceptance (no executor needed). `Err` names the first bad field.
+/// [`crate::Executor::run`]'s acceptance (no executor needed). Returns the exit and the guest
+/// state after the run (`None` after a guest escape: not meaningful then). `Err` names the
+/// first bad field.
 pub(crate) fn check_exit(
     entry: &GuestState,
     area: &ExecArea,
     ctx: &RunContext,
-) -> Result<CheckedExit, String> {
+) -> Result<(ExitRecord, Option<GuestState>), String> {
     if area.status != status::EXITED {
         return Err(format!("status {} after a run", area.status));
     }
     if area.resp_seq != ctx.seq {
         return Err(format!("sequence {} != {}", area.resp_seq, ctx.seq));
     }
-    let raw = &area.exit;
-    let reason = decode_reason(raw)?;
-    if raw.native_ns > ctx.budget_ns.saturating_add(600_000_000_000) {
-        return Err(format!("native time {} ns", raw.native_ns));
+    let exit = ExitRecord::decode(&area.exit)?;
+    if exit.native_ns > ctx.budget_ns.saturating_add(600_000_000_000) {
+        return Err(format!("native time {} ns", exit.native_ns));
     }
-    let native_time = Duration::from_nanos(raw.native_ns);
-    if raw.fill_ns > raw.native_ns {
-        return Err(format!(
-            "fill time {} ns > native time {} ns",
-            raw.fill_ns, raw.native_ns
-        ));
+    if exit.reason.ends_executor() {
+        return Ok((exit, None));
     }
-    let fill_time = Duration::from_nanos(raw.fill_ns);
-    if let ExitReason::GuestEscape { .. } = reason {
-        return Ok(CheckedExit {
-            reason,
-            native_time,
-            state: None,
-            n_code_pages: 0,
-            ecx_clobbered: false,
-            eip_lost: false,
-            demand_fills: raw.demand_fills,
-            fill_time,
-        });
-    }
-    let n = raw.n_code_pages as usize;
-    if n > MAX_CODE_PAGES {
-        return Err(format!("{n} code pages"));
-    }
-    for &p in &raw.code_pages[..n] {
+    for &p in exit.code_pages.as_slice() {
         if p % 4096 != 0 || p >= ctx.ram_size {
             return Err(format!("code page {p:#x}"));
         }
     }
     let state = validate_exit_state(entry, &area.state, ctx.xsave)?;
-    if reason == ExitReason::SingleStep && state.eflags & EFL_TF == 0 {
+    if exit.reason == ExitReason::SingleStep && state.eflags & EFL_TF == 0 {
         // Only an instruction run with TF set single-steps, and nothing but a #DB clears it.
         return Err(format!("single-step exit with EFLAGS {:#x}", state.eflags));
     }
-    Ok(CheckedExit {
-        reason,
-        native_time,
-        state: Some(state),
-        n_code_pages: n,
-        ecx_clobbered: raw.flags & protocol::EXIT_ECX_CLOBBERED != 0,
-        eip_lost: raw.flags & protocol::EXIT_EIP_LOST != 0,
-        demand_fills: raw.demand_fills,
-        fill_time,
-    })
+    Ok((exit, Some(state)))
 }
 
 /// Checks the executor-reported state against the entry state and builds the guest view.

@@ -1,7 +1,7 @@
 use super::exit::validate_exit_state;
 use super::*;
 use crate::error::DriverError;
-use crate::exit::{decode_reason, ExitReason};
+use crate::protocol::ExitReason;
 use crate::protocol::{
     self, native_selector, seg, status, ExecArea, GuestState, Segment, LDT_MIRROR_ENTRIES,
     SEG_NOT_INSTALLED,
@@ -161,8 +161,8 @@ fn single_step_exits_need_tf() {
     assert!(check_exit(&entry, &area, &ctx).is_err(), "TF clear");
     area.state.eflags = 0x302;
     let c = check_exit(&entry, &area, &ctx).unwrap();
-    assert_eq!(c.reason, ExitReason::SingleStep);
-    assert_eq!(c.state.unwrap().eflags, 0x302);
+    assert_eq!(c.0.reason, ExitReason::SingleStep);
+    assert_eq!(c.1.unwrap().eflags, 0x302);
 }
 
 #[test]
@@ -227,11 +227,11 @@ fn exit_validation_rejects_corruption() {
     assert!(validate_exit_state(&entry, &g, XS).is_err());
     let mut raw = protocol::RawExit::ZERO;
     raw.reason = 99;
-    assert!(decode_reason(&raw).is_err());
+    assert!(ExitReason::decode(&raw).is_err());
     raw.reason = protocol::RawReason::PageFault as u32;
     raw.error_code = 0x100;
-    assert!(decode_reason(&raw).is_err());
+    assert!(ExitReason::decode(&raw).is_err());
     raw.reason = protocol::RawReason::OtherException as u32;
     raw.vector = 40;
-    assert!(decode_reason(&raw).is_err());
+    assert!(ExitReason::decode(&raw).is_err());
 }

@@ -198,7 +198,7 @@ fn budget_expires_in_infinite_loop() {
         .run(&mut vm.state, std::time::Duration::from_millis(20), &[])
         .unwrap();
     assert_eq!(exit.reason, ExitReason::BudgetExpired);
-    assert!(exit.native_time >= std::time::Duration::from_millis(20));
+    assert!(exit.native_time() >= std::time::Duration::from_millis(20));
     assert_eq!(vm.state.eip, CODE + 5);
     assert_eq!(vm.state.gprs[0], 1);
 }

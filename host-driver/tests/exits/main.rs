@@ -15,7 +15,7 @@ mod traps;
 pub fn expect(vm: &mut Vm, reason: ExitReason, at: u32) -> GuestState {
     let exit = vm.run();
     assert_eq!(exit.reason, reason, "exit {:?}", exit.reason);
-    assert!(exit.native_time.as_nanos() > 0);
+    assert!(exit.native_time().as_nanos() > 0);
     assert_eq!(vm.state.eip, at, "EIP {:#x} != {:#x}", vm.state.eip, at);
     vm.state
 }

@@ -214,6 +214,12 @@ impl ExitReason {
 }
 
 impl ExitReason {
+    /// Whether the library kills the executor after this exit (a guest escape: the process
+    /// can no longer be trusted).
+    pub fn ends_executor(&self) -> bool {
+        matches!(self, ExitReason::GuestEscape { .. })
+    }
+
     /// The wire code of this reason.
     pub fn raw(&self) -> RawReason {
         match self {

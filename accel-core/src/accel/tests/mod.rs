@@ -10,7 +10,9 @@ use super::*;
 use crate::decode::tests::setup as paging_setup;
 use crate::log::Level;
 use bochs_ffi::raw;
-use host_driver::{DeathCause, DriverError, EscapeKind, Exit, ExitReason, SyscallInstruction};
+use host_driver::{
+    DeathCause, DriverError, EscapeKind, ExitReason, ExitRecord, SyscallInstruction,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,7 +63,7 @@ struct Log {
 
 struct Fake {
     script: VecDeque<Step>,
-    pages: Vec<u64>,
+    exit: ExitRecord,
     log: Arc<Mutex<Log>>,
     respawn_error: Option<String>,
     xs: XsaveInfo,
@@ -77,7 +79,7 @@ impl Backend for Fake {
         state: &mut GuestState,
         budget: Duration,
         commands: &[MmuCommand],
-    ) -> Result<Exit<'_>, DriverError> {
+    ) -> Result<&ExitRecord, DriverError> {
         self.log
             .lock()
             .unwrap()
@@ -92,16 +94,20 @@ impl Backend for Fake {
         if let Some(m) = &s.mutate {
             m(state);
         }
-        self.pages = s.pages;
-        Ok(Exit {
-            reason,
-            native_time: Duration::from_nanos(s.native_ns),
-            code_pages_written: &self.pages,
-            ecx_clobbered: false,
-            eip_lost: s.eip_lost,
+        self.exit = ExitRecord {
+            native_ns: s.native_ns,
+            fill_ns: s.fill_ns,
             demand_fills: s.fills,
-            fill_time: Duration::from_nanos(s.fill_ns),
-        })
+            eip_lost: s.eip_lost,
+            ..ExitRecord::new(reason)
+        };
+        for &p in &s.pages {
+            self.exit
+                .code_pages
+                .push(p)
+                .expect("a test logs at most 256 pages");
+        }
+        Ok(&self.exit)
     }
     fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String> {
         self.log.lock().unwrap().respawns.push(ram_map.to_vec());
@@ -142,7 +148,7 @@ fn accel_with(script: Vec<Step>, cfg: Config, memory: Option<Box<dyn GuestMemory
     let log = Arc::new(Mutex::new(Log::default()));
     let fake = Fake {
         script: script.into(),
-        pages: vec![],
+        exit: ExitRecord::new(ExitReason::BudgetExpired),
         log: Arc::clone(&log),
         respawn_error: None,
         xs: layouts::AMD,

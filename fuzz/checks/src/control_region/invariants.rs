@@ -2,7 +2,7 @@
 //! [`crate::control_region`]).
 
 use super::case::Setup;
-use host_driver::fuzzing::{guest_selector, native_selector, AcceptedExit};
+use host_driver::fuzzing::{guest_selector, native_selector, Accepted};
 use host_driver::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
 use plex86_protocol::xsave::{header, sw};
 use plex86_protocol::{seg, status, ExecArea, RawReason, MAX_CODE_PAGES};
@@ -18,7 +18,7 @@ fn x87_initial(img: &XsaveImage) -> bool {
 }
 
 /// Checks an accepted response against the invariants listed in [`crate::control_region`].
-pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &AcceptedExit) {
+pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
     let (entry, ctx) = (&s.entry, &s.ctx);
     assert_eq!(
         area.status,
@@ -31,28 +31,28 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &AcceptedExit) {
         "accepted with a stale sequence number"
     );
     assert!(
-        a.native_time.as_nanos() <= u128::from(ctx.budget_ns) + 600_000_000_000,
+        a.exit.native_time().as_nanos() <= u128::from(ctx.budget_ns) + 600_000_000_000,
         "native time {:?} for a budget of {} ns",
-        a.native_time,
+        a.exit.native_time(),
         ctx.budget_ns
     );
     assert!(
-        a.fill_time <= a.native_time,
+        a.exit.fill_time() <= a.exit.native_time(),
         "fill time {:?} above native time {:?}",
-        a.fill_time,
-        a.native_time
+        a.exit.fill_time(),
+        a.exit.native_time()
     );
-    if a.kills_executor {
+    if a.exit.reason.ends_executor() {
         assert_eq!(area.exit.reason, RawReason::GuestEscape as u32);
         assert!(a.state == *entry, "a guest escape changed the state");
-        assert!(a.code_pages_written.is_empty());
+        assert!(a.exit.code_pages.as_slice().is_empty());
         return;
     }
     assert_ne!(area.exit.reason, RawReason::GuestEscape as u32);
     let n = area.exit.n_code_pages as usize;
     assert!(n <= MAX_CODE_PAGES, "{n} code pages accepted");
-    assert_eq!(a.code_pages_written, area.exit.code_pages[..n]);
-    for &p in &a.code_pages_written {
+    assert_eq!(a.exit.code_pages.as_slice(), &area.exit.code_pages[..n]);
+    for &p in a.exit.code_pages.as_slice() {
         assert!(
             p % 4096 == 0 && p < ctx.ram_size,
             "code page {p:#x} accepted (RAM size {:#x})",
@@ -210,7 +210,7 @@ fn cpu_state(gs: &GuestState) -> plex86_accel::CpuState {
 /// Checks that the accepted state of the honest record (accepted as `a`) is the state the
 /// executor reported, with each register's selector mapped back and the registers the executor
 /// did not keep installed flagged `SEG_NOT_INSTALLED`.
-pub(super) fn check_honest_taken(s: &Setup, a: &AcceptedExit) {
+pub(super) fn check_honest_taken(s: &Setup, a: &Accepted) {
     let mut want = s.honest.state;
     want.xsave = a.state.xsave; // (normalisation checked by check_accepted)
     for (w, e) in want.segs.iter_mut().zip(&s.entry.segs) {

@@ -50,7 +50,7 @@ pub fn check(data: &[u8]) -> Outcome {
     match accept_exit(&setup.entry, &area, &setup.ctx) {
         Ok(a) => {
             invariants::check_accepted(&setup, &area, &a);
-            if honest && !a.kills_executor {
+            if honest && !a.exit.reason.ends_executor() {
                 invariants::check_honest_taken(&setup, &a);
             }
         }
