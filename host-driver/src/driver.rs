@@ -11,11 +11,10 @@ pub use transport::{DEFAULT_SPIN, RESPONSE_GRACE};
 use crate::error::{DeathCause, DriverError};
 use crate::protocol::ExitRecord;
 use crate::protocol::{
-    cmd, req, status, ExecArea, GuestState, LibArea, RawCommand, EXEC_AREA_OFFSET, MAX_COMMANDS,
+    CommandKind, ExecArea, GuestState, RawCommand, Request, Status, MAX_COMMANDS,
 };
 use crate::sys::SharedMapping;
 use crate::validate::{check_exit, validate_entry, RunContext};
-use std::mem::offset_of;
 use std::os::fd::OwnedFd;
 use std::process::Child;
 use std::time::Duration;
@@ -37,12 +36,16 @@ pub enum MmuCommand {
 impl MmuCommand {
     fn to_raw(self) -> RawCommand {
         let (kind, addr) = match self {
-            MmuCommand::FlushAll => (cmd::FLUSH_ALL, 0),
-            MmuCommand::FlushNonGlobal => (cmd::FLUSH_NON_GLOBAL, 0),
-            MmuCommand::InvalidatePage(l) => (cmd::INVALIDATE_PAGE, u64::from(l)),
-            MmuCommand::WriteProtectPhysPage(p) => (cmd::WRITE_PROTECT_PHYS, p),
+            MmuCommand::FlushAll => (CommandKind::FlushAll, 0),
+            MmuCommand::FlushNonGlobal => (CommandKind::FlushNonGlobal, 0),
+            MmuCommand::InvalidatePage(l) => (CommandKind::InvalidatePage, u64::from(l)),
+            MmuCommand::WriteProtectPhysPage(p) => (CommandKind::WriteProtectPhys, p),
         };
-        RawCommand { kind, pad: 0, addr }
+        RawCommand {
+            kind: kind as u32,
+            pad: 0,
+            addr,
+        }
     }
 }
 
@@ -85,11 +88,9 @@ impl Executor {
         self.check_alive()?;
         for chunk in commands.chunks(MAX_COMMANDS) {
             self.write_commands(chunk);
-            self.request(req::COMMANDS, 0, Some(RESPONSE_GRACE), None)?;
-            let st = self
-                .region
-                .read_pod::<u32>(EXEC_AREA_OFFSET + offset_of!(ExecArea, status));
-            if st != status::COMMANDS_DONE {
+            self.request(Request::Commands, 0, Some(RESPONSE_GRACE), None)?;
+            let st = self.region.lib_side().status();
+            if st != Status::CommandsDone as u32 {
                 return Err(self.corrupted(format!("status {st} after commands")));
             }
         }
@@ -117,10 +118,10 @@ impl Executor {
             self.apply_commands(now)?;
         }
         self.write_commands(rest);
-        self.region.write_pod(offset_of!(LibArea, state), state);
+        self.region.lib_side().set_state(state);
         let budget_ns = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX).max(1);
         let posted = self.request(
-            req::RUN,
+            Request::Run,
             budget_ns,
             Some(budget.saturating_add(RESPONSE_GRACE)),
             Some(budget),
@@ -130,7 +131,7 @@ impl Executor {
             self.run_may_have_executed = !self.ended_waiting_for_request();
             return Err(e);
         }
-        let area: ExecArea = self.region.read_pod(EXEC_AREA_OFFSET);
+        let area = self.region.lib_side().snapshot();
         self.accept_exit(state, &area, budget_ns)
     }
 
@@ -144,12 +145,11 @@ impl Executor {
     }
 
     fn write_commands(&mut self, cmds: &[MmuCommand]) {
-        for (i, c) in cmds.iter().enumerate() {
-            let off = offset_of!(LibArea, commands) + i * std::mem::size_of::<RawCommand>();
-            self.region.write_pod(off, &c.to_raw());
+        let mut raw = [RawCommand::default(); MAX_COMMANDS];
+        for (r, c) in raw.iter_mut().zip(cmds) {
+            *r = c.to_raw();
         }
-        self.region
-            .write_pod(offset_of!(LibArea, n_commands), &(cmds.len() as u32));
+        self.region.lib_side().set_commands(&raw[..cmds.len()]);
     }
 
     /// Validates the executor's exit record and state, and applies it to `state`.

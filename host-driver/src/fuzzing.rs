@@ -7,6 +7,7 @@
 //! response (the executor is killed when it fails). The other pure pieces the fuzz targets
 //! exercise are public anyway: `guest_paging::walk` and `plex86_executor::decode::classify_gp`.
 
+use crate::protocol::view::{pod_bytes, pod_bytes_mut, Pod};
 use crate::protocol::{ExecArea, ExitRecord};
 use crate::validate::check_exit;
 use crate::{DriverError, GuestState};
@@ -19,15 +20,15 @@ pub const EXEC_AREA_SIZE: usize = std::mem::size_of::<ExecArea>();
 /// An [`ExecArea`] holding `bytes` (zero-extended or truncated to [`EXEC_AREA_SIZE`]): what a
 /// compromised executor could leave in its part of the region.
 pub fn exec_area_from_bytes(bytes: &[u8]) -> ExecArea {
-    let mut area: ExecArea = crate::sys::Pod::zeroed();
+    let mut area: ExecArea = Pod::zeroed();
     let n = bytes.len().min(EXEC_AREA_SIZE);
-    crate::sys::pod_bytes_mut(&mut area)[..n].copy_from_slice(&bytes[..n]);
+    pod_bytes_mut(&mut area)[..n].copy_from_slice(&bytes[..n]);
     area
 }
 
 /// The bytes of an [`ExecArea`] (to build inputs from honest records).
 pub fn exec_area_bytes(area: &ExecArea) -> Vec<u8> {
-    crate::sys::pod_bytes(area).to_vec()
+    pod_bytes(area).to_vec()
 }
 
 /// A response that [`accept_exit`] accepted, as [`crate::Executor::run`] hands it on.

@@ -1,6 +1,8 @@
 //! Library-side operating-system glue: every `unsafe` block of the library (outside the
 //! executor) lives here.
 
+use crate::protocol::view::LibSide;
+use crate::protocol::REGION_SIZE;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -79,15 +81,6 @@ impl SharedMapping {
         self.len
     }
 
-    /// The futex/sequence word at `offset` (4-byte aligned, inside the mapping).
-    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len);
-        // SAFETY: the address is inside the mapping (checked), 4-byte aligned (the mapping is
-        // page aligned and `offset` is checked), and the mapping lives as long as `&self`.
-        // Concurrent access by the other process is atomic too.
-        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast::<u32>()) }
-    }
-
     /// Copies `src` into the mapping at `offset`.
     pub(crate) fn write_bytes(&self, offset: usize, src: &[u8]) {
         assert!(offset.checked_add(src.len()).is_some_and(|e| e <= self.len));
@@ -111,16 +104,12 @@ impl SharedMapping {
         }
     }
 
-    /// Copies a plain-data value out of the mapping at `offset`.
-    pub(crate) fn read_pod<T: Pod>(&self, offset: usize) -> T {
-        let mut v = T::zeroed();
-        self.read_bytes(offset, pod_bytes_mut(&mut v));
-        v
-    }
-
-    /// Writes a plain-data value into the mapping at `offset`.
-    pub(crate) fn write_pod<T: Pod>(&self, offset: usize, v: &T) {
-        self.write_bytes(offset, pod_bytes(v));
+    /// The library's typed view of the control region mapped here.
+    pub(crate) fn lib_side(&self) -> LibSide<'_> {
+        assert_eq!(self.len, REGION_SIZE, "not a control-region mapping");
+        // SAFETY: a shared read/write mapping of the whole region (length checked), page
+        // aligned by mmap, mapped until `self` is dropped, which the view's lifetime prevents.
+        unsafe { LibSide::new(self.ptr) }
     }
 }
 
@@ -130,49 +119,6 @@ impl Drop for SharedMapping {
         // (all access is by copy).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
-}
-
-/// Plain data: every bit pattern is a valid value and there is no padding that matters.
-///
-/// # Safety
-/// Implementors must be `repr(C)` structs of integers/arrays of integers for which any byte
-/// pattern is a valid value.
-pub(crate) unsafe trait Pod: Copy + 'static {
-    /// The all-zero value.
-    fn zeroed() -> Self {
-        // SAFETY: any bit pattern, including all zeros, is valid for a Pod type.
-        unsafe { std::mem::zeroed() }
-    }
-}
-
-// SAFETY: repr(C) integer fields and integer arrays only.
-unsafe impl Pod for crate::protocol::ExecArea {}
-// SAFETY: repr(C) integer fields and integer arrays only.
-unsafe impl Pod for crate::protocol::LibArea {}
-// SAFETY: repr(C) integer fields and integer arrays only.
-unsafe impl Pod for crate::protocol::GuestState {}
-// SAFETY: repr(C) integer fields and integer arrays only.
-unsafe impl Pod for crate::protocol::RawExit {}
-// SAFETY: repr(C) integer fields.
-unsafe impl Pod for crate::protocol::RawCommand {}
-// SAFETY: repr(C) integer fields.
-unsafe impl Pod for crate::protocol::RamRange {}
-// SAFETY: integers.
-unsafe impl Pod for u32 {}
-// SAFETY: integers.
-unsafe impl Pod for u64 {}
-
-/// The bytes of a Pod value.
-pub(crate) fn pod_bytes<T: Pod>(v: &T) -> &[u8] {
-    // SAFETY: `v` is a valid reference to `size_of::<T>()` initialised bytes (Pod types have
-    // no uninitialised padding that we rely on: all protocol types are padded explicitly).
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-/// The bytes of a Pod value, writable.
-pub(crate) fn pod_bytes_mut<T: Pod>(v: &mut T) -> &mut [u8] {
-    // SAFETY: as `pod_bytes`; any byte pattern written is a valid `T`.
-    unsafe { std::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 /// FUTEX_WAIT on a shared word while it equals `expected`, for at most `timeout`.

@@ -5,7 +5,7 @@
 //! fuzz/ explore it at random, this test names each field.
 
 use host_driver::fuzzing::{accept_exit, native_selector, Accepted, RunContext};
-use host_driver::protocol::{seg, status, ExecArea, RawReason, MAX_CODE_PAGES};
+use host_driver::protocol::{seg, ExecArea, RawReason, Status, MAX_CODE_PAGES};
 use host_driver::{DriverError, GuestState, Segment, XsaveInfo, SEG_NOT_INSTALLED};
 
 const SEQ: u32 = 7;
@@ -39,7 +39,7 @@ fn honest() -> ExecArea {
     let e = entry();
     let mut a = host_driver::fuzzing::exec_area_from_bytes(&[]);
     a.resp_seq = SEQ;
-    a.status = status::EXITED;
+    a.status = Status::Exited as u32;
     a.exit.reason = RawReason::BudgetExpired as u32;
     a.exit.native_ns = 900_000;
     a.state = e;
@@ -91,13 +91,8 @@ fn the_honest_response_is_accepted_with_the_executors_state() {
 fn header_fields_are_checked() {
     rejected("sequence", |a| a.resp_seq = SEQ + 1);
     rejected("sequence", |a| a.resp_seq = 0);
-    for st in [
-        status::STARTING,
-        status::READY,
-        status::FAILED,
-        status::COMMANDS_DONE,
-        77,
-    ] {
+    let others = Status::ALL.iter().filter(|&&s| s != Status::Exited);
+    for st in others.map(|&s| s as u32).chain([77]) {
         rejected("status", move |a| a.status = st);
     }
 }

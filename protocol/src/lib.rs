@@ -22,6 +22,7 @@ pub mod exit_code;
 pub mod region;
 pub mod selectors;
 pub mod state;
+pub mod view;
 mod wire;
 pub mod xsave;
 
@@ -29,9 +30,7 @@ pub use exit::{
     access, escape, CodeLog, CodeLogFull, EscapeKind, ExitReason, ExitRecord, RawExit, RawReason,
     SyscallInstruction, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST, EXIT_HAS_ERROR_CODE,
 };
-pub use region::{
-    cmd, req, status, CommandKind, ExecArea, LibArea, RamRange, RawCommand, Request, Status,
-};
+pub use region::{CommandKind, ExecArea, LibArea, RamRange, RawCommand, Request, Status};
 pub use selectors::{guest_selector, native_selector, LDT_MIRROR_BASE, LDT_MIRROR_ENTRIES};
 pub use state::{gpr, seg, GuestState, Segment, SEG_NOT_INSTALLED};
 pub use wire::UnknownValue;

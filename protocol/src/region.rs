@@ -27,19 +27,6 @@ wire_enum! {
     }
 }
 
-/// [`CommandKind`] as the `u32`s the region carries (for the code that still matches on them).
-pub mod cmd {
-    use super::CommandKind;
-    /// [`CommandKind::FlushAll`].
-    pub const FLUSH_ALL: u32 = CommandKind::FlushAll as u32;
-    /// [`CommandKind::FlushNonGlobal`].
-    pub const FLUSH_NON_GLOBAL: u32 = CommandKind::FlushNonGlobal as u32;
-    /// [`CommandKind::InvalidatePage`].
-    pub const INVALIDATE_PAGE: u32 = CommandKind::InvalidatePage as u32;
-    /// [`CommandKind::WriteProtectPhys`].
-    pub const WRITE_PROTECT_PHYS: u32 = CommandKind::WriteProtectPhys as u32;
-}
-
 /// One MMU command in the request.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,17 +49,6 @@ wire_enum! {
         /// Exit the executor.
         Shutdown = 3,
     }
-}
-
-/// [`Request`] as the `u32`s the region carries.
-pub mod req {
-    use super::Request;
-    /// [`Request::Run`].
-    pub const RUN: u32 = Request::Run as u32;
-    /// [`Request::Commands`].
-    pub const COMMANDS: u32 = Request::Commands as u32;
-    /// [`Request::Shutdown`].
-    pub const SHUTDOWN: u32 = Request::Shutdown as u32;
 }
 
 /// The library-written part of the region. Read-only in the executor.
@@ -129,21 +105,6 @@ wire_enum! {
         /// Setup failed; `fail_code` and `msg` say why and the executor exits.
         Failed = 4,
     }
-}
-
-/// [`Status`] as the `u32`s the region carries.
-pub mod status {
-    use super::Status;
-    /// [`Status::Starting`].
-    pub const STARTING: u32 = Status::Starting as u32;
-    /// [`Status::Ready`].
-    pub const READY: u32 = Status::Ready as u32;
-    /// [`Status::Exited`].
-    pub const EXITED: u32 = Status::Exited as u32;
-    /// [`Status::CommandsDone`].
-    pub const COMMANDS_DONE: u32 = Status::CommandsDone as u32;
-    /// [`Status::Failed`].
-    pub const FAILED: u32 = Status::Failed as u32;
 }
 
 /// The executor-written part of the region. Untrusted by the library.

@@ -18,7 +18,9 @@ use crate::decode::IcebpRip;
 use crate::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
 use crate::shadow::{MirrorOps, Shadow};
 use guest_paging::{self as paging, PagingRegs, PhysMemory};
-use plex86_protocol::{self as protocol, EscapeKind, ExitReason, ExitRecord, GuestState};
+use plex86_protocol::{
+    self as protocol, CommandKind, EscapeKind, ExitReason, ExitRecord, GuestState,
+};
 
 /// Guest RAM as the monitor reads it: the walker's word accesses, and byte copies for
 /// instruction bytes.
@@ -183,14 +185,13 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Applies one MMU command.
     pub fn command(&mut self, kind: u32, addr: u64) -> Result<(), i32> {
         let ops = &mut self.host;
-        match kind {
-            protocol::cmd::FLUSH_ALL => self.shadow.flush_all(ops),
-            protocol::cmd::FLUSH_NON_GLOBAL => self.shadow.flush_non_global(ops),
-            protocol::cmd::INVALIDATE_PAGE => self
+        match CommandKind::try_from(kind).map_err(|_| libc::EINVAL)? {
+            CommandKind::FlushAll => self.shadow.flush_all(ops),
+            CommandKind::FlushNonGlobal => self.shadow.flush_non_global(ops),
+            CommandKind::InvalidatePage => self
                 .shadow
                 .invalidate(ops, ((addr & 0xffff_ffff) >> 12) as u32),
-            protocol::cmd::WRITE_PROTECT_PHYS => self.shadow.write_protect(ops, addr >> 12),
-            _ => Err(libc::EINVAL),
+            CommandKind::WriteProtectPhys => self.shadow.write_protect(ops, addr >> 12),
         }
     }
 

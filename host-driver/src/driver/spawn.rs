@@ -5,8 +5,8 @@ use super::transport::DEFAULT_SPIN;
 use super::Executor;
 use crate::error::{DeathCause, DriverError};
 use crate::protocol::{
-    self, status, ExecArea, ExitReason, ExitRecord, LibArea, RamRange, EXEC_AREA_OFFSET,
-    MAX_RAM_RANGES, REGION_SIZE,
+    self, view::Pod, ExecArea, ExitReason, ExitRecord, LibArea, RamRange, Status, MAX_RAM_RANGES,
+    REGION_SIZE,
 };
 use crate::sys::{self, SharedMapping};
 use std::ops::Range;
@@ -165,7 +165,7 @@ impl Executor {
         let path = locate_executor(&config)?;
         let control_fd = sys::memfd(c"plex86-control", REGION_SIZE as u64)?;
         let region = SharedMapping::new(control_fd.as_fd(), REGION_SIZE, 0)?;
-        region.write_pod(0, &lib_header(&config));
+        region.lib_side().init(&lib_header(&config));
         let child = sys::spawn_executor(&path, config.ram_fd, control_fd.as_fd(), &[])
             .map_err(|e| DriverError::CannotStart(format!("{}: {e}", path.display())))?;
         let mut exe = Executor {
@@ -186,7 +186,7 @@ impl Executor {
             run_may_have_executed: false,
         };
         exe.await_ready(&path, config.startup_timeout)?;
-        let area: ExecArea = exe.region.read_pod(EXEC_AREA_OFFSET);
+        let area = exe.region.lib_side().snapshot();
         match accept_ready(&area) {
             Ok((xsave, cpuid_faulting)) => {
                 exe.xsave = xsave;
@@ -241,7 +241,7 @@ fn check_config(config: &ExecutorConfig<'_>) -> Result<(), DriverError> {
 
 /// The library-written header of the control region: what the executor reads at start.
 fn lib_header(config: &ExecutorConfig<'_>) -> LibArea {
-    let mut lib: LibArea = sys::Pod::zeroed();
+    let mut lib: LibArea = Pod::zeroed();
     lib.magic = protocol::MAGIC;
     lib.version = protocol::VERSION;
     lib.library_pid = std::process::id();
@@ -268,16 +268,16 @@ fn lib_header(config: &ExecutorConfig<'_>) -> LibArea {
 /// the executor either way).
 fn accept_ready(area: &ExecArea) -> Result<(XsaveInfo, bool), DriverError> {
     let corrupted = |m: String| Err(DriverError::CorruptedSharedMemory(m));
-    match area.status {
-        status::READY => {}
-        status::FAILED => {
+    match Status::try_from(area.status) {
+        Ok(Status::Ready) => {}
+        Ok(Status::Failed) => {
             let n = (area.msg_len as usize).min(area.msg.len());
             return Err(DriverError::SetupFailed {
                 code: area.fail_code as i32,
                 message: String::from_utf8_lossy(&area.msg[..n]).into_owned(),
             });
         }
-        s => return corrupted(format!("status {s} after setup")),
+        _ => return corrupted(format!("status {} after setup", area.status)),
     }
     let size = area.xsave_size;
     if !(576..=protocol::XSAVE_AREA_SIZE as u32).contains(&size) || area.xsave_features & 3 != 3 {
@@ -358,8 +358,8 @@ mod tests {
 
     #[test]
     fn ready_reports_are_checked() {
-        let mut area: ExecArea = sys::Pod::zeroed();
-        area.status = status::READY;
+        let mut area: ExecArea = Pod::zeroed();
+        area.status = Status::Ready as u32;
         area.xsave_size = 576;
         area.xsave_features = 3;
         let (xs, faulting) = accept_ready(&area).unwrap();
@@ -372,12 +372,12 @@ mod tests {
                 other => panic!("{want}: got {other:?}"),
             }
         };
-        corrupted(&|a| a.status = status::EXITED, "after setup");
+        corrupted(&|a| a.status = Status::Exited as u32, "after setup");
         corrupted(&|a| a.xsave_size = 512, "xsave size");
         corrupted(&|a| a.xsave_features = 1, "features");
         corrupted(&|a| a.cpuid_faulting = 2, "cpuid_faulting 2");
         let mut failed = area;
-        failed.status = status::FAILED;
+        failed.status = Status::Failed as u32;
         failed.fail_code = 12;
         failed.msg[..4].copy_from_slice(b"oops");
         failed.msg_len = 4;

@@ -4,9 +4,8 @@
 use super::spawn::death_cause;
 use super::Executor;
 use crate::error::{DeathCause, DriverError};
-use crate::protocol::{self, status, ExecArea, LibArea, EXEC_AREA_OFFSET};
+use crate::protocol::{self, Request, Status};
 use crate::sys;
-use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -17,9 +16,6 @@ use std::time::{Duration, Instant};
 /// to ~7 µs.
 pub const DEFAULT_SPIN: u32 = 200;
 
-const REQ_SEQ: usize = offset_of!(LibArea, req_seq);
-const RESP_SEQ: usize = EXEC_AREA_OFFSET + offset_of!(ExecArea, resp_seq);
-const EXEC_SLEEPING: usize = EXEC_AREA_OFFSET + offset_of!(ExecArea, exec_sleeping);
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// How long past its budget a run (or a command-only request) may take before the executor is
 /// declared unresponsive and killed: generous for a loaded 2-core host, short enough that the
@@ -53,7 +49,11 @@ impl Executor {
     /// For tests that must stop or kill it exactly then.
     #[doc(hidden)]
     pub fn asleep_waiting_for_request(&self) -> bool {
-        self.region.atomic_u32(EXEC_SLEEPING).load(Ordering::SeqCst) != 0
+        self.region
+            .lib_side()
+            .exec_sleeping()
+            .load(Ordering::SeqCst)
+            != 0
     }
 
     /// Whether the executor has ended (died, or killed by the library) while asleep waiting
@@ -67,19 +67,18 @@ impl Executor {
     /// run's budget), see [`Executor::await_expected`].
     pub(super) fn request(
         &mut self,
-        kind: u32,
+        kind: Request,
         budget_ns: u64,
         deadline: Option<Duration>,
         expected: Option<Duration>,
     ) -> Result<(), DriverError> {
         let posted = Instant::now();
-        self.region.write_pod(offset_of!(LibArea, req_kind), &kind);
-        self.region
-            .write_pod(offset_of!(LibArea, budget_ns), &budget_ns);
+        let view = self.region.lib_side();
+        view.set_request(kind, budget_ns);
         self.seq = self.seq.wrapping_add(1).max(2);
-        let word = self.region.atomic_u32(REQ_SEQ);
+        let word = view.req_seq();
         word.store(self.seq, Ordering::Release);
-        if self.region.atomic_u32(EXEC_SLEEPING).load(Ordering::SeqCst) != 0 {
+        if view.exec_sleeping().load(Ordering::SeqCst) != 0 {
             sys::futex_wake(word);
         }
         if let Some(due) = expected {
@@ -118,7 +117,11 @@ impl Executor {
                 break;
             }
             let slice = wake_at - elapsed;
-            sys::futex_wait(self.region.atomic_u32(RESP_SEQ), cur, slice.min(WAIT_SLICE));
+            sys::futex_wait(
+                self.region.lib_side().resp_seq(),
+                cur,
+                slice.min(WAIT_SLICE),
+            );
             // A long budget: notice a dead executor within a slice, as wait_response does (but
             // first take a response it left: after a guest escape it exits at once).
             if slice > WAIT_SLICE && self.response_seq() != want {
@@ -160,7 +163,7 @@ impl Executor {
             if cur == want {
                 return Ok(());
             }
-            sys::futex_wait(self.region.atomic_u32(RESP_SEQ), cur, WAIT_SLICE);
+            sys::futex_wait(self.region.lib_side().resp_seq(), cur, WAIT_SLICE);
             if self.response_seq() == want {
                 return Ok(());
             }
@@ -173,7 +176,7 @@ impl Executor {
     }
 
     fn response_seq(&self) -> u32 {
-        self.region.atomic_u32(RESP_SEQ).load(Ordering::Acquire)
+        self.region.lib_side().resp_seq().load(Ordering::Acquire)
     }
 
     /// Fails if the executor process has ended (a setup failure leaves its message).
@@ -187,8 +190,8 @@ impl Executor {
         self.child = None;
         let cause = death_cause(st);
         self.dead = Some(cause.clone());
-        let area: ExecArea = self.region.read_pod(EXEC_AREA_OFFSET);
-        if area.status == status::FAILED {
+        let area = self.region.lib_side().snapshot();
+        if area.status == Status::Failed as u32 {
             let n = (area.msg_len as usize).min(area.msg.len());
             return Err(DriverError::SetupFailed {
                 code: area.fail_code as i32,

@@ -3,8 +3,8 @@
 
 use super::{EFL_IOPL, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VM};
 use crate::protocol::{
-    guest_selector, native_selector, seg, status, ExecArea, ExitReason, ExitRecord, GuestState,
-    Segment, SEG_NOT_INSTALLED,
+    guest_selector, native_selector, seg, ExecArea, ExitReason, ExitRecord, GuestState, Segment,
+    Status, SEG_NOT_INSTALLED,
 };
 use crate::XsaveInfo;
 
@@ -31,7 +31,7 @@ pub(crate) fn check_exit(
     area: &ExecArea,
     ctx: &RunContext,
 ) -> Result<(ExitRecord, Option<GuestState>), String> {
-    if area.status != status::EXITED {
+    if area.status != Status::Exited as u32 {
         return Err(format!("status {} after a run", area.status));
     }
     if area.resp_seq != ctx.seq {

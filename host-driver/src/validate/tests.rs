@@ -3,7 +3,7 @@ use super::*;
 use crate::error::DriverError;
 use crate::protocol::ExitReason;
 use crate::protocol::{
-    self, native_selector, seg, status, ExecArea, GuestState, Segment, LDT_MIRROR_ENTRIES,
+    self, native_selector, seg, ExecArea, GuestState, Segment, Status, LDT_MIRROR_ENTRIES,
     SEG_NOT_INSTALLED,
 };
 use crate::XsaveInfo;
@@ -143,8 +143,8 @@ fn entry_rules_name_what_they_refuse() {
 #[test]
 fn single_step_exits_need_tf() {
     let entry = state();
-    let mut area: ExecArea = crate::sys::Pod::zeroed();
-    area.status = status::EXITED;
+    let mut area: ExecArea = crate::protocol::view::Pod::zeroed();
+    area.status = Status::Exited as u32;
     area.resp_seq = 7;
     area.exit.reason = protocol::RawReason::SingleStep as u32;
     area.state = entry;

@@ -6,10 +6,8 @@ mod setup;
 mod sys;
 
 use plex86_executor::seccomp;
-use plex86_protocol::{
-    self as protocol, exit_code, req, status, ExecArea, LibArea, RawCommand, RawExit,
-};
-use std::mem::offset_of;
+use plex86_protocol::xsave::xfeature;
+use plex86_protocol::{exit_code, RawExit, Request, Status, SPIN_PAUSES};
 use std::sync::atomic::Ordering;
 use sys::{Control, MonitorCell, SignalAction, SignalContext};
 
@@ -45,22 +43,13 @@ fn main() -> ! {
     let (Some(control), Some(lib)) = (s.control, s.lib) else {
         sys::exit_group(exit_code::PANIC)
     };
-    // Ready.
-    control.write_exec(
-        offset_of!(ExecArea, xsave_size),
-        &s.sw.xstate_size.to_le_bytes(),
+    let view = control.view();
+    view.ready(
+        s.sw.xstate_size,
+        s.sw.xfeatures & xfeature::TRANSFERRED,
+        s.cpuid_faulting != 0,
     );
-    let features = s.sw.xfeatures & 0xe7;
-    control.write_exec(
-        offset_of!(ExecArea, xsave_features),
-        &features.to_le_bytes(),
-    );
-    control.write_exec(
-        offset_of!(ExecArea, cpuid_faulting),
-        &s.cpuid_faulting.to_le_bytes(),
-    );
-    control.write_exec(offset_of!(ExecArea, status), &status::READY.to_le_bytes());
-    let resp = control.exec_word(offset_of!(ExecArea, resp_seq));
+    let resp = view.resp_seq();
     resp.store(1, Ordering::Release);
     sys::futex_wake(resp);
     CONTROL.set(control);
@@ -72,31 +61,32 @@ fn serve(spin: u32) -> ! {
     loop {
         let seq = CONTROL.with(|c| wait_request(c, last, spin));
         last = seq;
-        let kind: u32 = CONTROL.with(|c| sys::read_lib_value(c, offset_of!(LibArea, req_kind)));
+        let kind = CONTROL.with(|c| Request::try_from(c.view().request_kind()));
         match kind {
-            req::SHUTDOWN => sys::exit_group(0),
-            req::COMMANDS => {
+            Ok(Request::Shutdown) => sys::exit_group(0),
+            Ok(Request::Commands) => {
                 apply_commands();
-                CONTROL.with(|c| publish(c, seq, status::COMMANDS_DONE, None));
+                CONTROL.with(|c| publish(c, seq, Status::CommandsDone, None));
             }
-            req::RUN => {
+            Ok(Request::Run) => {
                 apply_commands();
                 run_once();
                 let escaped = MONITOR.with(|m| {
-                    CONTROL.with(|c| publish(c, seq, status::EXITED, Some(m)));
+                    CONTROL.with(|c| publish(c, seq, Status::Exited, Some(m)));
                     m.escaped
                 });
                 if escaped {
                     sys::exit_group(exit_code::GUEST_ESCAPED);
                 }
             }
-            _ => sys::exit_group(exit_code::BAD_REQUEST),
+            Err(_) => sys::exit_group(exit_code::BAD_REQUEST),
         }
     }
 }
 
 fn wait_request(c: &Control, last: u32, spin: u32) -> u32 {
-    let word = c.lib_word(offset_of!(LibArea, req_seq));
+    let view = c.view();
+    let word = view.req_seq();
     for i in 0..spin {
         let v = word.load(Ordering::Acquire);
         if v != last {
@@ -104,7 +94,7 @@ fn wait_request(c: &Control, last: u32, spin: u32) -> u32 {
         }
         poll_pause(i, sys::sched_yield);
     }
-    let sleeping = c.exec_word(offset_of!(ExecArea, exec_sleeping));
+    let sleeping = view.exec_sleeping();
     loop {
         sleeping.store(1, Ordering::SeqCst);
         let v = word.load(Ordering::SeqCst);
@@ -124,7 +114,7 @@ fn wait_request(c: &Control, last: u32, spin: u32) -> u32 {
 /// One polling step: PAUSE for the first polls, then yield, so that a poller sharing a CPU with
 /// the other side hands it over instead of burning its time slice.
 fn poll_pause(i: u32, yield_now: fn()) {
-    if i < plex86_protocol::SPIN_PAUSES {
+    if i < SPIN_PAUSES {
         std::hint::spin_loop();
     } else {
         yield_now();
@@ -132,20 +122,17 @@ fn poll_pause(i: u32, yield_now: fn()) {
 }
 
 fn apply_commands() {
-    let n: u32 = CONTROL.with(|c| sys::read_lib_value(c, offset_of!(LibArea, n_commands)));
-    let n = (n as usize).min(protocol::MAX_COMMANDS);
-    for i in 0..n {
-        let off = offset_of!(LibArea, commands) + i * std::mem::size_of::<RawCommand>();
-        let cmd: RawCommand = CONTROL.with(|c| sys::read_lib_value(c, off));
-        if MONITOR.with(|m| m.command(cmd.kind, cmd.addr)).is_err() {
-            sys::exit_group(exit_code::BAD_REQUEST);
+    CONTROL.with(|c| {
+        for cmd in c.view().commands() {
+            if MONITOR.with(|m| m.command(cmd.kind, cmd.addr)).is_err() {
+                sys::exit_group(exit_code::BAD_REQUEST);
+            }
         }
-    }
+    });
 }
 
 fn run_once() {
-    let budget: u64 = CONTROL.with(|c| sys::read_lib_value(c, offset_of!(LibArea, budget_ns)));
-    let entry = CONTROL.with(|c| sys::read_lib_value(c, offset_of!(LibArea, state)));
+    let (budget, entry) = CONTROL.with(|c| (c.view().budget_ns(), c.view().state()));
     let frame_id = MONITOR.with(|m| {
         m.entry = entry;
         if m.prepare_entry().is_err() {
@@ -175,7 +162,8 @@ fn run_once() {
     });
 }
 
-fn publish(c: &Control, seq: u32, st: u32, m: Option<&mut Box<Monitor>>) {
+fn publish(c: &Control, seq: u32, st: Status, m: Option<&mut Box<Monitor>>) {
+    let view = c.view();
     if let Some(m) = m {
         // A record without a reason goes out with reason 0, which the library rejects.
         let mut raw = RawExit::ZERO;
@@ -184,13 +172,10 @@ fn publish(c: &Control, seq: u32, st: u32, m: Option<&mut Box<Monitor>>) {
         }
         raw.native_ns = m.exit.native_ns;
         raw.fill_ns = m.exit.fill_ns;
-        // Only the logged code pages: the rest of the log is not read.
-        let used = offset_of!(RawExit, code_pages) + 8 * raw.n_code_pages as usize;
-        c.write_exec(offset_of!(ExecArea, exit), &sys::bytes_of(&raw)[..used]);
-        c.write_exec(offset_of!(ExecArea, state), sys::bytes_of(&m.exit_state));
+        view.set_exit(&raw, &m.exit_state);
     }
-    c.write_exec(offset_of!(ExecArea, status), &st.to_le_bytes());
-    let w = c.exec_word(offset_of!(ExecArea, resp_seq));
+    view.set_status(st);
+    let w = view.resp_seq();
     w.store(seq, Ordering::Release);
     sys::futex_wake(w);
 }

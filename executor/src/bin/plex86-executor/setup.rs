@@ -34,8 +34,7 @@ use super::{handler, Monitor, GUEST_SIGNALS, MONITOR, TIMER_SIGNAL};
 use plex86_executor::frame::{FpxSwBytes, FPSTATE_ROOM};
 use plex86_executor::monitor::HostParams;
 use plex86_executor::seccomp::{self, SockFilter};
-use plex86_protocol::{self as protocol, exit_code, status, ExecArea, LibArea, MSG_LEN};
-use std::mem::offset_of;
+use plex86_protocol::{self as protocol, exit_code, LibArea};
 use std::sync::atomic::Ordering;
 
 /// What setup has built so far; after the last step, everything READY reports and the request
@@ -239,17 +238,9 @@ pub fn run() -> Setup {
 /// Records a setup failure in the control region (when mapped) and exits with `code`.
 pub fn fail(control: Option<&Control>, code: i32, msg: &str) -> ! {
     if let Some(c) = control {
-        let mut buf = [0u8; MSG_LEN];
-        let n = msg.len().min(MSG_LEN);
-        buf[..n].copy_from_slice(&msg.as_bytes()[..n]);
-        c.write_exec(offset_of!(ExecArea, msg), &buf);
-        c.write_exec(offset_of!(ExecArea, msg_len), &(n as u32).to_le_bytes());
-        c.write_exec(
-            offset_of!(ExecArea, fail_code),
-            &(code as u32).to_le_bytes(),
-        );
-        c.write_exec(offset_of!(ExecArea, status), &status::FAILED.to_le_bytes());
-        let w = c.exec_word(offset_of!(ExecArea, resp_seq));
+        let view = c.view();
+        view.fail(code, msg);
+        let w = view.resp_seq();
         w.store(1, Ordering::Release);
         sys::futex_wake(w);
     }
@@ -271,7 +262,7 @@ fn prctl(op: i32, arg: u64, msg: &str) -> Result<(), String> {
 /// Step 1. An unmappable region leaves nowhere to report to: the exit code says it alone.
 fn map_control(s: &mut Setup) -> Result<(), String> {
     let control = Control::map().map_err(|_| "cannot map the control region".to_string())?;
-    let lib: LibArea = sys::read_lib_value(&control, 0);
+    let lib = control.view().header();
     s.control = Some(control);
     s.lib = Some(lib);
     ok_or(

@@ -7,7 +7,7 @@ use host_driver::fuzzing::{
 };
 use host_driver::{validate_entry, GuestState, Segment, XsaveImage, XsaveInfo};
 use plex86_protocol::xsave::{fx, header, sw, xfeature};
-use plex86_protocol::{seg, status, ExecArea, RawReason, LDT_MIRROR_ENTRIES};
+use plex86_protocol::{seg, ExecArea, RawReason, Status, LDT_MIRROR_ENTRIES};
 use test_support::guest_state::layouts;
 
 /// Bytes of the header (entry state, run context, honest exit) at the start of an input.
@@ -147,7 +147,7 @@ impl Setup {
 
         let mut honest: ExecArea = exec_area_from_bytes(&[]);
         honest.resp_seq = ctx.seq;
-        honest.status = status::EXITED;
+        honest.status = Status::Exited as u32;
         let x = &mut honest.exit;
         let reasons = wire_reasons();
         let reason = reasons[usize::from(r.u8()) % reasons.len()];

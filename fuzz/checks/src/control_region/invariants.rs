@@ -5,7 +5,7 @@ use super::case::Setup;
 use host_driver::fuzzing::{guest_selector, native_selector, Accepted};
 use host_driver::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
 use plex86_protocol::xsave::{header, sw};
-use plex86_protocol::{seg, status, ExecArea, RawReason, MAX_CODE_PAGES};
+use plex86_protocol::{seg, ExecArea, RawReason, Status, MAX_CODE_PAGES};
 
 const EFL_RESERVED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffc0_0000;
 const EFL_IOPL_VM_RF: u32 = (3 << 12) | (1 << 17) | (1 << 16);
@@ -22,7 +22,7 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
     let (entry, ctx) = (&s.entry, &s.ctx);
     assert_eq!(
         area.status,
-        status::EXITED,
+        Status::Exited as u32,
         "accepted with status {}",
         area.status
     );

@@ -1,11 +1,13 @@
 //! The control region (fd 4) as mapped in the executor.
 
-use std::sync::atomic::AtomicU32;
+use plex86_protocol::view::ExecSide;
+use std::ptr::NonNull;
+
 /// The control region: the library part read-only, the executor part read/write.
 #[derive(Debug)]
 pub struct Control {
-    lib: *const u8,
-    exec: *mut u8,
+    lib: NonNull<u8>,
+    exec: NonNull<u8>,
 }
 
 impl Control {
@@ -37,64 +39,17 @@ impl Control {
         if lib == libc::MAP_FAILED || exec == libc::MAP_FAILED {
             return Err(libc::EBADF);
         }
-        Ok(Control {
-            lib: lib.cast(),
-            exec: exec.cast(),
-        })
+        match (NonNull::new(lib.cast()), NonNull::new(exec.cast())) {
+            (Some(lib), Some(exec)) => Ok(Control { lib, exec }),
+            _ => Err(libc::EBADF),
+        }
     }
 
-    /// Copies `len` bytes at `off` of the library part into `dst`.
-    pub fn read_lib(&self, off: usize, dst: &mut [u8]) {
-        assert!(off + dst.len() <= plex86_protocol::EXEC_AREA_OFFSET);
-        // SAFETY: inside the read-only mapping (checked); a byte copy tolerates concurrent
-        // writes by the library (which it does not make while a request is pending).
-        unsafe { std::ptr::copy_nonoverlapping(self.lib.add(off), dst.as_mut_ptr(), dst.len()) };
+    /// The executor's typed view of the region.
+    pub fn view(&self) -> ExecSide<'_> {
+        // SAFETY: `map` mapped the library part (readable) and the executor part (read/write)
+        // in full, page aligned; they stay mapped for the life of the process (never unmapped),
+        // so for as long as `&self`.
+        unsafe { ExecSide::new(self.lib, self.exec) }
     }
-
-    /// Copies `src` into the executor part at `off`.
-    pub fn write_exec(&self, off: usize, src: &[u8]) {
-        assert!(
-            off + src.len() <= plex86_protocol::REGION_SIZE - plex86_protocol::EXEC_AREA_OFFSET
-        );
-        // SAFETY: inside the writable mapping (checked).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.exec.add(off), src.len()) };
-    }
-
-    /// An atomic u32 of the library part (the request sequence word).
-    pub fn lib_word(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= plex86_protocol::EXEC_AREA_OFFSET);
-        // SAFETY: aligned, inside the mapping for the life of the process; only loads are made
-        // (the mapping is read-only).
-        unsafe { AtomicU32::from_ptr(self.lib.add(off) as *mut u32) }
-    }
-
-    /// An atomic u32 of the executor part.
-    pub fn exec_word(&self, off: usize) -> &AtomicU32 {
-        assert!(
-            off % 4 == 0
-                && off + 4 <= plex86_protocol::REGION_SIZE - plex86_protocol::EXEC_AREA_OFFSET
-        );
-        // SAFETY: aligned, inside the writable mapping for the life of the process.
-        unsafe { AtomicU32::from_ptr(self.exec.add(off).cast()) }
-    }
-}
-
-/// Bytes of a protocol value (for copying into the control region).
-pub fn bytes_of<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: the protocol types are repr(C) plain data with explicit padding fields; reading
-    // their bytes is sound.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-/// Reads a protocol value out of the library part.
-pub fn read_lib_value<T: Copy>(c: &Control, off: usize) -> T {
-    let mut v = std::mem::MaybeUninit::<T>::zeroed();
-    // SAFETY: the slice covers exactly the (zero-initialised) bytes of `v`.
-    let buf = unsafe {
-        std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>())
-    };
-    c.read_lib(off, buf);
-    // SAFETY: only used for protocol types (integers and arrays of integers), for which any
-    // byte pattern is valid.
-    unsafe { v.assume_init() }
 }

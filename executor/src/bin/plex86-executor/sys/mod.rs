@@ -28,7 +28,7 @@ mod signal;
 mod trampoline;
 
 pub use cell::MonitorCell;
-pub use control::{bytes_of, read_lib_value, Control};
+pub use control::Control;
 pub use jail::{
     close_other_fds, getppid, hwcap2, install_seccomp, prctl, selector_loadable,
     set_cpuid_faulting, vdso_base,
