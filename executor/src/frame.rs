@@ -88,10 +88,7 @@ pub const UC_FP_XSTATE: u64 = 1;
 pub const UC_SIGCONTEXT_SS: u64 = 2;
 /// uc_flags: restore SS exactly.
 pub const UC_STRICT_RESTORE_SS: u64 = 4;
-/// `_fpx_sw_bytes.magic1`.
-pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
-/// Trailer after the XSAVE area.
-pub const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+pub use plex86_protocol::xsave::{FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2};
 /// Room for the XSAVE area of an entry frame (image + MAGIC2 trailer).
 pub const FPSTATE_ROOM: usize = plex86_protocol::XSAVE_AREA_SIZE + 64;
 

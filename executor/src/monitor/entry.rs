@@ -3,6 +3,7 @@
 use super::{GuestRam, Host, Monitor};
 use crate::frame::{self, EntrySegs, UserDesc};
 use guest_paging::PagingRegs;
+use plex86_protocol::xsave::{header, sw, FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2};
 use plex86_protocol::{self as protocol, seg, ExitReason, ExitRecord};
 
 impl<R: GuestRam, H: Host> Monitor<R, H> {
@@ -105,13 +106,13 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         let fp = &mut self.frame.fpstate;
         fp[..n].copy_from_slice(&st.xsave.0[..n]);
         let bv = st.xsave.xstate_bv() & st.xcr0;
-        fp[512..520].copy_from_slice(&bv.to_le_bytes());
-        fp[464..468].copy_from_slice(&frame::FP_XSTATE_MAGIC1.to_le_bytes());
-        fp[468..472].copy_from_slice(&self.sw.extended_size.to_le_bytes());
-        fp[472..480].copy_from_slice(&self.sw.xfeatures.to_le_bytes());
-        fp[480..484].copy_from_slice(&self.sw.xstate_size.to_le_bytes());
-        fp[484..512].fill(0);
-        fp[n..n + 4].copy_from_slice(&frame::FP_XSTATE_MAGIC2.to_le_bytes());
+        put(fp, header::XSTATE_BV, &bv.to_le_bytes());
+        put(fp, sw::MAGIC1, &FP_XSTATE_MAGIC1.to_le_bytes());
+        put(fp, sw::EXTENDED_SIZE, &self.sw.extended_size.to_le_bytes());
+        put(fp, sw::XFEATURES, &self.sw.xfeatures.to_le_bytes());
+        put(fp, sw::XSTATE_SIZE, &self.sw.xstate_size.to_le_bytes());
+        fp[sw::XSTATE_SIZE + 4..sw::END].fill(0);
+        put(fp, n, &FP_XSTATE_MAGIC2.to_le_bytes());
         // A null FS/GS gets base 0, not whatever the CPU leaves (see plex86_enter). Nothing
         // else the guest can read in 64-bit mode holds a host value: every GPR (R8-R15 zero,
         // upper halves zero), RFLAGS and the XSAVE state come from this frame; DS/ES/SS/CS
@@ -139,4 +140,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         self.escaped = false;
         Ok(())
     }
+}
+
+/// Copies `bytes` into `buf` at `off`.
+fn put(buf: &mut [u8], off: usize, bytes: &[u8]) {
+    buf[off..off + bytes.len()].copy_from_slice(bytes);
 }

@@ -6,6 +6,7 @@ use crate::decode::{classify_gp, trap_insn, GpKind, TrapInsn};
 use crate::frame::{SignalAction, SignalContext};
 use crate::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use crate::vector;
+use plex86_protocol::xsave::{header, sw, xfeature};
 use plex86_protocol::{seg, EscapeKind, ExitReason, SyscallInstruction};
 
 /// The host's 64-bit user code selector.
@@ -305,15 +306,16 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         if let Some(fp) = ctx.fpstate {
             let n = fp.len().min(out.xsave.0.len());
             out.xsave.0[..n].copy_from_slice(&fp[..n]);
-            if n < 576 {
+            if n < header::END {
                 // Legacy-only frame: mark x87/SSE as present, clear the header.
-                out.xsave.0[512..576].fill(0);
-                out.xsave.0[512] = 3;
+                out.xsave.0[header::XSTATE_BV..header::END].fill(0);
+                out.xsave
+                    .set_u64_at(header::XSTATE_BV, xfeature::X87 | xfeature::SSE);
             }
         }
         let bv = out.xsave.xstate_bv() & self.entry.xcr0;
-        out.xsave.set_u64_at(512, bv);
-        out.xsave.0[464..512].fill(0);
+        out.xsave.set_u64_at(header::XSTATE_BV, bv);
+        out.xsave.0[sw::START..sw::END].fill(0);
     }
 
     /// True when `rip` lies in the low 32 bits' image of the executor's vDSO: where Intel CPUs

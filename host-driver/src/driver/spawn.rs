@@ -4,6 +4,7 @@
 use super::transport::DEFAULT_SPIN;
 use super::Executor;
 use crate::error::{DeathCause, DriverError};
+use crate::protocol::xsave::{header, xfeature};
 use crate::protocol::{
     self, view::Pod, ExecArea, ExitReason, ExitRecord, LibArea, RamRange, Status, MAX_RAM_RANGES,
     REGION_SIZE,
@@ -280,7 +281,11 @@ fn accept_ready(area: &ExecArea) -> Result<(XsaveInfo, bool), DriverError> {
         _ => return corrupted(format!("status {} after setup", area.status)),
     }
     let size = area.xsave_size;
-    if !(576..=protocol::XSAVE_AREA_SIZE as u32).contains(&size) || area.xsave_features & 3 != 3 {
+    let legacy = xfeature::X87 | xfeature::SSE;
+    let smallest = header::END as u32;
+    if !(smallest..=protocol::XSAVE_AREA_SIZE as u32).contains(&size)
+        || area.xsave_features & legacy != legacy
+    {
         return corrupted(format!(
             "xsave size {size} / features {:#x}",
             area.xsave_features

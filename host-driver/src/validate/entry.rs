@@ -4,6 +4,7 @@ use super::{
     EFL_IF, EFL_IOPL, EFL_NT, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VIF, EFL_VIP, EFL_VM,
 };
 use crate::error::DriverError;
+use crate::protocol::xsave::{header, xfeature};
 use crate::protocol::{seg, GuestState, Segment, LDT_MIRROR_ENTRIES};
 use crate::XsaveInfo;
 
@@ -157,17 +158,18 @@ fn xsave_rule(state: &GuestState, xs: XsaveInfo) -> Result<(), String> {
             xs.features
         ));
     }
-    if xcr0 & 4 != 0 && xcr0 & 2 == 0 {
+    if xcr0 & xfeature::AVX != 0 && xcr0 & xfeature::SSE == 0 {
         return Err("XCR0 enables AVX without SSE".into());
     }
-    if xcr0 & 0xe0 != 0 && (xcr0 & 0xe4 != 0xe4) {
+    let avx512 = xfeature::AVX512 | xfeature::AVX;
+    if xcr0 & xfeature::AVX512 != 0 && xcr0 & avx512 != avx512 {
         return Err("XCR0 enables part of AVX-512".into());
     }
     let img = &state.xsave;
     if img.xcomp_bv() != 0 || img.xstate_bv() & !xcr0 != 0 {
         return Err("XSAVE header: XCOMP_BV must be 0 and XSTATE_BV within XCR0".into());
     }
-    if img.0[528..576].iter().any(|&b| b != 0) {
+    if img.0[header::RESERVED..header::END].iter().any(|&b| b != 0) {
         return Err("XSAVE header reserved bytes are not zero".into());
     }
     if img.mxcsr() & !0xffff != 0 {

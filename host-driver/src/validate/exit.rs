@@ -2,6 +2,7 @@
 //! the guest state rebuilt from the entry state and the fields the guest may have changed.
 
 use super::{EFL_IOPL, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VM};
+use crate::protocol::xsave::{fx, header, sw, xfeature, FCW_INIT};
 use crate::protocol::{
     guest_selector, native_selector, seg, ExecArea, ExitReason, ExitRecord, GuestState, Segment,
     Status, SEG_NOT_INSTALLED,
@@ -117,15 +118,16 @@ pub(super) fn validate_exit_state(
             img.xcomp_bv()
         ));
     }
-    if img.0[528..576].iter().any(|&b| b != 0) {
+    if img.0[header::RESERVED..header::END].iter().any(|&b| b != 0) {
         return Err("XSAVE header reserved bytes".into());
     }
     let n = xs.size as usize;
     out.xsave.0[..n].copy_from_slice(&img.0[..n]);
-    // Bytes 464..511 are software-available in the FXSAVE layout: keep the guest's.
-    out.xsave.0[464..512].copy_from_slice(&entry.xsave.0[464..512]);
-    // MXCSR_MASK (bytes 28..32) describes the CPU, not the guest: keep the guest's value.
-    out.xsave.0[28..32].copy_from_slice(&entry.xsave.0[28..32]);
+    // The software-available bytes of the FXSAVE layout: keep the guest's.
+    out.xsave.0[sw::START..sw::END].copy_from_slice(&entry.xsave.0[sw::START..sw::END]);
+    // MXCSR_MASK describes the CPU, not the guest: keep the guest's value.
+    let mask = fx::MXCSR_MASK..fx::MXCSR_MASK + 4;
+    out.xsave.0[mask.clone()].copy_from_slice(&entry.xsave.0[mask]);
     normalize_xsave(&mut out.xsave, entry.xcr0, &xs);
     Ok(out)
 }
@@ -134,14 +136,14 @@ pub(super) fn validate_exit_state(
 /// that equal states have equal images.
 fn normalize_xsave(img: &mut crate::XsaveImage, xcr0: u64, xs: &XsaveInfo) {
     let bv = img.xstate_bv();
-    if xcr0 & 1 != 0 && bv & 1 == 0 {
-        img.0[0..24].fill(0);
-        img.0[0] = 0x7f;
-        img.0[1] = 0x03;
-        img.0[32..160].fill(0);
+    let x87 = xfeature::X87;
+    if xcr0 & x87 != 0 && bv & x87 == 0 {
+        img.0[fx::FCW..fx::MXCSR].fill(0);
+        img.0[fx::FCW..fx::FCW + 2].copy_from_slice(&FCW_INIT.to_le_bytes());
+        img.0[fx::ST..fx::XMM].fill(0);
     }
-    if xcr0 & 2 != 0 && bv & 2 == 0 {
-        img.0[160..416].fill(0);
+    if xcr0 & xfeature::SSE != 0 && bv & xfeature::SSE == 0 {
+        img.0[fx::XMM..fx::XMM_END].fill(0);
     }
     for (bit, &(off, len)) in xs.components.iter().enumerate().skip(2) {
         let (off, len) = (off as usize, len as usize);

@@ -34,6 +34,7 @@ use super::{handler, Monitor, GUEST_SIGNALS, MONITOR, TIMER_SIGNAL};
 use plex86_executor::frame::{FpxSwBytes, FPSTATE_ROOM};
 use plex86_executor::monitor::HostParams;
 use plex86_executor::seccomp::{self, SockFilter};
+use plex86_protocol::xsave;
 use plex86_protocol::{self as protocol, exit_code, LibArea};
 use std::sync::atomic::Ordering;
 
@@ -298,7 +299,7 @@ fn enomem_hint(errno: i32) -> &'static str {
 
 fn sigframe_xsave(s: &mut Setup) -> Result<(), String> {
     let sw = sys::probe_sigframe_xsave().ok_or("no XSAVE state in signal frames")?;
-    if sw.xstate_size as usize + 4 > FPSTATE_ROOM || sw.xstate_size < 576 {
+    if sw.xstate_size as usize + 4 > FPSTATE_ROOM || sw.xstate_size < xsave::header::END as u32 {
         return Err("XSAVE signal-frame state too large".to_string());
     }
     s.sw = sw;

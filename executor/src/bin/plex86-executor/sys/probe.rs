@@ -4,6 +4,7 @@
 use super::{clock_ns, MIRROR_START};
 use plex86_executor::decode::IcebpRip;
 use plex86_executor::frame::{FpxSwBytes, KUcontext, FP_XSTATE_MAGIC1};
+use plex86_protocol::xsave::sw;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 static PROBE_EXT: AtomicU32 = AtomicU32::new(0);
@@ -12,26 +13,26 @@ static PROBE_SIZE: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn probe_handler(_sig: i32, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid ucontext; the fpstate pointer (when non-null) points to
-    // its XSAVE area with the software bytes at offset 464.
+    // its XSAVE area with the software bytes at `sw::START`.
     unsafe {
         let uc = &*uc.cast::<KUcontext>();
         if uc.mc.fpstate == 0 {
             return;
         }
         let p = uc.mc.fpstate as *const u8;
-        if std::ptr::read_unaligned(p.add(464).cast::<u32>()) != FP_XSTATE_MAGIC1 {
+        if std::ptr::read_unaligned(p.add(sw::MAGIC1).cast::<u32>()) != FP_XSTATE_MAGIC1 {
             return;
         }
         PROBE_EXT.store(
-            std::ptr::read_unaligned(p.add(468).cast::<u32>()),
+            std::ptr::read_unaligned(p.add(sw::EXTENDED_SIZE).cast::<u32>()),
             Ordering::Relaxed,
         );
         PROBE_XF.store(
-            std::ptr::read_unaligned(p.add(472).cast::<u64>()),
+            std::ptr::read_unaligned(p.add(sw::XFEATURES).cast::<u64>()),
             Ordering::Relaxed,
         );
         PROBE_SIZE.store(
-            std::ptr::read_unaligned(p.add(480).cast::<u32>()),
+            std::ptr::read_unaligned(p.add(sw::XSTATE_SIZE).cast::<u32>()),
             Ordering::Relaxed,
         );
     }

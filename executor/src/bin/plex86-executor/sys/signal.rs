@@ -7,6 +7,7 @@ use super::trampoline::{
 use plex86_executor::frame::{
     KStack, KUcontext, SignalAction, SignalContext, FP_XSTATE_MAGIC1, UC_FP_XSTATE,
 };
+use plex86_protocol::xsave::{fx, sw};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 type Handler = fn(&mut SignalContext<'_>) -> SignalAction;
@@ -38,12 +39,12 @@ pub(super) extern "C" fn plex86_signal_rust(
         let uc = &mut *uc.cast::<KUcontext>();
         let fpstate = if uc.mc.fpstate != 0 && uc.flags & UC_FP_XSTATE != 0 {
             let p = uc.mc.fpstate as *const u8;
-            let magic1 = std::ptr::read_unaligned(p.add(464).cast::<u32>());
-            let size = std::ptr::read_unaligned(p.add(464 + 16).cast::<u32>()) as usize;
+            let magic1 = std::ptr::read_unaligned(p.add(sw::MAGIC1).cast::<u32>());
+            let size = std::ptr::read_unaligned(p.add(sw::XSTATE_SIZE).cast::<u32>()) as usize;
             if magic1 == FP_XSTATE_MAGIC1 && size <= plex86_protocol::XSAVE_AREA_SIZE {
                 Some(std::slice::from_raw_parts(p, size))
             } else {
-                Some(std::slice::from_raw_parts(p, 512))
+                Some(std::slice::from_raw_parts(p, fx::SIZE))
             }
         } else {
             None
