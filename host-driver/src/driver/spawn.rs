@@ -57,9 +57,9 @@ pub struct ExecutorConfig<'a> {
     pub budget_clock: BudgetClock,
     /// Spin iterations on the sequence word before sleeping on the futex (both sides).
     pub spin: u32,
-    /// Demand fills after which a run ends with [`crate::ExitReason::FillLimit`] (0 = no limit). A run
-    /// that only mirrors pages (each fill costs about 8 µs, far more than the emulator needs
-    /// for an access) can then be handed back to the emulator.
+    /// Demand fills after which a run ends with [`crate::ExitReason::FillLimit`] (0 = no
+    /// limit). A run that only mirrors pages (a fill costs far more than the emulator needs for
+    /// an access) can then be handed back to the emulator.
     pub max_fills_per_run: u32,
     /// How long to wait for the executor's setup.
     pub startup_timeout: Duration,

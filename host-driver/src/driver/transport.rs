@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 /// Default polls of the sequence word before sleeping on a futex: the first
 /// [`protocol::SPIN_PAUSES`] PAUSE, the rest `sched_yield` (so that a poller sharing a CPU with
-/// the other side hands it over). Measured on the 2-vCPU EPYC VMs: a cross-process futex wake
-/// costs ~50 µs there (the sleeping vCPU is woken from idle); polling brings exit + re-entry
-/// to ~7 µs.
+/// the other side hands it over). A cross-process futex wake of an idle vCPU costs several
+/// times what polling does (figures: docs/ARCHITECTURE.md, "Costs behind the constants").
 pub const DEFAULT_SPIN: u32 = 200;
 
 const WAIT_SLICE: Duration = Duration::from_millis(50);
@@ -21,17 +20,17 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// declared unresponsive and killed: generous for a loaded 2-core host, short enough that the
 /// emulator learns of a stopped executor within 5 s.
 pub const RESPONSE_GRACE: Duration = Duration::from_secs(4);
-/// How long before a run's budget ends the library stops sleeping and polls: the ~40 µs a
-/// futex-woken thread needs to run again here, the default 50 µs timer slack of the timed
-/// sleep, and margin (120 µs measured slightly worse than 200).
+/// How long before a run's budget ends the library stops sleeping and polls: what a
+/// futex-woken thread needs to run again, the default timer slack of the timed sleep, and
+/// margin (figures: docs/ARCHITECTURE.md, "Costs behind the constants").
 const WAKE_LEAD: Duration = Duration::from_micros(200);
 /// How long the library polls right after posting a run before it sleeps: a run that ends at
 /// once (a system call, a page fault) answers within a few µs, and catching that answer by
-/// polling spares it the wake-up of a sleeping thread (exit + re-entry in host-driver's bench:
-/// 7.6 µs with it, 20-31 µs without).
+/// polling spares it the wake-up of a sleeping thread (host-driver's bench measures exit +
+/// re-entry with and without it: docs/ARCHITECTURE.md, "Costs behind the constants").
 const HEAD_POLL: Duration = Duration::from_micros(20);
-/// How long past a run's budget the library keeps polling: the budget timer's overshoot
-/// (8-20 µs) and the executor's exit path, with margin.
+/// How long past a run's budget the library keeps polling: the budget timer's overshoot and the
+/// executor's exit path, with margin.
 const POLL_TAIL: Duration = Duration::from_micros(200);
 
 /// One polling step: PAUSE for the first [`protocol::SPIN_PAUSES`] polls, then yield, so that a
@@ -92,9 +91,8 @@ impl Executor {
     /// Waits for a response due `due` after `posted` (a run that its budget will end): polls
     /// for [`HEAD_POLL`], sleeps until [`WAKE_LEAD`] before the due time, then polls until
     /// [`POLL_TAIL`] after it. A thread that sleeps until the executor's futex wake runs again
-    /// only ~40 µs later on the project's VMs (its vCPU went idle); waking ahead of the
-    /// deadline takes that off every run that its budget ends (the compute benchmark's per-run
-    /// overhead fell from ~40 to ~20 µs), and the first poll off every run that ends at once.
+    /// only tens of µs later (its vCPU went idle); waking ahead of the deadline takes that off
+    /// every run that its budget ends, and the first poll off every run that ends at once.
     /// A run that ends in between wakes this thread through the futex. Returns whether the
     /// response came; if not, [`Executor::wait_response`] takes over.
     fn await_expected(

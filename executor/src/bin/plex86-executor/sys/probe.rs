@@ -67,8 +67,8 @@ extern "C" fn calibration_handler(_sig: i32, _info: *mut libc::siginfo_t, uc: *m
 }
 
 /// Host cost of a page fault in the mirror region delivered to a handler on the alternate
-/// stack, and of the return from it: the median of 31 rounds on `clock` (3.2-4.0 µs on the
-/// project's VMs). A demand fill pays this on top of its handler's work, which the handler
+/// stack, and of the return from it: the median of 31 rounds on `clock` (figures:
+/// docs/ARCHITECTURE.md, "Costs behind the constants"). A demand fill pays this on top of its handler's work, which the handler
 /// cannot time itself. Setup time only, after `reserve_mirror_region` and before the first
 /// fill: installs its own SIGSEGV handler and restores the one installed before.
 pub fn fault_round_trip_ns(clock: i32) -> u64 {
