@@ -9,6 +9,7 @@ pub mod calibration;
 pub mod cpuinfo;
 mod executor_bin;
 pub mod guest_state;
+pub mod pagetables;
 pub mod vm;
 
 pub use executor_bin::executor_path;

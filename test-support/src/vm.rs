@@ -21,29 +21,15 @@ pub const DATA_PHYS: u64 = 0x0020_0000;
 pub const STACK_TOP: u32 = 0x0080_0000;
 pub const STACK_PHYS: u64 = 0x0030_0000;
 
-pub const P: u64 = 1;
-pub const RW: u64 = 2;
-pub const US: u64 = 4;
-pub const A: u64 = 0x20;
-pub const D: u64 = 0x40;
-pub const PS: u64 = 0x80;
-pub const G: u64 = 0x100;
-pub const NX: u64 = 1 << 63;
-pub const URW: u64 = P | RW | US;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    TwoLevel,
-    Pae,
-}
+pub use crate::pagetables::bits::*;
+pub use crate::pagetables::Mode;
+use crate::pagetables::PageTables;
 
 pub struct Vm {
     pub ram: GuestRam,
     pub exe: Executor,
     pub state: GuestState,
-    pub mode: Mode,
-    next_table: u64,
-    pdpt: u64,
+    pub tables: PageTables,
 }
 
 impl Vm {
@@ -56,7 +42,6 @@ impl Vm {
     }
 
     /// A VM whose runs end after `max_fills` demand fills.
-    #[allow(dead_code)] // not every test binary uses it
     pub fn with_fill_limit(mode: Mode, max_fills: u32) -> Vm {
         Self::build(mode, std::iter::once(0..RAM_SIZE).collect(), max_fills)
     }
@@ -85,32 +70,18 @@ impl Vm {
         state.gprs[4] = STACK_TOP - 16;
         state.eip = CODE;
         state.xcr0 = 3;
+        let (cr0, cr4, efer) = mode.control_registers();
+        state.cr0 = cr0;
+        state.cr3 = crate::pagetables::CR3 as u32;
+        state.cr4 = cr4;
+        state.efer = efer;
+        let tables = PageTables::new(&ram, mode);
         let mut vm = Vm {
             ram,
             exe,
             state,
-            mode,
-            next_table: 0x2000,
-            pdpt: 0x1000,
+            tables,
         };
-        match mode {
-            Mode::TwoLevel => {
-                vm.state.cr0 = 0x8001_0031; // PG, WP, NE, ET, PE
-                vm.state.cr3 = 0x1000;
-                vm.state.cr4 = 0x10 | 0x80; // PSE, PGE
-            }
-            Mode::Pae => {
-                vm.state.cr0 = 0x8001_0031;
-                vm.state.cr3 = 0x1000;
-                vm.state.cr4 = 0x20 | 0x80; // PAE, PGE
-                vm.state.efer = 1 << 11; // NXE
-                                         // Four PDPTEs with their page directories.
-                for i in 0..4 {
-                    let pd = vm.alloc_table();
-                    vm.ram.write_u64(0x1000 + 8 * i, pd | P);
-                }
-            }
-        }
         // Code, data and stack: 64 KiB each.
         for i in 0..16u32 {
             vm.map(CODE + i * 4096, CODE_PHYS + u64::from(i) * 4096, URW);
@@ -125,61 +96,31 @@ impl Vm {
     }
 
     pub fn alloc_table(&mut self) -> u64 {
-        let t = self.next_table;
-        self.next_table += 4096;
-        assert!(self.next_table < 0x0010_0000, "page-table area exhausted");
-        t
+        self.tables.alloc_table()
     }
 
     /// Physical address of the PDE for `lin`.
     pub fn pde_addr(&self, lin: u32) -> u64 {
-        match self.mode {
-            Mode::TwoLevel => u64::from(self.state.cr3) + u64::from(lin >> 22) * 4,
-            Mode::Pae => {
-                let pdpte = self.ram.read_u64(self.pdpt + u64::from(lin >> 30) * 8);
-                (pdpte & !0xfff) + u64::from((lin >> 21) & 0x1ff) * 8
-            }
-        }
-    }
-
-    fn read_entry(&self, pa: u64) -> u64 {
-        match self.mode {
-            Mode::TwoLevel => u64::from(self.ram.read_u32(pa)),
-            Mode::Pae => self.ram.read_u64(pa),
-        }
+        self.tables.pde_addr(&self.ram, lin)
     }
 
     pub fn write_entry(&self, pa: u64, v: u64) {
-        match self.mode {
-            Mode::TwoLevel => self.ram.write_u32(pa, v as u32),
-            Mode::Pae => self.ram.write_u64(pa, v),
-        }
+        self.tables.write_entry(&self.ram, pa, v)
     }
 
     /// Physical address of the PTE for `lin` (creating the page table if needed).
     pub fn pte_addr(&mut self, lin: u32) -> u64 {
-        let pde_pa = self.pde_addr(lin);
-        let mut pde = self.read_entry(pde_pa);
-        if pde & P == 0 {
-            let t = self.alloc_table();
-            pde = t | URW;
-            self.write_entry(pde_pa, pde);
-        }
-        match self.mode {
-            Mode::TwoLevel => (pde & 0xffff_f000) + u64::from((lin >> 12) & 0x3ff) * 4,
-            Mode::Pae => (pde & 0x000f_ffff_ffff_f000) + u64::from((lin >> 12) & 0x1ff) * 8,
-        }
+        self.tables.pte_addr(&self.ram, lin)
     }
 
     /// Maps the 4 KiB page at `lin` to `phys` with PTE flags `flags`.
     pub fn map(&mut self, lin: u32, phys: u64, flags: u64) {
-        let pa = self.pte_addr(lin);
-        self.write_entry(pa, phys | flags);
+        self.tables.map(&self.ram, lin, phys, flags)
     }
 
     pub fn pte(&mut self, lin: u32) -> u64 {
         let pa = self.pte_addr(lin);
-        self.read_entry(pa)
+        self.tables.read_entry(&self.ram, pa)
     }
 
     pub fn set_pte(&mut self, lin: u32, v: u64) {

@@ -9,6 +9,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use test_support::pagetables::{self, bits, Mode, PageTables};
 
 pub const RAM_SIZE: u64 = 16 << 20;
 pub const CODE: u32 = 0x0040_0000;
@@ -17,7 +18,6 @@ pub const DATA: u32 = 0x0050_0000;
 pub const DATA_PHYS: u64 = 0x0020_0000;
 pub const STACK_TOP: u32 = 0x0080_0000;
 pub const STACK_PHYS: u64 = 0x0030_0000;
-pub const URW: u32 = 7;
 /// 1 tick = 1 ns: budgets and charges read directly as host time.
 pub const IPS: u64 = 1_000_000_000;
 pub const BUDGET: u64 = 2_000_000_000;
@@ -65,6 +65,7 @@ pub unsafe extern "C" fn cpuid_cb(_opaque: *mut c_void, leaf: u32, subleaf: u32,
 
 pub struct Guest {
     pub ram: GuestRam,
+    pub tables: PageTables,
     pub accel: *mut raw::plex86_accel,
     pub state: raw::plex86_accel_cpu_state,
     pub exit: raw::plex86_accel_exit,
@@ -133,10 +134,10 @@ pub fn init(cfg: &raw::plex86_accel_config) -> Result<*mut raw::plex86_accel, St
 impl Guest {
     pub fn new(name: &str) -> Guest {
         let ram = GuestRam::new(RAM_SIZE).expect("guest RAM");
-        // 2-level paging, CR3 = 0x1000; one page table at 0x2000 covers 0x400000-0x7fffff.
-        ram.write_u32(0x1000 + 4, 0x2000 | URW);
+        let tables = PageTables::new(&ram, Mode::TwoLevel);
         let mut g = Guest {
             ram,
+            tables,
             accel: std::ptr::null_mut(),
             // SAFETY: plain data, filled in below.
             state: unsafe { std::mem::zeroed() },
@@ -164,9 +165,10 @@ impl Guest {
         s.eflags = 0x202;
         s.gpr[4] = STACK_TOP - 16;
         s.eip = CODE;
-        s.cr0 = 0x8001_0031;
-        s.cr3 = 0x1000;
-        s.cr4 = 0x90 | 0x200 | (1 << 18); // PSE, PGE, OSFXSR, OSXSAVE
+        let (paging_cr0, paging_cr4, _) = Mode::TwoLevel.control_registers();
+        s.cr0 = paging_cr0;
+        s.cr3 = pagetables::CR3 as u32;
+        s.cr4 = paging_cr4 | 0x200 | (1 << 18); // and OSFXSR, OSXSAVE
         s.xcr0 = host_xcr0() & 0xe7;
         s.fpu.fcw = 0x37f;
         s.fpu.ftw = 0xffff;
@@ -186,10 +188,8 @@ impl Guest {
         g
     }
 
-    pub fn map(&self, lin: u32, phys: u64) {
-        let pte = 0x2000 + u64::from((lin >> 12) & 0x3ff) * 4;
-        assert_eq!(lin >> 22, 1);
-        self.ram.write_u32(pte, phys as u32 | URW);
+    pub fn map(&mut self, lin: u32, phys: u64) {
+        self.tables.map(&self.ram, lin, phys, bits::URW);
     }
 
     pub fn code(&mut self, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
