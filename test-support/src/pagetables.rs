@@ -32,6 +32,26 @@ impl Mode {
     }
 }
 
+/// Where the fixtures put guest RAM, code, data and stack (linear), and the physical pages
+/// behind them: 64 KiB each, mapped by [`PageTables::map_layout`].
+pub mod layout {
+    /// Guest RAM size.
+    pub const RAM_SIZE: u64 = 16 << 20;
+    /// Code (linear).
+    pub const CODE: u32 = 0x0040_0000;
+    /// Code (physical).
+    pub const CODE_PHYS: u64 = 0x0010_0000;
+    /// Data (linear).
+    pub const DATA: u32 = 0x0050_0000;
+    /// Data (physical).
+    pub const DATA_PHYS: u64 = 0x0020_0000;
+    /// Top of the stack (linear; it grows down).
+    pub const STACK_TOP: u32 = 0x0080_0000;
+    /// Stack (physical).
+    pub const STACK_PHYS: u64 = 0x0030_0000;
+}
+use layout::*;
+
 /// The page tables' root.
 pub const CR3: u64 = 0x1000;
 const TABLES_END: u64 = 0x0010_0000;
@@ -113,6 +133,16 @@ impl PageTables {
     pub fn map(&mut self, ram: &GuestRam, lin: u32, phys: u64, flags: u64) {
         let pa = self.pte_addr(ram, lin);
         self.write_entry(ram, pa, phys | flags);
+    }
+
+    /// Maps the [`layout`]'s code, data and stack, 16 user-writable pages each.
+    pub fn map_layout(&mut self, ram: &GuestRam) {
+        for i in 0..16u32 {
+            let off = u64::from(i) * 4096;
+            self.map(ram, CODE + i * 4096, CODE_PHYS + off, URW);
+            self.map(ram, DATA + i * 4096, DATA_PHYS + off, URW);
+            self.map(ram, STACK_TOP - (i + 1) * 4096, STACK_PHYS + off, URW);
+        }
     }
 }
 

@@ -9,17 +9,10 @@ use std::time::Duration;
 
 pub use crate::{cpuinfo, executor_path};
 
-pub const RAM_SIZE: u64 = 16 << 20;
 /// Guest selectors: CS = GDT index 3, data = index 4 (RPL 3).
 pub const CS_SEL: u16 = 0x1b;
 pub const DS_SEL: u16 = 0x23;
-/// Where tests put code and stack (linear), and the physical pages behind them.
-pub const CODE: u32 = 0x0040_0000;
-pub const CODE_PHYS: u64 = 0x0010_0000;
-pub const DATA: u32 = 0x0050_0000;
-pub const DATA_PHYS: u64 = 0x0020_0000;
-pub const STACK_TOP: u32 = 0x0080_0000;
-pub const STACK_PHYS: u64 = 0x0030_0000;
+pub use crate::pagetables::layout::*;
 
 pub use crate::pagetables::bits::*;
 pub use crate::pagetables::Mode;
@@ -82,16 +75,7 @@ impl Vm {
             state,
             tables,
         };
-        // Code, data and stack: 64 KiB each.
-        for i in 0..16u32 {
-            vm.map(CODE + i * 4096, CODE_PHYS + u64::from(i) * 4096, URW);
-            vm.map(DATA + i * 4096, DATA_PHYS + u64::from(i) * 4096, URW);
-            vm.map(
-                STACK_TOP - (i + 1) * 4096,
-                STACK_PHYS + u64::from(i) * 4096,
-                URW,
-            );
-        }
+        vm.tables.map_layout(&vm.ram);
         vm
     }
 

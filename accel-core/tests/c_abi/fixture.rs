@@ -11,13 +11,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use test_support::pagetables::{self, bits, Mode, PageTables};
 
-pub const RAM_SIZE: u64 = 16 << 20;
-pub const CODE: u32 = 0x0040_0000;
-pub const CODE_PHYS: u64 = 0x0010_0000;
-pub const DATA: u32 = 0x0050_0000;
-pub const DATA_PHYS: u64 = 0x0020_0000;
-pub const STACK_TOP: u32 = 0x0080_0000;
-pub const STACK_PHYS: u64 = 0x0030_0000;
+pub use test_support::pagetables::layout::*;
 /// 1 tick = 1 ns: budgets and charges read directly as host time.
 pub const IPS: u64 = 1_000_000_000;
 pub const BUDGET: u64 = 2_000_000_000;
@@ -148,11 +142,7 @@ impl Guest {
                 .join(format!("plex86-accel-{name}-{}.json", std::process::id())),
             _strings: Vec::new(),
         };
-        for i in 0..16u32 {
-            g.map(CODE + i * 4096, CODE_PHYS + u64::from(i) * 4096);
-            g.map(DATA + i * 4096, DATA_PHYS + u64::from(i) * 4096);
-            g.map(STACK_TOP - (i + 1) * 4096, STACK_PHYS + u64::from(i) * 4096);
-        }
+        g.tables.map_layout(&g.ram);
         let s = &mut g.state;
         s.seg = [
             seg(0x23, 3),
