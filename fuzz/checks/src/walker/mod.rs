@@ -241,6 +241,12 @@ pub fn check(data: &[u8]) -> Outcome {
         Err(WalkError::TableNotInRam) => {
             assert!(after == before, "a failed walk wrote memory ({})", ctx());
         }
+        Err(WalkError::NonCanonical) => {
+            panic!(
+                "the 32-bit walker called an address non-canonical ({})",
+                ctx()
+            )
+        }
     }
 
     // Against the reference.
