@@ -171,9 +171,18 @@ impl Shadow {
 
     /// Mirrors `m` at `lpn`.
     pub fn insert(&mut self, ops: &mut dyn MirrorOps, lpn: u32, m: Mirror) -> Result<(), i32> {
+        let piece = match m.size {
+            PageSize::Size4K => 0,
+            PageSize::Size2M => PIECE_2M,
+            PageSize::Size4M => PIECE_4M,
+            // Only the 4-level walker makes 1 GiB pages, and this record serves 32-bit
+            // tables: a piece whose INVLPG it could not honour (it drops at most a 4 MiB
+            // region) is never mirrored; the caller then has the emulator do the access.
+            PageSize::Size1G => return Err(libc::EINVAL),
+        };
         ops.map(lpn << 12, m.ppn << 12, m.prot)?;
         self.unlink(lpn);
-        let mut e = VALID | (m.ppn & PPN_MASK);
+        let mut e = VALID | piece | (m.ppn & PPN_MASK);
         if m.prot & PROT_WRITE != 0 {
             e |= WRITABLE;
         }
@@ -182,11 +191,6 @@ impl Shadow {
         }
         if m.global {
             e |= GLOBAL;
-        }
-        match m.size {
-            PageSize::Size4K => {}
-            PageSize::Size2M => e |= PIECE_2M,
-            PageSize::Size4M => e |= PIECE_4M,
         }
         if e & (PIECE_2M | PIECE_4M) != 0 {
             self.large[(lpn / CHUNK_PAGES) as usize] += 1;
@@ -505,6 +509,22 @@ mod tests {
             mirrored(&f),
             vec![8 * 1024 + 1, 8 * 1024 + 7, 8 * 1024 + 512]
         );
+    }
+
+    #[test]
+    fn a_1gib_piece_is_never_mirrored() {
+        // Only the 4-level walker makes them; the record could not drop one on INVLPG.
+        let mut s = Shadow::new(1 << 16);
+        let mut f = Fake::default();
+        let m = Mirror {
+            ppn: 9,
+            prot: PROT_READ,
+            global: false,
+            size: PageSize::Size1G,
+        };
+        assert_eq!(s.insert(&mut f, 3, m), Err(libc::EINVAL));
+        assert_eq!((s.mapped(), f.calls), (0, 0));
+        assert!(s.lookup(3).is_none());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Guest page-table walker: 2-level (with PSE 4 MiB pages) and PAE (with 2 MiB pages and NX),
-//! for CPL 3 accesses. Pure code over a [`PhysMemory`] so that it is unit-tested in-process and
-//! used by the executor over its mapping of guest RAM, and by the library's instruction
-//! decoder. No `unsafe`, no dependencies: both sides of the process boundary link it.
+//! for CPL 3 accesses ([`walk`]), and 4-level IA-32e paging (4 KiB, 2 MiB and 1 GiB pages) for
+//! 64-bit guests ([`walk64`], not used by the executor yet). Pure code over a [`PhysMemory`]
+//! so that it is unit-tested in-process and used by the executor over its mapping of guest RAM,
+//! and by the library's instruction decoder. No `unsafe`, no dependencies: both sides of the
+//! process boundary link it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -114,6 +116,9 @@ pub enum PageSize {
     Size2M,
     /// A 32-bit-paging 4 MiB page (CR4.PSE).
     Size4M,
+    /// A 4-level-paging 1 GiB page (PS in a PDPTE): only [`walk64`] makes these, so callers
+    /// of the 32-bit [`walk`] never see one.
+    Size1G,
 }
 
 impl PageSize {
@@ -123,6 +128,7 @@ impl PageSize {
             PageSize::Size4K => 1,
             PageSize::Size2M => 512,
             PageSize::Size4M => 1024,
+            PageSize::Size1G => 1 << 18,
         }
     }
 }
@@ -134,13 +140,21 @@ pub enum WalkError {
     Fault(u32),
     /// A paging structure lies outside guest RAM: the emulator must do this walk.
     TableNotInRam,
+    /// The linear address is not canonical (bits 63:47 not all equal): on hardware a #GP (or
+    /// #SS), not a page fault, so the emulator must perform the access. Only [`walk64`]
+    /// reports it.
+    NonCanonical,
 }
 
 mod read;
 mod walk;
+mod walk64;
 
-pub use read::read_linear;
+pub use read::{read_linear, read_linear64};
 pub use walk::walk;
+pub use walk64::{is_canonical, walk64, LongRegs};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests64;

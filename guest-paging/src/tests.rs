@@ -3,15 +3,15 @@ use crate::entry::*;
 use crate::walk::*;
 use std::cell::RefCell;
 
-struct Mem(RefCell<Vec<u8>>);
+pub(crate) struct Mem(pub(crate) RefCell<Vec<u8>>);
 impl Mem {
-    fn new(size: usize) -> Self {
+    pub(crate) fn new(size: usize) -> Self {
         Mem(RefCell::new(vec![0; size]))
     }
-    fn w32(&self, pa: u64, v: u32) {
+    pub(crate) fn w32(&self, pa: u64, v: u32) {
         self.0.borrow_mut()[pa as usize..pa as usize + 4].copy_from_slice(&v.to_le_bytes());
     }
-    fn w64(&self, pa: u64, v: u64) {
+    pub(crate) fn w64(&self, pa: u64, v: u64) {
         self.0.borrow_mut()[pa as usize..pa as usize + 8].copy_from_slice(&v.to_le_bytes());
     }
 }

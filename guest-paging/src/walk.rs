@@ -9,7 +9,7 @@ pub(crate) const CR4_PAE: u32 = 1 << 5;
 pub(crate) const CR4_PGE: u32 = 1 << 7;
 pub(crate) const EFER_NXE: u64 = 1 << 11;
 
-const MAX_RETRIES: usize = 64;
+pub(crate) const MAX_RETRIES: usize = 64;
 
 /// Translates `linear` for a CPL 3 `access`. With `update_ad`, the Accessed bits of the
 /// entries used are set, and the Dirty bit of the final entry on a write, with a compare-and-

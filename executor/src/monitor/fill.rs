@@ -37,7 +37,8 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
                 });
                 return Outcome::CAPTURE;
             }
-            Err(WalkError::TableNotInRam) => {
+            // NonCanonical comes from the 4-level walker only; either way Bochs does the access.
+            Err(WalkError::TableNotInRam | WalkError::NonCanonical) => {
                 self.set_exit(emulate);
                 return Outcome::CAPTURE;
             }

@@ -9,6 +9,8 @@
 //!
 //! * [`walker`]: `guest_paging::walk` against a reference walker written here from the
 //!   SDM, plus invariants that need no reference (A/D bits only set, only on success, ...).
+//! * [`walker64`]: `guest_paging::walk64` (4-level paging) against its own reference walker
+//!   written from the SDM, with the same invariants and canonical-address checks.
 //! * [`decoder`]: `plex86_executor::decode::classify_gp` against iced-x86, and
 //!   `plex86_accel::decode::instruction_at` against a reference fetch through the reference
 //!   walker.
@@ -22,9 +24,10 @@ pub mod control_region;
 pub mod decoder;
 pub mod seeds;
 pub mod walker;
+pub mod walker64;
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/regressions/*`).
-pub const TARGETS: [&str; 3] = ["walker", "decoder", "control_region"];
+pub const TARGETS: [&str; 4] = ["walker", "walker64", "decoder", "control_region"];
 
 /// What a check did with an input (a violated invariant is a panic, not an outcome).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +43,7 @@ pub enum Outcome {
 pub fn check(target: &str, data: &[u8]) -> Outcome {
     match target {
         "walker" => walker::check(data),
+        "walker64" => walker64::check(data),
         "decoder" => decoder::check(data),
         "control_region" => control_region::check(data),
         other => panic!("unknown fuzz target {other:?} (known: {TARGETS:?})"),

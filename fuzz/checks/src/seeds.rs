@@ -4,6 +4,7 @@
 use crate::control_region::{Body, RegionCase, Setup, HEADER_LEN};
 use crate::decoder::{DecoderCase, FetchCase};
 use crate::walker::{EntrySpec, WalkCase};
+use crate::walker64::Walk64Case;
 use host_driver::fuzzing::exec_area_bytes;
 
 /// A small deterministic generator (xorshift64*), so that the seeds are the same every run.
@@ -58,6 +59,77 @@ fn walker_seeds() -> Vec<Vec<u8>> {
                         cmpxchg_failures: if variant == 0 { 1 } else { 0 },
                         linear: 0x0804_8000 | (rng.next_u64() as u32 & 0xfff),
                         cr3: 0,
+                        cr3_place: 0,
+                        levels,
+                        background: vec![],
+                    };
+                    out.push(case.encode());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// 4-level cases: every access, A/D choice and NXE setting over user writable tables (PML4 in
+/// RAM page 0, then pages 1 to 4), each with one twist: a large page, a denial, NX, a
+/// reserved bit, a missing entry, a non-canonical address, CR3's ignored bits, a table
+/// outside RAM.
+fn walker64_seeds() -> Vec<Vec<u8>> {
+    const PS: u64 = 0x80;
+    const G: u64 = 0x100;
+    let mut out = vec![];
+    let mut rng = Rng::new(4);
+    let raw = |v: u64| EntrySpec {
+        raw: v,
+        place: 0x80,
+    };
+    for access in 0..3u8 {
+        for update_ad in [0u8, 0x10] {
+            for nxe in [0u8, 1] {
+                for variant in 0..14u64 {
+                    let mut levels = [1, 2, 3, 4].map(|p| EntrySpec::to_page(p, PRESENT_USER_RW));
+                    let level = (rng.next_u64() % 4) as usize;
+                    let mut mode = nxe | 0x2 | update_ad | (access << 5);
+                    let mut cr3 = 0;
+                    let mut linear = if rng.next_u64() & 1 == 0 {
+                        0x0000_7f12_3456_7000
+                    } else {
+                        0xffff_8812_3456_7000
+                    };
+                    linear |= rng.next_u64() & 0xfff;
+                    match variant {
+                        1 => levels[2] = raw(0x0020_0000 | PS | G | PRESENT_USER_RW),
+                        2 => levels[1] = raw(0x4000_0000 | PS | G | PRESENT_USER_RW),
+                        3 => levels[3].raw &= !2,
+                        4 => levels[level].raw &= !4,
+                        5 => levels[level].raw |= 1 << 63,
+                        6 => levels[level].raw |= 1 << 51,
+                        7 => levels[0].raw |= PS,
+                        8 => levels[1] = raw(0x4000_0000 | 1 << 21 | PS | PRESENT_USER_RW),
+                        9 => levels[2] = raw(0x0020_0000 | 1 << 13 | PS | PRESENT_USER_RW),
+                        10 => {
+                            mode |= 0x80;
+                            linear ^= 1 << 47;
+                        }
+                        11 => levels[level].raw &= !1,
+                        12 => {
+                            mode |= 0x4 | 0x8; // PCIDE, SMEP
+                            cr3 = 1 << 63 | 1 << 45 | 0xabc;
+                        }
+                        13 => levels[level.min(2)] = raw(0x0010_0000 | PRESENT_USER_RW),
+                        _ => {}
+                    }
+                    let case = Walk64Case {
+                        mode,
+                        cmpxchg_failures: match variant {
+                            0 if nxe == 1 => 255,
+                            0 => 2,
+                            _ => 0,
+                        },
+                        maxphyaddr: [8, 20, 4, 0xff][(variant % 4) as usize],
+                        linear,
+                        cr3,
                         cr3_place: 0,
                         levels,
                         background: vec![],
@@ -191,6 +263,7 @@ fn control_region_seeds() -> Vec<Vec<u8>> {
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
         "walker" => walker_seeds(),
+        "walker64" => walker64_seeds(),
         "decoder" => decoder_seeds(),
         "control_region" => control_region_seeds(),
         other => panic!("unknown fuzz target {other:?}"),

@@ -113,6 +113,33 @@ fn the_rpl0_ss_regression_still_builds_its_case() {
     }
 }
 
+/// `walker64/1gib-page-reserved-bit-13` is what its name says: a user write through a 1 GiB
+/// page whose PDPTE has reserved bit 13 set, which both walkers fault with RSVD; without that
+/// bit the same tables translate it as a 1 GiB page.
+#[test]
+fn the_1gib_regression_still_builds_its_case() {
+    use fuzz_checks::walker::background_ram;
+    use fuzz_checks::walker64::{map_linear64, reference_walk64, Walk64Case};
+    use guest_paging::{pf, walk64, PageSize, WalkError};
+
+    let f = regressions_dir().join("walker64/1gib-page-reserved-bit-13");
+    let mut case = Walk64Case::parse(&std::fs::read(&f).expect("the saved input"));
+    let run = |case: &Walk64Case| {
+        let (regs, linear) = (case.regs(), case.linear());
+        let mut mem = background_ram(&case.background);
+        map_linear64(&mut mem, &regs, linear, &case.levels);
+        let want = reference_walk64(&mem, &regs, linear, case.access(), false).result;
+        let ram = fuzz_checks::walker::Ram::new(mem);
+        assert_eq!(walk64(&ram, &regs, linear, case.access(), false), want);
+        want
+    };
+    let code = pf::P | pf::W | pf::U | pf::RSVD;
+    assert_eq!(run(&case), Err(WalkError::Fault(code)));
+    case.levels[1].raw &= !(1 << 13);
+    let t = run(&case).expect("a translation without the reserved bit");
+    assert_eq!(t.size, PageSize::Size1G);
+}
+
 #[test]
 fn an_unknown_target_is_an_error() {
     let r = std::panic::catch_unwind(|| fuzz_checks::check("no-such-target", &[]));

@@ -24,13 +24,13 @@ impl EntrySpec {
             place: page & 0x7f,
         }
     }
-    fn read(r: &mut Reader<'_>) -> Self {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Self {
         EntrySpec {
             raw: r.u64(),
             place: r.u8(),
         }
     }
-    fn write(&self, w: &mut Writer) {
+    pub(crate) fn write(&self, w: &mut Writer) {
         w.u64(self.raw).u8(self.place);
     }
     fn value(&self, pae: bool) -> u64 {

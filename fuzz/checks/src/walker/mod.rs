@@ -149,7 +149,7 @@ fn max_phys(regs: &PagingRegs) -> u64 {
 
 /// Checks that `after` differs from `before` only by A (bit 5) and D (bit 6) bits set in the
 /// low byte of 4-byte aligned words (entries of either width).
-fn only_ad_bits_set(before: &[u8], after: &[u8]) -> Result<(), String> {
+pub(crate) fn only_ad_bits_set(before: &[u8], after: &[u8]) -> Result<(), String> {
     for (w, (b8, a8)) in before
         .chunks_exact(8)
         .zip(after.chunks_exact(8))
@@ -240,6 +240,12 @@ pub fn check(data: &[u8]) -> Outcome {
         }
         Err(WalkError::TableNotInRam) => {
             assert!(after == before, "a failed walk wrote memory ({})", ctx());
+        }
+        Err(WalkError::NonCanonical) => {
+            panic!(
+                "the 32-bit walker called an address non-canonical ({})",
+                ctx()
+            )
         }
     }
 
