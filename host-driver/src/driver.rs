@@ -165,17 +165,16 @@ impl Executor {
             ram_size: self.ram_size,
             xsave: self.xsave,
         };
-        let (exit, after) = match check_exit(state, area, &ctx) {
-            Ok(c) => c,
+        let after = match check_exit(state, area, &ctx, &mut self.last_exit) {
+            Ok(after) => after,
             Err(e) => return Err(self.corrupted(e)),
         };
-        if exit.reason.ends_executor() {
+        if self.last_exit.reason.ends_executor() {
             self.kill();
         }
         if let Some(new) = after {
             *state = new;
         }
-        self.last_exit = exit;
         Ok(&self.last_exit)
     }
 }

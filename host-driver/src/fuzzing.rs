@@ -49,7 +49,9 @@ pub fn accept_exit(
     area: &ExecArea,
     ctx: &RunContext,
 ) -> Result<Accepted, DriverError> {
-    let (exit, state) = check_exit(entry, area, ctx).map_err(DriverError::CorruptedSharedMemory)?;
+    let mut exit = ExitRecord::new(crate::ExitReason::BudgetExpired);
+    let state =
+        check_exit(entry, area, ctx, &mut exit).map_err(DriverError::CorruptedSharedMemory)?;
     Ok(Accepted {
         exit,
         state: state.unwrap_or(*entry),

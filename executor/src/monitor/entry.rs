@@ -4,7 +4,7 @@ use super::{GuestRam, Host, Monitor};
 use crate::frame::{self, EntrySegs, UserDesc};
 use guest_paging::PagingRegs;
 use plex86_protocol::xsave::{header, sw, FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2};
-use plex86_protocol::{self as protocol, seg, ExitReason, ExitRecord};
+use plex86_protocol::{self as protocol, seg, ExitReason};
 
 impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Installs the segments of `self.entry` in the LDT (only what changed) and computes the
@@ -135,7 +135,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             fs_base: base(seg::FS),
             gs_base: base(seg::GS),
         };
-        self.exit = ExitRecord::new(ExitReason::BudgetExpired);
+        self.exit.reset(ExitReason::BudgetExpired);
         self.exit_set = false;
         self.escaped = false;
         Ok(())

@@ -19,7 +19,7 @@ use crate::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
 use crate::shadow::{MirrorOps, Shadow};
 use guest_paging::{self as paging, PagingRegs, PhysMemory};
 use plex86_protocol::{
-    self as protocol, CommandKind, EscapeKind, ExitReason, ExitRecord, GuestState,
+    self as protocol, CommandKind, EscapeKind, ExitReason, ExitRecord, GuestState, RawExit,
 };
 
 /// Guest RAM as the monitor reads it: the walker's word accesses, and byte copies for
@@ -82,6 +82,9 @@ pub struct Monitor<R, H> {
     pub exit: ExitRecord,
     /// Whether this run's exit reason has been set (the library rejects a record without one).
     pub exit_set: bool,
+    /// The exit as last encoded for the region: a buffer reused so that publishing an exit
+    /// clears and allocates nothing.
+    pub wire: RawExit,
     /// The state at the exit.
     pub exit_state: GuestState,
     /// The entry frame.
@@ -158,6 +161,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             entry: GuestState::default(),
             exit: ExitRecord::new(ExitReason::BudgetExpired),
             exit_set: false,
+            wire: RawExit::ZERO,
             exit_state: GuestState::default(),
             frame: EntryFrame::new(),
             entry_data_segs: EntrySegs::default(),

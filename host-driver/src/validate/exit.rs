@@ -24,26 +24,27 @@ pub struct RunContext {
 }
 
 /// Validates the executor's response `area` to a run entered with `entry`: the pure part of
-/// [`crate::Executor::run`]'s acceptance (no executor needed). Returns the exit and the guest
-/// state after the run (`None` after a guest escape: not meaningful then). `Err` names the
-/// first bad field.
+/// [`crate::Executor::run`]'s acceptance (no executor needed). Decodes the exit into `exit`
+/// and returns the guest state after the run (`None` after a guest escape: not meaningful
+/// then). `Err` names the first bad field (`exit` is then unspecified).
 pub(crate) fn check_exit(
     entry: &GuestState,
     area: &ExecArea,
     ctx: &RunContext,
-) -> Result<(ExitRecord, Option<GuestState>), String> {
+    exit: &mut ExitRecord,
+) -> Result<Option<GuestState>, String> {
     if area.status != Status::Exited as u32 {
         return Err(format!("status {} after a run", area.status));
     }
     if area.resp_seq != ctx.seq {
         return Err(format!("sequence {} != {}", area.resp_seq, ctx.seq));
     }
-    let exit = ExitRecord::decode(&area.exit)?;
+    ExitRecord::decode_into(&area.exit, exit)?;
     if exit.native_ns > ctx.budget_ns.saturating_add(600_000_000_000) {
         return Err(format!("native time {} ns", exit.native_ns));
     }
     if exit.reason.ends_executor() {
-        return Ok((exit, None));
+        return Ok(None);
     }
     for &p in exit.code_pages.as_slice() {
         if p % 4096 != 0 || p >= ctx.ram_size {
@@ -55,7 +56,7 @@ pub(crate) fn check_exit(
         // Only an instruction run with TF set single-steps, and nothing but a #DB clears it.
         return Err(format!("single-step exit with EFLAGS {:#x}", state.eflags));
     }
-    Ok((exit, Some(state)))
+    Ok(Some(state))
 }
 
 /// Checks the executor-reported state against the entry state and builds the guest view.

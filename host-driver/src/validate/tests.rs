@@ -157,12 +157,16 @@ fn single_step_exits_need_tf() {
         ram_size: 1 << 20,
         xsave: XS,
     };
+    let mut exit = crate::ExitRecord::new(ExitReason::BudgetExpired);
     area.state.eflags = 0x202;
-    assert!(check_exit(&entry, &area, &ctx).is_err(), "TF clear");
+    assert!(
+        check_exit(&entry, &area, &ctx, &mut exit).is_err(),
+        "TF clear"
+    );
     area.state.eflags = 0x302;
-    let c = check_exit(&entry, &area, &ctx).unwrap();
-    assert_eq!(c.0.reason, ExitReason::SingleStep);
-    assert_eq!(c.1.unwrap().eflags, 0x302);
+    let after = check_exit(&entry, &area, &ctx, &mut exit).unwrap();
+    assert_eq!(exit.reason, ExitReason::SingleStep);
+    assert_eq!(after.unwrap().eflags, 0x302);
 }
 
 #[test]

@@ -108,6 +108,19 @@ impl ExitRecord {
             code_pages: CodeLog::EMPTY,
         }
     }
+    /// Makes this the record of a new run, ending with `reason` so far: no time, fill, flag or
+    /// code page. Unlike assigning [`ExitRecord::new`], it does not rewrite the code log's
+    /// storage (a run's exit path does this once per run).
+    pub fn reset(&mut self, reason: ExitReason) {
+        self.reason = reason;
+        self.native_ns = 0;
+        self.fill_ns = 0;
+        self.demand_fills = 0;
+        self.ecx_clobbered = false;
+        self.eip_lost = false;
+        self.code_pages.clear();
+    }
+
     /// [`ExitRecord::native_ns`] as a duration.
     pub fn native_time(&self) -> Duration {
         Duration::from_nanos(self.native_ns)
@@ -117,9 +130,15 @@ impl ExitRecord {
         Duration::from_nanos(self.fill_ns)
     }
 
-    /// Writes the record into `raw` (only the logged code pages are copied).
+    /// Writes the record into `raw`, which may hold an earlier record: every field is
+    /// rewritten, except the code-page slots beyond the logged ones, which no reader looks at.
     pub fn encode(&self, raw: &mut RawExit) {
         raw.flags = 0;
+        raw.vector = 0;
+        raw.error_code = 0;
+        raw.linear = 0;
+        raw.access = 0;
+        raw.detail = 0;
         self.reason.encode_into(raw);
         if self.ecx_clobbered {
             raw.flags |= EXIT_ECX_CLOBBERED;
@@ -140,6 +159,14 @@ impl ExitRecord {
     /// RAM size, the state). After a guest escape only the reason and times are kept: the
     /// executor is not trusted for anything else. `Err` names the first bad field.
     pub fn decode(raw: &RawExit) -> Result<Self, String> {
+        let mut rec = ExitRecord::new(ExitReason::BudgetExpired);
+        Self::decode_into(raw, &mut rec)?;
+        Ok(rec)
+    }
+
+    /// [`ExitRecord::decode`] into an existing record (the library reuses one per executor, so
+    /// that a run's exit copies only the logged code pages). On `Err`, `out` is unspecified.
+    pub fn decode_into(raw: &RawExit, out: &mut ExitRecord) -> Result<(), String> {
         let reason = ExitReason::decode(raw)?;
         if raw.fill_ns > raw.native_ns {
             return Err(format!(
@@ -147,24 +174,22 @@ impl ExitRecord {
                 raw.fill_ns, raw.native_ns
             ));
         }
-        let mut rec = ExitRecord {
-            native_ns: raw.native_ns,
-            fill_ns: raw.fill_ns,
-            demand_fills: raw.demand_fills,
-            ..ExitRecord::new(reason)
-        };
+        out.reset(reason);
+        out.native_ns = raw.native_ns;
+        out.fill_ns = raw.fill_ns;
+        out.demand_fills = raw.demand_fills;
         if matches!(reason, ExitReason::GuestEscape { .. }) {
-            return Ok(rec);
+            return Ok(());
         }
         let n = raw.n_code_pages as usize;
         if n > MAX_CODE_PAGES {
             return Err(format!("{n} code pages"));
         }
-        rec.code_pages.pages[..n].copy_from_slice(&raw.code_pages[..n]);
-        rec.code_pages.len = n;
-        rec.ecx_clobbered = raw.flags & EXIT_ECX_CLOBBERED != 0;
-        rec.eip_lost = raw.flags & EXIT_EIP_LOST != 0;
-        Ok(rec)
+        out.code_pages.pages[..n].copy_from_slice(&raw.code_pages[..n]);
+        out.code_pages.len = n;
+        out.ecx_clobbered = raw.flags & EXIT_ECX_CLOBBERED != 0;
+        out.eip_lost = raw.flags & EXIT_EIP_LOST != 0;
+        Ok(())
     }
 }
 
@@ -192,10 +217,14 @@ mod tests {
         raw.code_pages[MAX_CODE_PAGES - 1] = 1; // overwritten: the log is full
         rec.encode(&mut raw);
         assert_eq!(ExitRecord::decode(&raw), Ok(rec.clone()));
-        rec.code_pages.clear();
-        rec.ecx_clobbered = false;
+        // Reused buffers on both sides hold nothing of the earlier record.
+        let mut reused = ExitRecord::decode(&raw).unwrap();
+        rec.reset(ExitReason::SoftwareInterrupt { vector: 0x80 });
+        rec.native_ns = 7;
         rec.encode(&mut raw);
-        assert_eq!(raw.n_code_pages, 0);
+        assert_eq!((raw.n_code_pages, raw.flags), (0, 0));
+        ExitRecord::decode_into(&raw, &mut reused).unwrap();
+        assert_eq!(reused, rec);
         assert_eq!(ExitRecord::decode(&raw), Ok(rec));
     }
 

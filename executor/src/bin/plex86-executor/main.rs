@@ -7,7 +7,7 @@ mod sys;
 
 use plex86_executor::seccomp;
 use plex86_protocol::xsave::xfeature;
-use plex86_protocol::{exit_code, RawExit, Request, Status, SPIN_PAUSES};
+use plex86_protocol::{exit_code, Request, Status, SPIN_PAUSES};
 use std::sync::atomic::Ordering;
 use sys::{Control, MonitorCell, SignalAction, SignalContext};
 
@@ -165,14 +165,12 @@ fn run_once() {
 fn publish(c: &Control, seq: u32, st: Status, m: Option<&mut Box<Monitor>>) {
     let view = c.view();
     if let Some(m) = m {
-        // A record without a reason goes out with reason 0, which the library rejects.
-        let mut raw = RawExit::ZERO;
-        if m.exit_set {
-            m.exit.encode(&mut raw);
+        m.exit.encode(&mut m.wire);
+        if !m.exit_set {
+            // No reason was set: reason 0, which the library rejects.
+            m.wire.reason = 0;
         }
-        raw.native_ns = m.exit.native_ns;
-        raw.fill_ns = m.exit.fill_ns;
-        view.set_exit(&raw, &m.exit_state);
+        view.set_exit(&m.wire, &m.exit_state);
     }
     view.set_status(st);
     let w = view.resp_seq();
