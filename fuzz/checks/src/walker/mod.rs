@@ -22,7 +22,7 @@ pub use case::{background_ram, map_linear, place_cr3, regs_from_mode, EntrySpec,
 pub use reference::{reference_walk, AdWrite, RefWalk};
 
 use crate::Outcome;
-use guest_paging::{self as paging, pf, PagingRegs, PhysMemory, WalkError};
+use guest_paging::{self as paging, pf, PagingRegs, PhysMemory, Translation, WalkError};
 use host_driver::Access;
 use std::cell::{Cell, RefCell};
 
@@ -249,15 +249,23 @@ pub fn check(data: &[u8]) -> Outcome {
         }
     }
 
-    // Against the reference.
-    let want_mem = if want.writes.is_empty() {
-        before.clone()
-    } else {
-        let mut m = before.clone();
-        want.apply(&mut m);
-        m
-    };
-    if case.cmpxchg_failures == 255 && !want.writes.is_empty() {
+    against_reference(&got, &want, &before, &after, case.cmpxchg_failures, &ctx)
+}
+
+/// The walk under test (`got`, leaving `after` in memory) against the reference's (`want`,
+/// applied to `before`), for both walkers. `cmpxchg_failures == 255` injects endless
+/// contention: then the walker must give up with a fault and write nothing.
+pub(crate) fn against_reference(
+    got: &Result<Translation, WalkError>,
+    want: &RefWalk,
+    before: &[u8],
+    after: &[u8],
+    cmpxchg_failures: u8,
+    ctx: &dyn Fn() -> String,
+) -> Outcome {
+    let mut want_mem = before.to_vec();
+    want.apply(&mut want_mem);
+    if cmpxchg_failures == 255 && !want.writes.is_empty() {
         // Every update fails as if another CPU kept changing the entry: the walker gives up
         // with a fault and leaves memory alone.
         assert!(
@@ -273,12 +281,12 @@ pub fn check(data: &[u8]) -> Outcome {
         return Outcome::Checked;
     }
     assert_eq!(
-        got,
+        *got,
         want.result,
         "walker and reference disagree ({})",
         ctx()
     );
-    if after != want_mem {
+    if after != want_mem.as_slice() {
         let i = after
             .iter()
             .zip(&want_mem)

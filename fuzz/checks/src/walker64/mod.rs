@@ -22,7 +22,7 @@ mod reference;
 pub use case::{entry_value, map_linear64, Walk64Case};
 pub use reference::reference_walk64;
 
-use crate::walker::{background_ram, only_ad_bits_set, Ram};
+use crate::walker::{against_reference, background_ram, only_ad_bits_set, Ram};
 use crate::Outcome;
 use guest_paging::{self as paging, pf, LongRegs, WalkError};
 use host_driver::Access;
@@ -135,44 +135,5 @@ pub fn check(data: &[u8]) -> Outcome {
         }
     }
 
-    // Against the reference.
-    let mut want_mem = before.clone();
-    want.apply(&mut want_mem);
-    if case.cmpxchg_failures == 255 && !want.writes.is_empty() {
-        // Every update fails as if another CPU kept changing the entry: the walker gives up
-        // with a fault and leaves memory alone.
-        assert!(
-            matches!(got, Err(WalkError::Fault(c)) if c & pf::U != 0),
-            "walk under endless contention gave {got:x?} ({})",
-            ctx()
-        );
-        assert!(
-            after == before,
-            "walk under contention wrote memory ({})",
-            ctx()
-        );
-        return Outcome::Checked;
-    }
-    assert_eq!(
-        got,
-        want.result,
-        "walker and reference disagree ({})",
-        ctx()
-    );
-    if after != want_mem {
-        let i = after
-            .iter()
-            .zip(&want_mem)
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        panic!(
-            "memory after the walk differs from the reference's at {i:#x}: {:#04x} vs {:#04x} \
-             (reference updates {:x?}) ({})",
-            after[i],
-            want_mem[i],
-            want.writes,
-            ctx()
-        );
-    }
-    Outcome::Checked
+    against_reference(&got, &want, &before, &after, case.cmpxchg_failures, &ctx)
 }
