@@ -13,7 +13,9 @@
 //! byte (Bochs's own C layout is converted by `accel-core`'s `state` module, not mirrored here).
 //!
 //! This crate is linked by both sides of the process boundary and by nothing else of theirs:
-//! plain data, constants and pure conversions, no system calls.
+//! plain data, constants, pure conversions (the exit codec, the wire enums) and the typed views
+//! each side reads and writes the mapped region through ([`view`], the crate's only `unsafe`).
+//! No system calls: each side maps the region itself.
 
 #![warn(missing_docs, missing_debug_implementations)]
 
