@@ -196,14 +196,38 @@ pub fn check(data: &[u8]) -> Outcome {
     };
 
     // Invariants that need no reference.
-    match &got {
+    if let Ok(t) = &got {
+        assert!(
+            t.phys_page < max_phys(&regs),
+            "page beyond the mode's address width: {t:x?} ({})",
+            ctx()
+        );
+    }
+    assert!(
+        !matches!(got, Err(WalkError::NonCanonical)),
+        "the 32-bit walker called an address non-canonical ({})",
+        ctx()
+    );
+    invariants(&got, access, update_ad, &before, &after, &ctx);
+
+    against_reference(&got, &want, &before, &after, case.cmpxchg_failures, &ctx)
+}
+
+/// What any walk, 32-bit or 4-level, must satisfy whatever the tables say: a translation is
+/// page aligned, allows the access, has D set after a write that updates A/D, and the walk
+/// changed nothing but A/D bits (nothing at all without `update_ad`); a failed walk wrote
+/// nothing, and a fault is a user-mode #PF with known bits only.
+pub(crate) fn invariants(
+    got: &Result<Translation, WalkError>,
+    access: Access,
+    update_ad: bool,
+    before: &[u8],
+    after: &[u8],
+    ctx: &dyn Fn() -> String,
+) {
+    match got {
         Ok(t) => {
             assert_eq!(t.phys_page & 0xfff, 0, "unaligned page: {t:x?} ({})", ctx());
-            assert!(
-                t.phys_page < max_phys(&regs),
-                "page beyond the mode's address width: {t:x?} ({})",
-                ctx()
-            );
             assert!(
                 access != Access::Write || t.writable,
                 "a write through a read-only translation: {t:x?} ({})",
@@ -224,7 +248,7 @@ pub fn check(data: &[u8]) -> Outcome {
                     ctx()
                 );
             }
-            if let Err(e) = only_ad_bits_set(&before, &after) {
+            if let Err(e) = only_ad_bits_set(before, after) {
                 panic!("{e} ({})", ctx());
             }
         }
@@ -238,18 +262,10 @@ pub fn check(data: &[u8]) -> Outcome {
             );
             assert_eq!(code & !0x1f, 0, "unknown fault bits: {code:#x} ({})", ctx());
         }
-        Err(WalkError::TableNotInRam) => {
+        Err(WalkError::TableNotInRam | WalkError::NonCanonical) => {
             assert!(after == before, "a failed walk wrote memory ({})", ctx());
         }
-        Err(WalkError::NonCanonical) => {
-            panic!(
-                "the 32-bit walker called an address non-canonical ({})",
-                ctx()
-            )
-        }
     }
-
-    against_reference(&got, &want, &before, &after, case.cmpxchg_failures, &ctx)
 }
 
 /// The walk under test (`got`, leaving `after` in memory) against the reference's (`want`,

@@ -22,10 +22,9 @@ mod reference;
 pub use case::{entry_value, map_linear64, Walk64Case};
 pub use reference::reference_walk64;
 
-use crate::walker::{against_reference, background_ram, only_ad_bits_set, Ram};
+use crate::walker::{against_reference, background_ram, invariants, Ram};
 use crate::Outcome;
-use guest_paging::{self as paging, pf, LongRegs, WalkError};
-use host_driver::Access;
+use guest_paging::{self as paging, LongRegs, WalkError};
 
 // Control-register and paging-entry bits (SDM vol. 3A, chapter 4), for the reference walker
 // and the case builder.
@@ -80,60 +79,22 @@ pub fn check(data: &[u8]) -> Outcome {
         "NonCanonical iff the address is not canonical: {got:x?} ({})",
         ctx()
     );
-    match &got {
-        Ok(t) => {
-            let page_bytes = u64::from(t.size.pages()) << 12;
-            assert_eq!(t.phys_page & 0xfff, 0, "unaligned page: {t:x?} ({})", ctx());
-            assert!(
-                t.phys_page >> phys_bits(&regs) == 0,
-                "page beyond MAXPHYADDR: {t:x?} ({})",
-                ctx()
-            );
-            assert_eq!(
-                t.phys_page & (page_bytes - 1),
-                linear & (page_bytes - 1) & !0xfff,
-                "the page is not at the address's offset in its {:?} page: {t:x?} ({})",
-                t.size,
-                ctx()
-            );
-            assert!(
-                access != Access::Write || t.writable,
-                "a write through a read-only translation: {t:x?} ({})",
-                ctx()
-            );
-            assert!(
-                access != Access::Fetch || t.executable,
-                "a fetch through a non-executable translation: {t:x?} ({})",
-                ctx()
-            );
-            if update_ad && access == Access::Write {
-                assert!(t.dirty, "a write without D set: {t:x?} ({})", ctx());
-            }
-            if !update_ad {
-                assert!(
-                    after == before,
-                    "memory written without update_ad ({})",
-                    ctx()
-                );
-            }
-            if let Err(e) = only_ad_bits_set(&before, &after) {
-                panic!("{e} ({})", ctx());
-            }
-        }
-        Err(WalkError::Fault(code)) => {
-            assert!(after == before, "a failed walk wrote memory ({})", ctx());
-            assert_eq!(
-                code & pf::U,
-                pf::U,
-                "fault without U: {code:#x} ({})",
-                ctx()
-            );
-            assert_eq!(code & !0x1f, 0, "unknown fault bits: {code:#x} ({})", ctx());
-        }
-        Err(WalkError::TableNotInRam | WalkError::NonCanonical) => {
-            assert!(after == before, "a failed walk wrote memory ({})", ctx());
-        }
+    if let Ok(t) = &got {
+        let page_bytes = u64::from(t.size.pages()) << 12;
+        assert!(
+            t.phys_page >> phys_bits(&regs) == 0,
+            "page beyond MAXPHYADDR: {t:x?} ({})",
+            ctx()
+        );
+        assert_eq!(
+            t.phys_page & (page_bytes - 1),
+            linear & (page_bytes - 1) & !0xfff,
+            "the page is not at the address's offset in its {:?} page: {t:x?} ({})",
+            t.size,
+            ctx()
+        );
     }
+    invariants(&got, access, update_ad, &before, &after, &ctx);
 
     against_reference(&got, &want, &before, &after, case.cmpxchg_failures, &ctx)
 }
