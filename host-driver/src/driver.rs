@@ -145,11 +145,8 @@ impl Executor {
     }
 
     fn write_commands(&mut self, cmds: &[MmuCommand]) {
-        let mut raw = [RawCommand::default(); MAX_COMMANDS];
-        for (r, c) in raw.iter_mut().zip(cmds) {
-            *r = c.to_raw();
-        }
-        self.region.lib_side().set_commands(&raw[..cmds.len()]);
+        let raw = cmds.iter().map(|c| c.to_raw());
+        self.region.lib_side().set_commands(raw);
     }
 
     /// Validates the executor's exit record and state, and applies it to `state`.

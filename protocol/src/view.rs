@@ -145,16 +145,16 @@ impl<'a> LibSide<'a> {
         self.lib.write(offset_of!(LibArea, state), state);
     }
     /// The MMU commands of the next request (at most [`MAX_COMMANDS`]).
-    pub fn set_commands(&self, cmds: &[RawCommand]) {
+    pub fn set_commands(&self, cmds: impl ExactSizeIterator<Item = RawCommand>) {
         assert!(cmds.len() <= MAX_COMMANDS);
-        for (i, c) in cmds.iter().enumerate() {
+        let n = cmds.len();
+        for (i, c) in cmds.enumerate() {
             self.lib.write(
                 offset_of!(LibArea, commands) + i * size_of::<RawCommand>(),
-                c,
+                &c,
             );
         }
-        self.lib
-            .write(offset_of!(LibArea, n_commands), &(cmds.len() as u32));
+        self.lib.write(offset_of!(LibArea, n_commands), &(n as u32));
     }
     /// The kind and budget of the next request (published by bumping [`LibSide::req_seq`]).
     pub fn set_request(&self, kind: Request, budget_ns: u64) {
@@ -348,7 +348,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        lib.set_commands(&cmds);
+        lib.set_commands(cmds.iter().copied());
         lib.set_request(Request::Run, 12_345);
         lib.req_seq().store(7, Ordering::Release);
         assert_eq!(exe.req_seq().load(Ordering::Acquire), 7);
