@@ -9,7 +9,6 @@ use std::time::Duration;
 
 /// Guest-physical pages (page aligned) of write-protected pages that guest code wrote during a
 /// run; each is now mapped writable and no longer write-protected.
-#[derive(Clone)]
 pub struct CodeLog {
     pages: [u64; MAX_CODE_PAGES],
     len: usize,
@@ -47,6 +46,19 @@ impl CodeLog {
     }
 }
 
+/// Copies only the logged pages: a record is copied once per run.
+impl Clone for CodeLog {
+    fn clone(&self) -> Self {
+        let mut c = CodeLog::EMPTY;
+        c.clone_from(self);
+        c
+    }
+    fn clone_from(&mut self, source: &Self) {
+        self.pages[..source.len].copy_from_slice(source.as_slice());
+        self.len = source.len;
+    }
+}
+
 /// Two logs are equal when they hold the same pages (what lies beyond them is left over).
 impl PartialEq for CodeLog {
     fn eq(&self, other: &Self) -> bool {
@@ -73,7 +85,7 @@ impl core::fmt::Debug for CodeLog {
 }
 
 /// Why and how a native run ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ExitRecord {
     /// Why the run ended.
     pub reason: ExitReason,
@@ -93,6 +105,24 @@ pub struct ExitRecord {
     pub eip_lost: bool,
     /// Write-protected pages written during the run.
     pub code_pages: CodeLog,
+}
+
+/// Field by field, so that `clone_from` copies only the logged code pages.
+impl Clone for ExitRecord {
+    fn clone(&self) -> Self {
+        let mut c = ExitRecord::new(self.reason);
+        c.clone_from(self);
+        c
+    }
+    fn clone_from(&mut self, source: &Self) {
+        self.reason = source.reason;
+        self.native_ns = source.native_ns;
+        self.fill_ns = source.fill_ns;
+        self.demand_fills = source.demand_fills;
+        self.ecx_clobbered = source.ecx_clobbered;
+        self.eip_lost = source.eip_lost;
+        self.code_pages.clone_from(&source.code_pages);
+    }
 }
 
 impl ExitRecord {
@@ -217,6 +247,14 @@ mod tests {
         raw.code_pages[MAX_CODE_PAGES - 1] = 1; // overwritten: the log is full
         rec.encode(&mut raw);
         assert_eq!(ExitRecord::decode(&raw), Ok(rec.clone()));
+        // A copy over a record holding other pages is the record, field by field.
+        let mut copy = ExitRecord::new(ExitReason::Cpuid);
+        copy.code_pages.push(0x7000).unwrap();
+        copy.clone_from(&rec);
+        assert_eq!(copy, rec);
+        assert_eq!(copy.code_pages.as_slice().len(), MAX_CODE_PAGES);
+        copy.clone_from(&ExitRecord::new(ExitReason::Cpuid));
+        assert_eq!(copy, ExitRecord::new(ExitReason::Cpuid));
         // Reused buffers on both sides hold nothing of the earlier record.
         let mut reused = ExitRecord::decode(&raw).unwrap();
         rec.reset(ExitReason::SoftwareInterrupt { vector: 0x80 });
