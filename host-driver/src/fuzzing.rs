@@ -5,7 +5,7 @@
 //!
 //! [`accept_exit`] is the very check [`crate::Executor::run`] applies to the executor's
 //! response (the executor is killed when it fails). The other pure pieces the fuzz targets
-//! exercise are public anyway: `guest_paging::walk` and `plex86_executor::decode::classify_gp`.
+//! exercise are public anyway: `guest_paging::walk` and `plex86_monitor::decode::classify_gp`.
 
 use crate::protocol::view::{pod_bytes, pod_bytes_mut, Pod};
 use crate::protocol::{ExecArea, ExitRecord};

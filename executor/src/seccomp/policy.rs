@@ -1,10 +1,7 @@
 //! The seccomp policy as data: the allowlist, with a justification per rule, and the
 //! constants the filter decides by.
 
-/// `AUDIT_ARCH_I386`.
-pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
-/// `AUDIT_ARCH_X86_64`.
-pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub use plex86_monitor::frame::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 /// `SECCOMP_RET_KILL_PROCESS`.
 pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
 /// `SECCOMP_RET_TRAP`.

@@ -1,6 +1,6 @@
 //! The exit-instruction decoders.
 //!
-//! * `plex86_executor::decode::classify_gp` (the executor names the instruction behind a #GP)
+//! * `plex86_monitor::decode::classify_gp` (the executor names the instruction behind a #GP)
 //!   against iced-x86: whenever iced decodes the bytes as a valid instruction of a class the
 //!   classifier names (RDTSC/RDTSCP, CPUID, INT n with its #GP error code, segment loads and far
 //!   transfers, privileged instructions), the classifier must give that class, and it must not
@@ -20,7 +20,7 @@ use crate::{Outcome, Reader, Writer};
 use host_driver::{Access, GuestState, Segment};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use plex86_accel::decode::{instruction_at, GuestMemory, InsnKey};
-use plex86_executor::decode::{classify_gp, GpKind};
+use plex86_monitor::decode::{classify_gp, GpKind};
 
 /// The longest x86 instruction.
 const MAX_INSN: usize = 15;

@@ -11,7 +11,7 @@
 //!   SDM, plus invariants that need no reference (A/D bits only set, only on success, ...).
 //! * [`walker64`]: `guest_paging::walk64` (4-level paging) against its own reference walker
 //!   written from the SDM, with the same invariants and canonical-address checks.
-//! * [`decoder`]: `plex86_executor::decode::classify_gp` against iced-x86, and
+//! * [`decoder`]: `plex86_monitor::decode::classify_gp` against iced-x86, and
 //!   `plex86_accel::decode::instruction_at` against a reference fetch through the reference
 //!   walker.
 //! * [`control_region`]: `host_driver::fuzzing::accept_exit` (the library's validation of the

@@ -1,9 +1,9 @@
 //! The executor process as the monitor's [`Host`]: its system calls.
 
 use crate::sys;
-use plex86_executor::frame::UserDesc;
-use plex86_executor::monitor::Host;
-use plex86_executor::shadow::MirrorOps;
+use plex86_monitor::frame::UserDesc;
+use plex86_monitor::monitor::Host;
+use plex86_monitor::shadow::MirrorOps;
 
 /// The process's own mirror mappings, LDT, clock and timer.
 #[derive(Debug)]

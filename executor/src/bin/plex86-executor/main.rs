@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use sys::{Control, MonitorCell, SignalAction, SignalContext};
 
 /// The monitor over this process's guest RAM mapping and system calls.
-type Monitor = plex86_executor::monitor::Monitor<sys::RamMapping, host::SysHost>;
+type Monitor = plex86_monitor::monitor::Monitor<sys::RamMapping, host::SysHost>;
 
 static MONITOR: MonitorCell<Box<Monitor>> = MonitorCell::new();
 static CONTROL: MonitorCell<Control> = MonitorCell::new();
@@ -143,7 +143,7 @@ fn run_once() {
         m.start_ns = sys::clock_ns(m.clock);
         m.in_guest = true;
         (
-            &m.frame as *const plex86_executor::frame::EntryFrame,
+            &m.frame as *const plex86_monitor::frame::EntryFrame,
             m.entry_data_segs,
             u64::from(m.entry.eflags),
         )

@@ -31,9 +31,9 @@
 use super::host::SysHost;
 use super::sys::{self, Control};
 use super::{handler, Monitor, GUEST_SIGNALS, MONITOR, TIMER_SIGNAL};
-use plex86_executor::frame::{FpxSwBytes, FPSTATE_ROOM};
-use plex86_executor::monitor::HostParams;
 use plex86_executor::seccomp::{self, SockFilter};
+use plex86_monitor::frame::{FpxSwBytes, FPSTATE_ROOM};
+use plex86_monitor::monitor::HostParams;
 use plex86_protocol::xsave;
 use plex86_protocol::{self as protocol, exit_code, LibArea};
 use std::sync::atomic::Ordering;

@@ -3,7 +3,7 @@
 
 use super::syscall6;
 use guest_paging::PhysMemory;
-use plex86_executor::monitor::GuestRam;
+use plex86_monitor::monitor::GuestRam;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 /// Lowest guest page that can be mirrored (mmap_min_addr).
 pub const MIRROR_START: u64 = 0x1000;

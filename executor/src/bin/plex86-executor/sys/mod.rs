@@ -37,14 +37,14 @@ pub use mirror::{
     mirror_map, mirror_protect, mirror_unmap, reserve_mirror_region, RamMapping, MIRROR_END,
     MIRROR_START,
 };
-pub use plex86_executor::frame::{SignalAction, SignalContext};
+pub use plex86_monitor::frame::{SignalAction, SignalContext};
 pub use probe::{fault_round_trip_ns, probe_icebp_rip, probe_sigframe_xsave};
 pub use selftest::{selftest_call, selftest_prepare};
 pub use signal::{block_all_signals, current_altstack, install_signal_handlers};
 pub use trampoline::enter_guest_raw;
 
 use jail::gettid;
-use plex86_executor::frame::UserDesc;
+use plex86_monitor::frame::UserDesc;
 use std::sync::atomic::AtomicU32;
 
 /// A raw system call with up to six arguments; returns the kernel's value (negative errno).

@@ -2,8 +2,8 @@
 //! mirror-region fault, and where ICEBP's #DB reports RIP.
 
 use super::{clock_ns, MIRROR_START};
-use plex86_executor::decode::IcebpRip;
-use plex86_executor::frame::{FpxSwBytes, KUcontext, FP_XSTATE_MAGIC1};
+use plex86_monitor::decode::IcebpRip;
+use plex86_monitor::frame::{FpxSwBytes, KUcontext, FP_XSTATE_MAGIC1};
 use plex86_protocol::xsave::sw;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 

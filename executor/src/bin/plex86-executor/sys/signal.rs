@@ -4,7 +4,7 @@ use super::errno;
 use super::trampoline::{
     plex86_resume_host, plex86_signal_entry, PLEX86_HOST_FSBASE, PLEX86_HOST_GSBASE,
 };
-use plex86_executor::frame::{
+use plex86_monitor::frame::{
     KStack, KUcontext, SignalAction, SignalContext, FP_XSTATE_MAGIC1, UC_FP_XSTATE,
 };
 use plex86_protocol::xsave::{fx, sw};

@@ -2,7 +2,7 @@
 //! the host (`plex86_resume_host`) and the signal-handler entry (`plex86_signal_entry`), which
 //! switch the FS/GS bases between host and guest.
 
-use plex86_executor::frame::{EntryFrame, EntrySegs, KUcontext};
+use plex86_monitor::frame::{EntryFrame, EntrySegs, KUcontext};
 use std::sync::atomic::AtomicU64;
 /// Host FS/GS bases and the stack pointer saved at entry (read by the trampolines).
 pub(super) static PLEX86_HOST_FSBASE: AtomicU64 = AtomicU64::new(0);

@@ -4,7 +4,7 @@
 use super::{GuestRam, Host, Monitor};
 use crate::decode::{classify_gp, trap_insn, GpKind, TrapInsn};
 use crate::frame::{SignalAction, SignalContext};
-use crate::seccomp::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
+use crate::frame::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use crate::vector;
 use plex86_protocol::xsave::{header, sw, xfeature};
 use plex86_protocol::{seg, EscapeKind, ExitReason, SyscallInstruction};

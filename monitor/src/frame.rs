@@ -4,6 +4,11 @@
 //! signal-frame parameters, `struct user_desc`, and what a delivered signal looks like to the
 //! monitor. Layouts are the kernel's ABI (repr(C)); nothing here makes a system call.
 
+/// `AUDIT_ARCH_I386`: SIGSYS `si_arch` (and seccomp data) of a compat-mode system call.
+pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+/// `AUDIT_ARCH_X86_64`: SIGSYS `si_arch` of a 64-bit system call.
+pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
 /// `struct sigcontext` (64-bit).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
