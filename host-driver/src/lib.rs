@@ -26,6 +26,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub use plex86_protocol as protocol;
+pub mod stub;
 mod sys;
 mod validate;
 

@@ -265,3 +265,121 @@ impl GuestRam {
         self.write(pa, &v.to_le_bytes());
     }
 }
+
+// ---- the stub driver's memory (issue 14's gate) ----------------------------------------------
+
+impl SharedMapping {
+    /// The aligned u32 at `offset` as an atomic (a word both processes use).
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len);
+        // SAFETY: in range and aligned (checked); the mapping outlives the borrow of `self`,
+        // and every access to shared words goes through atomics.
+        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+    }
+
+    /// The aligned u64 at `offset` as an atomic.
+    pub(crate) fn atomic_u64(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len);
+        // SAFETY: as for `atomic_u32`.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+    }
+
+    /// Copies a plain-data value out of the mapping at `offset`.
+    pub(crate) fn read_plain<T: Plain>(&self, offset: usize) -> T {
+        assert!(offset
+            .checked_add(size_of::<T>())
+            .is_some_and(|e| e <= self.len));
+        // SAFETY: in range (checked); `T: Plain` is valid for any bit pattern; unaligned read.
+        unsafe { std::ptr::read_unaligned(self.ptr.as_ptr().add(offset).cast::<T>()) }
+    }
+
+    /// Copies a plain-data value into the mapping at `offset`.
+    pub(crate) fn write_plain<T: Plain>(&self, offset: usize, v: &T) {
+        assert!(offset
+            .checked_add(size_of::<T>())
+            .is_some_and(|e| e <= self.len));
+        // SAFETY: in range (checked) and not overlapping `v` (ordinary process memory); the
+        // bytes of a `T: Plain` are all initialised integers.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (v as *const T).cast::<u8>(),
+                self.ptr.as_ptr().add(offset),
+                size_of::<T>(),
+            )
+        }
+    }
+}
+
+/// Types made only of integers (any bit pattern is a value), copied to and from shared memory.
+///
+/// # Safety
+/// Implementors must be `repr(C)` structs of integer fields or arrays of them.
+pub(crate) unsafe trait Plain: Sized {}
+// SAFETY: repr(C), integer fields only.
+unsafe impl Plain for plex86_monitor::frame::KUcontext {}
+// SAFETY: repr(C), integer fields only.
+unsafe impl Plain for plex86_monitor::frame::EntryFrame {}
+// SAFETY: repr(C), integer fields only.
+unsafe impl Plain for plex86_monitor::frame::EntrySegs {}
+// SAFETY: repr(C), integer fields only.
+unsafe impl Plain for crate::protocol::stub::MapOp {}
+
+/// Guest RAM mapped in the library, as the monitor reads it (walks, A/D updates, code bytes).
+#[derive(Debug)]
+pub(crate) struct RamMap(SharedMapping);
+
+impl RamMap {
+    pub(crate) fn new(fd: BorrowedFd<'_>, size: u64) -> io::Result<Self> {
+        let len =
+            usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        SharedMapping::new(fd, len, 0).map(RamMap)
+    }
+    fn in_range(&self, pa: u64, n: u64) -> bool {
+        pa.checked_add(n).is_some_and(|e| e <= self.0.len as u64)
+    }
+}
+
+impl guest_paging::PhysMemory for RamMap {
+    fn read_u32(&self, pa: u64) -> Option<u32> {
+        (self.in_range(pa, 4) && pa % 4 == 0).then(|| {
+            self.0
+                .atomic_u32(pa as usize)
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+    fn read_u64(&self, pa: u64) -> Option<u64> {
+        (self.in_range(pa, 8) && pa % 8 == 0).then(|| {
+            self.0
+                .atomic_u64(pa as usize)
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+    fn cmpxchg_u32(&self, pa: u64, old: u32, new: u32) -> Option<bool> {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.in_range(pa, 4) && pa % 4 == 0).then(|| {
+            self.0
+                .atomic_u32(pa as usize)
+                .compare_exchange(old, new, SeqCst, SeqCst)
+                .is_ok()
+        })
+    }
+    fn cmpxchg_u64(&self, pa: u64, old: u64, new: u64) -> Option<bool> {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.in_range(pa, 8) && pa % 8 == 0).then(|| {
+            self.0
+                .atomic_u64(pa as usize)
+                .compare_exchange(old, new, SeqCst, SeqCst)
+                .is_ok()
+        })
+    }
+}
+
+impl plex86_monitor::monitor::GuestRam for RamMap {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> bool {
+        if !self.in_range(pa, buf.len() as u64) {
+            return false;
+        }
+        self.0.read_bytes(pa as usize, buf);
+        true
+    }
+}

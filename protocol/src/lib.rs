@@ -24,6 +24,7 @@ pub mod exit_code;
 pub mod region;
 pub mod selectors;
 pub mod state;
+pub mod stub;
 pub mod view;
 mod wire;
 pub mod xsave;

@@ -28,7 +28,7 @@ pub struct SockFilter {
     pub k: u32,
 }
 
-fn ld(off: u32) -> SockFilter {
+pub(super) fn ld(off: u32) -> SockFilter {
     SockFilter {
         code: BPF_LD_W_ABS,
         jt: 0,
@@ -36,7 +36,7 @@ fn ld(off: u32) -> SockFilter {
         k: off,
     }
 }
-fn jeq(k: u32, jt: u8, jf: u8) -> SockFilter {
+pub(super) fn jeq(k: u32, jt: u8, jf: u8) -> SockFilter {
     SockFilter {
         code: BPF_JEQ_K,
         jt,
@@ -44,7 +44,7 @@ fn jeq(k: u32, jt: u8, jf: u8) -> SockFilter {
         k,
     }
 }
-fn jge(k: u32, jt: u8, jf: u8) -> SockFilter {
+pub(super) fn jge(k: u32, jt: u8, jf: u8) -> SockFilter {
     SockFilter {
         code: BPF_JGE_K,
         jt,
@@ -60,7 +60,7 @@ fn op(code: u16) -> SockFilter {
         k: 0,
     }
 }
-fn ret(k: u32) -> SockFilter {
+pub(super) fn ret(k: u32) -> SockFilter {
     SockFilter {
         code: BPF_RET_K,
         jt: 0,
@@ -69,10 +69,10 @@ fn ret(k: u32) -> SockFilter {
     }
 }
 
-const OFF_NR: u32 = 0;
-const OFF_ARCH: u32 = 4;
-const OFF_IP_LO: u32 = 8;
-const OFF_IP_HI: u32 = 12;
+pub(super) const OFF_NR: u32 = 0;
+pub(super) const OFF_ARCH: u32 = 4;
+pub(super) const OFF_IP_LO: u32 = 8;
+pub(super) const OFF_IP_HI: u32 = 12;
 fn off_arg_lo(a: u8) -> u32 {
     16 + 8 * u32::from(a)
 }
@@ -107,6 +107,13 @@ pub fn build_filter(policy: &[Rule]) -> Vec<SockFilter> {
         jge(0x4000_0000, 0, 1),
         ret(RET_KILL_PROCESS),
     ];
+    push_rules(&mut p, policy);
+    p
+}
+
+/// Appends one block per rule (allow when the number matches and the arguments pass, kill
+/// when they do not), then the final kill.
+pub(super) fn push_rules(p: &mut Vec<SockFilter>, policy: &[Rule]) {
     for rule in policy {
         let mut block = Vec::new();
         for check in rule.args {
@@ -152,7 +159,6 @@ pub fn build_filter(policy: &[Rule]) -> Vec<SockFilter> {
         p.extend(block);
     }
     p.push(ret(RET_KILL_PROCESS));
-    p
 }
 
 /// The input of a filter (`struct seccomp_data`).

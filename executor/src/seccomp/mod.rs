@@ -17,6 +17,7 @@
 
 mod bpf;
 mod policy;
+pub mod stub;
 #[cfg(test)]
 mod tests;
 

@@ -3,6 +3,7 @@
 
 mod host;
 mod setup;
+mod stub;
 mod sys;
 
 use plex86_executor::seccomp;
@@ -37,6 +38,9 @@ fn main() -> ! {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--seccomp-selftest") {
         selftest(args.get(2).map(String::as_str).unwrap_or(""));
+    }
+    if args.get(1).map(String::as_str) == Some("--stub") {
+        stub::launch();
     }
     std::panic::set_hook(Box::new(|_| sys::exit_group(exit_code::PANIC)));
     let s = setup::run();
