@@ -104,6 +104,10 @@ pub struct Translation {
     pub global: bool,
     /// The size of the guest page the translation came from.
     pub size: PageSize,
+    /// The Accessed bit is set in every entry the walk used (before the walk, or by it with
+    /// `update_ad`): a cache may hold this translation without the guest seeing a difference,
+    /// as a TLB holds only translations of accessed pages.
+    pub accessed: bool,
 }
 
 /// The size of a guest page. An INVLPG anywhere in a large page drops its whole translation,

@@ -30,6 +30,7 @@ pub fn walk(
             executable: true,
             global: false,
             size: PageSize::Size4K,
+            accessed: true,
         });
     }
     for _ in 0..MAX_RETRIES {
@@ -151,6 +152,7 @@ fn walk_2level(
             executable: true,
             global: pde64 & G != 0 && regs.cr4 & CR4_PGE != 0,
             size: PageSize::Size4M,
+            accessed: update_ad || pde64 & A != 0,
         }));
     }
     let pte_pa = u64::from(pde & 0xffff_f000) + u64::from((linear >> 12) & 0x3ff) * 4;
@@ -184,6 +186,7 @@ fn walk_2level(
         executable: true,
         global: pte64 & G != 0 && regs.cr4 & CR4_PGE != 0,
         size: PageSize::Size4K,
+        accessed: update_ad || (pde64 & A != 0 && pte64 & A != 0),
     }))
 }
 
@@ -249,6 +252,7 @@ fn walk_pae(
             executable: !nx,
             global: pde & G != 0 && regs.cr4 & CR4_PGE != 0,
             size: PageSize::Size2M,
+            accessed: update_ad || pde & A != 0,
         }));
     }
     let pte_pa = (pde & 0x000f_ffff_ffff_f000) + u64::from((linear >> 12) & 0x1ff) * 8;
@@ -285,5 +289,6 @@ fn walk_pae(
         executable: !nx,
         global: pte & G != 0 && regs.cr4 & CR4_PGE != 0,
         size: PageSize::Size4K,
+        accessed: update_ad || (pde & A != 0 && pte & A != 0),
     }))
 }

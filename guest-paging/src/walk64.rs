@@ -197,5 +197,6 @@ fn try_walk(
         executable: !nx,
         global: last & G != 0 && regs.cr4 & u64::from(CR4_PGE) != 0,
         size,
+        accessed: update_ad || used.iter().all(|&(_, e)| e & A != 0),
     }))
 }

@@ -11,42 +11,14 @@ use std::time::{Duration, Instant};
 use test_support::calibration;
 use test_support::vm::*;
 
-const FILL_PAGES: u32 = 64;
+use test_support::vm::toucher::{vm_with_toucher, FILL_PAGES, TOUCHER};
+
 const FLUSH_PAGES: u32 = 1000;
 const LOOP_ITERS: u32 = 300_000_000;
-const TOUCH: u32 = 0x0100_0000; // 16 MiB linear: pages touched by the fill/flush benches
-
-/// A VM whose code at CODE is `hlt`, and at CODE+0x100 touches `n` pages from TOUCH then `hlt`s.
-fn vm_with_toucher(n: u32) -> Vm {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    for i in 0..n {
-        vm.map(
-            TOUCH + i * 4096,
-            0x0040_0000 + u64::from(i) * 4096,
-            URW | A | D,
-        );
-    }
-    vm.code_at(CODE, |a| a.hlt());
-    vm.code_at(CODE + 0x100, |a| {
-        a.mov(ebx, TOUCH)?; // ECX (page count) comes from the caller
-        let mut l = a.create_label();
-        let mut done = a.create_label();
-        a.test(ecx, ecx)?;
-        a.jz(done)?;
-        a.set_label(&mut l)?;
-        a.mov(eax, dword_ptr(ebx))?;
-        a.add(ebx, 4096)?;
-        a.dec(ecx)?;
-        a.jnz(l)?;
-        a.set_label(&mut done)?;
-        a.hlt()
-    });
-    vm
-}
 
 /// Runs to the HLT; returns the run's native time and the part its fills took.
 fn run_at(vm: &mut Vm, eip: u32, cmds: &[MmuCommand]) -> (Duration, Duration) {
-    if eip == CODE + 0x100 && vm.state.gprs[1] == 0 && cmds.is_empty() {
+    if eip == TOUCHER && vm.state.gprs[1] == 0 && cmds.is_empty() {
         vm.state.gprs[1] = FLUSH_PAGES;
     }
     vm.state.eip = eip;
@@ -109,7 +81,7 @@ fn benches(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 vm.state.gprs[1] = FILL_PAGES;
-                run_at(&mut vm, CODE + 0x100, &[MmuCommand::FlushAll])
+                run_at(&mut vm, TOUCHER, &[MmuCommand::FlushAll])
             })
         },
     );
@@ -117,7 +89,7 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|n| {
             let mut total = Duration::ZERO;
             for _ in 0..n {
-                run_at(&mut vm, CODE + 0x100, &[]);
+                run_at(&mut vm, TOUCHER, &[]);
                 let t = Instant::now();
                 vm.exe.apply_commands(&[MmuCommand::FlushAll]).unwrap();
                 total += t.elapsed();
@@ -170,11 +142,11 @@ fn summary() {
     // Fill: a run touching 64 fresh pages minus a run touching none, per page.
     let with = per_op(15, 50, || {
         vm.state.gprs[1] = FILL_PAGES;
-        run_at(&mut vm, CODE + 0x100, &[MmuCommand::FlushAll]);
+        run_at(&mut vm, TOUCHER, &[MmuCommand::FlushAll]);
     });
     let without = per_op(15, 50, || {
         vm.state.gprs[1] = 0;
-        run_at(&mut vm, CODE + 0x100, &[MmuCommand::FlushAll]);
+        run_at(&mut vm, TOUCHER, &[MmuCommand::FlushAll]);
     });
     let fill = with.saturating_sub(without) / FILL_PAGES;
     // What the executor's fill timing misses (accel-core's UNTIMED_FILL_NS): a fill run's
@@ -184,7 +156,7 @@ fn summary() {
             (0..15)
                 .map(|_| {
                     vm.state.gprs[1] = pages;
-                    run_at(&mut vm, CODE + 0x100, &[MmuCommand::FlushAll])
+                    run_at(&mut vm, TOUCHER, &[MmuCommand::FlushAll])
                 })
                 .map(|(native, fills)| native.saturating_sub(fills))
                 .collect(),
@@ -197,7 +169,7 @@ fn summary() {
         (0..15)
             .map(|_| {
                 vm.state.gprs[1] = FLUSH_PAGES;
-                run_at(&mut vm, CODE + 0x100, &[]);
+                run_at(&mut vm, TOUCHER, &[]);
                 let t = Instant::now();
                 vm.exe.apply_commands(&[MmuCommand::FlushAll]).unwrap();
                 t.elapsed()

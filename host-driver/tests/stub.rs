@@ -130,3 +130,64 @@ fn a_guest_system_call_is_an_exit_not_a_host_call() {
     assert_eq!(exit.reason, ExitReason::SoftwareInterrupt { vector: 0x80 });
     assert_eq!(state.gprs[0], 20);
 }
+
+#[test]
+fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
+    let mut vm = test_support::vm::toucher::vm_with_toucher(64);
+    let mut stub =
+        StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), 0).expect("stub starts");
+    let mut state = vm.state;
+    for i in 0..20 {
+        state.eip = CODE;
+        let exit = stub.run(&mut state, &[]).expect("exit + re-entry").clone();
+        assert_eq!(exit.reason, ExitReason::Privileged, "round {i}");
+        state.eip = test_support::vm::toucher::TOUCHER;
+        state.gprs[1] = 64;
+        let exit = stub
+            .run(&mut state, &[MmuCommand::FlushAll])
+            .expect("fills")
+            .clone();
+        assert_eq!(exit.reason, ExitReason::Privileged, "round {i}");
+        assert_eq!(
+            exit.demand_fills, 65,
+            "round {i}: 64 pages and the code page"
+        );
+    }
+    vm.state = state;
+}
+
+#[test]
+fn many_exits_in_a_row() {
+    for spin in [DEFAULT_STUB_SPIN, 0] {
+        let vm = test_support::vm::toucher::vm_with_toucher(64);
+        let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), spin)
+            .expect("stub starts");
+        let mut state = vm.state;
+        for i in 0..std::env::var("STUB_ROUNDS").map_or(3000, |v| v.parse().unwrap()) {
+            state.eip = CODE;
+            let r = stub.run(&mut state, &[]).map(|e| e.reason);
+            assert_eq!(r, Ok(ExitReason::Privileged), "spin {spin} round {i}");
+        }
+    }
+}
+
+#[test]
+fn fill_ahead_maps_used_pages_in_one_batch_and_results_stay_the_same() {
+    let mut vm = test_support::vm::toucher::vm_with_toucher(64);
+    let mut stub =
+        StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), 0).expect("stub starts");
+    stub.set_fill_ahead(16);
+    let mut state = vm.state;
+    state.eip = test_support::vm::toucher::TOUCHER;
+    state.gprs[1] = 64;
+    let exit = stub
+        .run(&mut state, &[MmuCommand::FlushAll])
+        .expect("run")
+        .clone();
+    assert_eq!(exit.reason, ExitReason::Privileged);
+    // The code page, then every 17th page faults: 64 pages in 4 fills (A and D are set on
+    // every toucher page, so all may be mirrored ahead).
+    assert_eq!(exit.demand_fills, 1 + 64u32.div_ceil(17));
+    assert_eq!(state.gprs[1], 0, "the loop ran to its end");
+    vm.state = state;
+}

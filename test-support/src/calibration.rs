@@ -121,3 +121,43 @@ fn memfd(size: i64) -> std::os::fd::OwnedFd {
     assert_eq!(r, 0, "ftruncate: {}", std::io::Error::last_os_error());
     fd
 }
+
+/// Keeps host CPU `cpu` busy (a thread pinned there, spinning) until dropped: the "other vCPU
+/// busy" condition of the benchmarks.
+pub struct BusyCpu {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCpu {
+    /// Starts the spinner on `cpu`.
+    pub fn start(cpu: usize) -> BusyCpu {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) changes only this thread.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+            while !s.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        BusyCpu {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for BusyCpu {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

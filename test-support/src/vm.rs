@@ -152,3 +152,45 @@ pub fn offset_of_bytes(hay: &[u8], needle: &[u8]) -> u32 {
         .position(|w| w == needle)
         .expect("instruction bytes") as u32
 }
+
+/// The benchmarks' guest: `hlt` at CODE (exit + re-entry), and at [`TOUCHER`] a loop that
+/// reads ECX pages from [`TOUCH`] on, then `hlt`s (demand fills).
+pub mod toucher {
+    use super::*;
+    use iced_x86::code_asm::*;
+
+    /// Pages a fill measurement touches.
+    pub const FILL_PAGES: u32 = 64;
+    /// 16 MiB linear: the first page the toucher reads.
+    pub const TOUCH: u32 = 0x0100_0000;
+    /// Where the toucher's code starts.
+    pub const TOUCHER: u32 = CODE + 0x100;
+
+    /// A VM whose code at CODE is `hlt`, and at CODE+0x100 touches `n` pages from TOUCH then `hlt`s.
+    pub fn vm_with_toucher(n: u32) -> Vm {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        for i in 0..n {
+            vm.map(
+                TOUCH + i * 4096,
+                0x0040_0000 + u64::from(i) * 4096,
+                URW | A | D,
+            );
+        }
+        vm.code_at(CODE, |a| a.hlt());
+        vm.code_at(CODE + 0x100, |a| {
+            a.mov(ebx, TOUCH)?; // ECX (page count) comes from the caller
+            let mut l = a.create_label();
+            let mut done = a.create_label();
+            a.test(ecx, ecx)?;
+            a.jz(done)?;
+            a.set_label(&mut l)?;
+            a.mov(eax, dword_ptr(ebx))?;
+            a.add(ebx, 4096)?;
+            a.dec(ecx)?;
+            a.jnz(l)?;
+            a.set_label(&mut done)?;
+            a.hlt()
+        });
+        vm
+    }
+}

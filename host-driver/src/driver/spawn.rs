@@ -97,7 +97,7 @@ pub struct XsaveInfo {
 }
 
 impl XsaveInfo {
-    fn from_host(size: u32, features: u64) -> Self {
+    pub(crate) fn from_host(size: u32, features: u64) -> Self {
         let mut components = [(0, 0); 8];
         for (bit, c) in components.iter_mut().enumerate().skip(2) {
             if features & (1 << bit) != 0 {

@@ -41,6 +41,17 @@ impl StubHost {
 
 impl MirrorOps for StubHost {
     fn map(&mut self, lin: u32, phys: u64, prot: i32) -> Result<(), i32> {
+        // Consecutive pages of consecutive RAM with one protection: one mmap (fill-ahead).
+        if let Some(last) = self.ops.last_mut() {
+            if last.kind == OP_MMAP
+                && last.prot == prot as u32
+                && last.addr + last.len == u64::from(lin)
+                && last.offset + last.len == phys
+            {
+                last.len += 4096;
+                return Ok(());
+            }
+        }
         self.push(MapOp {
             kind: OP_MMAP,
             addr: u64::from(lin),

@@ -23,6 +23,8 @@ use crate::protocol::stub::{self as layout, by_lib as lib, by_stub as stub, MapO
 use crate::protocol::xsave::sw;
 use crate::protocol::{CommandKind, ExitRecord, GuestState, RamRange, XSAVE_AREA_SIZE};
 use crate::sys::{self, RamMap, SharedMapping};
+use crate::validate::{validate_entry, validate_exit_state};
+use crate::XsaveInfo;
 use host::StubHost;
 use plex86_monitor::frame::{
     EntryFrame, FpxSwBytes, KStack, KUcontext, SignalAction, SignalContext, FP_XSTATE_MAGIC1,
@@ -53,6 +55,7 @@ pub struct StubExecutor {
     map_seq: u32,
     spin: u32,
     fpstate: Vec<u8>,
+    xsave: XsaveInfo,
 }
 
 /// Offset in the control memfd of the stub-written word `off`.
@@ -142,7 +145,17 @@ impl StubExecutor {
             map_seq: 0,
             spin,
             fpstate: vec![0; XSAVE_AREA_SIZE],
+            xsave: XsaveInfo::from_host(
+                sw.xstate_size,
+                sw.xfeatures & crate::protocol::xsave::xfeature::TRANSFERRED,
+            ),
         })
+    }
+
+    /// Lets each fill also mirror up to `pages` following pages the guest has used already
+    /// (the batching variant of the gate; 0, the default, maps only the faulting page).
+    pub fn set_fill_ahead(&mut self, pages: u32) {
+        self.monitor.fill_ahead = pages;
     }
 
     /// The stub's process id.
@@ -156,6 +169,7 @@ impl StubExecutor {
         state: &mut GuestState,
         cmds: &[MmuCommand],
     ) -> Result<&ExitRecord, String> {
+        validate_entry(state, self.xsave).map_err(|e| e.to_string())?;
         for c in cmds {
             let (kind, addr) = match *c {
                 MmuCommand::FlushAll => (CommandKind::FlushAll, 0),
@@ -198,7 +212,9 @@ impl StubExecutor {
         m.in_guest = false;
         m.exit.native_ns = t0.elapsed().as_nanos() as u64;
         m.exit.fill_ns = m.exit.fill_ns.min(m.exit.native_ns);
-        *state = m.exit_state;
+        // As for today's executor: the state is checked against the entry and rebuilt in the
+        // guest's terms (native selectors back to the guest's, XSAVE normalised).
+        *state = validate_exit_state(state, &m.exit_state, self.xsave)?;
         Ok(&self.monitor.exit)
     }
 

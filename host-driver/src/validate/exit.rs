@@ -61,7 +61,7 @@ pub(crate) fn check_exit(
 
 /// Checks the executor-reported state against the entry state and builds the guest view.
 /// `Err` names a field no honest executor could report.
-pub(super) fn validate_exit_state(
+pub(crate) fn validate_exit_state(
     entry: &GuestState,
     got: &GuestState,
     xs: XsaveInfo,

@@ -7,8 +7,8 @@ mod exit;
 mod tests;
 
 pub use entry::validate_entry;
-pub(crate) use exit::check_exit;
 pub use exit::RunContext;
+pub(crate) use exit::{check_exit, validate_exit_state};
 
 // EFLAGS bits, for the rules of both directions.
 const EFL_RESERVED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffc0_0000;

@@ -74,6 +74,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             return Outcome::CAPTURE;
         }
         self.exit.demand_fills = self.exit.demand_fills.wrapping_add(1);
+        if self.fill_ahead != 0 {
+            self.fill_ahead_of(page);
+        }
         // Fill time is host work, not guest work: the library's back-off subtracts it.
         let handler_ns = self.host.clock_ns(self.clock).wrapping_sub(start_ns);
         self.exit.fill_ns = self
@@ -87,6 +90,42 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             return Outcome::CAPTURE;
         }
         Outcome::Resume
+    }
+
+    /// Mirrors up to `fill_ahead` pages after `page`, within its 2 MiB region, that the guest
+    /// has used already: the Accessed bit set in every entry of their walk, which is not
+    /// changed (a TLB could hold such translations too, so the guest sees no difference);
+    /// writable only if also Dirty and not write-protected code. Stops at the first page that
+    /// does not qualify. Each page mirrored so saves a fault round trip of its own: the stub
+    /// executor's fill is a hop through the library and the mapper.
+    fn fill_ahead_of(&mut self, page: u32) {
+        let region_end = u64::from(page | 0x1f_ffff) + 1;
+        let mut lin = u64::from(page) + 4096;
+        let mut filled = 0;
+        while filled < self.fill_ahead && lin < region_end {
+            let lpn = (lin >> 12) as u32;
+            if self.shadow.lookup(lpn).is_none() {
+                let Ok(t) = paging::walk(&self.ram, &self.regs, lin as u32, Access::Read, false)
+                else {
+                    return;
+                };
+                let ppn = t.phys_page >> 12;
+                if !t.accessed || !self.is_ram(ppn) {
+                    return;
+                }
+                let writable = t.writable && t.dirty && !self.shadow.is_wp(ppn);
+                let ops = &mut self.host;
+                if self
+                    .shadow
+                    .insert(ops, lpn, Mirror::of(&t, writable))
+                    .is_err()
+                {
+                    return;
+                }
+                filled += 1;
+            }
+            lin += 4096;
+        }
     }
 
     /// True when linear page `lpn` is mirrored with the permission `access` needs.

@@ -103,6 +103,9 @@ pub struct Monitor<R, H> {
     pub budget_ns: u64,
     /// Demand fills that end a run (`LibArea::max_fills`; 0 = no limit).
     pub max_fills: u32,
+    /// Pages after a filled one that a fill also mirrors when the guest has used them already
+    /// (0: none; the stub executor's batching variant).
+    pub fill_ahead: u32,
     /// Host cost of a mirror-region fault delivered to a handler and returned from, measured
     /// at start-up: the part of a fill the handler cannot time.
     pub fault_ns: u64,
@@ -172,6 +175,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             start_ns: 0,
             budget_ns: 0,
             max_fills: 0,
+            fill_ahead: 0,
             fault_ns: 0,
             icebp_rip: IcebpRip::After,
             in_guest: false,

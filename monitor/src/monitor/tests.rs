@@ -212,3 +212,51 @@ fn an_unmapped_page_exits_as_a_guest_page_fault() {
     );
     assert!(m.host.maps.is_empty());
 }
+
+#[test]
+fn fill_ahead_mirrors_only_pages_the_guest_has_used_and_sets_no_bit() {
+    let mut m = monitor();
+    m.fill_ahead = 8;
+    // Pages 5..8 are mapped: 6 accessed and dirty, 7 accessed, 8 not accessed.
+    m.ram.write_u32(PT + 6 * 4, 0x11000 | 7 | 0x20 | 0x40);
+    m.ram.write_u32(PT + 7 * 4, 0x12000 | 7 | 0x20);
+    m.ram.write_u32(PT + 8 * 4, 0x13000 | 7);
+    m.ram.write_u32(CR3, PT as u32 | 7 | 0x20);
+    let before: Vec<u32> = (6..9)
+        .map(|i| m.ram.read_u32(PT + i * 4).unwrap())
+        .collect();
+    assert_eq!(read_fault(&mut m, 0x5000), SignalAction::Resume);
+    let lins: Vec<(u32, u64)> = m.host.maps.iter().map(|&(l, p, _)| (l, p)).collect();
+    assert_eq!(
+        lins,
+        [(0x5000, 0x10000), (0x6000, 0x11000), (0x7000, 0x12000)]
+    );
+    let prot = |i: usize| m.host.maps[i].2;
+    assert_ne!(
+        prot(1) & crate::shadow::PROT_WRITE,
+        0,
+        "accessed and dirty: writable"
+    );
+    assert_eq!(
+        prot(2) & crate::shadow::PROT_WRITE,
+        0,
+        "clean: read-only until written"
+    );
+    let after: Vec<u32> = (6..9)
+        .map(|i| m.ram.read_u32(PT + i * 4).unwrap())
+        .collect();
+    assert_eq!(
+        before, after,
+        "no A/D bit set on pages the guest has not touched"
+    );
+    assert_eq!(m.exit.demand_fills, 1, "one fault, one fill");
+}
+
+#[test]
+fn without_fill_ahead_a_fill_maps_one_page() {
+    let mut m = monitor();
+    m.ram.write_u32(PT + 6 * 4, 0x11000 | 7 | 0x20 | 0x40);
+    m.ram.write_u32(CR3, PT as u32 | 7 | 0x20);
+    assert_eq!(read_fault(&mut m, 0x5000), SignalAction::Resume);
+    assert_eq!(m.host.maps.len(), 1);
+}

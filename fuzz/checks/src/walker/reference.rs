@@ -118,6 +118,7 @@ fn finish(
                 (1, false) => PageSize::Size4M,
                 _ => PageSize::Size4K,
             },
+            accessed: update_ad || levels.iter().all(|&(_, e)| e & A != 0),
         }),
         writes,
     }
@@ -144,6 +145,7 @@ pub fn reference_walk(
                 executable: true,
                 global: false,
                 size: PageSize::Size4K,
+                accessed: true,
             }),
             writes: vec![],
         };

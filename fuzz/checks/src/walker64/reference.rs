@@ -202,6 +202,7 @@ fn permit(
             executable: !no_exec,
             global: leaf & G != 0 && regs.cr4 & CR4_PGE != 0,
             size,
+            accessed: update_ad || seen.iter().all(|s| s.e & A != 0),
         }),
         writes,
     }

@@ -131,16 +131,25 @@ std::arch::global_asm!(
     "mov [rbx + {stub} + {ack}], eax",
     "mov eax, [rbx + {lib} + {verdict}]",
     "ret",
-    // ---- wait until the mapper's done sequence reaches RESUME_AFTER (spinning) -------------
+    // ---- wait until the mapper's done sequence reaches RESUME_AFTER: poll SPIN times, then
+    // yield between polls (the mapper may need this CPU) --------------------------------------
     "60:",
-    "mov ecx, [rbx + {lib} + {resume_after}]",
+    "mov r9d, [rbx + {lib} + {resume_after}]",
+    "mov r8d, [rbx + {lib} + {spin}]",
     "61:",
     "mov eax, [rbx + {stub} + {map_done}]",
-    "sub eax, ecx",
-    "jns 62f",
+    "sub eax, r9d",
+    "jns 63f",
+    "test r8d, r8d",
+    "jz 62f",
     "pause",
+    "dec r8d",
     "jmp 61b",
     "62:",
+    "mov eax, 24", // sched_yield
+    "syscall",
+    "jmp 61b",
+    "63:",
     "ret",
     // ---- the signal handler (RDI signal, RSI siginfo, RDX ucontext; all signals blocked) ----
     ".globl plex86_stub_handler",
