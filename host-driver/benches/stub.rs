@@ -31,7 +31,7 @@ enum Subject {
         /// Owns the guest RAM the stub runs on.
         _vm: Box<Vm>,
         stub: StubExecutor,
-        state: GuestState,
+        state: Box<GuestState>,
     },
 }
 
@@ -44,7 +44,7 @@ impl Subject {
         let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), spin)
             .expect("stub starts");
         stub.set_fill_ahead(fill_ahead);
-        let state = vm.state;
+        let state = Box::new(vm.state);
         Subject::Stub {
             _vm: Box::new(vm),
             stub,
