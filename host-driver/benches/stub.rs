@@ -4,8 +4,8 @@
 //! vCPU idle and with it busy (a spinning thread pinned to CPU 1), rounds interleaved between
 //! the executors so that drift of the VM hits all alike.
 //!
-//! Variants of the stub: `poll` (each side polls a shared word before it sleeps on it) or
-//! `sleep` (they sleep at once: every hand-over is a futex wake); and `fill-ahead 16`: a fill
+//! Variants of the stub: who polls a shared word before sleeping on it (both sides, the library
+//! only, or nobody: every hand-over a futex wake); and `fill-ahead 16`: a fill
 //! also mirrors up to 16 following pages the guest has used already (Accessed set), in one
 //! mapper op, so that fewer touches fault at all (the toucher's pages all have A set, as a
 //! process's working set has after a context switch flushed the mirror).
@@ -14,12 +14,25 @@
 //! summary table; `-- --summary-only` prints only the table.
 
 use criterion::{criterion_group, Criterion};
-use host_driver::stub::{StubExecutor, DEFAULT_STUB_SPIN};
+use host_driver::stub::{Polling, StubExecutor};
 use host_driver::{ExitReason, GuestState, MmuCommand};
 use std::time::{Duration, Instant};
 use test_support::calibration::BusyCpu;
 use test_support::vm::toucher::{vm_with_toucher, FILL_PAGES, TOUCHER};
 use test_support::vm::*;
+
+const SLEEP: Polling = Polling {
+    library: 0,
+    stub: 0,
+};
+const LIBRARY_POLLS: Polling = Polling {
+    library: 2000,
+    stub: 0,
+};
+const BOTH_POLL: Polling = Polling {
+    library: 2000,
+    stub: 2000,
+};
 
 /// Pages a fill may mirror ahead in the batching variant.
 const FILL_AHEAD: u32 = 16;
@@ -39,9 +52,9 @@ impl Subject {
     fn today() -> Subject {
         Subject::Today(Box::new(vm_with_toucher(FILL_PAGES)))
     }
-    fn stub(spin: u32, fill_ahead: u32) -> Subject {
+    fn stub(polling: Polling, fill_ahead: u32) -> Subject {
         let vm = vm_with_toucher(FILL_PAGES);
-        let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), spin)
+        let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling)
             .expect("stub starts");
         stub.set_fill_ahead(fill_ahead);
         let state = Box::new(vm.state);
@@ -102,9 +115,8 @@ impl Subject {
 fn benches(c: &mut Criterion) {
     for (name, mut s) in [
         ("today", Subject::today()),
-        ("stub poll", Subject::stub(DEFAULT_STUB_SPIN, 0)),
-        ("stub sleep", Subject::stub(0, 0)),
-        ("stub sleep fill-ahead 16", Subject::stub(0, FILL_AHEAD)),
+        ("stub sleep", Subject::stub(SLEEP, 0)),
+        ("stub sleep fill-ahead 16", Subject::stub(SLEEP, FILL_AHEAD)),
     ] {
         c.bench_function(&format!("{name}: exit + re-entry"), |b| {
             b.iter(|| s.run(CODE, 0, &[]))
@@ -151,13 +163,13 @@ fn interleaved(
 fn summary() {
     let mut subjects = [
         ("today's executor", Subject::today()),
-        ("stub, poll", Subject::stub(DEFAULT_STUB_SPIN, 0)),
-        ("stub, sleep", Subject::stub(0, 0)),
+        ("stub, both sleep", Subject::stub(SLEEP, 0)),
+        ("stub, library polls", Subject::stub(LIBRARY_POLLS, 0)),
+        ("stub, both poll", Subject::stub(BOTH_POLL, 0)),
         (
-            "stub, poll, fill-ahead 16",
-            Subject::stub(DEFAULT_STUB_SPIN, FILL_AHEAD),
+            "stub, sleep, fill-ahead 16",
+            Subject::stub(SLEEP, FILL_AHEAD),
         ),
-        ("stub, sleep, fill-ahead 16", Subject::stub(0, FILL_AHEAD)),
     ];
     println!();
     println!("=== issue 14 gate: stub executor beside today's (median [min-max] of 15 interleaved rounds) ===");

@@ -4,17 +4,26 @@
 //! from guest code is a guest exit.
 
 use host_driver::protocol::stub as layout;
-use host_driver::stub::{StubExecutor, DEFAULT_STUB_SPIN};
+use host_driver::stub::{Polling, StubExecutor, DEFAULT_POLLING};
 use host_driver::{ExitReason, MmuCommand};
 use iced_x86::code_asm::*;
 use test_support::vm::*;
+
+const SLEEP: Polling = Polling {
+    library: 0,
+    stub: 0,
+};
+const POLL: Polling = Polling {
+    library: 2000,
+    stub: 2000,
+};
 
 fn stub_for(vm: &Vm) -> StubExecutor {
     StubExecutor::spawn(
         &executor_path(),
         vm.ram.fd(),
         vm.ram.size(),
-        DEFAULT_STUB_SPIN,
+        DEFAULT_POLLING,
     )
     .expect("stub starts")
 }
@@ -134,8 +143,8 @@ fn a_guest_system_call_is_an_exit_not_a_host_call() {
 #[test]
 fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
     let mut vm = test_support::vm::toucher::vm_with_toucher(64);
-    let mut stub =
-        StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), 0).expect("stub starts");
+    let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), SLEEP)
+        .expect("stub starts");
     let mut state = vm.state;
     for i in 0..20 {
         state.eip = CODE;
@@ -158,15 +167,22 @@ fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
 
 #[test]
 fn many_exits_in_a_row() {
-    for spin in [DEFAULT_STUB_SPIN, 0] {
+    for polling in [
+        SLEEP,
+        POLL,
+        Polling {
+            library: 2000,
+            stub: 0,
+        },
+    ] {
         let vm = test_support::vm::toucher::vm_with_toucher(64);
-        let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), spin)
+        let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling)
             .expect("stub starts");
         let mut state = vm.state;
         for i in 0..std::env::var("STUB_ROUNDS").map_or(3000, |v| v.parse().unwrap()) {
             state.eip = CODE;
             let r = stub.run(&mut state, &[]).map(|e| e.reason);
-            assert_eq!(r, Ok(ExitReason::Privileged), "spin {spin} round {i}");
+            assert_eq!(r, Ok(ExitReason::Privileged), "{polling:?} round {i}");
         }
     }
 }
@@ -174,8 +190,8 @@ fn many_exits_in_a_row() {
 #[test]
 fn fill_ahead_maps_used_pages_in_one_batch_and_results_stay_the_same() {
     let mut vm = test_support::vm::toucher::vm_with_toucher(64);
-    let mut stub =
-        StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), 0).expect("stub starts");
+    let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), SLEEP)
+        .expect("stub starts");
     stub.set_fill_ahead(16);
     let mut state = vm.state;
     state.eip = test_support::vm::toucher::TOUCHER;

@@ -39,8 +39,22 @@ use std::time::{Duration, Instant};
 
 /// How long the library waits for the stub before it gives up on it.
 const STUCK: Duration = Duration::from_secs(5);
-/// Polls of a shared word before the library sleeps on it.
-pub const DEFAULT_STUB_SPIN: u32 = 2000;
+/// How long each side polls a shared word before it sleeps on it (a futex wait).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Polling {
+    /// Polls by the library (PAUSE, then yield).
+    pub library: u32,
+    /// Polls by the stub's guest thread and mapper (PAUSE).
+    pub stub: u32,
+}
+
+/// What the gate's benchmark measured best on the 2-vCPU VMs (docs/ARCHITECTURE.md, "The
+/// stub executor's gate"): every hand-over a futex wake; three pollers on two vCPUs starve
+/// each other.
+pub const DEFAULT_POLLING: Polling = Polling {
+    library: 0,
+    stub: 0,
+};
 
 /// A stub process and the monitor that drives it.
 #[derive(Debug)]
@@ -65,12 +79,12 @@ const fn st(off: usize) -> usize {
 
 impl StubExecutor {
     /// Starts `path --stub` (a `plex86-executor`) over the guest RAM memfd `ram` of `ram_size`
-    /// bytes. `spin`: polls of a shared word before either side sleeps on it.
+    /// bytes, polling as `polling` says.
     pub fn spawn(
         path: &Path,
         ram: BorrowedFd<'_>,
         ram_size: u64,
-        spin: u32,
+        polling: Polling,
     ) -> Result<StubExecutor, String> {
         fn e(what: &'static str) -> impl Fn(std::io::Error) -> String {
             move |err| format!("{what}: {err}")
@@ -79,7 +93,8 @@ impl StubExecutor {
             .map_err(e("control memfd"))?;
         let ctl = SharedMapping::new(ctl_fd.as_fd(), layout::CONTROL_LEN, 0)
             .map_err(e("control mapping"))?;
-        ctl.atomic_u32(lib::SPIN).store(spin, Ordering::Relaxed);
+        ctl.atomic_u32(lib::SPIN)
+            .store(polling.stub, Ordering::Relaxed);
         let mut child = sys::spawn_executor(path, ram, ctl_fd.as_fd(), &["--stub"])
             .map_err(e("spawn the stub"))?;
         let t0 = Instant::now();
@@ -143,7 +158,7 @@ impl StubExecutor {
             req: 0,
             exit_seen: 0,
             map_seq: 0,
-            spin,
+            spin: polling.library,
             fpstate: vec![0; XSAVE_AREA_SIZE],
             xsave: XsaveInfo::from_host(
                 sw.xstate_size,
