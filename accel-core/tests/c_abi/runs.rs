@@ -242,6 +242,64 @@ fn policy_declines() {
     assert_eq!(v["calls"], 4);
 }
 
+/// ABI 6: a long-mode state reaches the library, which declines it with a reason of its own
+/// (no 64-bit executor yet) and changes nothing; the 32-bit state still runs after it. The
+/// Bochs-side long-mode reasons are counted under their names; a 64-bit INVLPG is accepted.
+#[test]
+fn long_mode_is_declined_through_the_c_abi() {
+    let mut g = Guest::new("long-mode");
+    g.code(|a| a.hlt());
+    let legacy = g.state;
+    g.state.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64;
+    g.state.efer |= 0x500; // LME, LMA
+    g.state.seg[1].attr = (g.state.seg[1].attr & !(1 << 14)) | 1 << 13; // L=1, D=0
+    g.state.gpr[4] = 0x7ffd_0000_1230;
+    g.state.gpr[15] = 0x8000_0000_0000_0001;
+    g.state.rip = 0x5555_5555_4000;
+    g.state.seg[4].base = 0x7f00_1234_5000;
+    let before = format!("{:?}", g.state);
+    assert_eq!(g.run_with(BUDGET, 1000), DECLINED);
+    assert_eq!(
+        g.exit.decline_reason,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_64
+    );
+    assert!(g.exit.retry_after_ticks > 0);
+    assert_eq!(
+        format!("{:?}", g.state),
+        before,
+        "a decline changes nothing"
+    );
+    assert!(g.logged("long mode: no 64-bit executor yet"));
+    g.state.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT;
+    assert_eq!(g.run_with(BUDGET, 1000), DECLINED);
+    assert_eq!(
+        g.exit.decline_reason,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_COMPAT
+    );
+    plex86_accel_invlpg(g.accel, 0xffff_8880_0000_1000);
+    plex86_accel_invlpg(g.accel, 0x7f00_1234_5000);
+    for r in [
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LA57,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LAM,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_USER_CET,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_UINTR,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_PKE,
+    ] {
+        plex86_accel_note_declined(g.accel, r);
+    }
+    g.state = legacy;
+    g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED);
+    let v = g.shutdown();
+    assert_eq!(v["declines"]["long_mode_64"], 1);
+    assert_eq!(v["declines"]["long_mode_compat"], 1);
+    for name in ["la57", "lam", "user_cet", "uintr", "pke"] {
+        assert_eq!(v["declines"][name], 1, "{name}");
+    }
+    assert_eq!(v["declines"]["unknown"], 0);
+    assert_eq!(v["mmu"]["invlpg"], 2);
+    assert_eq!(v["runs"], 1);
+}
+
 #[test]
 fn tlb_notifications_keep_the_mirror_coherent() {
     let mut g = Guest::new("tlb");
