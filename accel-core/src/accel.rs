@@ -281,13 +281,12 @@ impl<B: Backend> Accelerator<B> {
     /// Declines a CPU mode the library cannot run (long mode, see
     /// [`crate::policy::mode_decline`]): logged the first time for each reason, retried after
     /// the unsupported-state distance.
-    fn decline_mode(&mut self, reason: Decline) -> RunOutcome<'static> {
+    fn decline_mode(&mut self, reason: Decline, mode: u32) -> RunOutcome<'static> {
         if self.report.stats.declines[reason.code() as usize] == 0 {
             let why = reason.explanation().unwrap_or("CPU mode not run natively");
-            self.report.log.info(&format!(
-                "{why} (mode {}; counted from now on)",
-                reason.code()
-            ));
+            self.report
+                .log
+                .info(&format!("{why} (mode {mode}; counted from now on)"));
         }
         self.decline(reason, self.pacing.policy.unsupported_retry_ticks)
     }
@@ -313,7 +312,7 @@ impl<B: Backend> AccelOps for Accelerator<B> {
             return self.decline(Decline::Disabled, crate::policy::NEVER_TICKS);
         }
         if let Some(reason) = crate::policy::mode_decline(cpu.mode) {
-            return self.decline_mode(reason);
+            return self.decline_mode(reason, cpu.mode);
         }
         if let Some(ticks) = self.pacing.backoff.take() {
             return self.decline(Decline::Backoff, ticks);
