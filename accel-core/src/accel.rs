@@ -278,6 +278,19 @@ impl<B: Backend> Accelerator<B> {
         }
     }
 
+    /// Declines a CPU mode the library cannot run (long mode, see
+    /// [`crate::policy::mode_decline`]): logged the first time for each reason, retried after
+    /// the unsupported-state distance.
+    fn decline_mode(&mut self, reason: Decline, mode: u32) -> RunOutcome<'static> {
+        if self.report.stats.declines[reason.code() as usize] == 0 {
+            let why = reason.explanation().unwrap_or("CPU mode not run natively");
+            self.report
+                .log
+                .info(&format!("{why} (mode {mode}; counted from now on)"));
+        }
+        self.decline(reason, self.pacing.policy.unsupported_retry_ticks)
+    }
+
     /// Declines a state the host driver cannot run (`why` is its rule), logging the first few.
     fn unsupported(&mut self, why: &str) -> RunOutcome<'static> {
         self.native_started = false;
@@ -297,6 +310,9 @@ impl<B: Backend> AccelOps for Accelerator<B> {
         }
         if self.disabled {
             return self.decline(Decline::Disabled, crate::policy::NEVER_TICKS);
+        }
+        if let Some(reason) = crate::policy::mode_decline(cpu.mode) {
+            return self.decline_mode(reason, cpu.mode);
         }
         if let Some(ticks) = self.pacing.backoff.take() {
             return self.decline(Decline::Backoff, ticks);
@@ -324,7 +340,7 @@ impl<B: Backend> AccelOps for Accelerator<B> {
         self.mirror.mmu.flush(include_global);
     }
 
-    fn invlpg(&mut self, linear: u32) {
+    fn invlpg(&mut self, linear: u64) {
         self.report.stats.invlpg += 1;
         self.mirror.mmu.invalidate(linear);
     }

@@ -2,10 +2,15 @@
 //! instruction, which segment load, …). Bochs re-executes the instruction in every case; this
 //! never influences a run.
 //!
-//! The bytes are read from guest RAM through the guest's page tables (the host driver's
-//! walker, without A/D updates) and decoded with iced-x86 in 32-bit (or 16-bit) mode.
+//! The bytes are read from guest RAM through the guest's page tables (guest-paging's walkers,
+//! without A/D updates) and decoded with iced-x86 in the code's bitness: 16 or 32 by CS.D in
+//! protected and compatibility mode, 64 in 64-bit mode (through the 4-level walker, RIP as
+//! the linear address: CS's base is ignored there). [`CodeAt`] says where and how: from the
+//! driver's (32-bit) state after a run, or from Bochs's ABI state in any mode.
 
-use guest_paging::{self as paging, PagingRegs, PhysMemory};
+use crate::CpuState;
+use bochs_ffi::raw;
+use guest_paging::{self as paging, LongRegs, PagingRegs, PhysMemory};
 use host_driver::GuestState;
 use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, Register};
 
@@ -61,28 +66,108 @@ impl InsnKey {
     }
 }
 
-/// Reads up to 15 instruction bytes at `cs.base + eip`, page by page through the guest's
-/// tables; returns how many could be read.
-fn fetch(mem: &dyn GuestMemory, gs: &GuestState, buf: &mut [u8; 15]) -> usize {
-    let regs = PagingRegs::new(gs.cr0, gs.cr3, gs.cr4, gs.efer);
-    let lin = gs.segs[1].base.wrapping_add(gs.eip);
-    paging::read_linear(&Phys(mem), &regs, lin, buf, |pa, b| mem.read(pa, b))
+/// MAXPHYADDR the decoder's 4-level walks assume (the ABI state does not carry the model's):
+/// the widest, so that no entry of a valid table looks reserved. Naming only.
+pub const DECODE_MAXPHYADDR: u8 = 52;
+
+/// CS access rights (VMX packing): D/B and L.
+const ATTR_D: u16 = 1 << 14;
+
+/// The paging structures the code is fetched through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodePaging {
+    /// 2-level or PAE paging (32-bit protected mode).
+    Legacy(PagingRegs),
+    /// 4-level paging (long mode, 64-bit or compatibility).
+    Long(LongRegs),
 }
 
-/// Decodes the instruction at the guest's CS:EIP. `None` when its bytes cannot be read or do
-/// not decode.
-pub fn instruction_at(mem: &dyn GuestMemory, gs: &GuestState) -> Option<InsnKey> {
+/// Where the instruction behind an exit is and how to decode it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeAt {
+    /// The page tables.
+    pub paging: CodePaging,
+    /// The linear address of the first byte.
+    pub linear: u64,
+    /// The instruction pointer (the decoder's IP).
+    pub ip: u64,
+    /// 16, 32 or 64.
+    pub bitness: u32,
+}
+
+impl CodeAt {
+    /// The instruction at CS:EIP of a driver state (32-bit protected mode).
+    pub fn of_guest(gs: &GuestState) -> Self {
+        CodeAt {
+            paging: CodePaging::Legacy(PagingRegs::new(gs.cr0, gs.cr3, gs.cr4, gs.efer)),
+            linear: u64::from(gs.segs[1].base.wrapping_add(gs.eip)),
+            ip: u64::from(gs.eip),
+            bitness: if gs.segs[1].attr & ATTR_D != 0 {
+                32
+            } else {
+                16
+            },
+        }
+    }
+
+    /// The instruction at CS:RIP of Bochs's state, in its mode: 64-bit mode decodes with
+    /// bitness 64 at linear RIP through the 4-level tables; compatibility mode with CS.D's
+    /// bitness at the 32-bit CS.base + EIP through the same tables; protected mode as
+    /// [`CodeAt::of_guest`].
+    pub fn of_cpu(cpu: &CpuState) -> Self {
+        let cs = &cpu.seg[raw::plex86_accel_seg_index_PLEX86_ACCEL_SEG_CS as usize];
+        let legacy_bits = if cs.attr & ATTR_D != 0 { 32 } else { 16 };
+        let long = LongRegs::new(cpu.cr3, cpu.cr4, cpu.efer, DECODE_MAXPHYADDR);
+        let eip = cpu.rip as u32;
+        let lin32 = u64::from((cs.base as u32).wrapping_add(eip));
+        match cpu.mode {
+            raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64 => CodeAt {
+                paging: CodePaging::Long(long),
+                linear: cpu.rip,
+                ip: cpu.rip,
+                bitness: 64,
+            },
+            raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT => CodeAt {
+                paging: CodePaging::Long(long),
+                linear: lin32,
+                ip: u64::from(eip),
+                bitness: legacy_bits,
+            },
+            _ => CodeAt {
+                paging: CodePaging::Legacy(PagingRegs::new(
+                    cpu.cr0 as u32,
+                    cpu.cr3 as u32,
+                    cpu.cr4 as u32,
+                    cpu.efer,
+                )),
+                linear: lin32,
+                ip: u64::from(eip),
+                bitness: legacy_bits,
+            },
+        }
+    }
+}
+
+/// Reads up to 15 instruction bytes at `at.linear`, page by page through the guest's tables;
+/// returns how many could be read.
+fn fetch(mem: &dyn GuestMemory, at: &CodeAt, buf: &mut [u8; 15]) -> usize {
+    let read = |pa, b: &mut [u8]| mem.read(pa, b);
+    match &at.paging {
+        CodePaging::Legacy(regs) => {
+            paging::read_linear(&Phys(mem), regs, at.linear as u32, buf, read)
+        }
+        CodePaging::Long(regs) => paging::read_linear64(&Phys(mem), regs, at.linear, buf, read),
+    }
+}
+
+/// Decodes the instruction at `at`. `None` when its bytes cannot be read or do not decode.
+pub fn instruction_at(mem: &dyn GuestMemory, at: &CodeAt) -> Option<InsnKey> {
     let mut buf = [0u8; 15];
-    let n = fetch(mem, gs, &mut buf);
+    let n = fetch(mem, at, &mut buf);
     if n == 0 {
         return None;
     }
-    let bitness = if gs.segs[1].attr & (1 << 14) != 0 {
-        32
-    } else {
-        16
-    };
-    let mut d = Decoder::with_ip(bitness, &buf[..n], u64::from(gs.eip), DecoderOptions::NONE);
+    let mut d = Decoder::with_ip(at.bitness, &buf[..n], at.ip, DecoderOptions::NONE);
     let insn = d.decode();
     if insn.is_invalid() {
         return None;
@@ -172,7 +257,7 @@ pub(crate) mod tests {
         };
         mem.put(phys, bytes);
         gs.eip = lin;
-        instruction_at(mem, gs).map(|k| k.label())
+        instruction_at(mem, &CodeAt::of_guest(gs)).map(|k| k.label())
     }
 
     #[test]
@@ -232,21 +317,23 @@ pub(crate) mod tests {
         mem.put(0x30000, &[0x56, 0x34, 0x12]);
         gs.eip = 0x40_0ffe;
         assert_eq!(
-            instruction_at(&mem, &gs).map(|k| k.label()).as_deref(),
+            instruction_at(&mem, &CodeAt::of_guest(&gs))
+                .map(|k| k.label())
+                .as_deref(),
             Some("mov")
         );
         // Second page unmapped: the instruction is truncated and does not decode.
         mem.w32(0x2004, 0);
-        assert_eq!(instruction_at(&mem, &gs), None);
+        assert_eq!(instruction_at(&mem, &CodeAt::of_guest(&gs)), None);
     }
 
     #[test]
     fn unreadable_code_gives_none() {
         let (mem, mut gs) = setup();
         gs.eip = 0x80_0000; // no page table
-        assert_eq!(instruction_at(&mem, &gs), None);
+        assert_eq!(instruction_at(&mem, &CodeAt::of_guest(&gs)), None);
         gs.cr3 = 0x0100_0000; // tables outside RAM
-        assert_eq!(instruction_at(&mem, &gs), None);
+        assert_eq!(instruction_at(&mem, &CodeAt::of_guest(&gs)), None);
     }
 
     #[test]
@@ -256,8 +343,118 @@ pub(crate) mod tests {
         gs.segs[1].base = 0x40_0000;
         gs.eip = 0x100;
         assert_eq!(
-            instruction_at(&mem, &gs).map(|k| k.label()).as_deref(),
+            instruction_at(&mem, &CodeAt::of_guest(&gs))
+                .map(|k| k.label())
+                .as_deref(),
             Some("sti")
+        );
+    }
+
+    /// 4-level tables: PML4 at 0x1000, PDPT 0x2000, PD 0x3000, PT 0x4000, mapping the 4 KiB
+    /// page at `lin` (user, executable) to physical 0x10000.
+    fn long_setup(lin: u64) -> (VecMem, CpuState) {
+        let mem = VecMem(std::cell::RefCell::new(vec![0; 0x40000]));
+        let idx = |shift: u32| (lin >> shift) & 511;
+        let w64 = |pa: u64, v: u64| mem.put(pa, &v.to_le_bytes());
+        w64(0x1000 + 8 * idx(39), 0x2000 | 7);
+        w64(0x2000 + 8 * idx(30), 0x3000 | 7);
+        w64(0x3000 + 8 * idx(21), 0x4000 | 7);
+        w64(0x4000 + 8 * idx(12), 0x10000 | 7);
+        let mut cpu = test_support::guest_state::sample_state();
+        cpu.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64;
+        cpu.cr0 = 0x8005_0033;
+        cpu.cr3 = 0x1000;
+        cpu.cr4 = 0x20 | 1 << 18;
+        cpu.efer = 0xd01; // SCE LME LMA NXE
+                          // CS: 64-bit code (L=1, D=0), base ignored
+        cpu.seg[1].attr = 0xb | 0x10 | 3 << 5 | 0x80 | 1 << 13 | 1 << 15;
+        cpu.seg[1].base = 0x1234_0000;
+        cpu.rip = lin;
+        (mem, cpu)
+    }
+
+    #[test]
+    fn decodes_64_bit_code_with_bitness_64() {
+        let lin = 0x7f12_3456_7000u64; // above 4 GiB
+        let (mem, mut cpu) = long_setup(lin);
+        let name = |mem: &VecMem, cpu: &CpuState, bytes: &[u8]| {
+            mem.put(0x10000 + (cpu.rip & 0xfff), bytes);
+            instruction_at(mem, &CodeAt::of_cpu(cpu)).map(|k| k.label())
+        };
+        let at = CodeAt::of_cpu(&cpu);
+        assert_eq!(
+            (at.bitness, at.linear, at.ip),
+            (64, lin, lin),
+            "CS.base ignored"
+        );
+        // 48 CF: IRETQ in 64-bit code (DEC EAX; IRETD in 32-bit code)
+        assert_eq!(name(&mem, &cpu, &[0x48, 0xcf]).as_deref(), Some("iretq"));
+        // 41 8E D8: MOV DS, R8W (a REX prefix, INC ECX in 32-bit code)
+        cpu.rip = lin + 0x10;
+        assert_eq!(
+            name(&mem, &cpu, &[0x41, 0x8e, 0xd8]).as_deref(),
+            Some("mov ds")
+        );
+        cpu.rip = lin + 0x20;
+        assert_eq!(name(&mem, &cpu, &[0x0f, 0x05]).as_deref(), Some("syscall"));
+        cpu.rip = lin + 0x30;
+        assert_eq!(name(&mem, &cpu, &[0xf4]).as_deref(), Some("hlt"));
+        // far JMP ptr16:32 and PUSH ES do not exist in 64-bit mode
+        cpu.rip = lin + 0x40;
+        assert_eq!(name(&mem, &cpu, &[0xea, 0, 0, 0, 0, 0x33, 0]), None);
+        cpu.rip = lin + 0x50;
+        assert_eq!(name(&mem, &cpu, &[0x06]), None);
+        // FF 2C 24: JMP FAR [RSP] (m16:32 without REX.W)
+        cpu.rip = lin + 0x60;
+        assert_eq!(
+            name(&mem, &cpu, &[0xff, 0x2c, 0x24]).as_deref(),
+            Some("jmp far")
+        );
+        // unmapped and non-canonical RIPs read nothing
+        cpu.rip = lin + 0x1000;
+        assert_eq!(instruction_at(&mem, &CodeAt::of_cpu(&cpu)), None);
+        cpu.rip = 0x8000_0000_0000_0000;
+        assert_eq!(instruction_at(&mem, &CodeAt::of_cpu(&cpu)), None);
+    }
+
+    #[test]
+    fn compatibility_mode_decodes_32_bit_code_through_4_level_tables() {
+        let (mem, mut cpu) = long_setup(0x40_0000);
+        cpu.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT;
+        cpu.seg[1].attr = 0xb | 0x10 | 3 << 5 | 0x80 | 1 << 14 | 1 << 15; // D=1, L=0
+        cpu.seg[1].base = 0;
+        cpu.rip = 0xffff_ffff_0040_0000; // only EIP counts
+        let at = CodeAt::of_cpu(&cpu);
+        assert_eq!((at.bitness, at.linear, at.ip), (32, 0x40_0000, 0x40_0000));
+        assert!(matches!(at.paging, CodePaging::Long(_)));
+        mem.put(0x10000, &[0x48, 0xcf]);
+        assert_eq!(
+            instruction_at(&mem, &at).map(|k| k.label()).as_deref(),
+            Some("dec"),
+            "48 is DEC EAX in 32-bit code"
+        );
+    }
+
+    #[test]
+    fn protected_mode_from_the_abi_state_is_the_drivers() {
+        let (mem, mut gs) = setup();
+        let mut cpu = test_support::guest_state::sample_state();
+        cpu.cr0 = u64::from(gs.cr0);
+        cpu.cr3 = u64::from(gs.cr3);
+        cpu.cr4 = 0;
+        cpu.efer = 0;
+        cpu.rip = 0x40_0010;
+        gs.eip = 0x40_0010;
+        gs.segs[1].base = 0;
+        cpu.seg[1].base = 0;
+        cpu.seg[1].attr = gs.segs[1].attr;
+        assert_eq!(CodeAt::of_cpu(&cpu), CodeAt::of_guest(&gs));
+        mem.put(0x10010, &[0x48, 0xcf]);
+        assert_eq!(
+            instruction_at(&mem, &CodeAt::of_cpu(&cpu))
+                .map(|k| k.label())
+                .as_deref(),
+            Some("dec")
         );
     }
 }

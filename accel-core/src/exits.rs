@@ -37,19 +37,26 @@ pub const EXITS: [(u32, &str); EXIT_REASONS] = [
 /// Every `PLEX86_ACCEL_DECLINE_*` with its name in the statistics, in code order (the header
 /// leaves codes unused between the library's and Bochs's reasons).
 #[rustfmt::skip]
-pub const DECLINES: [(u32, &str); 12] = [
+pub const DECLINES: [(u32, &str); 19] = [
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_NONE, "none"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_SHORT_BURST, "short_burst"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_UNSUPPORTED_STATE, "unsupported_state"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_NO_BUDGET, "no_budget"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_DISABLED, "disabled"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_BACKOFF, "backoff"),
+    (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_64, "long_mode_64"),
+    (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_COMPAT, "long_mode_compat"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_NOT_USER_MODE, "not_user_mode"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_EVENT_PENDING, "event_pending"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_DEBUG, "debug"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_FPU_UNUSABLE, "fpu_unusable"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_EFLAGS, "eflags"),
     (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_A20_OR_SMM, "a20_or_smm"),
+    (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LA57, "la57"),
+    (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LAM, "lam"),
+    (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_USER_CET, "user_cet"),
+    (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_UINTR, "uintr"),
+    (raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_PKE, "pke"),
 ];
 
 /// Names of the exit reasons, indexed by `PLEX86_ACCEL_EXIT_*`.

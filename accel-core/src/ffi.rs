@@ -243,7 +243,7 @@ pub extern "C" fn plex86_accel_flush_tlb(accel: *mut raw::plex86_accel, include_
 
 /// INVLPG of one linear address.
 #[no_mangle]
-pub extern "C" fn plex86_accel_invlpg(accel: *mut raw::plex86_accel, linear: u32) {
+pub extern "C" fn plex86_accel_invlpg(accel: *mut raw::plex86_accel, linear: u64) {
     let _ = notify(accel, "plex86_accel_invlpg", |c| c.invlpg(linear));
 }
 

@@ -56,7 +56,7 @@ pub enum RunOutcome<'a> {
         /// Ticks to emulate before asking again (0: any time; [`policy::NEVER_TICKS`]: never).
         retry_after_ticks: u64,
     },
-    /// The guest ran natively; the state is the one before the instruction at EIP.
+    /// The guest ran natively; the state is the one before the instruction at RIP.
     Ran {
         /// `PLEX86_ACCEL_EXIT_*`.
         reason: u32,
@@ -79,7 +79,7 @@ pub enum RunOutcome<'a> {
 /// The accelerator interface the C ABI drives (one guest CPU, one thread).
 ///
 /// Reference sides: Bochs is the reference for all guest state on entry and between runs;
-/// after a `Ran` outcome the accelerator is the reference for the GPRs, EIP, EFLAGS, the
+/// after a `Ran` outcome the accelerator is the reference for the GPRs, RIP, RFLAGS, the
 /// selectors in `seg_reload` and the transferred FPU/vector state (see [`state`]); the guest
 /// page tables in RAM are the reference for the native mirror, kept coherent by the
 /// notifications.
@@ -90,8 +90,8 @@ pub trait AccelOps: Send {
     fn note_declined(&mut self, reason: u32);
     /// Bochs flushed its TLB: everything (`include_global`) or the non-global entries.
     fn flush_tlb(&mut self, include_global: bool);
-    /// INVLPG of `linear`.
-    fn invlpg(&mut self, linear: u32);
+    /// INVLPG of `linear` (64-bit in long mode).
+    fn invlpg(&mut self, linear: u64);
     /// Bochs holds decoded code from this physical page.
     fn protect_code_page(&mut self, physical: u64);
     /// The plain-RAM ranges changed (`[start, end)` pairs as Bochs gave them).

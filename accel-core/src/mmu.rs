@@ -10,6 +10,11 @@
 //! 2. `InvalidatePage`, one per page (beyond [`MAX_INVALIDATIONS`] they become a `FlushAll`);
 //! 3. `WriteProtectPhysPage`, one per page (never dropped: they keep Bochs's decoded code
 //!    coherent).
+//!
+//! INVLPG addresses are 64-bit (ABI 6: long mode). The executor mirrors only 32-bit linear
+//! addresses (32-bit guests; long mode is declined), so an INVLPG at or above 4 GiB has
+//! nothing to invalidate there and is dropped; a long-mode guest's mirror is never filled, and
+//! a change of paging mode (EFER.LMA among it) flushes the mirror at the next entry anyway.
 
 use host_driver::MmuCommand;
 
@@ -23,7 +28,8 @@ pub const MAX_INVALIDATIONS: usize = 128;
 pub struct MmuQueue {
     flush_all: bool,
     flush_non_global: bool,
-    pages: Vec<u32>,
+    /// Linear pages to invalidate (64-bit in long mode).
+    pages: Vec<u64>,
     protect: Vec<u64>,
 }
 
@@ -45,8 +51,8 @@ impl MmuQueue {
     }
 
     /// INVLPG of the page holding `linear`.
-    pub fn invalidate(&mut self, linear: u32) {
-        if self.flush_all {
+    pub fn invalidate(&mut self, linear: u64) {
+        if self.flush_all || linear > u64::from(u32::MAX) {
             return;
         }
         let page = linear & !0xfff;
@@ -89,7 +95,12 @@ impl MmuQueue {
             if self.flush_non_global {
                 out.push(MmuCommand::FlushNonGlobal);
             }
-            out.extend(self.pages.iter().map(|&p| MmuCommand::InvalidatePage(p)));
+            // (`invalidate` keeps only pages below 4 GiB)
+            out.extend(
+                self.pages
+                    .iter()
+                    .filter_map(|&p| u32::try_from(p).ok().map(MmuCommand::InvalidatePage)),
+            );
         }
         out.extend(
             self.protect
@@ -171,12 +182,27 @@ mod tests {
     #[test]
     fn too_many_invalidations_become_a_flush_all() {
         let mut q = MmuQueue::new();
-        for i in 0..MAX_INVALIDATIONS as u32 {
+        for i in 0..MAX_INVALIDATIONS as u64 {
             q.invalidate(i << 12);
         }
         assert_eq!(cmds(&q).len(), MAX_INVALIDATIONS);
         q.invalidate(0xffff_f000);
         assert_eq!(cmds(&q), vec![FlushAll]);
+    }
+
+    #[test]
+    fn invalidations_above_4_gib_have_nothing_to_drop() {
+        let mut q = MmuQueue::new();
+        q.invalidate(0x1_0000_0000);
+        q.invalidate(0xffff_8000_0000_1000);
+        q.invalidate(0x7fff_ffff_f123);
+        assert!(q.is_empty(), "no 32-bit mirror entry is at or above 4 GiB");
+        q.invalidate(0xffff_ffff);
+        assert_eq!(cmds(&q), vec![InvalidatePage(0xffff_f000)]);
+        for i in 0..2 * MAX_INVALIDATIONS as u64 {
+            q.invalidate((i + 1) << 32);
+        }
+        assert_eq!(cmds(&q).len(), 1, "and they never add up to a flush");
     }
 
     #[test]

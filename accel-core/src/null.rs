@@ -64,7 +64,7 @@ impl AccelOps for NullAccel {
         }
     }
 
-    fn invlpg(&mut self, _linear: u32) {
+    fn invlpg(&mut self, _linear: u64) {
         self.stats.invlpg += 1;
     }
 

@@ -33,6 +33,14 @@
 //! persists for a while, so such declines ask Bochs to emulate [`UNSUPPORTED_RETRY_NS`] worth of
 //! ticks before asking again: that bounds the cost of filling the state and checking it to a
 //! few percent of emulation time.
+//!
+//! # Long mode
+//!
+//! ABI 6 hands the library long-mode states too, but there is no 64-bit executor yet (issue
+//! 15): [`mode_decline`] declines 64-bit mode ([`Decline::LongMode64`]) and compatibility
+//! mode ([`Decline::LongModeCompat`]) before anything is converted, with the unsupported-state
+//! retry, each counted under its own name. Bochs itself declines, with reasons of its own,
+//! the long-mode features native code would not honour (LA57, LAM, UINTR, PKE, user CET).
 
 use bochs_ffi::raw;
 
@@ -90,6 +98,10 @@ pub enum Decline {
     Disabled,
     /// Recent native runs were too short to pay off (see "Back-off").
     Backoff,
+    /// 64-bit mode: no 64-bit executor yet.
+    LongMode64,
+    /// Compatibility mode (a 32-bit process of a 64-bit guest): not run natively yet.
+    LongModeCompat,
 }
 
 impl Decline {
@@ -105,7 +117,39 @@ impl Decline {
             Decline::NoBudget => raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_NO_BUDGET,
             Decline::Disabled => raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_DISABLED,
             Decline::Backoff => raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_BACKOFF,
+            Decline::LongMode64 => {
+                raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_64
+            }
+            Decline::LongModeCompat => {
+                raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_COMPAT
+            }
         }
+    }
+
+    /// What the log says the first time an entry is declined for this reason, when it says
+    /// more than the statistics' name.
+    pub fn explanation(self) -> Option<&'static str> {
+        match self {
+            Decline::LongMode64 => {
+                Some("long mode: no 64-bit executor yet (64-bit user code is emulated)")
+            }
+            Decline::LongModeCompat => {
+                Some("long mode: compatibility-mode user code is not run natively yet (emulated)")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The decline for a CPU mode (`plex86_accel_cpu_state.mode`) the library cannot run natively:
+/// 64-bit and compatibility mode have reasons of their own; real and V8086 mode (which Bochs
+/// never offers) and unknown values are unsupported states. `None` for 32-bit protected mode.
+pub fn mode_decline(mode: u32) -> Option<Decline> {
+    match mode {
+        raw::plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED => None,
+        raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64 => Some(Decline::LongMode64),
+        raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT => Some(Decline::LongModeCompat),
+        _ => Some(Decline::Unsupported),
     }
 }
 
@@ -183,7 +227,7 @@ pub enum RunVerdict {
 /// starts that process hot once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HotSpaces {
-    cr3: [Option<u32>; HOT_SPACES],
+    cr3: [Option<u64>; HOT_SPACES],
     next: usize,
 }
 
@@ -192,12 +236,12 @@ pub const HOT_SPACES: usize = 8;
 
 impl HotSpaces {
     /// Whether `cr3`'s last judged run paid off.
-    pub fn contains(&self, cr3: u32) -> bool {
+    pub fn contains(&self, cr3: u64) -> bool {
         self.cr3.contains(&Some(cr3))
     }
 
     /// Records the verdict on a run in address space `cr3`.
-    pub fn record(&mut self, cr3: u32, verdict: RunVerdict) {
+    pub fn record(&mut self, cr3: u64, verdict: RunVerdict) {
         match verdict {
             RunVerdict::PaidOff if !self.contains(cr3) => {
                 self.cr3[self.next] = Some(cr3);
@@ -361,11 +405,15 @@ mod tests {
         assert!(h.contains(0x1000), "neutral runs change nothing");
         h.record(0x1000, RunVerdict::Short);
         assert!(!h.contains(0x1000), "a short run makes it cold");
-        for i in 0..HOT_SPACES as u32 + 1 {
+        for i in 0..HOT_SPACES as u64 + 1 {
             h.record(0x2000 + i * 0x1000, RunVerdict::PaidOff);
         }
         assert!(!h.contains(0x2000), "the oldest is forgotten");
-        assert!(h.contains(0x2000 + HOT_SPACES as u32 * 0x1000));
+        assert!(h.contains(0x2000 + HOT_SPACES as u64 * 0x1000));
+        // 64-bit CR3 values are told apart by their high bits.
+        h.record(0x1_0000_1000, RunVerdict::PaidOff);
+        assert!(h.contains(0x1_0000_1000));
+        assert!(!h.contains(0x1000));
     }
 
     #[test]
@@ -413,5 +461,39 @@ mod tests {
         assert_eq!(Decline::Unsupported.code(), 2);
         assert_eq!(Decline::NoBudget.code(), 3);
         assert_eq!(Decline::Disabled.code(), 4);
+        assert_eq!(Decline::Backoff.code(), 5);
+        assert_eq!(Decline::LongMode64.code(), 6);
+        assert_eq!(Decline::LongModeCompat.code(), 7);
+    }
+
+    #[test]
+    fn long_mode_is_declined_with_reasons_of_its_own() {
+        use raw::*;
+        assert_eq!(
+            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED),
+            None
+        );
+        assert_eq!(
+            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64),
+            Some(Decline::LongMode64)
+        );
+        assert_eq!(
+            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT),
+            Some(Decline::LongModeCompat)
+        );
+        for m in [
+            plex86_accel_mode_PLEX86_ACCEL_MODE_REAL,
+            plex86_accel_mode_PLEX86_ACCEL_MODE_V8086,
+            5,
+            u32::MAX,
+        ] {
+            assert_eq!(mode_decline(m), Some(Decline::Unsupported), "mode {m}");
+        }
+        assert!(Decline::LongMode64
+            .explanation()
+            .unwrap()
+            .starts_with("long mode: no 64-bit executor yet"));
+        assert!(Decline::LongModeCompat.explanation().is_some());
+        assert_eq!(Decline::Backoff.explanation(), None);
     }
 }

@@ -11,6 +11,15 @@
 //!   reference for the control registers, CR2, the descriptor caches and every component that
 //!   was not transferred: [`from_guest`] leaves those fields of the Bochs state untouched.
 //!
+//! ABI 6 carries long mode (16 64-bit GPRs, RIP, RFLAGS, 64-bit segment bases and control
+//! registers, ZMM0-31); the driver's [`GuestState`] is still 32-bit. [`to_guest`] is only
+//! called for a 32-bit protected-mode state (the library declines long mode before: see
+//! [`crate::policy::mode_decline`]) and takes the low halves, which is what the guest has in
+//! that mode; [`from_guest`] writes back only those low halves and keeps every bit the driver
+//! does not carry (the upper halves, R8-R15, ZMM8-31, the upper 32 bits of the bases), so that
+//! the 32-bit path converts exactly as in ABI 5. The XSAVE builders take the number of vector
+//! registers of the mode ([`LEGACY_VECTOR_REGS`], [`LONG_VECTOR_REGS`]) for the 64-bit path.
+//!
 //! x87 details: Bochs keeps the registers in *physical* order (R0..R7) with a full tag word;
 //! FXSAVE keeps them in *stack* order (ST(i) = R[(TOP+i) & 7]) with an abridged tag (bit i set
 //! when physical register i is not empty). On the way back the full tag is recomputed from the
@@ -24,7 +33,20 @@ use bochs_ffi::raw::{
 use host_driver::{GuestState, Segment, XsaveImage, XsaveInfo, SEG_NOT_INSTALLED};
 
 /// CR4.OSXSAVE: the guest's XCR0 is only in force when it is set.
-pub const CR4_OSXSAVE: u32 = 1 << 18;
+pub const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Vector registers outside 64-bit mode: XMM/YMM/ZMM 0-7.
+pub const LEGACY_VECTOR_REGS: usize = 8;
+/// Vector registers in 64-bit mode: ZMM 0-31 (16-31 only with AVX-512's Hi16_ZMM).
+pub const LONG_VECTOR_REGS: usize = 32;
+
+/// The low 32 bits of a register.
+const LOW32: u64 = 0xffff_ffff;
+
+/// `wide` with its low 32 bits replaced by `low`.
+fn merge_low32(wide: u64, low: u32) -> u64 {
+    (wide & !LOW32) | u64::from(low)
+}
 
 use plex86_protocol::xsave::{fx, header};
 pub use plex86_protocol::xsave::{xfeature, FCW_INIT};
@@ -140,15 +162,30 @@ pub fn segment_to_guest(s: &BxSegment) -> Segment {
             selector: s.selector,
             attr: s.attr,
             limit: s.limit,
-            base: s.base,
+            base: s.base as u32, // 32-bit mode: the cache holds a 32-bit base
             flags: 0,
         }
     }
 }
 
 /// Builds the host-layout XSAVE image of `fpu` for the components in `xcr0` (the effective
-/// XCR0) that the host transfers. Every byte of `img` is written.
+/// XCR0) that the host transfers, with the vector registers of 32-bit mode (ZMM0-7). Every
+/// byte of `img` is written.
 pub fn build_xsave(fpu: &FpuState, xcr0: u64, xs: &XsaveInfo, img: &mut XsaveImage) {
+    build_xsave_regs(fpu, xcr0, xs, img, LEGACY_VECTOR_REGS);
+}
+
+/// [`build_xsave`] with `regs` vector registers ([`LEGACY_VECTOR_REGS`] or
+/// [`LONG_VECTOR_REGS`]): XMM/YMM/ZMM_Hi256 of registers below 16, Hi16_ZMM of 16 and up.
+pub fn build_xsave_regs(
+    fpu: &FpuState,
+    xcr0: u64,
+    xs: &XsaveInfo,
+    img: &mut XsaveImage,
+    regs: usize,
+) {
+    let regs = regs.min(LONG_VECTOR_REGS);
+    let low = regs.min(16);
     img.0.fill(0);
     put(img, fx::FCW, &fpu.fcw.to_le_bytes());
     put(img, fx::FSW, &fpu.fsw.to_le_bytes());
@@ -165,14 +202,13 @@ pub fn build_xsave(fpu: &FpuState, xcr0: u64, xs: &XsaveInfo, img: &mut XsaveIma
         let phys = ((top + i) & 7) as usize;
         put(img, fx::ST + 16 * i as usize, &fpu.st[phys][..10]);
     }
-    for (i, z) in fpu.zmm.iter().enumerate() {
+    for (i, z) in fpu.zmm[..low].iter().enumerate() {
         put(img, fx::XMM + 16 * i, &z[..16]);
     }
     let mut bv = xcr0 & xs.features & xfeature::TRANSFERRED;
     if bv & xfeature::AVX != 0 {
-        match component(xs, 2, 16 * 8) {
-            Some(off) => fpu
-                .zmm
+        match component(xs, 2, 16 * low) {
+            Some(off) => fpu.zmm[..low]
                 .iter()
                 .enumerate()
                 .for_each(|(i, z)| put(img, off + 16 * i, &z[16..32])),
@@ -190,23 +226,47 @@ pub fn build_xsave(fpu: &FpuState, xcr0: u64, xs: &XsaveInfo, img: &mut XsaveIma
         }
     }
     if bv & xfeature::ZMM_HI256 != 0 {
-        match component(xs, 6, 32 * 8) {
-            Some(off) => fpu
-                .zmm
+        match component(xs, 6, 32 * low) {
+            Some(off) => fpu.zmm[..low]
                 .iter()
                 .enumerate()
                 .for_each(|(i, z)| put(img, off + 32 * i, &z[32..64])),
             None => bv &= !xfeature::ZMM_HI256,
         }
     }
-    // Hi16_ZMM (ZMM16..31) does not exist in 32-bit code: its area stays zero.
+    // Hi16_ZMM (ZMM16..31) exists only in 64-bit code: outside it its area stays zero (the
+    // initial value, whatever XSTATE_BV says).
+    if bv & xfeature::HI16_ZMM != 0 && regs > 16 {
+        match component(xs, 7, 64 * (regs - 16)) {
+            Some(off) => fpu.zmm[16..regs]
+                .iter()
+                .enumerate()
+                .for_each(|(i, z)| put(img, off + 64 * i, z)),
+            None => bv &= !xfeature::HI16_ZMM,
+        }
+    }
     img.set_u64_at(header::XSTATE_BV, bv);
 }
 
 /// Reads the host-layout image back into `fpu`, for the components in `xcr0` (the effective
 /// XCR0 of the run). A component whose XSTATE_BV bit is clear gets its initial values;
-/// components outside `xcr0` are left as they are (they were not transferred).
+/// components outside `xcr0` are left as they are (they were not transferred). Only the vector
+/// registers of 32-bit mode (ZMM0-7) are read; the others are left as they are.
 pub fn read_xsave(img: &XsaveImage, xcr0: u64, xs: &XsaveInfo, fpu: &mut FpuState) {
+    read_xsave_regs(img, xcr0, xs, fpu, LEGACY_VECTOR_REGS);
+}
+
+/// [`read_xsave`] of `regs` vector registers ([`LEGACY_VECTOR_REGS`] or
+/// [`LONG_VECTOR_REGS`]); registers from `regs` up are left as they are.
+pub fn read_xsave_regs(
+    img: &XsaveImage,
+    xcr0: u64,
+    xs: &XsaveInfo,
+    fpu: &mut FpuState,
+    regs: usize,
+) {
+    let regs = regs.min(LONG_VECTOR_REGS);
+    let low = regs.min(16);
     let bv = img.xstate_bv() & xcr0;
     if xcr0 & xfeature::X87 != 0 {
         if bv & xfeature::X87 != 0 {
@@ -242,7 +302,7 @@ pub fn read_xsave(img: &XsaveImage, xcr0: u64, xs: &XsaveInfo, fpu: &mut FpuStat
         fpu.mxcsr = get_u32(img, fx::MXCSR);
     }
     if xcr0 & xfeature::SSE != 0 {
-        for (i, z) in fpu.zmm.iter_mut().enumerate() {
+        for (i, z) in fpu.zmm[..low].iter_mut().enumerate() {
             z[..16].copy_from_slice(&if bv & xfeature::SSE != 0 {
                 get::<16>(img, fx::XMM + 16 * i)
             } else {
@@ -251,8 +311,8 @@ pub fn read_xsave(img: &XsaveImage, xcr0: u64, xs: &XsaveInfo, fpu: &mut FpuStat
         }
     }
     if xcr0 & xfeature::AVX != 0 {
-        let off = component(xs, 2, 16 * 8).filter(|_| bv & xfeature::AVX != 0);
-        for (i, z) in fpu.zmm.iter_mut().enumerate() {
+        let off = component(xs, 2, 16 * low).filter(|_| bv & xfeature::AVX != 0);
+        for (i, z) in fpu.zmm[..low].iter_mut().enumerate() {
             z[16..32].copy_from_slice(&off.map_or([0; 16], |o| get::<16>(img, o + 16 * i)));
         }
     }
@@ -263,31 +323,41 @@ pub fn read_xsave(img: &XsaveImage, xcr0: u64, xs: &XsaveInfo, fpu: &mut FpuStat
         }
     }
     if xcr0 & xfeature::ZMM_HI256 != 0 {
-        let off = component(xs, 6, 32 * 8).filter(|_| bv & xfeature::ZMM_HI256 != 0);
-        for (i, z) in fpu.zmm.iter_mut().enumerate() {
+        let off = component(xs, 6, 32 * low).filter(|_| bv & xfeature::ZMM_HI256 != 0);
+        for (i, z) in fpu.zmm[..low].iter_mut().enumerate() {
             z[32..64].copy_from_slice(&off.map_or([0; 32], |o| get::<32>(img, o + 32 * i)));
+        }
+    }
+    if xcr0 & xfeature::HI16_ZMM != 0 && regs > 16 {
+        let off = component(xs, 7, 64 * (regs - 16)).filter(|_| bv & xfeature::HI16_ZMM != 0);
+        for (i, z) in fpu.zmm[16..regs].iter_mut().enumerate() {
+            *z = off.map_or([0; 64], |o| get::<64>(img, o + 64 * i));
         }
     }
 }
 
 const EFLAGS_RF: u32 = 1 << 16;
 
-/// Bochs state → driver state (entry). Every field of `out` is written.
+/// Bochs state → driver state (entry), for a 32-bit protected-mode state (the driver's state
+/// is 32-bit: the low halves of the registers, EAX..EDI, 32-bit bases and control registers,
+/// ZMM0-7). Every field of `out` is written.
 pub fn to_guest(cpu: &CpuState, xs: &XsaveInfo, out: &mut GuestState) {
-    out.gprs = cpu.gpr;
-    out.eip = cpu.eip;
+    for (d, &s) in out.gprs.iter_mut().zip(&cpu.gpr[..8]) {
+        *d = s as u32;
+    }
+    out.eip = cpu.rip as u32;
     // RF (set by every IRET back from a fault) only suppresses instruction breakpoints for the
     // next instruction, and Bochs enters only with no breakpoint armed in DR7; PUSHF and fault
     // frames never store the RF of a completed instruction. Clearing it is therefore exact, and
     // the host driver requires it clear.
-    out.eflags = cpu.eflags & !EFLAGS_RF;
+    out.eflags = cpu.rflags as u32 & !EFLAGS_RF;
     for (d, s) in out.segs.iter_mut().zip(&cpu.seg) {
         *d = segment_to_guest(s);
     }
-    out.cr0 = cpu.cr0;
-    out.cr2 = cpu.cr2;
-    out.cr3 = cpu.cr3;
-    out.cr4 = cpu.cr4;
+    out.cr0 = cpu.cr0 as u32;
+    out.cr2 = cpu.cr2 as u32;
+    out.cr3 = cpu.cr3 as u32;
+    out.cr4 = cpu.cr4 as u32;
     out.efer = cpu.efer;
     out.xcr0 = effective_xcr0(cpu);
     out.reserved = [0; 3];
@@ -297,11 +367,15 @@ pub fn to_guest(cpu: &CpuState, xs: &XsaveInfo, out: &mut GuestState) {
 /// Driver state → Bochs state (exit): writes what the executor is the reference for (see the
 /// module documentation) and returns the `seg_reload` mask (bit i: segment register i holds a
 /// selector the monitor did not install; its new selector is in `cpu.seg[i].selector` and its
-/// descriptor cache must be reloaded by Bochs).
+/// descriptor cache must be reloaded by Bochs). Only the low 32 bits of EAX..EDI, RIP and
+/// RFLAGS and ZMM0-7 are written: everything the 32-bit driver does not carry keeps Bochs's
+/// value.
 pub fn from_guest(gs: &GuestState, xs: &XsaveInfo, cpu: &mut CpuState) -> u32 {
-    cpu.gpr = gs.gprs;
-    cpu.eip = gs.eip;
-    cpu.eflags = gs.eflags;
+    for (d, &s) in cpu.gpr[..8].iter_mut().zip(&gs.gprs) {
+        *d = merge_low32(*d, s);
+    }
+    cpu.rip = merge_low32(cpu.rip, gs.eip);
+    cpu.rflags = merge_low32(cpu.rflags, gs.eflags);
     let mut reload = 0;
     for (i, (s, d)) in gs.segs.iter().zip(cpu.seg.iter_mut()).enumerate() {
         if s.flags & SEG_NOT_INSTALLED != 0 {

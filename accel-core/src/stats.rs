@@ -410,7 +410,7 @@ mod tests {
         s.decline(1);
         s.decline(16);
         s.decline(16);
-        s.decline(7); // unused slot
+        s.decline(8); // unused slot
         s.decline(400);
         s.native_ns = 250_000_000;
         s.run_wall_ns = 260_000_000;
@@ -465,7 +465,17 @@ mod tests {
         assert_eq!(v["declines"]["short_burst"], 1);
         assert_eq!(v["declines"]["not_user_mode"], 2);
         assert_eq!(v["declines"]["unknown"], 2);
-        assert_eq!(v["declines"].as_object().unwrap().len(), 13);
+        assert_eq!(
+            v["declines"].as_object().unwrap().len(),
+            crate::exits::DECLINES.len() + 1
+        );
+        assert_eq!(
+            crate::exits::DECLINES.len(),
+            19,
+            "none, 7 library and 11 Bochs-side reasons"
+        );
+        assert_eq!(v["declines"]["long_mode_64"], 0);
+        assert_eq!(v["declines"]["pke"], 0);
         assert_eq!(v["mmu"]["flush_all"], 3);
         assert_eq!(v["mmu"]["invlpg"], 5);
         assert_eq!(v["code_pages"]["protect_requests"], 7);

@@ -153,7 +153,7 @@ fn a_c_program_drives_the_library() {
         "{text}"
     );
     assert!(
-        text.contains("log 1: statistics: 2 calls, 0 native runs, 3 declined, 0 failed"),
+        text.contains("log 1: statistics: 3 calls, 0 native runs, 4 declined, 0 failed"),
         "{text}"
     );
     let v: serde_json::Value =
@@ -161,6 +161,9 @@ fn a_c_program_drives_the_library() {
     assert_eq!(v["declines"]["short_burst"], 1);
     assert_eq!(v["declines"]["unsupported_state"], 1);
     assert_eq!(v["declines"]["event_pending"], 1);
+    assert_eq!(v["declines"]["long_mode_64"], 1);
+    assert!(text.contains("long mode: no 64-bit executor yet"), "{text}");
+    assert_eq!(v["mmu"]["invlpg"], 2);
     assert_eq!(v["mmu"]["memory_map_changes"], 1);
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -12,15 +12,19 @@
  *   2. plex86_accel_init() with the configuration below; NULL means failure, with a message.
  *      Then plex86_accel_native_cpuid_is_hosts(): whether CPUID at CPL 3 must answer with the
  *      host's values (native code reads them) or with the guest CPU model (it exits instead).
- *   3. At its CPU-loop hook, when the guest is in 32-bit protected mode with paging, CPL 3,
- *      not V8086, TF clear, no interrupt shadow, no pending event, not in SMM, A20 on, no debug
+ *   3. At its CPU-loop hook, when the guest is in 32-bit protected mode with paging or in long
+ *      mode (64-bit or compatibility; the state's mode field says which), CPL 3, not V8086,
+ *      TF clear, no interrupt shadow, no pending event, not in SMM, A20 on, no debug
  *      registers armed, CR0.TS/EM clear, IF=1 and IOPL=0, Bochs fills plex86_accel_cpu_state
  *      and calls plex86_accel_run(). The library may decline (nothing changed) or run the guest
  *      natively; then the state is the one *before* the instruction at which it stopped, and
  *      Bochs emulates exactly that one instruction before it may call plex86_accel_run() again.
  *      Native code may set TF (POPF): the state then has TF set and Bochs treats the boundary
- *      as any with TF set (the instruction at eip is single-stepped), and after an exit
+ *      as any with TF set (the instruction at rip is single-stepped), and after an exit
  *      PLEX86_ACCEL_EXIT_SINGLE_STEP it delivers the pending single-step #DB first.
+ *      In long mode Bochs also declines CR4.LA57, LAM (CR3 bits 62:61), CR4.UINTR and CR4.PKE,
+ *      and in every mode CET with user enables (IA32_U_CET); the library declines long mode
+ *      itself as long as it has no 64-bit executor (PLEX86_ACCEL_DECLINE_LONG_MODE_*).
  *   4. Between runs Bochs reports what invalidates the native mirror: TLB flushes, INVLPG,
  *      memory-map changes, and physical pages it holds decoded code for.
  *   5. plex86_accel_shutdown() at exit prints (through the log callback) and writes statistics.
@@ -40,7 +44,7 @@ extern "C" {
 #endif
 
 /* Version of this interface. */
-#define PLEX86_ACCEL_ABI_VERSION 5u
+#define PLEX86_ACCEL_ABI_VERSION 6u
 
 /* The one symbol Bochs resolves first, to learn the library's ABI version. */
 #define PLEX86_ACCEL_VERSION_SYMBOL "plex86_accel_abi_version"
@@ -64,9 +68,22 @@ typedef struct plex86_accel_segment {
      5-6 DPL, 7 P, 12 AVL, 13 L, 14 D/B, 15 G. 0 for an unusable (null) register. */
   uint16_t attr;
   uint32_t limit; /* raw 20-bit descriptor limit (in 4 KiB units when G is set) */
-  uint32_t base;
   uint32_t valid; /* Bochs's cache valid flag: nonzero when the cache holds a descriptor */
+  uint32_t reserved; /* zero */
+  /* The cache's base: 32 bits outside long mode; in long mode FS and GS carry the 64-bit
+     base (IA32_FS_BASE/IA32_GS_BASE, WRFSBASE), the others' bases are ignored by the CPU. */
+  uint64_t base;
 } plex86_accel_segment;
+
+/* The CPU mode, Bochs's cpu_mode (BX_MODE_IA32_REAL ... BX_MODE_LONG_64). Protected mode is
+   16- or 32-bit by CS's D bit; long compatibility mode likewise. */
+enum plex86_accel_mode {
+  PLEX86_ACCEL_MODE_REAL = 0,
+  PLEX86_ACCEL_MODE_V8086 = 1,
+  PLEX86_ACCEL_MODE_PROTECTED = 2,
+  PLEX86_ACCEL_MODE_LONG_COMPAT = 3,  /* EFER.LMA=1, CS.L=0 */
+  PLEX86_ACCEL_MODE_LONG_64 = 4,      /* EFER.LMA=1, CS.L=1 */
+};
 
 /* x87, SSE, AVX and AVX-512 state, field for field as Bochs keeps it (i387_t, vmm, opmask). */
 typedef struct plex86_accel_fpu_state {
@@ -84,23 +101,30 @@ typedef struct plex86_accel_fpu_state {
   /* Physical registers R0..R7 (not stack order): 64-bit significand in bytes 0-7,
      sign and exponent in bytes 8-9, bytes 10-15 zero. MMX registers alias the significands. */
   uint8_t st[8][16];
-  /* ZMM0..ZMM7: XMM in bytes 0-15, the upper YMM half in 16-31, the upper ZMM half in 32-63.
-     Only registers 0-7 exist in 32-bit mode. */
-  uint8_t zmm[8][64];
+  /* ZMM0..ZMM31: XMM in bytes 0-15, the upper YMM half in 16-31, the upper ZMM half in 32-63.
+     Only registers 0-7 exist outside 64-bit mode; Bochs exports and takes back the registers
+     it has (8, 16 or 32, of 16, 32 or 64 bytes), zero elsewhere. */
+  uint8_t zmm[32][64];
   uint64_t opmask[8]; /* k0..k7 */
 } plex86_accel_fpu_state;
 
-/* The guest's user-visible CPU state, plus the control registers the native mirror needs. */
+/* The guest's user-visible CPU state, plus the control registers the native mirror needs.
+   Outside long mode only the low 32 bits of gpr, rip and rflags are the guest's: Bochs takes
+   back only those (the upper halves of its registers stay as they were).
+   Layout pinned by accel-core's tests (offsets and size). */
 typedef struct plex86_accel_cpu_state {
-  uint32_t gpr[8];   /* EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI */
-  uint32_t eip;
-  uint32_t eflags;   /* materialised (no lazy flags) */
+  /* RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15 (Bochs's gen_reg order) */
+  uint64_t gpr[16];
+  uint64_t rip;
+  uint64_t rflags;   /* materialised (no lazy flags) */
+  uint32_t mode;     /* enum plex86_accel_mode */
+  uint32_t reserved; /* zero */
   plex86_accel_segment seg[6]; /* indexed by enum plex86_accel_seg_index */
-  uint32_t cr0;
-  uint32_t cr2;
-  uint32_t cr3;
-  uint32_t cr4;
-  uint64_t efer;
+  uint64_t cr0;
+  uint64_t cr2;
+  uint64_t cr3;      /* in long mode with the PCID (CR4.PCIDE) and LAM bits as Bochs has them */
+  uint64_t cr4;
+  uint64_t efer;     /* with LMA */
   uint64_t xcr0;
   plex86_accel_fpu_state fpu;
 } plex86_accel_cpu_state;
@@ -174,7 +198,7 @@ enum plex86_accel_status {
   /* Declined: nothing ran and nothing changed; Bochs emulates. decline_reason says why and
      retry_after_ticks how many ticks Bochs should emulate before asking again (0: any time). */
   PLEX86_ACCEL_DECLINED = 0,
-  /* Ran natively: the state is the one before the instruction at eip, which Bochs emulates
+  /* Ran natively: the state is the one before the instruction at rip, which Bochs emulates
      (after exit reason PLEX86_ACCEL_EXIT_SINGLE_STEP, after delivering its #DB). */
   PLEX86_ACCEL_RAN = 1,
   /* The accelerator failed (executor died, guest escape, corrupted control region). message
@@ -192,14 +216,22 @@ enum plex86_accel_decline_reason {
   PLEX86_ACCEL_DECLINE_NO_BUDGET = 3,       /* the next timer event is too close */
   PLEX86_ACCEL_DECLINE_DISABLED = 4,        /* after a failure the library stays off */
   PLEX86_ACCEL_DECLINE_BACKOFF = 5,         /* recent native runs were too short to pay off */
+  PLEX86_ACCEL_DECLINE_LONG_MODE_64 = 6,    /* 64-bit mode: no 64-bit executor yet */
+  PLEX86_ACCEL_DECLINE_LONG_MODE_COMPAT = 7, /* compatibility mode: not run natively yet */
   /* Bochs-side reasons (the hook's eligibility checks) */
-  PLEX86_ACCEL_DECLINE_NOT_USER_MODE = 16,  /* CPL != 3, not protected mode, paging off, V8086 */
+  PLEX86_ACCEL_DECLINE_NOT_USER_MODE = 16,  /* CPL != 3, real mode, paging off, V8086, 16-bit CS */
   PLEX86_ACCEL_DECLINE_EVENT_PENDING = 17,  /* async event, interrupt shadow, not active */
   PLEX86_ACCEL_DECLINE_DEBUG = 18,          /* TF, DR7 breakpoints, debugger */
   PLEX86_ACCEL_DECLINE_FPU_UNUSABLE = 19,   /* CR0.TS or CR0.EM set */
   PLEX86_ACCEL_DECLINE_EFLAGS = 20,         /* IF=0, IOPL!=0, AC, NT, VIF/VIP */
   PLEX86_ACCEL_DECLINE_A20_OR_SMM = 21,
-  PLEX86_ACCEL_DECLINE_REASONS = 22         /* number of slots */
+  /* Bochs-side, guest features native code would not honour */
+  PLEX86_ACCEL_DECLINE_LA57 = 22,           /* long mode with CR4.LA57 (5-level paging) */
+  PLEX86_ACCEL_DECLINE_LAM = 23,            /* long mode with LAM bits in CR3 (62:61) */
+  PLEX86_ACCEL_DECLINE_USER_CET = 24,       /* CR4.CET with user enables in IA32_U_CET */
+  PLEX86_ACCEL_DECLINE_UINTR = 25,          /* long mode with CR4.UINTR */
+  PLEX86_ACCEL_DECLINE_PKE = 26,            /* long mode with CR4.PKE (page keys not honoured) */
+  PLEX86_ACCEL_DECLINE_REASONS = 27         /* number of slots */
 };
 
 /* Exit reasons of a run that ran (status RAN); counted in the statistics. */
@@ -223,7 +255,7 @@ enum plex86_accel_exit_reason {
   PLEX86_ACCEL_EXIT_FILL_LIMIT = 15,     /* the run spent itself mirroring pages; like
                                             BUDGET_EXPIRED, no instruction needs emulation */
   /* The one exit whose state is *after* an instruction: native code set TF (POPF) and the
-     instruction before eip ran with it, so its single-step trap is pending. Bochs delivers
+     instruction before rip ran with it, so its single-step trap is pending. Bochs delivers
      that #DB (DR6.BS) first, emulating nothing before it. TF is set in the state. */
   PLEX86_ACCEL_EXIT_SINGLE_STEP = 16,
   /* CPUID, on hosts with CPUID faulting (see plex86_accel_native_cpuid_is_hosts()). */
@@ -282,8 +314,8 @@ void plex86_accel_note_declined(plex86_accel *accel, uint32_t reason);
 /* Bochs's TLB was flushed: all entries (include_global != 0) or all but global ones. */
 void plex86_accel_flush_tlb(plex86_accel *accel, int include_global);
 
-/* INVLPG of one linear address. */
-void plex86_accel_invlpg(plex86_accel *accel, uint32_t linear);
+/* INVLPG (or INVPCID of one address) of one linear address: 64-bit in long mode. */
+void plex86_accel_invlpg(plex86_accel *accel, uint64_t linear);
 
 /* Bochs now holds decoded code from this guest-physical page: native writes to it must be
    reported in plex86_accel_exit.code_pages. */

@@ -2,11 +2,11 @@
 //! (accel-core) and of the control-region validation (fuzz checks).
 
 use bochs_ffi::raw::{
-    plex86_accel_cpu_state as CpuState, plex86_accel_fpu_state as FpuState,
+    self, plex86_accel_cpu_state as CpuState, plex86_accel_fpu_state as FpuState,
     plex86_accel_segment as BxSegment,
 };
 
-const CR4_OSXSAVE: u32 = 1 << 18;
+const CR4_OSXSAVE: u64 = 1 << 18;
 // x87 full-tag-word values (SDM vol. 1, 8.1.7).
 const TAG_VALID: u16 = 0;
 const TAG_ZERO: u16 = 1;
@@ -65,14 +65,16 @@ pub mod layouts {
 }
 
 /// A Bochs state with a distinct value in every field (a flat 32-bit user-mode setup with
-/// XCR0 = 0xe7 and CR4.OSXSAVE), for tests and benchmarks.
+/// XCR0 = 0xe7 and CR4.OSXSAVE), for tests and benchmarks. As in a 32-bit guest, everything
+/// 32-bit mode does not have is zero: the upper halves of the registers, R8-R15, ZMM8-31.
 pub fn sample_state() -> CpuState {
-    let seg = |selector: u16, ty: u16, base: u32| BxSegment {
+    let seg = |selector: u16, ty: u16, base: u64| BxSegment {
         selector,
         attr: ty | 0x10 | (3 << 5) | 0x80 | (1 << 14) | (1 << 15),
         limit: 0xfffff,
-        base,
         valid: 1,
+        reserved: 0,
+        base,
     };
     let mut fpu = FpuState {
         fcw: 0x0c7a,
@@ -85,7 +87,7 @@ pub fn sample_state() -> CpuState {
         fds: 0x7b,
         mxcsr: 0xffc5, // FZ, RC, masks, DAZ, two flags
         st: [[0; 16]; 8],
-        zmm: [[0; 64]; 8],
+        zmm: [[0; 64]; 32],
         opmask: [0; 8],
     };
     let mut n: u32 = 0x1234_5679;
@@ -93,7 +95,7 @@ pub fn sample_state() -> CpuState {
         n = n.wrapping_mul(0x9e37_79b9).wrapping_add(0x7f4a_7c15);
         n
     };
-    for z in fpu.zmm.iter_mut() {
+    for z in fpu.zmm[..8].iter_mut() {
         for c in z.chunks_mut(4) {
             c.copy_from_slice(&next().to_le_bytes());
         }
@@ -128,9 +130,19 @@ pub fn sample_state() -> CpuState {
             0x5555_5555,
             0x6666_6666,
             0x7777_7777,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
         ],
-        eip: 0x0040_1234,
-        eflags: 0x0000_0a97, // OF IF SF AF PF CF, bit 1
+        rip: 0x0040_1234,
+        rflags: 0x0000_0a97, // OF IF SF AF PF CF, bit 1
+        mode: raw::plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED,
+        reserved: 0,
         seg: [
             seg(0x7b, 0x3, 0),
             seg(0x73, 0xb, 0),
@@ -140,8 +152,9 @@ pub fn sample_state() -> CpuState {
                 selector: 0,
                 attr: 0,
                 limit: 0,
-                base: 0,
                 valid: 0,
+                reserved: 0,
+                base: 0,
             },
             seg(0x33, 0x3, 0xb7e0_0000),
         ],
@@ -153,4 +166,64 @@ pub fn sample_state() -> CpuState {
         xcr0: 0xe7,
         fpu,
     }
+}
+
+/// A 64-bit user-mode state (mode LONG_64, EFER.LMA, CS.L) with a distinct value in every
+/// field, high halves included: 16 GPRs, RIP above 4 GiB, RFLAGS, FS/GS bases above 4 GiB,
+/// CR2/CR3 above 4 GiB, ZMM0-31 and k0-7.
+pub fn sample_long_state() -> CpuState {
+    let mut cpu = sample_state();
+    let mut n: u64 = 0x0123_4567_89ab_cdef;
+    let mut next = || {
+        n = n
+            .wrapping_mul(0x5851_f42d_4c95_7f2d)
+            .wrapping_add(0x1405_7b7e_f767_814f);
+        n
+    };
+    for g in cpu.gpr.iter_mut() {
+        *g = next() | 1 << 63;
+    }
+    cpu.gpr[4] = 0x7ffd_1234_5670; // RSP
+    cpu.rip = 0x5555_5555_8123;
+    cpu.rflags = 0x0020_0a97; // ID, OF IF SF AF PF CF, bit 1
+    cpu.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64;
+    let code64 = 0xb | 0x10 | (3 << 5) | 0x80 | (1 << 13) | (1 << 15);
+    cpu.seg[1] = BxSegment {
+        selector: 0x33,
+        attr: code64,
+        limit: 0xfffff,
+        valid: 1,
+        reserved: 0,
+        base: 0,
+    };
+    cpu.seg[2].selector = 0x2b;
+    cpu.seg[4] = BxSegment {
+        selector: 0,
+        attr: 0,
+        limit: 0,
+        valid: 0,
+        reserved: 0,
+        base: 0x7f3c_aa55_0740, // TLS: a null selector with a 64-bit base
+    };
+    cpu.seg[5] = BxSegment {
+        selector: 0,
+        attr: 0,
+        limit: 0,
+        valid: 0,
+        reserved: 0,
+        base: 0xffff_8880_0000_1000,
+    };
+    cpu.cr2 = 0x7f3c_dead_b000;
+    cpu.cr3 = 0x0000_0001_2345_6000 | 0x5; // a PCID in the low bits
+    cpu.cr4 |= 1 << 17 | 1 << 5; // PCIDE, PAE
+    cpu.efer = 0xd01; // SCE, LME, LMA, NXE
+    for z in cpu.fpu.zmm.iter_mut() {
+        for c in z.chunks_mut(8) {
+            c.copy_from_slice(&next().to_le_bytes());
+        }
+    }
+    for k in cpu.fpu.opmask.iter_mut() {
+        *k = next();
+    }
+    cpu
 }

@@ -31,7 +31,11 @@
  *            one instruction: the guest must still behave exactly as in plain
  *            Bochs. With FAKE_ACCEL_TICKS=N a run charges min(N, budget_ticks)
  *            ticks, as if native code had run that long (the guest's clocks and
- *            timers advance; results must not change).
+ *            timers advance; results must not change). In long mode (ABI 6)
+ *            the same, through the 4-level tables, with FS and GS left out of
+ *            seg_reload (a null selector loaded in 64-bit mode would take the
+ *            FS/GS base with it): Bochs takes back the 16 64-bit registers,
+ *            RIP, ZMM0-31, and the guest must still behave as in plain Bochs.
  *   stop     the FAKE_ACCEL_AT-th call (default 1000) declines with a retry
  *            beyond the run; any later call is counted as a violation.
  *   fail     the FAKE_ACCEL_AT-th call fails with lost_native_progress=0:
@@ -46,6 +50,13 @@
  *            FAKE_TF_ARM with BUDGET_EXPIRED (the instruction at EIP must be
  *            single-stepped). tf-hook checks where its SIGTRAP comes.
  * FAKE_ACCEL_INIT_FAIL=1: plex86_accel_init() fails with a message.
+ *
+ * Every run call's state is checked against its mode (ABI 6): outside long
+ * mode the upper halves of the registers, R8-R15 and ZMM8-31 must be zero (the
+ * 32-bit export zero-extends); in 64-bit mode CS must be L=1 D=0, EFER.LMA
+ * set and RIP canonical. The report counts 64-bit and compatibility-mode calls
+ * and what shows that the 64-bit export carries 64 bits (RSP, RIP and the FS
+ * base above 4 GiB, GPRs with high bits set) and INVLPGs above 4 GiB.
  *
  * Build variants (tests/bochs-hook/run): -DFAKE_ACCEL_ABI_VERSION=1 gives a
  * library of the wrong ABI version, -DFAKE_ACCEL_OMIT_INVLPG one that lacks a
@@ -92,6 +103,9 @@ struct plex86_accel {
   uint64_t flush_global, flush_nonglobal, invlpg, protect, protect_distinct, protect_unaligned;
   uint64_t reprotected, code_pages_reported, memmap, violations, ticks_charged;
   uint64_t tf_step, tf_arm; /* tf mode: runs returned with TF set */
+  /* long mode (ABI 6) */
+  uint64_t long64_calls, compat_calls, long64_rsp_high, long64_rip_high, long64_fs_base_high;
+  uint64_t long64_r8_r15_nonzero, invlpg_high, ran_long64;
   uint64_t entry_calls;    /* calls with user_insns <= 1: right after entering CPL 3 */
   uint64_t after_ran_calls; /* calls right after a RAN, in the same stint */
   int stopped; /* stop/fail modes: no run call may come any more */
@@ -265,6 +279,26 @@ static int translate(struct plex86_accel *a, const plex86_accel_cpu_state *s, ui
   return 1;
 }
 
+/* 4-level walk (long mode): linear -> physical, 0 if unmapped or not canonical. */
+static int translate64(struct plex86_accel *a, const plex86_accel_cpu_state *s, uint64_t lin,
+                       uint64_t *pa)
+{
+  const uint64_t addr = 0x000ffffffffff000ull;
+  uint64_t e, table = s->cr3 & addr;
+  if ((uint64_t) (((int64_t) lin << 16) >> 16) != lin) return 0;
+  for (int level = 3; level >= 0; level--) {
+    unsigned shift = 12 + 9 * level;
+    if (!ram_read(a, table + ((lin >> shift) & 0x1ff) * 8, &e, 8) || !(e & 1)) return 0;
+    if (level == 0 || ((e & 0x80) && level <= 2)) {
+      uint64_t size = 1ull << shift;
+      *pa = (e & addr & ~(size - 1)) | (lin & (size - 1));
+      return 1;
+    }
+    table = e & addr;
+  }
+  return 0;
+}
+
 static int page_protected(struct plex86_accel *a, uint64_t pa)
 {
   uint64_t page = pa >> 12;
@@ -275,10 +309,44 @@ static int page_protected(struct plex86_accel *a, uint64_t pa)
 static void check_state(struct plex86_accel *a, const plex86_accel_cpu_state *s, uint64_t budget)
 {
   const plex86_accel_segment *cs = &s->seg[PLEX86_ACCEL_SEG_CS], *ss = &s->seg[PLEX86_ACCEL_SEG_SS];
+  int long64 = s->mode == PLEX86_ACCEL_MODE_LONG_64;
+  int lma = (s->efer >> 10) & 1;
+  if (s->mode != PLEX86_ACCEL_MODE_PROTECTED && s->mode != PLEX86_ACCEL_MODE_LONG_COMPAT && !long64)
+    violation(a, "mode %u offered", s->mode);
+  if (lma != (s->mode == PLEX86_ACCEL_MODE_LONG_COMPAT || long64))
+    violation(a, "mode %u with EFER %llx", s->mode, (unsigned long long) s->efer);
+  if (s->reserved) violation(a, "reserved field %u", s->reserved);
   if ((cs->selector & 3) != 3 || !cs->valid || (cs->attr & 0xf8) != 0xf8 ||
-      !(cs->attr & 0x4000))
-    violation(a, "CS %04x attr %04x valid %u is not a present 32-bit DPL 3 code segment",
-              cs->selector, cs->attr, cs->valid);
+      (long64 ? (cs->attr & 0x6000) != 0x2000 : (cs->attr & 0x6000) != 0x4000))
+    violation(a, "CS %04x attr %04x valid %u is not a present %s DPL 3 code segment (mode %u)",
+              cs->selector, cs->attr, cs->valid, long64 ? "64-bit" : "32-bit", s->mode);
+  if (long64) {
+    a->long64_calls++;
+    if ((uint64_t) (((int64_t) s->rip << 16) >> 16) != s->rip)
+      violation(a, "RIP %llx not canonical", (unsigned long long) s->rip);
+    if (s->gpr[4] >> 32) a->long64_rsp_high++;
+    if (s->rip >> 32) a->long64_rip_high++;
+    if (s->seg[PLEX86_ACCEL_SEG_FS].base >> 32) a->long64_fs_base_high++;
+    for (int n = 8; n < 16; n++)
+      if (s->gpr[n]) {
+        a->long64_r8_r15_nonzero++;
+        break;
+      }
+  } else {
+    if (s->mode == PLEX86_ACCEL_MODE_LONG_COMPAT) a->compat_calls++;
+    /* the 32-bit export zero-extends and has only EAX..EDI and ZMM0-7 */
+    for (int n = 0; n < 16; n++)
+      if (s->gpr[n] >> (n < 8 ? 32 : 0) && !lma)
+        violation(a, "32-bit mode: gpr[%d] = %llx", n, (unsigned long long) s->gpr[n]);
+    if (s->rip >> 32) violation(a, "RIP %llx outside 64-bit mode", (unsigned long long) s->rip);
+    for (int n = 8; n < 32; n++)
+      for (int b = 0; b < 64; b++)
+        if (s->fpu.zmm[n][b]) {
+          violation(a, "zmm%d exported outside 64-bit mode", n);
+          n = 32;
+          break;
+        }
+  }
   if ((ss->selector & 3) != 3 || !ss->valid || (ss->attr & 0xfa) != 0xf2)
     violation(a, "SS %04x attr %04x is not a present writable DPL 3 data segment", ss->selector,
               ss->attr);
@@ -286,11 +354,14 @@ static void check_state(struct plex86_accel *a, const plex86_accel_cpu_state *s,
     const plex86_accel_segment *g = &s->seg[n];
     if (!g->valid && g->attr != 0) violation(a, "segment %d invalid with attr %04x", n, g->attr);
   }
-  if ((s->eflags & 0x1e7302) != 0x202) /* IF=1, bit 1; TF, IOPL, NT, VM, AC, VIF, VIP clear */
-    violation(a, "EFLAGS %08x not eligible", s->eflags);
+  if ((s->rflags & 0xffffffff001e7302ull) != 0x202) /* IF=1, bit 1; TF, IOPL, NT, VM, AC, VIF, VIP clear */
+    violation(a, "RFLAGS %llx not eligible", (unsigned long long) s->rflags);
   if ((s->cr0 & 0x8000000du) != 0x80000001u) /* PG, PE; TS, EM clear */
-    violation(a, "CR0 %08x not eligible", s->cr0);
-  if (s->efer & (1u << 10)) violation(a, "EFER.LMA set (%llx)", (unsigned long long) s->efer);
+    violation(a, "CR0 %llx not eligible", (unsigned long long) s->cr0);
+  if (lma && (s->cr4 & ((1u << 12) | (1u << 22) | (1u << 25))))
+    violation(a, "long mode with CR4 %llx: LA57, PKE or UINTR not declined by Bochs",
+              (unsigned long long) s->cr4);
+  if (lma && (s->cr3 >> 61)) violation(a, "LAM bits in CR3 %llx", (unsigned long long) s->cr3);
   for (int n = 0; n < 8; n++)
     for (int b = 10; b < 16; b++)
       if (s->fpu.st[n][b]) violation(a, "st[%d] byte %d nonzero", n, b);
@@ -356,11 +427,22 @@ EXPORT void plex86_accel_run(plex86_accel *a, plex86_accel_cpu_state *state, uin
       exit->ticks = a->ticks < budget_ticks ? a->ticks : budget_ticks;
       a->ticks_charged += exit->ticks;
       exit->seg_reload = a->seg_reload;
+      int long64 = state->mode == PLEX86_ACCEL_MODE_LONG_64;
+      if (long64) {
+        exit->seg_reload &= ~((1u << PLEX86_ACCEL_SEG_FS) | (1u << PLEX86_ACCEL_SEG_GS));
+        a->ran_long64++;
+      }
       /* every other run only, so that the one-instruction rule is also checked without the
          trace stop that dropping decoded code causes by itself */
-      if (n % 4 == 0 &&
-          translate(a, state, state->seg[PLEX86_ACCEL_SEG_CS].base + state->eip, &pa) &&
-          page_protected(a, pa)) {
+      int mapped = long64 ? translate64(a, state, state->rip, &pa)
+                   : (state->efer >> 10) & 1
+                       ? translate64(a, state,
+                                     (uint32_t) (state->seg[PLEX86_ACCEL_SEG_CS].base + state->rip),
+                                     &pa)
+                       : translate(a, state,
+                                   (uint32_t) (state->seg[PLEX86_ACCEL_SEG_CS].base + state->rip),
+                                   &pa);
+      if (n % 4 == 0 && mapped && page_protected(a, pa)) {
         uint64_t page = pa >> 12;
         a->protected_pages[page >> 3] &= ~(1u << (page & 7)); /* Bochs protects it again */
         a->code_pages[0] = pa & ~0xfffull;
@@ -376,14 +458,14 @@ EXPORT void plex86_accel_run(plex86_accel *a, plex86_accel_cpu_state *state, uin
     }
     break;
   case MODE_TF: {
-    uint32_t eax = state->gpr[0];
+    uint32_t eax = (uint32_t) state->gpr[0];
     if (eax == FAKE_TF_STEP || eax == FAKE_TF_ARM) {
       /* as if native code had set TF and then stopped right here */
       exit->status = PLEX86_ACCEL_RAN;
       exit->reason = eax == FAKE_TF_STEP ? PLEX86_ACCEL_EXIT_SINGLE_STEP
                                          : PLEX86_ACCEL_EXIT_BUDGET_EXPIRED;
-      state->eflags |= 0x100;
-      state->gpr[2] = state->eip;
+      state->rflags |= 0x100;
+      state->gpr[2] = state->rip;
       if (eax == FAKE_TF_STEP) a->tf_step++;
       else a->tf_arm++;
       a->ran++;
@@ -426,10 +508,10 @@ EXPORT void plex86_accel_flush_tlb(plex86_accel *a, int include_global)
 }
 
 #ifndef FAKE_ACCEL_OMIT_INVLPG
-EXPORT void plex86_accel_invlpg(plex86_accel *a, uint32_t linear)
+EXPORT void plex86_accel_invlpg(plex86_accel *a, uint64_t linear)
 {
-  (void) linear;
   a->invlpg++;
+  if (linear >> 32) a->invlpg_high++;
 }
 #endif
 
@@ -493,6 +575,19 @@ EXPORT void plex86_accel_shutdown(plex86_accel *a)
       P("noted_fpu_unusable", a->noted[PLEX86_ACCEL_DECLINE_FPU_UNUSABLE]);
       P("noted_eflags", a->noted[PLEX86_ACCEL_DECLINE_EFLAGS]);
       P("noted_a20_or_smm", a->noted[PLEX86_ACCEL_DECLINE_A20_OR_SMM]);
+      P("noted_la57", a->noted[PLEX86_ACCEL_DECLINE_LA57]);
+      P("noted_lam", a->noted[PLEX86_ACCEL_DECLINE_LAM]);
+      P("noted_user_cet", a->noted[PLEX86_ACCEL_DECLINE_USER_CET]);
+      P("noted_uintr", a->noted[PLEX86_ACCEL_DECLINE_UINTR]);
+      P("noted_pke", a->noted[PLEX86_ACCEL_DECLINE_PKE]);
+      P("long64_calls", a->long64_calls);
+      P("compat_calls", a->compat_calls);
+      P("long64_rsp_high", a->long64_rsp_high);
+      P("long64_rip_high", a->long64_rip_high);
+      P("long64_fs_base_high", a->long64_fs_base_high);
+      P("long64_r8_r15_nonzero", a->long64_r8_r15_nonzero);
+      P("ran_long64", a->ran_long64);
+      P("invlpg_high", a->invlpg_high);
       P("noted_bad", a->noted_bad);
       P("flush_global", a->flush_global);
       P("flush_nonglobal", a->flush_nonglobal);

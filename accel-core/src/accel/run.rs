@@ -14,19 +14,20 @@ use std::time::{Duration, Instant};
 /// The paging state that the mirror depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct PagingKey {
-    cr3: u32,
-    /// CR0.PG/WP, CR4.PSE/PAE/PGE, EFER.NXE.
-    mode: (u32, u32, u64),
+    /// The guest's CR3, all 64 bits.
+    cr3: u64,
+    /// CR0.PG/WP, CR4.PSE/PAE/PGE, EFER.NXE/LMA.
+    mode: (u64, u64, u64),
 }
 
 impl PagingKey {
-    fn of(cpu: &CpuState) -> Self {
+    pub(super) fn of(cpu: &CpuState) -> Self {
         PagingKey {
             cr3: cpu.cr3,
             mode: (
                 cpu.cr0 & (1 << 31 | 1 << 16),
                 cpu.cr4 & (1 << 4 | 1 << 5 | 1 << 7),
-                cpu.efer & (1 << 11),
+                cpu.efer & (1 << 11 | 1 << 10),
             ),
         }
     }
@@ -204,11 +205,9 @@ impl<B: Backend> Accelerator<B> {
         stats.exit(reason);
         stats.ticks_charged = stats.ticks_charged.saturating_add(ticks);
         if worth_decoding(reason) {
-            match self
-                .memory
-                .as_deref()
-                .and_then(|m| decode::instruction_at(m, &self.scratch.gs))
-            {
+            match self.memory.as_deref().and_then(|m| {
+                decode::instruction_at(m, &decode::CodeAt::of_guest(&self.scratch.gs))
+            }) {
                 Some(k) => *stats.instructions.entry((reason as usize, k)).or_insert(0) += 1,
                 None => stats.undecoded += 1,
             }

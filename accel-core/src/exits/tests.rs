@@ -38,8 +38,47 @@ fn decline_table_covers_the_header() {
         Decline::NoBudget,
         Decline::Disabled,
         Decline::Backoff,
+        Decline::LongMode64,
+        Decline::LongModeCompat,
     ] {
         assert!(decline_name(d.code() as usize).is_some(), "{d:?}");
+    }
+}
+
+/// Every `PLEX86_ACCEL_DECLINE_*` the header defines (but the slot count) has a name in the
+/// statistics, so a reason added to the header cannot be counted as "unknown".
+#[test]
+fn every_decline_in_the_header_is_named() {
+    let defined: Vec<u32> = bochs_ffi::HEADER
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("PLEX86_ACCEL_DECLINE_"))
+        .filter(|l| !l.starts_with("REASONS"))
+        .filter_map(|l| l.split('=').nth(1))
+        .map(|v| {
+            v.trim()
+                .trim_end_matches(',')
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches(',')
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(defined.len(), DECLINES.len(), "{defined:?}");
+    for code in defined {
+        assert!(decline_name(code as usize).is_some(), "code {code}");
+    }
+    for name in [
+        "long_mode_64",
+        "long_mode_compat",
+        "la57",
+        "lam",
+        "user_cet",
+        "uintr",
+        "pke",
+    ] {
+        assert!(DECLINES.iter().any(|&(_, n)| n == name), "{name}");
     }
 }
 

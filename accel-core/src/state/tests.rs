@@ -11,9 +11,9 @@ fn round_trip(cpu: &CpuState, xs: &XsaveInfo) -> (CpuState, u32, Box<GuestState>
     to_guest(cpu, xs, &mut gs);
     let mut back = *cpu;
     // Scribble over everything the exit path must rewrite.
-    back.gpr = [0; 8];
-    back.eip = 0;
-    back.eflags = 0;
+    back.gpr[..8].fill(0);
+    back.rip = 0;
+    back.rflags = 0;
     back.fpu = FpuState {
         fcw: 0,
         fsw: 0,
@@ -25,7 +25,12 @@ fn round_trip(cpu: &CpuState, xs: &XsaveInfo) -> (CpuState, u32, Box<GuestState>
         fds: 0,
         mxcsr: 0,
         st: [[0xee; 16]; 8],
-        zmm: [[0xee; 64]; 8],
+        zmm: {
+            // ZMM8-31 are not the driver's (32-bit mode): from_guest keeps them
+            let mut z = cpu.fpu.zmm;
+            z[..8].fill([0xee; 64]);
+            z
+        },
         opmask: [0xee; 8],
     };
     let reload = from_guest(&gs, xs, &mut back);
@@ -253,7 +258,7 @@ fn xcr0_limits_what_is_transferred() {
         assert_eq!(gs.xsave.xstate_bv(), 7);
         let mut want = cpu;
         want.fpu.opmask = [0xee; 8]; // scribbled by round_trip, not transferred
-        for z in want.fpu.zmm.iter_mut() {
+        for z in want.fpu.zmm[..8].iter_mut() {
             z[32..].fill(0xee);
         }
         assert!(bytes_eq(&back, &want), "{xs:?}");
@@ -282,8 +287,9 @@ fn segments_translate_and_reload_mask() {
         selector: 3,
         attr: 0x1234,
         limit: 5,
-        base: 6,
         valid: 0,
+        reserved: 0,
+        base: 6,
     };
     to_guest(&c, &AMD, &mut gs);
     assert_eq!(gs.segs[4], Segment::null(3), "valid=0 is a null register");
@@ -319,7 +325,13 @@ fn control_registers_are_bochss() {
     let mut gs = GuestState::default();
     to_guest(&cpu, &AMD, &mut gs);
     assert_eq!(
-        (gs.cr0, gs.cr2, gs.cr3, gs.cr4, gs.efer),
+        (
+            u64::from(gs.cr0),
+            u64::from(gs.cr2),
+            u64::from(gs.cr3),
+            u64::from(gs.cr4),
+            gs.efer
+        ),
         (cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4, cpu.efer)
     );
     gs.cr3 = 0;
@@ -398,18 +410,18 @@ fn states_the_driver_refuses() {
     );
     assert!(unsupported(|s| s.seg[3].base = 0x1000).contains("a GDT index"));
     assert!(unsupported(|s| s.seg[5].limit = 0x10_0000).contains("limit"));
-    assert!(unsupported(|s| s.eflags &= !0x200).contains("IF=1"));
-    assert!(unsupported(|s| s.eflags |= 0x3000).contains("IOPL"));
+    assert!(unsupported(|s| s.rflags &= !0x200).contains("IF=1"));
+    assert!(unsupported(|s| s.rflags |= 0x3000).contains("IOPL"));
     let mut rf = sample_state();
-    rf.eflags |= 1 << 16;
+    rf.rflags |= 1 << 16;
     assert_eq!(
         verdict(&rf, &AMD),
         Ok(()),
         "RF=1 (after a return from a fault) is entered"
     );
-    assert!(unsupported(|s| s.eflags |= 1 << 14).contains("NT"));
-    assert!(unsupported(|s| s.eflags |= 1 << 3).contains("reserved"));
-    assert!(unsupported(|s| s.eflags &= !2).contains("reserved"));
+    assert!(unsupported(|s| s.rflags |= 1 << 14).contains("NT"));
+    assert!(unsupported(|s| s.rflags |= 1 << 3).contains("reserved"));
+    assert!(unsupported(|s| s.rflags &= !2).contains("reserved"));
     assert!(unsupported(|s| s.cr0 &= !1).contains("PE"));
     assert!(unsupported(|s| s.xcr0 |= 0x200).contains("XCR0"), "PKRU");
     assert!(unsupported(|s| s.xcr0 = 0x27).contains("part of AVX-512"));
@@ -428,15 +440,16 @@ fn states_the_driver_runs() {
             selector: 0,
             attr: 0,
             limit: 0,
-            base: 0,
             valid: 0,
+            reserved: 0,
+            base: 0,
         }
     });
     ok(&|s| s.seg[4].selector = 3); // null with RPL 3
     ok(&|s| s.seg[5].attr = (s.seg[5].attr & !0xf) | 0xb); // readable code in GS
     ok(&|s| s.seg[5].attr = (s.seg[5].attr & !0xf) | 0x5); // expand-down read-only data
     ok(&|s| s.seg[1].attr &= !(1 << 14)); // 16-bit code
-    ok(&|s| s.eflags |= 0xcd5 | (1 << 18) | (1 << 21)); // arithmetic flags, DF, AC, ID
+    ok(&|s| s.rflags |= 0xcd5 | (1 << 18) | (1 << 21)); // arithmetic flags, DF, AC, ID
     ok(&|s| {
         s.cr4 &= !CR4_OSXSAVE;
         s.xcr0 = 0x2e7; // not in force without OSXSAVE
@@ -446,4 +459,140 @@ fn states_the_driver_runs() {
     let mut s = sample_state();
     s.xcr0 = 7;
     assert_eq!(verdict(&s, &AVX_ONLY), Ok(()));
+}
+
+/// A 64-bit state through the 32-bit driver state and back (as after a native run that
+/// changed the low halves): everything the driver does not carry keeps Bochs's value.
+#[test]
+fn long_state_keeps_what_the_32_bit_driver_does_not_carry() {
+    use test_support::guest_state::sample_long_state;
+    let cpu = sample_long_state();
+    for xs in [INTEL, AMD] {
+        let mut gs = Box::new(GuestState::default());
+        to_guest(&cpu, &xs, &mut gs);
+        for i in 0..8 {
+            assert_eq!(gs.gprs[i], cpu.gpr[i] as u32, "gpr {i} low half");
+        }
+        assert_eq!(gs.eip, cpu.rip as u32);
+        assert_eq!(gs.segs[4].base, 0, "FS: null in 32-bit terms");
+        assert_eq!(gs.cr3, cpu.cr3 as u32);
+        // the native run changes every low half
+        for g in gs.gprs.iter_mut() {
+            *g ^= 0xffff_ffff;
+        }
+        gs.eip ^= 0x10;
+        gs.eflags ^= 1;
+        let mut back = cpu;
+        assert_eq!(from_guest(&gs, &xs, &mut back), 0);
+        for i in 0..8 {
+            assert_eq!(
+                back.gpr[i] >> 32,
+                cpu.gpr[i] >> 32,
+                "gpr {i} high half kept"
+            );
+            assert_eq!(
+                back.gpr[i] as u32,
+                !(cpu.gpr[i] as u32),
+                "gpr {i} low half taken"
+            );
+        }
+        assert_eq!(back.gpr[8..], cpu.gpr[8..], "R8-R15 kept");
+        assert_eq!(back.rip, cpu.rip ^ 0x10);
+        assert_eq!(back.rflags, cpu.rflags ^ 1);
+        assert_eq!(
+            (back.seg[4].base, back.seg[5].base),
+            (cpu.seg[4].base, cpu.seg[5].base),
+            "64-bit FS/GS bases kept"
+        );
+        assert_eq!(
+            (back.cr2, back.cr3, back.efer),
+            (cpu.cr2, cpu.cr3, cpu.efer)
+        );
+        assert_eq!(back.fpu.zmm[8..], cpu.fpu.zmm[8..], "ZMM8-31 kept");
+        assert_eq!(back.fpu.zmm[..8], cpu.fpu.zmm[..8], "ZMM0-7 round-trip");
+        assert_eq!(back.fpu.opmask, cpu.fpu.opmask, "k0-k7 round-trip");
+        assert_eq!(back.mode, cpu.mode);
+    }
+}
+
+/// The XSAVE image of 64-bit mode: ZMM0-31 (XMM8-15 in the legacy area, YMM/ZMM_Hi256 of 16
+/// registers, Hi16_ZMM) and k0-k7 round-trip exactly, in both hosts' layouts.
+#[test]
+fn long_mode_xsave_round_trip_carries_zmm0_31_and_k0_7() {
+    use test_support::guest_state::sample_long_state;
+    let cpu = sample_long_state();
+    for xs in [INTEL, AMD] {
+        let mut img = XsaveImage::initial();
+        build_xsave_regs(&cpu.fpu, 0xe7, &xs, &mut img, LONG_VECTOR_REGS);
+        assert_eq!(img.xstate_bv(), 0xe7);
+        let (avx, k, zhi, hi16) = (
+            xs.components[2].0 as usize,
+            xs.components[5].0 as usize,
+            xs.components[6].0 as usize,
+            xs.components[7].0 as usize,
+        );
+        for r in 0..16 {
+            assert_eq!(
+                img.0[160 + 16 * r..176 + 16 * r],
+                cpu.fpu.zmm[r][..16],
+                "xmm{r}"
+            );
+            assert_eq!(
+                img.0[avx + 16 * r..avx + 16 * r + 16],
+                cpu.fpu.zmm[r][16..32]
+            );
+            assert_eq!(img.0[zhi + 32 * r..zhi + 32 * r + 32], cpu.fpu.zmm[r][32..]);
+        }
+        for r in 16..32 {
+            let o = hi16 + 64 * (r - 16);
+            assert_eq!(img.0[o..o + 64], cpu.fpu.zmm[r], "zmm{r}");
+        }
+        for r in 0..8 {
+            assert_eq!(img.u64_at(k + 8 * r), cpu.fpu.opmask[r], "k{r}");
+        }
+        let mut back = cpu.fpu;
+        back.zmm = [[0x5a; 64]; 32];
+        back.opmask = [0x5a; 8];
+        read_xsave_regs(&img, 0xe7, &xs, &mut back, LONG_VECTOR_REGS);
+        assert_eq!(
+            format!("{back:?}"),
+            format!("{:?}", cpu.fpu),
+            "layout {xs:?}"
+        );
+        // Hi16_ZMM in its initial state (XSTATE_BV bit clear): ZMM16-31 read as zero.
+        img.set_u64_at(512, 0x67);
+        read_xsave_regs(&img, 0xe7, &xs, &mut back, LONG_VECTOR_REGS);
+        assert!(back.zmm[16..].iter().all(|z| z.iter().all(|&b| b == 0)));
+        assert_eq!(back.zmm[..16], cpu.fpu.zmm[..16]);
+    }
+    // Without AVX-512 on the host: the 16 XMM/YMM registers, nothing of the rest.
+    let mut img = XsaveImage::initial();
+    build_xsave_regs(&cpu.fpu, 0xe7, &AVX_ONLY, &mut img, LONG_VECTOR_REGS);
+    assert_eq!(img.xstate_bv(), 0x7);
+    let mut back = cpu.fpu;
+    read_xsave_regs(&img, 0x7, &AVX_ONLY, &mut back, LONG_VECTOR_REGS);
+    for r in 0..16 {
+        assert_eq!(back.zmm[r][..32], cpu.fpu.zmm[r][..32]);
+    }
+}
+
+/// The 32-bit builders are the long ones limited to ZMM0-7: the image of a 32-bit state is
+/// byte for byte what ABI 5 built (XSTATE_BV keeps Hi16_ZMM's bit over a zero area).
+#[test]
+fn the_32_bit_image_is_unchanged_by_the_wider_state() {
+    let mut cpu = sample_state();
+    let mut a = XsaveImage::initial();
+    build_xsave(&cpu.fpu, 0xe7, &AMD, &mut a);
+    // Registers 8-31 hold values: the 32-bit image must not show them.
+    for z in cpu.fpu.zmm[8..].iter_mut() {
+        *z = [0xa5; 64];
+    }
+    let mut b = XsaveImage::initial();
+    build_xsave(&cpu.fpu, 0xe7, &AMD, &mut b);
+    assert_eq!(a.0[..], b.0[..]);
+    assert_eq!(b.xstate_bv(), 0xe7);
+    assert!(b.0[288..416].iter().all(|&x| x == 0), "XMM8-15 zero");
+    let mut back = cpu.fpu;
+    read_xsave(&b, 0xe7, &AMD, &mut back);
+    assert_eq!(back.zmm[8..], cpu.fpu.zmm[8..], "ZMM8-31 not touched");
 }

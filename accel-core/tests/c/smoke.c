@@ -68,17 +68,22 @@ int main(int argc, char **argv) {
   }
 
   memset(&s, 0, sizeof s);
+  s.mode = PLEX86_ACCEL_MODE_PROTECTED;
   memset(&e, 0xff, sizeof e);
   plex86_accel_run(a, &s, 1000000, 5, &e);
   CHECK(e.status == PLEX86_ACCEL_DECLINED, 5);
   CHECK(e.decline_reason == PLEX86_ACCEL_DECLINE_SHORT_BURST && e.retry_after_ticks == 95, 6);
   plex86_accel_run(a, &s, 1000000, 500, &e); /* all-zero state: unsupported */
   CHECK(e.status == PLEX86_ACCEL_DECLINED && e.decline_reason == PLEX86_ACCEL_DECLINE_UNSUPPORTED_STATE, 7);
+  s.mode = PLEX86_ACCEL_MODE_LONG_64; /* ABI 6: no 64-bit executor yet */
+  plex86_accel_run(a, &s, 1000000, 500, &e);
+  CHECK(e.status == PLEX86_ACCEL_DECLINED && e.decline_reason == PLEX86_ACCEL_DECLINE_LONG_MODE_64, 9);
 
   plex86_accel_note_declined(a, PLEX86_ACCEL_DECLINE_EVENT_PENDING);
   plex86_accel_flush_tlb(a, 1);
   plex86_accel_flush_tlb(a, 0);
   plex86_accel_invlpg(a, 0x1000);
+  plex86_accel_invlpg(a, 0x7fff00001000ull);
   plex86_accel_protect_code_page(a, 0x2000);
   r.start = 0;
   r.end = 0xa0000;

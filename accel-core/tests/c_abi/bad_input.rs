@@ -19,7 +19,7 @@ fn init_rejects_bad_configurations_clearly() {
         init(&c).map(|a| plex86_accel_shutdown(a)).unwrap_err()
     };
     let e = bad(&|c| c.abi_version = 1);
-    assert!(e.contains("abi_version is 1") && e.contains("ABI 5"), "{e}");
+    assert!(e.contains("abi_version is 1") && e.contains("ABI 6"), "{e}");
     let e = bad(&|c| c.struct_size = 100);
     assert!(e.contains("struct_size is 100") && e.contains("344"), "{e}");
     assert!(bad(&|c| c.ram_fd = -1).contains("ram_fd -1: Bad file descriptor"));
@@ -124,5 +124,5 @@ fn run_and_notifications_reject_bad_pointers() {
 
 #[test]
 fn abi_version() {
-    assert_eq!(plex86_accel_abi_version(), 5);
+    assert_eq!(plex86_accel_abi_version(), 6);
 }

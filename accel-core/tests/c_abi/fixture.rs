@@ -73,8 +73,9 @@ pub fn seg(selector: u16, ty: u16) -> raw::plex86_accel_segment {
         selector,
         attr: ty | 0x10 | (3 << 5) | 0x80 | (1 << 14) | (1 << 15),
         limit: 0xfffff,
-        base: 0,
         valid: 1,
+        reserved: 0,
+        base: 0,
     }
 }
 
@@ -83,8 +84,9 @@ pub fn null_seg() -> raw::plex86_accel_segment {
         selector: 0,
         attr: 0,
         limit: 0,
-        base: 0,
         valid: 0,
+        reserved: 0,
+        base: 0,
     }
 }
 
@@ -152,13 +154,14 @@ impl Guest {
             null_seg(),
             null_seg(),
         ];
-        s.eflags = 0x202;
-        s.gpr[4] = STACK_TOP - 16;
-        s.eip = CODE;
+        s.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED;
+        s.rflags = 0x202;
+        s.gpr[4] = u64::from(STACK_TOP - 16);
+        s.rip = u64::from(CODE);
         let (paging_cr0, paging_cr4, _) = Mode::TwoLevel.control_registers();
-        s.cr0 = paging_cr0;
-        s.cr3 = pagetables::CR3 as u32;
-        s.cr4 = paging_cr4 | 0x200 | (1 << 18); // and OSFXSR, OSXSAVE
+        s.cr0 = u64::from(paging_cr0);
+        s.cr3 = pagetables::CR3;
+        s.cr4 = u64::from(paging_cr4 | 0x200 | (1 << 18)); // and OSFXSR, OSXSAVE
         s.xcr0 = host_xcr0() & 0xe7;
         s.fpu.fcw = 0x37f;
         s.fpu.ftw = 0xffff;
@@ -187,7 +190,7 @@ impl Guest {
         f(&mut a).unwrap();
         let bytes = a.assemble(u64::from(CODE)).unwrap();
         self.ram.write(CODE_PHYS, &bytes);
-        self.state.eip = CODE;
+        self.state.rip = u64::from(CODE);
         bytes
     }
 
@@ -252,7 +255,7 @@ impl Guest {
             self.exit.reason,
             self.exit.decline_reason,
             self.message(),
-            self.state.eip
+            self.state.rip
         )
     }
 

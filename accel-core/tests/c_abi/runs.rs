@@ -44,7 +44,11 @@ fn hlt_exits_with_exact_state() {
     let before = g.state;
     g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED);
     let s = &g.state;
-    assert_eq!(s.eip, CODE + code.len() as u32 - 2, "EIP at the HLT");
+    assert_eq!(
+        s.rip,
+        u64::from(CODE) + code.len() as u64 - 2,
+        "EIP at the HLT"
+    );
     assert_eq!(
         s.gpr,
         [
@@ -52,13 +56,21 @@ fn hlt_exits_with_exact_state() {
             0x2222_2222,
             0x3333_3333,
             0x4444_4444,
-            STACK_TOP - 20,
+            u64::from(STACK_TOP - 20),
             0x5555_5555,
             0x6666_6666,
-            0x7777_7777
+            0x7777_7777,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0
         ]
     );
-    assert_eq!(s.eflags & 0x201, 0x201, "CF from STC, IF");
+    assert_eq!(s.rflags & 0x201, 0x201, "CF from STC, IF");
     assert_eq!(format!("{:?}", s.seg), format!("{:?}", before.seg));
     assert_eq!(
         (s.cr0, s.cr2, s.cr3, s.cr4),
@@ -98,9 +110,9 @@ fn hlt_exits_with_exact_state() {
     }
     // Emulate the HLT and go on: the NOP is next, then the code runs off into zeros
     // (ADD [EAX], AL) with EAX = 0x11111111: unmapped, a page fault.
-    g.state.eip += 1;
+    g.state.rip += 1;
     g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PAGE_FAULT);
-    assert_eq!(g.state.eip, CODE + code.len() as u32);
+    assert_eq!(g.state.rip, u64::from(CODE) + code.len() as u64);
     let v = g.shutdown();
     assert_eq!(v["runs"], 2);
     assert_eq!(v["exits"]["privileged"], 1);
@@ -126,7 +138,7 @@ fn int80_is_a_system_call() {
         a.hlt()
     });
     g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SYSTEM_CALL);
-    assert_eq!(g.state.eip, CODE + 5);
+    assert_eq!(g.state.rip, u64::from(CODE) + 5);
     assert_eq!(code[5..7], [0xcd, 0x80]);
     assert_eq!(g.state.gpr[0], 20);
 }
@@ -147,12 +159,16 @@ fn cpuid_exits_or_is_the_hosts_as_the_library_says() {
     });
     if is_hosts == 0 {
         g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CPUID);
-        assert_eq!(g.state.eip, CODE + 5, "stopped before the CPUID");
+        assert_eq!(g.state.rip, u64::from(CODE) + 5, "stopped before the CPUID");
         assert!(g.logged("CPUID faulting: native CPUID exits"));
         assert_eq!(g.shutdown()["exits"]["cpuid"], 1);
     } else {
         g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED);
-        assert_eq!(g.state.eip, CODE + 7, "CPUID ran natively, stopped at HLT");
+        assert_eq!(
+            g.state.rip,
+            u64::from(CODE) + 7,
+            "CPUID ran natively, stopped at HLT"
+        );
         assert!(g.logged("no CPUID faulting on this host"));
     }
     assert_eq!(plex86_accel_native_cpuid_is_hosts(std::ptr::null()), 1);
@@ -183,7 +199,7 @@ fn budget_expiry_charges_the_native_time() {
         g.exit.ticks
     );
     assert!(g.state.gpr[0] > 1000, "the loop ran natively");
-    assert!(g.state.eip == CODE || g.state.eip == CODE + 1);
+    assert!(g.state.rip == u64::from(CODE) || g.state.rip == u64::from(CODE) + 1);
 }
 
 #[test]
@@ -226,6 +242,64 @@ fn policy_declines() {
     assert_eq!(v["calls"], 4);
 }
 
+/// ABI 6: a long-mode state reaches the library, which declines it with a reason of its own
+/// (no 64-bit executor yet) and changes nothing; the 32-bit state still runs after it. The
+/// Bochs-side long-mode reasons are counted under their names; a 64-bit INVLPG is accepted.
+#[test]
+fn long_mode_is_declined_through_the_c_abi() {
+    let mut g = Guest::new("long-mode");
+    g.code(|a| a.hlt());
+    let legacy = g.state;
+    g.state.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64;
+    g.state.efer |= 0x500; // LME, LMA
+    g.state.seg[1].attr = (g.state.seg[1].attr & !(1 << 14)) | 1 << 13; // L=1, D=0
+    g.state.gpr[4] = 0x7ffd_0000_1230;
+    g.state.gpr[15] = 0x8000_0000_0000_0001;
+    g.state.rip = 0x5555_5555_4000;
+    g.state.seg[4].base = 0x7f00_1234_5000;
+    let before = format!("{:?}", g.state);
+    assert_eq!(g.run_with(BUDGET, 1000), DECLINED);
+    assert_eq!(
+        g.exit.decline_reason,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_64
+    );
+    assert!(g.exit.retry_after_ticks > 0);
+    assert_eq!(
+        format!("{:?}", g.state),
+        before,
+        "a decline changes nothing"
+    );
+    assert!(g.logged("long mode: no 64-bit executor yet"));
+    g.state.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT;
+    assert_eq!(g.run_with(BUDGET, 1000), DECLINED);
+    assert_eq!(
+        g.exit.decline_reason,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_COMPAT
+    );
+    plex86_accel_invlpg(g.accel, 0xffff_8880_0000_1000);
+    plex86_accel_invlpg(g.accel, 0x7f00_1234_5000);
+    for r in [
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LA57,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LAM,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_USER_CET,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_UINTR,
+        raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_PKE,
+    ] {
+        plex86_accel_note_declined(g.accel, r);
+    }
+    g.state = legacy;
+    g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED);
+    let v = g.shutdown();
+    assert_eq!(v["declines"]["long_mode_64"], 1);
+    assert_eq!(v["declines"]["long_mode_compat"], 1);
+    for name in ["la57", "lam", "user_cet", "uintr", "pke"] {
+        assert_eq!(v["declines"][name], 1, "{name}");
+    }
+    assert_eq!(v["declines"]["unknown"], 0);
+    assert_eq!(v["mmu"]["invlpg"], 2);
+    assert_eq!(v["runs"], 1);
+}
+
 #[test]
 fn tlb_notifications_keep_the_mirror_coherent() {
     let mut g = Guest::new("tlb");
@@ -236,7 +310,7 @@ fn tlb_notifications_keep_the_mirror_coherent() {
         a.hlt()
     });
     let read = |g: &mut Guest| {
-        g.state.eip = CODE;
+        g.state.rip = u64::from(CODE);
         g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED);
         g.state.gpr[0]
     };
@@ -244,7 +318,7 @@ fn tlb_notifications_keep_the_mirror_coherent() {
     // Remap DATA: the mirror, like a TLB, keeps the old translation until told.
     g.map(DATA, DATA_PHYS + 0x8000);
     assert_eq!(read(&mut g), 111);
-    plex86_accel_invlpg(g.accel, DATA + 0x10);
+    plex86_accel_invlpg(g.accel, u64::from(DATA) + 0x10);
     assert_eq!(read(&mut g), 222);
     g.map(DATA, DATA_PHYS);
     plex86_accel_flush_tlb(g.accel, 0);
@@ -271,9 +345,9 @@ fn tlb_notifications_keep_the_mirror_coherent() {
         },
     ];
     g.memory_map_changed(&ranges);
-    g.state.eip = CODE;
+    g.state.rip = u64::from(CODE);
     g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_NEEDS_EMULATION);
-    assert_eq!(g.state.eip, CODE);
+    assert_eq!(g.state.rip, u64::from(CODE));
     let v = g.shutdown();
     assert_eq!(v["mmu"]["invlpg"], 1);
     assert_eq!(v["mmu"]["flush_all"], 1);
@@ -303,7 +377,7 @@ fn written_code_pages_are_reported() {
         "the writes happened"
     );
     // Not protected any more: a second run reports nothing.
-    g.state.eip = CODE;
+    g.state.rip = u64::from(CODE);
     g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_PRIVILEGED);
     assert!(g.code_pages().is_empty());
     let v = g.shutdown();
@@ -347,7 +421,7 @@ fn natively_loaded_selectors_ask_for_a_reload() {
         a.hlt()
     });
     g.ran(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SEGMENT_LOAD);
-    assert_eq!(g.state.eip, CODE + 5);
+    assert_eq!(g.state.rip, u64::from(CODE) + 5);
     assert_eq!(code[5..8], [0x66, 0x8e, 0xc0]);
     assert_eq!((g.exit.seg_reload, g.state.seg[0].selector), (0, 0x23));
     let v = g.shutdown();

@@ -19,7 +19,7 @@ use crate::walker::{
 use crate::{Outcome, Reader, Writer};
 use host_driver::{Access, GuestState, Segment};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
-use plex86_accel::decode::{instruction_at, GuestMemory, InsnKey};
+use plex86_accel::decode::{instruction_at, CodeAt, GuestMemory, InsnKey};
 use plex86_monitor::decode::{classify_gp, GpKind};
 
 /// The longest x86 instruction.
@@ -350,7 +350,7 @@ fn check_fetch(case: &FetchCase) {
     let want = expected_key(&fetched, bitness, case.eip);
     let before = mem.clone();
     let m = Mem(mem);
-    let got = instruction_at(&m, &gs);
+    let got = instruction_at(&m, &CodeAt::of_guest(&gs));
     assert_eq!(
         got, want,
         "instruction_at disagrees with the reference fetch of {fetched:02x?} \

@@ -27,8 +27,8 @@ fn ran_maps_reason_ticks_and_state() {
         }
     );
     assert_eq!(cpu.gpr[0], 0xdead_beef);
-    assert_eq!(cpu.eip, before.eip + 7);
-    assert_eq!(cpu.eflags, before.eflags | 1);
+    assert_eq!(cpu.rip, before.rip + 7);
+    assert_eq!(cpu.rflags, before.rflags | 1);
     assert_eq!(cpu.fpu.zmm[0][0], before.fpu.zmm[0][0] ^ 0xff);
     assert_eq!(cpu.fpu.zmm[0][1..], before.fpu.zmm[0][1..]);
     assert_eq!(cpu.seg[1].selector, before.seg[1].selector);
@@ -172,8 +172,8 @@ fn single_step_exit_keeps_tf_and_is_counted() {
     };
     let want = raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SINGLE_STEP;
     assert_eq!(reason, want);
-    assert_eq!(cpu.eflags, before.eflags | 0x100);
-    assert_eq!(cpu.eip, before.eip + 5);
+    assert_eq!(cpu.rflags, before.rflags | 0x100);
+    assert_eq!(cpu.rip, before.rip + 5);
     let json = t.accel.stats().to_json(1);
     assert!(json.contains("\"single_step\":1"), "{json}");
     assert_eq!(t.accel.stats().exits[want as usize], 1);
@@ -254,4 +254,85 @@ fn drivers_unsupported_state_is_a_decline_and_keeps_commands() {
         .unwrap()
         .iter()
         .any(|(_, m)| m.contains("unsupported state: host driver: something new")));
+}
+
+#[test]
+fn long_mode_is_declined_with_named_counted_reasons() {
+    use test_support::guest_state::sample_long_state;
+    let mut t = accel(vec![step(ExitReason::Privileged)]);
+    let mut cpu = sample_long_state();
+    let before = cpu;
+    let long64 = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_64;
+    let compat = raw::plex86_accel_decline_reason_PLEX86_ACCEL_DECLINE_LONG_MODE_COMPAT;
+    let retry = t.accel.policy().unsupported_retry_ticks;
+    for _ in 0..3 {
+        assert_eq!(
+            t.accel.run(&mut cpu, BUDGET, 1_000_000),
+            RunOutcome::Declined {
+                reason: long64,
+                retry_after_ticks: retry
+            }
+        );
+    }
+    cpu.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT;
+    assert!(matches!(
+        t.accel.run(&mut cpu, BUDGET, 1_000_000),
+        RunOutcome::Declined { reason, .. } if reason == compat
+    ));
+    cpu.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_V8086;
+    assert!(matches!(
+        t.accel.run(&mut cpu, BUDGET, 1_000_000),
+        RunOutcome::Declined { reason: 2, .. }
+    ));
+    cpu.mode = before.mode;
+    assert_eq!(
+        format!("{cpu:?}"),
+        format!("{before:?}"),
+        "a decline changes nothing"
+    );
+    assert!(
+        t.log.lock().unwrap().runs.is_empty(),
+        "long mode never reaches the 32-bit backend"
+    );
+    let st = t.accel.stats();
+    assert_eq!(
+        (
+            st.declines[long64 as usize],
+            st.declines[compat as usize],
+            st.declines[2],
+            st.calls,
+            st.runs
+        ),
+        (3, 1, 1, 5, 0)
+    );
+    let lines = t.lines.lock().unwrap();
+    let said = |s: &str| lines.iter().filter(|(_, m)| m.contains(s)).count();
+    assert_eq!(said("long mode: no 64-bit executor yet"), 1, "logged once");
+    assert_eq!(said("compatibility-mode user code"), 1);
+    drop(lines);
+    // The names in the statistics.
+    let json = t.accel.stats().to_json(1);
+    assert!(json.contains("\"long_mode_64\":3"), "{json}");
+    assert!(json.contains("\"long_mode_compat\":1"), "{json}");
+    // A 32-bit state still runs.
+    let mut cpu = sample_state();
+    assert!(matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }));
+}
+
+#[test]
+fn a_change_to_long_mode_flushes_the_mirror() {
+    let mut t = accel(vec![
+        step(ExitReason::Privileged),
+        step(ExitReason::Privileged),
+    ]);
+    let mut cpu = sample_state();
+    assert!(matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }));
+    // Same CR3 and CR0/CR4 bits, but EFER.LMA differs between the entries (only the key is
+    // compared here: a long-mode state is declined before it reaches the key).
+    let k32 = run::PagingKey::of(&cpu);
+    cpu.efer |= 1 << 10;
+    assert_ne!(run::PagingKey::of(&cpu), k32, "EFER.LMA is part of the key");
+    cpu.efer &= !(1 << 10);
+    cpu.cr3 |= 1 << 40;
+    assert_ne!(run::PagingKey::of(&cpu), k32, "CR3 is compared in 64 bits");
 }

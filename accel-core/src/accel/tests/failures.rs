@@ -48,7 +48,7 @@ fn a_run_that_never_started_fails_without_lost_progress() {
         ..error(DriverError::ExecutorDied(DeathCause::Signal(9)))
     }]);
     let mut cpu = sample_state();
-    let (eip, gprs) = (cpu.eip, cpu.gpr);
+    let (eip, gprs) = (cpu.rip, cpu.gpr);
     match run(&mut t, &mut cpu) {
         RunOutcome::Failed {
             message,
@@ -60,7 +60,7 @@ fn a_run_that_never_started_fails_without_lost_progress() {
         o => panic!("{o:?}"),
     }
     assert_eq!(
-        (cpu.eip, cpu.gpr),
+        (cpu.rip, cpu.gpr),
         (eip, gprs),
         "the CPU state is left as it was"
     );

@@ -7,10 +7,10 @@ fn exit_instructions_are_named_for_the_statistics() {
     let (mem, gs) = paging_setup();
     mem.put(0x10000, &[0x8e, 0xd8, 0xf4]); // mov ds, eax; hlt
     let mut cpu = sample_state();
-    cpu.cr0 = gs.cr0;
-    cpu.cr3 = gs.cr3;
+    cpu.cr0 = u64::from(gs.cr0);
+    cpu.cr3 = u64::from(gs.cr3);
     cpu.cr4 &= !(1 << 5);
-    cpu.eip = 0x40_0000;
+    cpu.rip = 0x40_0000;
     let mut hlt = step(ExitReason::Privileged);
     hlt.mutate = Some(Box::new(|g: &mut GuestState| g.eip = 0x40_0002));
     let mut t = accel_with(
@@ -24,10 +24,10 @@ fn exit_instructions_are_named_for_the_statistics() {
         Some(Box::new(mem)),
     );
     run(&mut t, &mut cpu);
-    assert_eq!(cpu.eip, 0x40_0000);
+    assert_eq!(cpu.rip, 0x40_0000);
     run(&mut t, &mut cpu);
-    assert_eq!(cpu.eip, 0x40_0002);
-    cpu.eip = 0x80_0000; // unmapped: counted as undecoded
+    assert_eq!(cpu.rip, 0x40_0002);
+    cpu.rip = 0x80_0000; // unmapped: counted as undecoded
     run(&mut t, &mut cpu);
     run(&mut t, &mut cpu); // RDTSC: not decoded at all
     let st = t.accel.stats();

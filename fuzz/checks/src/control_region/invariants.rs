@@ -176,18 +176,25 @@ fn cpu_state(gs: &GuestState) -> plex86_accel::CpuState {
         selector: s.selector,
         attr: s.attr,
         limit: s.limit,
-        base: s.base,
         valid: u32::from(!s.is_null()),
+        reserved: 0,
+        base: u64::from(s.base),
     });
+    let mut gpr = [0u64; 16];
+    for (d, &s) in gpr.iter_mut().zip(&gs.gprs) {
+        *d = u64::from(s);
+    }
     plex86_accel::CpuState {
-        gpr: gs.gprs,
-        eip: gs.eip,
-        eflags: gs.eflags,
+        gpr,
+        rip: u64::from(gs.eip),
+        rflags: u64::from(gs.eflags),
+        mode: bochs_ffi::raw::plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED,
+        reserved: 0,
         seg,
-        cr0: gs.cr0,
-        cr2: gs.cr2,
-        cr3: gs.cr3,
-        cr4: gs.cr4,
+        cr0: u64::from(gs.cr0),
+        cr2: u64::from(gs.cr2),
+        cr3: u64::from(gs.cr3),
+        cr4: u64::from(gs.cr4),
         efer: gs.efer,
         xcr0: gs.xcr0,
         fpu: plex86_accel_fpu_state {
@@ -201,7 +208,7 @@ fn cpu_state(gs: &GuestState) -> plex86_accel::CpuState {
             fds: 0,
             mxcsr: 0x1f80,
             st: [[0; 16]; 8],
-            zmm: [[0; 64]; 8],
+            zmm: [[0; 64]; 32],
             opmask: [0; 8],
         },
     }
