@@ -14,7 +14,7 @@
 //! summary table; `-- --summary-only` prints only the table.
 
 use criterion::{criterion_group, Criterion};
-use host_driver::stub::{Polling, StubExecutor};
+use host_driver::stub::{Placement, Polling, StubExecutor};
 use host_driver::{ExitReason, GuestState, MmuCommand};
 use std::time::{Duration, Instant};
 use test_support::calibration::BusyCpu;
@@ -34,6 +34,10 @@ const BOTH_POLL: Polling = Polling {
     stub: 2000,
 };
 
+/// Rounds of the summary: the wake-up of an idle vCPU makes single samples bimodal (a few µs
+/// or tens of µs), so the median needs many.
+const ROUNDS: usize = 41;
+
 /// Pages a fill may mirror ahead in the batching variant.
 const FILL_AHEAD: u32 = 16;
 
@@ -43,7 +47,7 @@ enum Subject {
     Stub {
         /// Owns the guest RAM the stub runs on.
         _vm: Box<Vm>,
-        stub: StubExecutor,
+        stub: Box<StubExecutor>,
         state: Box<GuestState>,
     },
 }
@@ -53,14 +57,18 @@ impl Subject {
         Subject::Today(Box::new(vm_with_toucher(FILL_PAGES)))
     }
     fn stub(polling: Polling, fill_ahead: u32) -> Subject {
+        Self::stub_placed(polling, fill_ahead, Placement::Free)
+    }
+    fn stub_placed(polling: Polling, fill_ahead: u32, placement: Placement) -> Subject {
         let vm = vm_with_toucher(FILL_PAGES);
         let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling)
             .expect("stub starts");
         stub.set_fill_ahead(fill_ahead);
+        stub.set_placement(placement);
         let state = Box::new(vm.state);
         Subject::Stub {
             _vm: Box::new(vm),
-            stub,
+            stub: Box::new(stub),
             state,
         }
     }
@@ -170,15 +178,23 @@ fn summary() {
             "stub, sleep, fill-ahead 16",
             Subject::stub(SLEEP, FILL_AHEAD),
         ),
+        (
+            "stub, sleep, with library",
+            Subject::stub_placed(SLEEP, 0, Placement::WithLibrary),
+        ),
+        (
+            "stub, sleep, w/ lib, ahead 16",
+            Subject::stub_placed(SLEEP, FILL_AHEAD, Placement::WithLibrary),
+        ),
     ];
     println!();
-    println!("=== issue 14 gate: stub executor beside today's (median [min-max] of 15 interleaved rounds) ===");
+    println!("=== issue 14 gate: stub executor beside today's (median [min-max] of {ROUNDS} interleaved rounds) ===");
     println!("targets: exit + re-entry within 10% of today's; a demand fill <= 2x today's");
     for busy in [false, true] {
         let _spinner = busy.then(|| BusyCpu::start(1));
         let other = if busy { "busy" } else { "idle" };
-        let rt = interleaved(&mut subjects, 15, |s| s.exit_reentry(500));
-        let fill = interleaved(&mut subjects, 15, |s| s.fill(20));
+        let rt = interleaved(&mut subjects, ROUNDS, |s| s.exit_reentry(200));
+        let fill = interleaved(&mut subjects, ROUNDS, |s| s.fill(10));
         println!();
         println!("--- other vCPU {other} ---");
         println!(

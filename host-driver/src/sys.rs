@@ -383,3 +383,21 @@ impl plex86_monitor::monitor::GuestRam for RamMap {
         true
     }
 }
+
+/// The CPU this thread runs on now (the vDSO's getcpu).
+pub(crate) fn current_cpu() -> Option<usize> {
+    // SAFETY: no arguments, no memory effects.
+    let c = unsafe { libc::sched_getcpu() };
+    usize::try_from(c).ok()
+}
+
+/// Restricts thread `tid` (of a child process) to `cpu`.
+pub(crate) fn pin_thread(tid: i32, cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
+    cvt(unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    })
+    .map(drop)
+}

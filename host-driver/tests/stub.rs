@@ -207,3 +207,28 @@ fn fill_ahead_maps_used_pages_in_one_batch_and_results_stay_the_same() {
     assert_eq!(state.gprs[1], 0, "the loop ran to its end");
     vm.state = state;
 }
+
+#[test]
+fn placed_with_the_library_the_stub_threads_follow_its_cpu() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    vm.code(|a| a.hlt());
+    let mut stub = stub_for(&vm);
+    stub.set_placement(host_driver::stub::Placement::WithLibrary);
+    let mut state = vm.state;
+    let exit = stub
+        .run(&mut state, &[MmuCommand::FlushAll])
+        .expect("run")
+        .clone();
+    assert_eq!(exit.reason, ExitReason::Privileged);
+    for task in std::fs::read_dir(format!("/proc/{}/task", stub.pid())).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let cpus = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .unwrap();
+        assert!(
+            !cpus.contains(['-', ',']),
+            "one CPU per stub thread: {cpus}"
+        );
+    }
+}

@@ -101,6 +101,8 @@ pub mod by_stub {
     pub const FPROG_GUEST: usize = 0x80;
     /// `struct sock_fprog` of the mapper's filter.
     pub const FPROG_MAPPER: usize = 0x90;
+    /// u32: the mapper thread's TID (for the library's CPU placement).
+    pub const MAPPER_TID: usize = 0xa0;
     /// The guest thread's BPF program.
     pub const PROG_GUEST: usize = 0x100;
     /// The mapper's BPF program.

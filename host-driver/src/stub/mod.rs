@@ -48,6 +48,16 @@ pub struct Polling {
     pub stub: u32,
 }
 
+/// Where the stub's threads run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Wherever the host's scheduler puts them.
+    Free,
+    /// On the CPU the library runs on at each entry (re-pinned when the library has moved):
+    /// every hand-over is then a wake-up on the same CPU, never an idle vCPU's.
+    WithLibrary,
+}
+
 /// What the gate's benchmark measured best on the 2-vCPU VMs (docs/ARCHITECTURE.md, "The
 /// stub executor's gate"): every hand-over a futex wake; three pollers on two vCPUs starve
 /// each other.
@@ -70,6 +80,9 @@ pub struct StubExecutor {
     spin: u32,
     fpstate: Vec<u8>,
     xsave: XsaveInfo,
+    placement: Placement,
+    pinned_to: Option<usize>,
+    mapper_tid: i32,
 }
 
 /// Offset in the control memfd of the stub-written word `off`.
@@ -149,6 +162,7 @@ impl StubExecutor {
             end: ram_size,
         }];
         let monitor = Monitor::new(ram_map, StubHost::new(), ram_size, &ranges, params);
+        let mapper_tid = ctl.atomic_u32(st(stub::MAPPER_TID)).load(Ordering::Relaxed) as i32;
         Ok(StubExecutor {
             child,
             ctl,
@@ -160,6 +174,9 @@ impl StubExecutor {
             map_seq: 0,
             spin: polling.library,
             fpstate: vec![0; XSAVE_AREA_SIZE],
+            placement: Placement::Free,
+            pinned_to: None,
+            mapper_tid,
             xsave: XsaveInfo::from_host(
                 sw.xstate_size,
                 sw.xfeatures & crate::protocol::xsave::xfeature::TRANSFERRED,
@@ -171,6 +188,30 @@ impl StubExecutor {
     /// (the batching variant of the gate; 0, the default, maps only the faulting page).
     pub fn set_fill_ahead(&mut self, pages: u32) {
         self.monitor.fill_ahead = pages;
+    }
+
+    /// Sets where the stub's threads run.
+    pub fn set_placement(&mut self, p: Placement) {
+        self.placement = p;
+        self.pinned_to = None;
+    }
+
+    /// Pins both stub threads to the library's current CPU if they are not there already.
+    fn place(&mut self) -> Result<(), String> {
+        if self.placement != Placement::WithLibrary {
+            return Ok(());
+        }
+        let Some(cpu) = sys::current_cpu() else {
+            return Ok(());
+        };
+        if self.pinned_to == Some(cpu) {
+            return Ok(());
+        }
+        for tid in [self.child.id() as i32, self.mapper_tid] {
+            sys::pin_thread(tid, cpu).map_err(|e| format!("pin stub thread {tid}: {e}"))?;
+        }
+        self.pinned_to = Some(cpu);
+        Ok(())
     }
 
     /// The stub's process id.
@@ -185,6 +226,7 @@ impl StubExecutor {
         cmds: &[MmuCommand],
     ) -> Result<&ExitRecord, String> {
         validate_entry(state, self.xsave).map_err(|e| e.to_string())?;
+        self.place()?;
         for c in cmds {
             let (kind, addr) = match *c {
                 MmuCommand::FlushAll => (CommandKind::FlushAll, 0),

@@ -85,6 +85,8 @@ pub fn launch() -> ! {
     if tid <= 0 {
         fail(10);
     }
+    // SAFETY: the stub pages are mapped writable (above).
+    unsafe { write_stub_u64(s, stub::MAPPER_TID, tid as u64) };
     // SAFETY: the jump leaves Rust for good: S's start code unmaps this binary, its stack and
     // heap; nothing returns here.
     unsafe {
