@@ -62,6 +62,24 @@ def guest_kernel(arch: str, kernel: str | None) -> str:
     return kernel
 
 
+def cpu_features_arg(text: str) -> str:
+    """argparse type of --cpu-add-features: Bochs CPUID feature names, comma-separated."""
+    names = [n for n in text.split(",")]
+    if not names or any(not n or not all(c.isascii() and (c.isalnum() or c == "_") for c in n) for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of Bochs feature names")
+    return ",".join(names)
+
+
+def add_cpu_features(bochsrc: str, features: str | None) -> str:
+    """The rendered bochsrc with add_features="..." on its `cpu: model=host,` line."""
+    if not features:
+        return bochsrc
+    line = "cpu: model=host,"
+    if bochsrc.count(line) != 1:
+        raise ValueError("the bochsrc has no single 'cpu: model=host,' line")
+    return bochsrc.replace(line, f'{line} add_features="{features}",')
+
+
 def build_guest_cmd(arch: str) -> list[str]:
     """The ci/build-guest command of an arch (i386: no option, as before --arch existed)."""
     cmd = [str(ROOT / "ci" / "build-guest")]
@@ -421,6 +439,9 @@ def cmd_run(argv: list[str]) -> int:
     ap.add_argument("--append", default="", help="extra kernel command-line arguments")
     ap.add_argument("--accel-options", default="", metavar="K=V,...",
                     help="extra keys of the bochsrc plex86accel: line (with --accel on), e.g. min_user_insns=200")
+    ap.add_argument("--cpu-add-features", type=cpu_features_arg, metavar="F,...",
+                    help="Bochs CPUID features added to the host model (add_features=), e.g. "
+                         "avx512,avx512dq,avx512cd,avx512bw to emulate AVX-512 on a host without it")
     ap.add_argument("--no-build", action="store_true", help="don't call ci/build-bochs / ci/build-guest")
     ap.add_argument("--keep-iso", action="store_true",
                     help="keep the run's guest.iso after a completed run (it is always kept otherwise)")
@@ -500,10 +521,10 @@ def cmd_run(argv: list[str]) -> int:
     if a.accel == "on":
         stats_json = rundir / "accel-stats.json"
         accel_line += f', stats="{stats_json}"'
-    rc_path.write_text(render(GUEST_DIR / "bochsrc.in", {
+    rc_path.write_text(add_cpu_features(render(GUEST_DIR / "bochsrc.in", {
         "MEGS": str(a.megs), "ROMIMAGE": ROMIMAGE, "VGAROMIMAGE": VGAROMIMAGE, "IPS": str(IPS),
         "TIME0": str(TIME0), "ISO": str(iso), "SERIAL": str(serial), "LOG": str(log),
-        "MSRS": str(GUEST_DIR / "msrs.def"), "PLEX86ACCEL": accel_line}))
+        "MSRS": str(GUEST_DIR / "msrs.def"), "PLEX86ACCEL": accel_line}), a.cpu_add_features))
     for fw in (ROMIMAGE, VGAROMIMAGE):
         if not Path(fw).exists():
             die(f"BIOS image {fw} missing (Debian packages bochsbios, vgabios; ci/build-guest installs them)")
@@ -539,6 +560,7 @@ def cmd_run(argv: list[str]) -> int:
         "kernel": a.kernel,
         "accel": a.accel,
         "megs": a.megs,
+        "cpu_add_features": a.cpu_add_features,
         "bochs": str(bochs),
         "run_dir": str(rundir),
         "cmdline": append,

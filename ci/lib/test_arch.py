@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
+import check_avx512  # noqa: E402
 import guestrun  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +51,59 @@ class GuestKernelTest(unittest.TestCase):
     def test_build_guest_cmd(self):
         self.assertEqual(guestrun.build_guest_cmd("i386"), [str(ROOT / "ci" / "build-guest")])
         self.assertEqual(guestrun.build_guest_cmd("amd64")[1:], ["--arch", "amd64"])
+
+
+class CpuFeaturesTest(unittest.TestCase):
+    def test_arg(self):
+        import argparse
+        self.assertEqual(guestrun.cpu_features_arg("avx512,avx512dq"), "avx512,avx512dq")
+        for bad in ("", "avx512,", "a b", 'x"', "avx-512"):
+            with self.assertRaises(argparse.ArgumentTypeError):
+                guestrun.cpu_features_arg(bad)
+
+    def test_bochsrc_line(self):
+        rc = "megs: 512\ncpu: model=host, count=1, ips=1\n"
+        self.assertEqual(guestrun.add_cpu_features(rc, None), rc)
+        self.assertEqual(guestrun.add_cpu_features(rc, "avx512,avx512bw"),
+                         'megs: 512\ncpu: model=host, add_features="avx512,avx512bw", count=1, ips=1\n')
+        with self.assertRaises(ValueError):
+            guestrun.add_cpu_features("cpu: model=corei7_icelake_u, count=1\n", "avx512")
+
+    def test_template_has_the_line(self):
+        text = (guestrun.GUEST_DIR / "bochsrc.in").read_text()
+        self.assertIn('add_features="avx512"', guestrun.add_cpu_features(text, "avx512"))
+
+
+def prog(name, result, **cpu):
+    return {"name": name, "status": 0, "result": result, "cpu": cpu}
+
+
+class CheckAvx512Test(unittest.TestCase):
+    NATIVE = {"programs": [prog("simd", "simd-1"), prog("avx-preempt", "ok"), prog("regs64", "r")]}
+
+    def guest(self, zmm="avx512-zmm16-31-abc", width="512", simd="simd-1", avx512="yes"):
+        return {"complete": True, "failures": [], "programs": [
+            prog("avx512-zmm", zmm, avx512=avx512), prog("simd", simd, avx512=avx512),
+            prog("avx-preempt", "ok", width=width), prog("regs64", "r")]}
+
+    def test_good(self):
+        self.assertEqual(check_avx512.problems(self.NATIVE, self.guest()), [])
+
+    def test_not_available(self):
+        probs = check_avx512.problems(self.NATIVE, self.guest(zmm="avx512-zmm16-31-not-available", avx512="no"))
+        self.assertTrue(any("did not run" in p for p in probs))
+        self.assertTrue(any("avx512=no" in p for p in probs))
+
+    def test_width_and_native(self):
+        probs = check_avx512.problems(self.NATIVE, self.guest(width="256", simd="simd-2"))
+        self.assertTrue(any("width=256" in p for p in probs))
+        self.assertTrue(any("simd: result simd-2 differs" in p for p in probs))
+
+    def test_incomplete(self):
+        g = self.guest()
+        g["complete"] = False
+        g["failures"] = ["suite incomplete (no @@SUITE DONE)"]
+        self.assertEqual(len(check_avx512.problems(self.NATIVE, g)), 2)
 
 
 class BenchArchTest(unittest.TestCase):
