@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Benchmarks of the workload suite on several systems (used by ci/bench; Python 3.11 stdlib only).
 
-    ci/bench [--runs N] [--kernel 686|686-pae] [--systems native,bochs,accel,qemu]
-             [--out DIR] [--programs LIST] [--no-build] [--timeout SECONDS]
-             [--order fixed|alternate] [--no-chart] [--no-profile]
+    ci/bench [--arch i386|amd64] [--runs N] [--kernel 686|686-pae|amd64]
+             [--systems native,bochs,accel,qemu] [--out DIR] [--programs LIST] [--no-build]
+             [--timeout SECONDS] [--order fixed|alternate] [--no-chart] [--no-profile]
 
 Systems:
   native  ci/run-native (the i386 binaries on this host; also the correctness oracle)
@@ -11,6 +11,9 @@ Systems:
   accel   ci/run-guest --accel on (Bochs + plex86-accel)
   qemu    qemu-system-i386 -accel tcg booting the same kernel, base initramfs and run spec
           (run_qemu below; the per-run ISO is made with guestrun.py's helpers)
+
+--arch amd64 (default i386) benchmarks the 64-bit guest (ci/build-guest --arch amd64; kernel
+amd64, the default there) and the x86-64 suite natively, with qemu-system-x86_64 as QEMU.
 
 Runs are interleaved: round 1 runs every system once, then round 2, ...  With --order
 alternate (what ci/demo uses) the emulated systems run in reverse order in even rounds
@@ -50,7 +53,8 @@ import suite  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "tests" / "guest" / "programs"
 
-# QEMU settings (see run_qemu)
+# QEMU settings (see run_qemu); the system emulator per guest arch
+QEMU_BIN = {"i386": QEMU, "amd64": "qemu-system-x86_64"}
 QEMU_CPU = "max"
 QEMU_MEGS = 512  # the same as guestrun.MEGS
 
@@ -67,6 +71,14 @@ def manifest_benchmarks(text: str) -> list[str]:
         if len(f) >= 3 and f[1] == "benchmark":
             out.append(f[0])
     return out
+
+
+def bench_kernel(arch: str, kernel: str | None) -> str:
+    """--kernel of ci/bench: as given (it must belong to the arch), else 686-pae for i386 and
+    amd64 for amd64. Raises ValueError with a message."""
+    if kernel is None and arch == "i386":
+        return "686-pae"
+    return guestrun.guest_kernel(arch, kernel)
 
 
 def round_order(systems: list[str], rnd: int, order: str = "fixed") -> list[str]:
@@ -224,16 +236,24 @@ def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
-def run_native(out_json: Path, programs: str, no_build: bool) -> dict | None:
-    cmd = [str(ROOT / "ci" / "run-native"), "--programs", programs, "--json", str(out_json), "--quiet"]
+def arch_args(arch: str) -> list[str]:
+    """The --arch option of ci/run-native and ci/run-guest (none for i386, as before --arch)."""
+    return [] if arch == "i386" else ["--arch", arch]
+
+
+def run_native(out_json: Path, programs: str, no_build: bool, arch: str = "i386") -> dict | None:
+    cmd = [str(ROOT / "ci" / "run-native"), *arch_args(arch), "--programs", programs,
+           "--json", str(out_json), "--quiet"]
     if no_build:
         cmd.append("--no-build")
     subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
     return _load(out_json)
 
 
-def run_bochs(out_json: Path, kernel: str, accel: bool, programs: str, timeout: float) -> dict | None:
-    cmd = [str(ROOT / "ci" / "run-guest"), "--kernel", kernel, "--accel", "on" if accel else "off",
+def run_bochs(out_json: Path, kernel: str, accel: bool, programs: str, timeout: float,
+              arch: str = "i386") -> dict | None:
+    cmd = [str(ROOT / "ci" / "run-guest"), *arch_args(arch), "--kernel", kernel,
+           "--accel", "on" if accel else "off",
            "--programs", programs, "--no-build", "--timeout", str(timeout), "--json", str(out_json)]
     r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
@@ -255,8 +275,8 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def qemu_command(iso: Path, serial: Path) -> list[str]:
-    return [QEMU, "-accel", "tcg", "-cpu", QEMU_CPU, "-m", str(QEMU_MEGS),
+def qemu_command(iso: Path, serial: Path, arch: str = "i386") -> list[str]:
+    return [QEMU_BIN[arch], "-accel", "tcg", "-cpu", QEMU_CPU, "-m", str(QEMU_MEGS),
             "-cdrom", str(iso), "-boot", "d", "-no-reboot",
             "-display", "none", "-monitor", "none", "-serial", f"file:{serial}",
             "-rtc", "base=2025-01-01T00:00:00"]
@@ -268,14 +288,15 @@ def qemu_append(cmdline: str) -> str:
     return " ".join(w for w in cmdline.split() if not w.startswith("tsc_early_khz="))
 
 
-def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float) -> dict:
-    """Boots the guest under qemu-system-i386 TCG with the same kernel, base initramfs and
-    run spec (SUITE_ONLY=programs) as ci/run-guest, and writes run-guest's JSON shape."""
-    g = guestrun.GUEST_OUT
+def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float, arch: str = "i386") -> dict:
+    """Boots the guest under QEMU TCG (qemu-system-i386; amd64: qemu-system-x86_64) with the
+    same kernel, base initramfs and run spec (SUITE_ONLY=programs) as ci/run-guest, and writes
+    run-guest's JSON shape."""
+    g = guestrun.ARCHES[arch]["out"]
     base_img, vmlinuz = g / "iso" / "base.img", g / "iso" / f"vmlinuz-{kernel}"
     for p in (base_img, vmlinuz, g / "cmdline"):
         if not p.exists():
-            raise SystemExit(f"bench: {p} is missing: run ci/build-guest")
+            raise SystemExit(f"bench: {p} is missing: run {' '.join(['ci/build-guest', *arch_args(arch)])}")
     append = qemu_append((g / "cmdline").read_text().strip())
     run_id = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{kernel}-qemu-{os.getpid()}"
     rundir = guestrun.TARGET / "run" / run_id
@@ -288,7 +309,7 @@ def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float) -> dict
                       rundir / "isolinux.cfg")
     serial = rundir / "serial.txt"
     serial.touch()
-    cmd = qemu_command(iso, serial)
+    cmd = qemu_command(iso, serial, arch)
     cap = guestrun.boot_and_capture(cmd, rundir, serial, rundir / "qemu.out", timeout)
     lines, rc, wall = cap["lines"], cap["rc"], cap["wall"]
     killed_for, panic_at, poweroff_at = cap["killed_for"], cap["panic_at"], cap["poweroff_at"]
@@ -304,7 +325,7 @@ def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float) -> dict
     init_line = next(((t, s[s.index("@@INIT"):]) for t, s in lines if "@@INIT" in s), None)
     uptime = guestrun.num(guestrun.kv(init_line[1].split()[1:]).get("uptime")) if init_line else None
     result = {
-        "system": "qemu", "kernel": kernel, "accel": "tcg", "qemu": cmd, "run_dir": str(rundir),
+        "system": "qemu", "arch": arch, "kernel": kernel, "accel": "tcg", "qemu": cmd, "run_dir": str(rundir),
         "cmdline": append,
         "boot": {"guest_uptime_s": uptime if isinstance(uptime, (int, float)) else None,
                  "host_wall_s": round(init_line[0], 3) if init_line else None},
@@ -326,14 +347,14 @@ def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float) -> dict
 
 
 def run_profile(out: Path, kernel: str, benchmarks: list[str], timeout: float,
-                problems: list[str]) -> dict:
+                problems: list[str], arch: str = "i386") -> dict:
     """One accelerated boot running no program, then one per benchmark: each benchmark's own
     accelerator statistics (time_split). Appends unusable runs to problems."""
     def boot(name: str, programs: str):
         path = out / "runs" / f"profile-{name}.json"
         path.unlink(missing_ok=True)
         t0 = time.monotonic()
-        data = run_bochs(path, kernel, True, programs, timeout)
+        data = run_bochs(path, kernel, True, programs, timeout, arch)
         probs = run_problems("accel", data) + ([] if (data or {}).get("accel_stats") else ["no accel_stats"])
         problems.extend(f"profile {name}: {p}" for p in probs)
         log(f"profile {name}: {time.monotonic() - t0:.0f} s")
@@ -367,18 +388,22 @@ def run_problems(system: str, data: dict | None) -> list[str]:
 # main
 
 
-def ensure_tools(systems: list[str], chart: bool = True) -> None:
+def ensure_tools(systems: list[str], chart: bool = True, arch: str = "i386") -> None:
     pkgs = ["gnuplot-nox"] if chart and not shutil.which("gnuplot") else []
-    if "qemu" in systems and not shutil.which(QEMU):
-        pkgs.append("qemu-system-x86")
+    if "qemu" in systems and not shutil.which(QEMU_BIN[arch]):
+        pkgs.append("qemu-system-x86")  # has both qemu-system-i386 and qemu-system-x86_64
     if pkgs:
         r = subprocess.run(["bash", "-c", f'source "{ROOT}/ci/lib/common.sh" && ensure_packages "$@"',
                             "ensure_packages", *pkgs], stdout=sys.stderr)
         if r.returncode != 0:
             raise SystemExit(2)
+    if "qemu" in systems and not shutil.which(QEMU_BIN[arch]):
+        raise SystemExit(f"bench: {QEMU_BIN[arch]} (the QEMU comparator of --arch {arch}) is not "
+                         "installed and installing qemu-system-x86 did not provide it; install it, "
+                         "or leave qemu out with --systems native,bochs,accel")
 
 
-def build(systems: list[str]) -> None:
+def build(systems: list[str], arch: str = "i386") -> None:
     steps = []
     if "bochs" in systems:
         steps.append([str(ROOT / "ci" / "build-bochs"), "--variant", "plain"])
@@ -386,7 +411,8 @@ def build(systems: list[str]) -> None:
         steps.append([str(ROOT / "ci" / "build-bochs"), "--variant", "accel"])
         steps.append(["cargo", "build", "--release", "-q", "-p", "accel-core", "--lib"])
         steps.append(["cargo", "build", "--release", "-q", "-p", "plex86-executor"])
-    steps.append([str(ROOT / "ci" / "build-guest")])  # also builds the suite for ci/run-native
+    # also builds the suite for ci/run-native
+    steps.append(guestrun.build_guest_cmd(arch))
     for cmd in steps:
         log(" ".join(cmd[:1] + cmd[1:]).replace(str(ROOT) + "/", ""))
         r = subprocess.run(cmd, cwd=ROOT, stdout=sys.stderr)
@@ -408,7 +434,10 @@ def draw_chart(rep: dict, out: Path) -> str | None:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="ci/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--kernel", choices=("686", "686-pae"), default="686-pae")
+    ap.add_argument("--arch", choices=tuple(guestrun.ARCHES), default="i386",
+                    help="guest architecture (default i386; amd64: the 64-bit guest, QEMU is qemu-system-x86_64)")
+    ap.add_argument("--kernel", choices=guestrun.ALL_KERNELS,
+                    help="kernel flavour (default: 686-pae for i386, amd64 for amd64)")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     ap.add_argument("--programs", help="benchmarks to run (default: the manifest's benchmark lines)")
@@ -422,6 +451,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-chart", dest="chart", action="store_false",
                     help="don't draw chart.png (nor install gnuplot)")
     a = ap.parse_args(argv)
+    try:
+        a.kernel = bench_kernel(a.arch, a.kernel)
+    except ValueError as err:
+        ap.error(str(err))
     systems = [s for s in a.systems.split(",") if s]
     bad = [s for s in systems if s not in SYSTEMS]
     if bad or not systems or a.runs < 1:
@@ -438,10 +471,10 @@ def main(argv: list[str]) -> int:
     out = Path(a.out).resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
 
-    ensure_tools(systems, a.chart)
+    ensure_tools(systems, a.chart, a.arch)
     t_build = time.monotonic()
     if not a.no_build:
-        build(systems)
+        build(systems, a.arch)
         log(f"builds: {time.monotonic() - t_build:.0f} s")
     build_s = round(time.monotonic() - t_build, 1)
     t_rounds = time.monotonic()
@@ -453,7 +486,7 @@ def main(argv: list[str]) -> int:
     oracle_label = None
     if "native" not in systems:  # an untimed native run, only as the oracle
         log("native oracle run (not in --systems, so not timed)")
-        oracle = run_native(out / "runs" / "oracle-native.json", programs, no_build=True)
+        oracle = run_native(out / "runs" / "oracle-native.json", programs, no_build=True, arch=a.arch)
         oracle_label = "an untimed native run before round 1"
         if oracle is None or run_problems("native", oracle):
             problems.append(f"native oracle: {'; '.join(run_problems('native', oracle))}")
@@ -465,11 +498,11 @@ def main(argv: list[str]) -> int:
             ru0, st0 = os.times(), _proc_stat()
             t0 = time.monotonic()
             if s == "native":
-                data = run_native(path, programs, no_build=True)
+                data = run_native(path, programs, no_build=True, arch=a.arch)
             elif s == "qemu":
-                data = run_qemu(path, a.kernel, programs, a.timeout)
+                data = run_qemu(path, a.kernel, programs, a.timeout, a.arch)
             else:
-                data = run_bochs(path, a.kernel, s == "accel", programs, a.timeout)
+                data = run_bochs(path, a.kernel, s == "accel", programs, a.timeout, a.arch)
             wall = time.monotonic() - t0
             ru1, st1 = os.times(), _proc_stat()
             rec = summarize_run(s, rnd, data, benchmarks)
@@ -496,7 +529,7 @@ def main(argv: list[str]) -> int:
     rounds_s = round(time.monotonic() - t_rounds, 1)
     profile = {}
     if "accel" in systems and a.profile:
-        profile = run_profile(out, a.kernel, benchmarks, a.timeout, problems)
+        profile = run_profile(out, a.kernel, benchmarks, a.timeout, problems, a.arch)
     med = compute_medians(runs, systems, benchmarks)
     host = {}
     try:
@@ -504,11 +537,12 @@ def main(argv: list[str]) -> int:
     except AttributeError:
         pass
     rep = {
-        "config": {"runs": a.runs, "kernel": a.kernel, "systems": systems, "started": started,
+        "config": {"runs": a.runs, "arch": a.arch, "kernel": a.kernel, "systems": systems, "started": started,
                    "order": a.order, "build_s": build_s, "rounds_s": rounds_s,
                    "host": host, "programs": programs,
-                   "qemu_command": " ".join(qemu_command(Path("RUN/guest.iso"), Path("RUN/serial.txt")))
-                   + " (kernel cmdline: target/guest/cmdline without tsc_early_khz=)"},
+                   "qemu_command": " ".join(qemu_command(Path("RUN/guest.iso"), Path("RUN/serial.txt"), a.arch))
+                   + f" (kernel cmdline: {guestrun.ARCHES[a.arch]['out'].relative_to(ROOT)}/cmdline"
+                   " without tsc_early_khz=)"},
         "systems": systems, "benchmarks": benchmarks, "oracle": oracle_label,
         "runs": runs, "medians": med, "ratios": compute_ratios(med, benchmarks),
         "targets": evaluate_targets(med), "problems": problems, "profile": profile,

@@ -38,6 +38,52 @@ GUEST_DIR = ROOT / "ci" / "guest"
 TARGET = ROOT / "target"
 GUEST_OUT = TARGET / "guest"
 KERNELS = ("686", "686-pae")
+# Guest architectures (ci/build-guest --arch): where ci/build-guest puts each one's files, its
+# kernel flavours and the flavour --kernel defaults to (None: --kernel is required).
+ARCHES = {
+    "i386": {"out": GUEST_OUT, "kernels": KERNELS, "default_kernel": None},
+    "amd64": {"out": GUEST_OUT / "amd64", "kernels": ("amd64",), "default_kernel": "amd64"},
+}
+ALL_KERNELS = tuple(k for a in ARCHES.values() for k in a["kernels"])
+
+
+def guest_kernel(arch: str, kernel: str | None) -> str:
+    """The kernel flavour of a run of `arch` (--kernel, else the arch's default); raises
+    ValueError with a message when the flavour is missing or belongs to another arch."""
+    spec = ARCHES[arch]
+    if kernel is None:
+        if spec["default_kernel"] is None:
+            raise ValueError(f"--kernel is required for --arch {arch} "
+                             f"({' or '.join(spec['kernels'])})")
+        return spec["default_kernel"]
+    if kernel not in spec["kernels"]:
+        raise ValueError(f"--kernel {kernel} is not a kernel of --arch {arch} "
+                         f"(its kernels: {', '.join(spec['kernels'])})")
+    return kernel
+
+
+def cpu_features_arg(text: str) -> str:
+    """argparse type of --cpu-add-features: Bochs CPUID feature names, comma-separated."""
+    names = [n for n in text.split(",")]
+    if not names or any(not n or not all(c.isascii() and (c.isalnum() or c == "_") for c in n) for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of Bochs feature names")
+    return ",".join(names)
+
+
+def add_cpu_features(bochsrc: str, features: str | None) -> str:
+    """The rendered bochsrc with add_features="..." on its `cpu: model=host,` line."""
+    if not features:
+        return bochsrc
+    line = "cpu: model=host,"
+    if bochsrc.count(line) != 1:
+        raise ValueError("the bochsrc has no single 'cpu: model=host,' line")
+    return bochsrc.replace(line, f'{line} add_features="{features}",')
+
+
+def build_guest_cmd(arch: str) -> list[str]:
+    """The ci/build-guest command of an arch (i386: no option, as before --arch existed)."""
+    cmd = [str(ROOT / "ci" / "build-guest")]
+    return cmd if arch == "i386" else cmd + ["--arch", arch]
 
 ROMIMAGE = "/usr/share/bochs/BIOS-bochs-latest"
 VGAROMIMAGE = "/usr/share/vgabios/vgabios.bin"
@@ -376,7 +422,10 @@ def boot_and_capture(cmd: list[str], rundir: Path, serial: Path, out_path: Path,
 def cmd_run(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="ci/run-guest",
                                  description="Boot the test guest in Bochs and run suite programs.")
-    ap.add_argument("--kernel", choices=KERNELS, required=True)
+    ap.add_argument("--arch", choices=tuple(ARCHES), default="i386",
+                    help="guest architecture (default i386; amd64: the 64-bit guest of ci/build-guest --arch amd64)")
+    ap.add_argument("--kernel", choices=ALL_KERNELS,
+                    help="kernel flavour: 686 or 686-pae (i386, required), amd64 (amd64, the default)")
     ap.add_argument("--accel", choices=("on", "off"), required=True)
     ap.add_argument("--programs", help="list passed to suite-run --only; 'none' skips the suite")
     ap.add_argument("--add", metavar="DIR", help="directory copied to /extra in the guest")
@@ -390,10 +439,18 @@ def cmd_run(argv: list[str]) -> int:
     ap.add_argument("--append", default="", help="extra kernel command-line arguments")
     ap.add_argument("--accel-options", default="", metavar="K=V,...",
                     help="extra keys of the bochsrc plex86accel: line (with --accel on), e.g. min_user_insns=200")
+    ap.add_argument("--cpu-add-features", type=cpu_features_arg, metavar="F,...",
+                    help="Bochs CPUID features added to the host model (add_features=), e.g. "
+                         "avx512,avx512dq,avx512cd,avx512bw to emulate AVX-512 on a host without it")
     ap.add_argument("--no-build", action="store_true", help="don't call ci/build-bochs / ci/build-guest")
     ap.add_argument("--keep-iso", action="store_true",
                     help="keep the run's guest.iso after a completed run (it is always kept otherwise)")
     a = ap.parse_args(argv)
+    try:
+        a.kernel = guest_kernel(a.arch, a.kernel)
+    except ValueError as err:
+        ap.error(str(err))
+    guest_out = ARCHES[a.arch]["out"]
 
     if a.add and not a.run:
         die("--add needs --run CMD", 2)
@@ -408,7 +465,7 @@ def cmd_run(argv: list[str]) -> int:
         if a.accel == "on":
             steps.append(["cargo", "build", "--release", "-q", "-p", "accel-core", "--lib"])
             steps.append(["cargo", "build", "--release", "-q", "-p", "plex86-executor"])
-        steps.append([str(ROOT / "ci" / "build-guest")])
+        steps.append(build_guest_cmd(a.arch))
         for cmd in steps:  # each is idempotent and fast when nothing changed
             r = subprocess.run(cmd, stdout=sys.stderr, cwd=ROOT)
             if r.returncode != 0:
@@ -424,12 +481,12 @@ def cmd_run(argv: list[str]) -> int:
             accel_line += ", " + a.accel_options
     if not os.access(bochs, os.X_OK):
         die(f"no Bochs binary at {bochs}")
-    base_img = GUEST_OUT / "iso" / "base.img"
-    vmlinuz = GUEST_OUT / "iso" / f"vmlinuz-{a.kernel}"
-    for p in (base_img, vmlinuz, GUEST_OUT / "cmdline"):
+    base_img = guest_out / "iso" / "base.img"
+    vmlinuz = guest_out / "iso" / f"vmlinuz-{a.kernel}"
+    for p in (base_img, vmlinuz, guest_out / "cmdline"):
         if not p.exists():
-            die(f"{p} is missing: run ci/build-guest")
-    append = (GUEST_OUT / "cmdline").read_text().strip()
+            die(f"{p} is missing: run ci/build-guest" + ("" if a.arch == "i386" else f" --arch {a.arch}"))
+    append = (guest_out / "cmdline").read_text().strip()
     if f"tsc_early_khz={IPS // 1000}" not in append.split():
         print(f"run-guest: warning: kernel cmdline lacks tsc_early_khz={IPS // 1000} (= ips/1000): "
               "guest clocks will not match instructions/ips", file=sys.stderr)
@@ -464,10 +521,10 @@ def cmd_run(argv: list[str]) -> int:
     if a.accel == "on":
         stats_json = rundir / "accel-stats.json"
         accel_line += f', stats="{stats_json}"'
-    rc_path.write_text(render(GUEST_DIR / "bochsrc.in", {
+    rc_path.write_text(add_cpu_features(render(GUEST_DIR / "bochsrc.in", {
         "MEGS": str(a.megs), "ROMIMAGE": ROMIMAGE, "VGAROMIMAGE": VGAROMIMAGE, "IPS": str(IPS),
         "TIME0": str(TIME0), "ISO": str(iso), "SERIAL": str(serial), "LOG": str(log),
-        "MSRS": str(GUEST_DIR / "msrs.def"), "PLEX86ACCEL": accel_line}))
+        "MSRS": str(GUEST_DIR / "msrs.def"), "PLEX86ACCEL": accel_line}), a.cpu_add_features))
     for fw in (ROMIMAGE, VGAROMIMAGE):
         if not Path(fw).exists():
             die(f"BIOS image {fw} missing (Debian packages bochsbios, vgabios; ci/build-guest installs them)")
@@ -499,9 +556,11 @@ def cmd_run(argv: list[str]) -> int:
     suite_requested = not (progs or "").strip().lower() == "none"
     result: dict = {
         "system": "bochs",
+        "arch": a.arch,
         "kernel": a.kernel,
         "accel": a.accel,
         "megs": a.megs,
+        "cpu_add_features": a.cpu_add_features,
         "bochs": str(bochs),
         "run_dir": str(rundir),
         "cmdline": append,

@@ -22,6 +22,18 @@ static uint8_t pattern(int p, int n, int r, int j)
     return (uint8_t)(p * 131 + n * 29 + r * 17 + j * 7 + 1);
 }
 
+#if defined(__x86_64__) /* (built with -mno-red-zone: the pushes are safe) */
+#define PUSH_BX "push %%rbx\n\t"
+#define POP_BX "pop %%rbx\n\t"
+#define YIELD "mov $24, %%eax\n\t syscall\n\t" /* sched_yield */
+#define YIELD_CLOBBER "r11",
+#else
+#define PUSH_BX "push %%ebx\n\t"
+#define POP_BX "pop %%ebx\n\t"
+#define YIELD "mov $158, %%eax\n\t int $0x80\n\t" /* sched_yield */
+#define YIELD_CLOBBER
+#endif
+
 /* Loads the registers from in[], spins with a yield in the middle (no vector instruction
  * touches them in between), stores them to out[]. One asm statement, so the compiler cannot
  * use the registers in between. */
@@ -35,11 +47,11 @@ static void round512(const uint8_t in[8][64], const uint64_t kin[8], uint8_t out
         "vmovdqu64 384(%0), %%zmm6\n\t vmovdqu64 448(%0), %%zmm7\n\t"
         "kmovq 8(%1), %%k1\n\t kmovq 16(%1), %%k2\n\t kmovq 24(%1), %%k3\n\t"
         "kmovq 32(%1), %%k4\n\t kmovq 40(%1), %%k5\n\t kmovq 48(%1), %%k6\n\t kmovq 56(%1), %%k7\n\t"
-        "push %%ebx\n\t mov %4, %%ecx\n"
+        PUSH_BX "mov %4, %%ecx\n"
         "1:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 1b\n\t"
-        "mov $158, %%eax\n\t int $0x80\n\t" /* sched_yield */
+        YIELD
         "mov %4, %%ecx\n"
-        "2:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 2b\n\t pop %%ebx\n\t"
+        "2:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 2b\n\t" POP_BX
         "vmovdqu64 %%zmm0, 0(%2)\n\t vmovdqu64 %%zmm1, 64(%2)\n\t"
         "vmovdqu64 %%zmm2, 128(%2)\n\t vmovdqu64 %%zmm3, 192(%2)\n\t"
         "vmovdqu64 %%zmm4, 256(%2)\n\t vmovdqu64 %%zmm5, 320(%2)\n\t"
@@ -48,7 +60,7 @@ static void round512(const uint8_t in[8][64], const uint64_t kin[8], uint8_t out
         "kmovq %%k4, 32(%3)\n\t kmovq %%k5, 40(%3)\n\t kmovq %%k6, 48(%3)\n\t kmovq %%k7, 56(%3)\n\t"
         "vzeroupper"
         :: "r"(in), "r"(kin), "r"(out), "r"(kout), "i"(SPIN)
-        : "eax", "ecx", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+        : "eax", "ecx", YIELD_CLOBBER "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
           "k1", "k2", "k3", "k4", "k5", "k6", "k7");
 }
 
@@ -59,16 +71,16 @@ static void round256(const uint8_t in[8][64], uint8_t out[8][64])
         "vmovdqu 0(%0), %%ymm0\n\t vmovdqu 64(%0), %%ymm1\n\t vmovdqu 128(%0), %%ymm2\n\t"
         "vmovdqu 192(%0), %%ymm3\n\t vmovdqu 256(%0), %%ymm4\n\t vmovdqu 320(%0), %%ymm5\n\t"
         "vmovdqu 384(%0), %%ymm6\n\t vmovdqu 448(%0), %%ymm7\n\t"
-        "push %%ebx\n\t mov %2, %%ecx\n"
+        PUSH_BX "mov %2, %%ecx\n"
         "1:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 1b\n\t"
-        "mov $158, %%eax\n\t int $0x80\n\t"
+        YIELD
         "mov %2, %%ecx\n"
-        "2:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 2b\n\t pop %%ebx\n\t"
+        "2:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 2b\n\t" POP_BX
         "vmovdqu %%ymm0, 0(%1)\n\t vmovdqu %%ymm1, 64(%1)\n\t vmovdqu %%ymm2, 128(%1)\n\t"
         "vmovdqu %%ymm3, 192(%1)\n\t vmovdqu %%ymm4, 256(%1)\n\t vmovdqu %%ymm5, 320(%1)\n\t"
         "vmovdqu %%ymm6, 384(%1)\n\t vmovdqu %%ymm7, 448(%1)\n\t vzeroupper"
         :: "r"(in), "r"(out), "i"(SPIN)
-        : "eax", "ecx", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7");
+        : "eax", "ecx", YIELD_CLOBBER "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7");
 }
 
 __attribute__((target("sse2")))
@@ -78,16 +90,16 @@ static void round128(const uint8_t in[8][64], uint8_t out[8][64])
         "movdqu 0(%0), %%xmm0\n\t movdqu 64(%0), %%xmm1\n\t movdqu 128(%0), %%xmm2\n\t"
         "movdqu 192(%0), %%xmm3\n\t movdqu 256(%0), %%xmm4\n\t movdqu 320(%0), %%xmm5\n\t"
         "movdqu 384(%0), %%xmm6\n\t movdqu 448(%0), %%xmm7\n\t"
-        "push %%ebx\n\t mov %2, %%ecx\n"
+        PUSH_BX "mov %2, %%ecx\n"
         "1:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 1b\n\t"
-        "mov $158, %%eax\n\t int $0x80\n\t"
+        YIELD
         "mov %2, %%ecx\n"
-        "2:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 2b\n\t pop %%ebx\n\t"
+        "2:\n\t imul $1103515245, %%ecx, %%ebx\n\t dec %%ecx\n\t jnz 2b\n\t" POP_BX
         "movdqu %%xmm0, 0(%1)\n\t movdqu %%xmm1, 64(%1)\n\t movdqu %%xmm2, 128(%1)\n\t"
         "movdqu %%xmm3, 192(%1)\n\t movdqu %%xmm4, 256(%1)\n\t movdqu %%xmm5, 320(%1)\n\t"
         "movdqu %%xmm6, 384(%1)\n\t movdqu %%xmm7, 448(%1)"
         :: "r"(in), "r"(out), "i"(SPIN)
-        : "eax", "ecx", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7");
+        : "eax", "ecx", YIELD_CLOBBER "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7");
 }
 
 /* One process's work: returns the number of corrupted bytes over all rounds. */

@@ -22,8 +22,21 @@
 #include <stdarg.h>
 #include <unistd.h>
 
-#if !defined(__i386__)
-#error "the guest suite is i386-only: build with gcc -m32"
+#if !defined(__i386__) && !defined(__x86_64__)
+#error "the guest suite is x86 code: build with gcc -m32 or -m64"
+#endif
+
+#if defined(__x86_64__)
+/* The suite's inline assembly was written for i386.  In x86-64 builds
+ * (tests/guest/Makefile ARCH=amd64, which also passes -mno-red-zone so that
+ * inline pushes are safe) these assembler macros give its 32-bit stack
+ * idioms their meaning there: "pushl X" (a 32-bit register or an immediate)
+ * pushes X zero-extended to 64 bits, "popl R" pops the low 32 bits into R,
+ * and neither touches the flags (they carry EFLAGS images). */
+__asm__(".macro pushl a\n\tlea -8(%rsp), %rsp\n\tmovl \\a, (%rsp)\n\tmovl $0, 4(%rsp)\n\t.endm\n"
+        ".macro popl a\n\tmovl (%rsp), \\a\n\tlea 8(%rsp), %rsp\n\t.endm\n"
+        ".macro pushfl\n\tpushfq\n\t.endm\n"
+        ".macro popfl\n\tpopfq\n\t.endm\n");
 #endif
 
 /* FNV-1a 64-bit checksum. */

@@ -240,7 +240,11 @@ static void sweep_bytes(size_t n, int a, int layout)
         EXPECT(sgn(strcmp((char *)x, (char *)t)) == s, "strcmp");
         EXPECT(strncmp((char *)x, (char *)t, q) == 0, "strncmp-prefix");
         EXPECT(sgn(strncmp((char *)x, (char *)t, q + 1)) == s, "strncmp");
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpragmas"
+#pragma GCC diagnostic ignored "-Wstringop-overread" /* the bound is the point (x86-64) */
         EXPECT(sgn(strncmp((char *)x, (char *)t, SIZE_MAX)) == s, "strncmp-max");
+#pragma GCC diagnostic pop
         int sc = ref_cmp(x, t, n + 1, 1, 1);
         EXPECT(sgn(strcasecmp((char *)x, (char *)t)) == sc, "strcasecmp-diff");
         t[q] = x[q];

@@ -258,9 +258,11 @@ static uint16_t name(uint16_t ax, uint32_t fin, uint32_t *fo)                 \
     *fo = f;                                                                  \
     return (uint16_t)a;                                                       \
 }
+#if defined(__i386__) /* the BCD instructions are invalid in 64-bit mode */
 ADJ(daa_, "daa") ADJ(das_, "das") ADJ(aaa_, "aaa") ADJ(aas_, "aas")
 ADJ(aam10, ".byte 0xd4, 0x0a") ADJ(aam16, ".byte 0xd4, 0x10") ADJ(aam7, ".byte 0xd4, 0x07")
 ADJ(aad10, ".byte 0xd5, 0x0a") ADJ(aad16, ".byte 0xd5, 0x10") ADJ(aad7, ".byte 0xd5, 0x07")
+#endif
 
 static uint32_t read_flags_after(uint32_t fin)
 {
@@ -576,6 +578,13 @@ static void t_chains(void)
             y[i] = (round & 2) ? (i == 0 ? 1u : 0u) : seed;
         }
         uint32_t cf_out_a, cf_out_s;
+#if defined(__x86_64__) /* index registers of an address have the base's width */
+#define RCX "%%rcx"
+#define RDX "%%rdx"
+#else
+#define RCX "%%ecx"
+#define RDX "%%edx"
+#endif
         /* add chain: CF must survive the loop control, keep it in AH */
         __asm__ volatile(
             "clc\n\t"
@@ -583,9 +592,9 @@ static void t_chains(void)
             "movl $0, %%ecx\n"
             "1:\n\t"
             "sahf\n\t"
-            "movl (%[x],%%ecx,4), %%edx\n\t"
-            "adcl (%[y],%%ecx,4), %%edx\n\t"
-            "movl %%edx, (%[s],%%ecx,4)\n\t"
+            "movl (%[x]," RCX ",4), %%edx\n\t"
+            "adcl (%[y]," RCX ",4), %%edx\n\t"
+            "movl %%edx, (%[s]," RCX ",4)\n\t"
             "lahf\n\t"
             "incl %%ecx\n\t"
             "cmpl $8, %%ecx\n\t"
@@ -601,9 +610,9 @@ static void t_chains(void)
             "movl $8, %%ecx\n\t"
             "xorl %%edx, %%edx\n"
             "1:\n\t"
-            "movl (%[x],%%edx,4), %%eax\n\t"
-            "sbbl (%[y],%%edx,4), %%eax\n\t"
-            "movl %%eax, (%[d],%%edx,4)\n\t"
+            "movl (%[x]," RDX ",4), %%eax\n\t"
+            "sbbl (%[y]," RDX ",4), %%eax\n\t"
+            "movl %%eax, (%[d]," RDX ",4)\n\t"
             "leal 1(%%edx), %%edx\n\t"  /* lea and loop keep CF */
             "loop 1b\n\t"
             "setc %%al\n\t"
@@ -626,6 +635,7 @@ static void t_chains(void)
     }
 }
 
+#if defined(__i386__)
 static void t_bcd(void)
 {
     uint32_t f;
@@ -659,6 +669,9 @@ static void t_bcd(void)
             r = aad7((uint16_t)(al * 0x0101), fin, &f); put(r); put(f & (SF | ZF | PF));
         }
 }
+#else
+static void t_bcd(void) {}
+#endif
 
 static int cond_true(unsigned cc, uint32_t f)
 {
@@ -709,7 +722,7 @@ static void t_setcc_cmov_lahf(void)
         {
             uint32_t ah;
             __asm__ volatile("pushl %[fi]\n\tpopfl\n\tlahf\n\tmovzbl %%ah, %[r]"
-                             : [r] "=r"(ah) : [fi] "r"(fin) : "eax", "cc");
+                             : [r] "=Q"(ah) : [fi] "r"(fin) : "eax", "cc");
             if (ah != ((fin & (SF | ZF | AF | PF | CF)) | 2)) fail("lahf-%x", fin);
             put(ah);
         }
@@ -718,7 +731,7 @@ static void t_setcc_cmov_lahf(void)
         uint32_t f;
         __asm__ volatile("pushl $0x800\n\tpopfl\n\tmovb %b[v], %%ah\n\tsahf\n\t"
                          "pushfl\n\tpopl %[f]"
-                         : [f] "=r"(f) : [v] "q"(v) : "eax", "cc");
+                         : [f] "=r"(f) : [v] "Q"(v) : "eax", "cc");
         if ((f & ARITH) != ((v & (SF | ZF | AF | PF | CF)) | OF)) fail("sahf-%x", v);
         put(f & ARITH);
     }
@@ -753,11 +766,15 @@ static void t_atomic(void)
             uint64_t e8 = (j & 1) ? m8 : m8 ^ 1;
             uint64_t n8 = ((uint64_t)nv << 32) | edge[(i * 7 + j) % NEDGE];
             uint64_t o8 = m8, e8in = e8;
-            __asm__ volatile("pushl $0\n\tpopfl\n\tlock cmpxchg8b %[m]\n\t"
-                             "pushfl\n\tpopl %[f]"
-                             : "+A"(e8), [m] "+m"(m8), [f] "=&r"(f)
-                             : "b"((uint32_t)n8), "c"((uint32_t)(n8 >> 32))
-                             : "cc", "memory");
+            {   /* EDX:EAX explicitly: "A" is only RAX in 64-bit code */
+                uint32_t lo = (uint32_t)e8, hi = (uint32_t)(e8 >> 32);
+                __asm__ volatile("pushl $0\n\tpopfl\n\tlock cmpxchg8b %[m]\n\t"
+                                 "pushfl\n\tpopl %[f]"
+                                 : "+a"(lo), "+d"(hi), [m] "+m"(m8), [f] "=&r"(f)
+                                 : "b"((uint32_t)n8), "c"((uint32_t)(n8 >> 32))
+                                 : "cc", "memory");
+                e8 = ((uint64_t)hi << 32) | lo;
+            }
             if (e8in == o8) {
                 if (m8 != n8 || !(f & ZF)) fail("cmpxchg8b-eq");
             } else if (m8 != o8 || e8 != o8 || (f & ZF)) fail("cmpxchg8b-ne");

@@ -338,6 +338,11 @@ static void t_sigchld(void)
 
 /* ---- handlers editing the interrupted context ---- */
 static volatile int ctx_code;
+#if defined(__x86_64__)
+#define REG_EIP REG_RIP
+#define REG_EAX REG_RAX
+#define REG_ECX REG_RCX
+#endif
 static void on_ill(int sig, siginfo_t *si, void *ucv)
 {
     (void)sig;

@@ -408,8 +408,21 @@ static void on_usr1(int sig)
     ins " %%" REG "2, 2*" #w "(%[q])\n\t" ins " %%" REG "3, 3*" #w "(%[q])\n\t" \
     ins " %%" REG "4, 4*" #w "(%[q])\n\t" ins " %%" REG "5, 5*" #w "(%[q])\n\t" \
     ins " %%" REG "6, 6*" #w "(%[q])\n\t" ins " %%" REG "7, 7*" #w "(%[q])\n\t"
+#if defined(__x86_64__)
+/* kill(getpid(), SIGUSR1) then getpid() through syscall, registers live */
+#define SYSCALLS "movl $62, %%eax\n\tsyscall\n\tmovl $39, %%eax\n\tsyscall\n\t"
+#define PID_REG "D"
+#define SIG_REG "S"
+#define SYS_CLOBBERS "rcx", "r11",
+#define LDMXCSR_IMM(v) "pushq $" v "\n\tldmxcsr (%%rsp)\n\taddq $8, %%rsp\n\t"
+#else
 /* kill(getpid(), SIGUSR1) then getpid() through int $0x80, registers live */
 #define SYSCALLS "movl $37, %%eax\n\tint $0x80\n\tmovl $20, %%eax\n\tint $0x80\n\t"
+#define PID_REG "b"
+#define SIG_REG "c"
+#define SYS_CLOBBERS
+#define LDMXCSR_IMM(v) "pushl $" v "\n\tldmxcsr (%%esp)\n\taddl $4, %%esp\n\t"
+#endif
 
 static unsigned char pat[8 * 64] __attribute__((aligned(64)));
 static unsigned char got[8 * 64] __attribute__((aligned(64)));
@@ -419,12 +432,12 @@ static void preserve_xmm(int pid)
 {
 #define REG "xmm"
     __asm__ volatile(LOAD8("movaps", 16)
-                     "pushl $0x3f80\n\tldmxcsr (%%esp)\n\taddl $4, %%esp\n\t"
+                     LDMXCSR_IMM("0x3f80")
                      SYSCALLS STORE8("movaps", 16)
                      "stmxcsr 128(%[q])\n\t"
-                     "pushl $0x1f80\n\tldmxcsr (%%esp)\n\taddl $4, %%esp"
-                     : : [p] "r"(pat), [q] "r"(got), "b"(pid), "c"(SIGUSR1)
-                     : "eax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+                     LDMXCSR_IMM("0x1f80")
+                     : : [p] "r"(pat), [q] "r"(got), PID_REG(pid), SIG_REG(SIGUSR1)
+                     : "eax", SYS_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
                        "xmm7", "memory");
 #undef REG
 }
@@ -434,8 +447,8 @@ static void preserve_ymm(int pid)
 {
 #define REG "ymm"
     __asm__ volatile(LOAD8("vmovdqa", 32) SYSCALLS STORE8("vmovdqa", 32) "vzeroupper"
-                     : : [p] "r"(pat), [q] "r"(got), "b"(pid), "c"(SIGUSR1)
-                     : "eax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+                     : : [p] "r"(pat), [q] "r"(got), PID_REG(pid), SIG_REG(SIGUSR1)
+                     : "eax", SYS_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
                        "xmm7", "memory");
 #undef REG
 }
@@ -453,8 +466,8 @@ static void preserve_zmm(int pid)
                      "kmovw %%k4, 6(%[kq])\n\tkmovw %%k5, 8(%[kq])\n\tkmovw %%k6, 10(%[kq])\n\t"
                      "kmovw %%k7, 12(%[kq])\n\tvzeroupper"
                      : : [p] "r"(pat), [q] "r"(got), [kp] "r"(kpat), [kq] "r"(kgot),
-                         "b"(pid), "c"(SIGUSR1)
-                     : "eax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+                         PID_REG(pid), SIG_REG(SIGUSR1)
+                     : "eax", SYS_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
                        "xmm7", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "memory");
 #undef REG
 }

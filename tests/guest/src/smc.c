@@ -84,12 +84,16 @@ static void t_rwx(void)
             unsigned char *p = buf + 4096 + 64 * variant;
             unsigned char *q = p;
             uint32_t newv = 0xabc00000u + i, oldv = 0xdead0000u + i;
-            *q++ = 0xc7; *q++ = 0x05;                 /* mov dword [abs32], imm32 */
+            *q++ = 0xc7; *q++ = 0x05;                 /* mov dword [abs32 | rip+disp32], imm32 */
             unsigned char *immaddr_field = q; q += 4;
             memcpy(q, &newv, 4); q += 4;
             if (variant) { *q++ = 0xeb; *q++ = 0x00; } /* jmp next */
             *q++ = 0xb8;                              /* mov eax, imm32 */
+#if defined(__x86_64__)   /* in 64-bit mode the disp32 is relative to the next instruction */
+            uint32_t target = (uint32_t)((uintptr_t)q - (uintptr_t)(p + 10));
+#else
             uint32_t target = (uint32_t)(uintptr_t)q;
+#endif
             memcpy(immaddr_field, &target, 4);
             memcpy(q, &oldv, 4); q += 4;
             *q++ = 0xc3;

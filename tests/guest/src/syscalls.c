@@ -12,6 +12,11 @@
  * kernel (SYSENTER is #UD for 32-bit code on AMD 64-bit hosts, SYSCALL is
  * #UD on Intel CPUs outside 64-bit mode), so their outcome only goes to
  * "cpu:" lines: ok, sigill, or a description of what went wrong.
+ *
+ * x86-64 build (rawsys64.S): the same checks through the raw SYSCALL
+ * instruction and through glibc's syscall() (mmap with a byte offset instead
+ * of mmap2); "int $0x80" from 64-bit code (the i386 compat ABI, which a
+ * kernel may have turned off) is tried with getpid and goes to a "cpu:" line.
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -25,14 +30,31 @@
 #include <sys/utsname.h>
 
 long raw_int80(const long *args);
+static ck_t ck;
+#if defined(__x86_64__)
+long raw_syscall64(const long *args);
+/* the two paths compared, named as in the i386 build: P_INT80 is the raw
+ * instruction, P_VSYS the C library */
+enum { P_INT80, P_VSYS };
+#define SYS_mmap2 SYS_mmap
+#define MMAP_OFF(pages) ((pages) * 4096L) /* mmap's offset is in bytes */
+
+static long call6(int path, long nr, long a, long b, long c, long d, long e, long f)
+{
+    long args[7] = { nr, a, b, c, d, e, f };
+    if (path == P_INT80) return raw_syscall64(args);
+    long r = syscall(nr, a, b, c, d, e, f);
+    return r == -1 ? -errno : r;
+}
+#else
 long raw_vsyscall(const long *args, void *fn);
 long raw_sysenter(const long *args);
 long raw_syscall(const long *args);
 
 static void *vsys;
-static ck_t ck;
 
 enum { P_INT80, P_VSYS, P_SYSENTER, P_SYSCALL };
+#define MMAP_OFF(pages) (pages) /* mmap2's offset is in pages */
 
 static long call6(int path, long nr, long a, long b, long c, long d, long e, long f)
 {
@@ -44,6 +66,7 @@ static long call6(int path, long nr, long a, long b, long c, long d, long e, lon
     default: return raw_syscall(args);
     }
 }
+#endif
 #define CALL(path, nr, ...) call6(path, nr, ##__VA_ARGS__, 0, 0, 0, 0, 0, 0)
 #define call6(p, nr, a, b, c, d, e, f, ...) (call6)(p, nr, (long)(a), (long)(b), (long)(c), \
                                                     (long)(d), (long)(e), (long)(f))
@@ -76,7 +99,7 @@ static const char *check_path(int path, uint32_t *sum)
         }
         /* 6th argument actually used: mmap2 of a pipe fails with ENODEV,
          * of -1 with nonzero page offset on an anonymous map is fine */
-        long m2 = CALL(path, SYS_mmap2, 0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 3);
+        long m2 = CALL(path, SYS_mmap2, 0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, MMAP_OFF(3));
         if (!bad && (m2 < 0 && m2 > -4096)) bad = "mmap2-off";
         else if (!bad) CALL(path, SYS_munmap, m2, 4096);
     }
@@ -100,6 +123,7 @@ static void on_sig(int sig, siginfo_t *si, void *uc)
     siglongjmp(jb, 1);
 }
 
+__attribute__((unused)) /* i386 only */
 static void try_fast_path(int path, const char *name)
 {
     struct sigaction sa, o1, o2, o3;
@@ -123,6 +147,27 @@ static void try_fast_path(int path, const char *name)
     else cpu_line(name, "ok");
 }
 
+#if defined(__x86_64__)
+static void try_int80(void)
+{
+    struct sigaction sa, o1;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sig;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, &o1);
+    caught = 0;
+    volatile long r = 0;
+    if (sigsetjmp(jb, 1) == 0) {
+        long args[7] = { 20 /* i386 getpid */, 0, 0, 0, 0, 0, 0 };
+        r = raw_int80(args);
+    }
+    sigaction(SIGSEGV, &o1, NULL);
+    if (caught) cpu_line("int80", "signal-%d", caught);
+    else if (r == getpid()) cpu_line("int80", "ok");
+    else cpu_line("int80", "returned-%ld", (long)r);
+}
+#endif
+
 static void t_time(void)
 {
     /* vDSO (through glibc) and the real system call read the same clock */
@@ -143,8 +188,10 @@ int main(void)
 {
     suite_init();
     ck_init(&ck);
+#if defined(__i386__)
     vsys = (void *)getauxval(AT_SYSINFO);
     if (!vsys) fail("no-AT_SYSINFO");
+#endif
     uint32_t s1 = 0, s2 = 0;
     const char *bad = check_path(P_INT80, &s1);
     if (bad) fail("int80-%s", bad);
@@ -158,13 +205,21 @@ int main(void)
     ck_u32(&ck, (uint32_t)CALL(P_VSYS, SYS_write, -1, "x", 1));   /* -EBADF */
     ck_u32(&ck, (uint32_t)CALL(P_INT80, 9999));                    /* -ENOSYS */
     /* a write to our own stdout goes through all the way */
+#if defined(__x86_64__)
+    static const char line[] = "info: written through syscall\n";
+#else
     static const char line[] = "info: written through int $0x80\n";
+#endif
     long w = CALL(P_INT80, SYS_write, 1, line, sizeof line - 1);
     if (w != (long)sizeof line - 1) fail("write-stdout");
     ck_u32(&ck, (uint32_t)w);
     t_time();
+#if defined(__x86_64__)
+    try_int80();
+#else
     try_fast_path(P_SYSENTER, "sysenter");
     try_fast_path(P_SYSCALL, "syscall");
+#endif
     result_ck("syscalls", &ck);
     return 0;
 }

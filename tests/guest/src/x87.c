@@ -22,6 +22,13 @@
 #include <setjmp.h>
 #include <signal.h>
 
+/* byte offset of long double n of an array in inline assembly (12 bytes apart on i386, 16 on x86-64) */
+#if defined(__x86_64__)
+#define LDOFF(n) #n "*16"
+#else
+#define LDOFF(n) #n "*12"
+#endif
+
 static ck_t ck;
 static unsigned long nops;
 
@@ -367,10 +374,10 @@ static void t_conv(void)
     {
         long double c[7];
         __asm__ volatile("fninit\n\tfldcw %[dcw]\n\t"
-                         "fld1\n\tfstpt 0(%[p])\n\tfldz\n\tfstpt 12(%[p])\n\t"
-                         "fldpi\n\tfstpt 24(%[p])\n\tfldl2e\n\tfstpt 36(%[p])\n\t"
-                         "fldl2t\n\tfstpt 48(%[p])\n\tfldlg2\n\tfstpt 60(%[p])\n\t"
-                         "fldln2\n\tfstpt 72(%[p])"
+                         "fld1\n\tfstpt " LDOFF(0) "(%[p])\n\tfldz\n\tfstpt " LDOFF(1) "(%[p])\n\t"
+                         "fldpi\n\tfstpt " LDOFF(2) "(%[p])\n\tfldl2e\n\tfstpt " LDOFF(3) "(%[p])\n\t"
+                         "fldl2t\n\tfstpt " LDOFF(4) "(%[p])\n\tfldlg2\n\tfstpt " LDOFF(5) "(%[p])\n\t"
+                         "fldln2\n\tfstpt " LDOFF(6) "(%[p])"
                          : : [p] "r"(c), [dcw] "m"(DEFCW) : "memory", "st");
         for (int i = 0; i < 7; i++) put_ld(c[i]);
         if (c[2] != 3.14159265358979323846264338327950288L) fail("fldpi");
@@ -402,8 +409,8 @@ static void t_state(void)
                          "fldpi\n\tfld1\n\tfldl2t\n\tfldz\n\tfldln2\n\tfldlg2\n\tfldl2e\n\tfld1\n\t"
                          "fchs\n\tfsave %[a]\n\t"   /* fsave re-initialises */
                          "fld1\n\tfld1\n\tfninit\n\tfrstor %[a]\n\t"
-                         "fstpt 0(%[o])\n\tfstpt 12(%[o])\n\tfstpt 24(%[o])\n\tfstpt 36(%[o])\n\t"
-                         "fstpt 48(%[o])\n\tfstpt 60(%[o])\n\tfstpt 72(%[o])\n\tfstpt 84(%[o])\n\t"
+                         "fstpt " LDOFF(0) "(%[o])\n\tfstpt " LDOFF(1) "(%[o])\n\tfstpt " LDOFF(2) "(%[o])\n\tfstpt " LDOFF(3) "(%[o])\n\t"
+                         "fstpt " LDOFF(4) "(%[o])\n\tfstpt " LDOFF(5) "(%[o])\n\tfstpt " LDOFF(6) "(%[o])\n\tfstpt " LDOFF(7) "(%[o])\n\t"
                          "fnsave %[a2]\n\tfninit\n\tfldcw %[dcw]"
                          : [a] "=m"(area), [a2] "=m"(area2)
                          : [o] "r"(out), [cw] "m"((uint16_t){0x027f}), [dcw] "m"(DEFCW)
