@@ -8,7 +8,7 @@ use criterion::{criterion_group, Criterion};
 use host_driver::{ExitReason, MmuCommand};
 use iced_x86::code_asm::*;
 use std::time::{Duration, Instant};
-use test_support::calibration;
+use test_support::calibration::{self, median};
 use test_support::vm::*;
 
 use test_support::vm::toucher::{vm_with_toucher, FILL_PAGES, TOUCHER};
@@ -103,11 +103,6 @@ criterion_group! {
     name = group;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
     targets = benches
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn per_op(samples: usize, ops: u32, mut f: impl FnMut()) -> Duration {

@@ -17,22 +17,9 @@ use criterion::{criterion_group, Criterion};
 use host_driver::stub::{Placement, Polling, StubExecutor};
 use host_driver::{ExitReason, GuestState, MmuCommand};
 use std::time::{Duration, Instant};
-use test_support::calibration::BusyCpu;
+use test_support::calibration::{median, BusyCpu};
 use test_support::vm::toucher::{vm_with_toucher, FILL_PAGES, TOUCHER};
 use test_support::vm::*;
-
-const SLEEP: Polling = Polling {
-    library: 0,
-    stub: 0,
-};
-const LIBRARY_POLLS: Polling = Polling {
-    library: 2000,
-    stub: 0,
-};
-const BOTH_POLL: Polling = Polling {
-    library: 2000,
-    stub: 2000,
-};
 
 /// Rounds of the summary: the wake-up of an idle vCPU makes single samples bimodal (a few µs
 /// or tens of µs), so the median needs many.
@@ -123,8 +110,11 @@ impl Subject {
 fn benches(c: &mut Criterion) {
     for (name, mut s) in [
         ("today", Subject::today()),
-        ("stub sleep", Subject::stub(SLEEP, 0)),
-        ("stub sleep fill-ahead 16", Subject::stub(SLEEP, FILL_AHEAD)),
+        ("stub sleep", Subject::stub(Polling::SLEEP, 0)),
+        (
+            "stub sleep fill-ahead 16",
+            Subject::stub(Polling::SLEEP, FILL_AHEAD),
+        ),
     ] {
         c.bench_function(&format!("{name}: exit + re-entry"), |b| {
             b.iter(|| s.run(CODE, 0, &[]))
@@ -140,11 +130,6 @@ criterion_group! {
     name = group;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
     targets = benches
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Medians over `rounds`, each round measuring every subject once in turn.
@@ -171,20 +156,20 @@ fn interleaved(
 fn summary() {
     let mut subjects = [
         ("today's executor", Subject::today()),
-        ("stub, both sleep", Subject::stub(SLEEP, 0)),
-        ("stub, library polls", Subject::stub(LIBRARY_POLLS, 0)),
-        ("stub, both poll", Subject::stub(BOTH_POLL, 0)),
+        ("stub, both sleep", Subject::stub(Polling::SLEEP, 0)),
+        ("stub, library polls", Subject::stub(Polling::LIBRARY, 0)),
+        ("stub, both poll", Subject::stub(Polling::BOTH, 0)),
         (
             "stub, sleep, fill-ahead 16",
-            Subject::stub(SLEEP, FILL_AHEAD),
+            Subject::stub(Polling::SLEEP, FILL_AHEAD),
         ),
         (
             "stub, sleep, with library",
-            Subject::stub_placed(SLEEP, 0, Placement::WithLibrary),
+            Subject::stub_placed(Polling::SLEEP, 0, Placement::WithLibrary),
         ),
         (
             "stub, sleep, w/ lib, ahead 16",
-            Subject::stub_placed(SLEEP, FILL_AHEAD, Placement::WithLibrary),
+            Subject::stub_placed(Polling::SLEEP, FILL_AHEAD, Placement::WithLibrary),
         ),
     ];
     println!();

@@ -9,23 +9,12 @@ use host_driver::{ExitReason, MmuCommand};
 use iced_x86::code_asm::*;
 use test_support::vm::*;
 
-const SLEEP: Polling = Polling {
-    library: 0,
-    stub: 0,
-};
-const POLL: Polling = Polling {
-    library: 2000,
-    stub: 2000,
-};
-
 fn stub_for(vm: &Vm) -> StubExecutor {
-    StubExecutor::spawn(
-        &executor_path(),
-        vm.ram.fd(),
-        vm.ram.size(),
-        DEFAULT_POLLING,
-    )
-    .expect("stub starts")
+    stub_polling(vm, DEFAULT_POLLING)
+}
+
+fn stub_polling(vm: &Vm, polling: Polling) -> StubExecutor {
+    StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling).expect("stub starts")
 }
 
 #[test]
@@ -143,8 +132,7 @@ fn a_guest_system_call_is_an_exit_not_a_host_call() {
 #[test]
 fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
     let mut vm = test_support::vm::toucher::vm_with_toucher(64);
-    let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), SLEEP)
-        .expect("stub starts");
+    let mut stub = stub_polling(&vm, Polling::SLEEP);
     let mut state = vm.state;
     for i in 0..20 {
         state.eip = CODE;
@@ -167,17 +155,9 @@ fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
 
 #[test]
 fn many_exits_in_a_row() {
-    for polling in [
-        SLEEP,
-        POLL,
-        Polling {
-            library: 2000,
-            stub: 0,
-        },
-    ] {
+    for polling in [Polling::SLEEP, Polling::BOTH, Polling::LIBRARY] {
         let vm = test_support::vm::toucher::vm_with_toucher(64);
-        let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling)
-            .expect("stub starts");
+        let mut stub = stub_polling(&vm, polling);
         let mut state = vm.state;
         for i in 0..std::env::var("STUB_ROUNDS").map_or(3000, |v| v.parse().unwrap()) {
             state.eip = CODE;
@@ -190,8 +170,7 @@ fn many_exits_in_a_row() {
 #[test]
 fn fill_ahead_maps_used_pages_in_one_batch_and_results_stay_the_same() {
     let mut vm = test_support::vm::toucher::vm_with_toucher(64);
-    let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), SLEEP)
-        .expect("stub starts");
+    let mut stub = stub_polling(&vm, Polling::SLEEP);
     stub.set_fill_ahead(16);
     let mut state = vm.state;
     state.eip = test_support::vm::toucher::TOUCHER;

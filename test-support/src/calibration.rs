@@ -161,3 +161,9 @@ impl Drop for BusyCpu {
         }
     }
 }
+
+/// The median of timing samples (the upper one of an even count).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}

@@ -48,6 +48,24 @@ pub struct Polling {
     pub stub: u32,
 }
 
+impl Polling {
+    /// Nobody polls: every hand-over is a futex wake.
+    pub const SLEEP: Polling = Polling {
+        library: 0,
+        stub: 0,
+    };
+    /// Both sides poll 2,000 times before they sleep.
+    pub const BOTH: Polling = Polling {
+        library: 2000,
+        stub: 2000,
+    };
+    /// The library polls 2,000 times, the stub sleeps at once.
+    pub const LIBRARY: Polling = Polling {
+        library: 2000,
+        stub: 0,
+    };
+}
+
 /// Where the stub's threads run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -61,10 +79,7 @@ pub enum Placement {
 /// What the gate's benchmark measured best on the 2-vCPU VMs (docs/ARCHITECTURE.md, "The
 /// stub executor's gate"): every hand-over a futex wake; three pollers on two vCPUs starve
 /// each other.
-pub const DEFAULT_POLLING: Polling = Polling {
-    library: 0,
-    stub: 0,
-};
+pub const DEFAULT_POLLING: Polling = Polling::SLEEP;
 
 /// A stub process and the monitor that drives it.
 #[derive(Debug)]
