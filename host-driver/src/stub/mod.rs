@@ -266,16 +266,14 @@ impl StubExecutor {
         self.ctl
             .atomic_u32(lib::ENTRY_ID)
             .store(id, Ordering::Relaxed);
-        self.publish_ops()?;
         let t0 = Instant::now();
         self.monitor.in_guest = true;
-        self.verdict(Verdict::Enter);
+        self.answer(Verdict::Enter)?;
         loop {
             self.await_signal()?;
             match self.on_signal()? {
                 SignalAction::Resume => {
-                    self.publish_ops()?;
-                    self.verdict(Verdict::Resume);
+                    self.answer(Verdict::Resume)?;
                 }
                 SignalAction::ExitToHost => break,
             }
@@ -290,18 +288,51 @@ impl StubExecutor {
         Ok(&self.monitor.exit)
     }
 
-    /// Sends the queued mirror ops as one batch (after the previous one is done: the mapper
-    /// reads the batch while it works). The guest thread waits for it before it goes on.
-    fn publish_ops(&mut self) -> Result<(), String> {
+    /// Answers the waiting guest thread with `v`, after the queued mirror ops go out as one
+    /// batch (which the guest thread waits for before it goes on). Order matters: the batch is
+    /// written and the verdict given before the mapper may start, because with a batch it is
+    /// the mapper, once done, that wakes a sleeping guest thread (one hand-over fewer per fill
+    /// than a wake by the library, which would find the batch not done yet).
+    fn answer(&mut self, v: Verdict) -> Result<(), String> {
+        let batch = self.stage_ops()?;
+        self.ctl
+            .atomic_u32(lib::VERDICT)
+            .store(v as u32, Ordering::Relaxed);
+        self.req = self.req.wrapping_add(1);
+        self.ctl
+            .atomic_u32(lib::REQ_SEQ)
+            .store(self.req, Ordering::Release);
+        if batch {
+            self.ctl
+                .atomic_u32(lib::MAP_SEQ)
+                .store(self.map_seq, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if self.stub_word(stub::MAPPER_SLEEPING) != 0 {
+                sys::futex_wake(self.ctl.atomic_u32(lib::MAP_SEQ));
+            }
+        } else {
+            fence(Ordering::SeqCst);
+            if self.stub_word(stub::SLEEPING) != 0 {
+                sys::futex_wake(self.ctl.atomic_u32(lib::REQ_SEQ));
+            }
+        }
+        Ok(())
+    }
+
+    fn stub_word(&self, off: usize) -> u32 {
+        self.ctl.atomic_u32(st(off)).load(Ordering::Relaxed)
+    }
+
+    /// Writes the queued mirror ops as the next batch (after the previous one is done: the
+    /// mapper reads the batch while it works) and makes the guest thread wait for it; the
+    /// caller starts the mapper. `Ok(false)`: nothing queued.
+    fn stage_ops(&mut self) -> Result<bool, String> {
         if self.monitor.host.ops.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let seq = self.map_seq;
         self.await_word(st(stub::MAP_DONE), |v| v == seq, "the mapper")?;
-        let err = self
-            .ctl
-            .atomic_u32(st(stub::MAP_ERR))
-            .load(Ordering::Relaxed);
+        let err = self.stub_word(stub::MAP_ERR);
         if err != 0 {
             return Err(format!("a mirror op failed: errno {}", -(err as i32)));
         }
@@ -318,38 +349,7 @@ impl StubExecutor {
         self.ctl
             .atomic_u32(lib::RESUME_AFTER)
             .store(self.map_seq, Ordering::Relaxed);
-        self.ctl
-            .atomic_u32(lib::MAP_SEQ)
-            .store(self.map_seq, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if self
-            .ctl
-            .atomic_u32(st(stub::MAPPER_SLEEPING))
-            .load(Ordering::Relaxed)
-            != 0
-        {
-            sys::futex_wake(self.ctl.atomic_u32(lib::MAP_SEQ));
-        }
-        Ok(())
-    }
-
-    fn verdict(&mut self, v: Verdict) {
-        self.ctl
-            .atomic_u32(lib::VERDICT)
-            .store(v as u32, Ordering::Relaxed);
-        self.req = self.req.wrapping_add(1);
-        self.ctl
-            .atomic_u32(lib::REQ_SEQ)
-            .store(self.req, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if self
-            .ctl
-            .atomic_u32(st(stub::SLEEPING))
-            .load(Ordering::Relaxed)
-            != 0
-        {
-            sys::futex_wake(self.ctl.atomic_u32(lib::REQ_SEQ));
-        }
+        Ok(true)
     }
 
     /// Waits for the next signal of the guest thread.

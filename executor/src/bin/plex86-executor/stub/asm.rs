@@ -300,9 +300,21 @@ std::arch::global_asm!(
     "add r15, 48",
     "dec r14d",
     "jmp 85b",
+    // Publish the batch as done; wake the guest thread if it sleeps for its verdict (the
+    // library leaves that wake to the mapper when the verdict waits for a batch: one
+    // hand-over fewer per fill), and the library if it sleeps.
     "88:",
     "mov [rbx + {stub} + {map_err}], ebp",
     "mov [rbx + {stub} + {map_done}], r13d",
+    "mfence",
+    "cmp dword ptr [rbx + {stub} + {sleeping}], 0",
+    "je 881f",
+    "lea rdi, [rbx + {lib} + {req_seq}]",
+    "mov esi, 1",
+    "mov edx, 1",
+    "mov eax, 202",
+    "syscall",
+    "881:",
     "cmp dword ptr [rbx + {lib} + {lib_sleeping}], 0",
     "je 81b",
     "lea rdi, [rbx + {stub} + {map_done}]",
