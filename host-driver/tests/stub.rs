@@ -5,7 +5,7 @@
 
 use host_driver::protocol::stub as layout;
 use host_driver::stub::{Polling, StubExecutor, DEFAULT_POLLING};
-use host_driver::{ExitReason, MmuCommand};
+use host_driver::{ExitReason, ExitRecord, GuestState, MmuCommand};
 use iced_x86::code_asm::*;
 use test_support::vm::*;
 
@@ -15,6 +15,13 @@ fn stub_for(vm: &Vm) -> StubExecutor {
 
 fn stub_polling(vm: &Vm, polling: Polling) -> StubExecutor {
     StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling).expect("stub starts")
+}
+
+/// One run from an empty mirror, as after a guest context switch.
+fn run_flushed(stub: &mut StubExecutor, state: &mut GuestState) -> ExitRecord {
+    stub.run(state, &[MmuCommand::FlushAll])
+        .expect("run")
+        .clone()
 }
 
 #[test]
@@ -54,10 +61,7 @@ fn a_run_exits_at_hlt_with_the_state_before_it() {
     let hlt = CODE + code.len() as u32 - 1;
     let mut stub = stub_for(&vm);
     let mut state = vm.state;
-    let exit = stub
-        .run(&mut state, &[MmuCommand::FlushAll])
-        .expect("run")
-        .clone();
+    let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
     assert_eq!(state.eip, hlt);
     assert_eq!(state.gprs[0], 0x1234_5679);
@@ -95,10 +99,7 @@ fn fills_go_through_the_mapper_and_read_guest_ram() {
     });
     let mut stub = stub_for(&vm);
     let mut state = vm.state;
-    let exit = stub
-        .run(&mut state, &[MmuCommand::FlushAll])
-        .expect("run")
-        .clone();
+    let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
     assert_eq!(state.gprs[0], (1..=16).sum::<u32>());
     assert!(exit.demand_fills >= 16, "{} fills", exit.demand_fills);
@@ -120,10 +121,7 @@ fn a_guest_system_call_is_an_exit_not_a_host_call() {
     });
     let mut stub = stub_for(&vm);
     let mut state = vm.state;
-    let exit = stub
-        .run(&mut state, &[MmuCommand::FlushAll])
-        .expect("run")
-        .clone();
+    let exit = run_flushed(&mut stub, &mut state);
     // As today's executor reports INT 0x80 (host-driver/tests/escape.rs): never executed.
     assert_eq!(exit.reason, ExitReason::SoftwareInterrupt { vector: 0x80 });
     assert_eq!(state.gprs[0], 20);
@@ -140,10 +138,7 @@ fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
         assert_eq!(exit.reason, ExitReason::Privileged, "round {i}");
         state.eip = test_support::vm::toucher::TOUCHER;
         state.gprs[1] = 64;
-        let exit = stub
-            .run(&mut state, &[MmuCommand::FlushAll])
-            .expect("fills")
-            .clone();
+        let exit = run_flushed(&mut stub, &mut state);
         assert_eq!(exit.reason, ExitReason::Privileged, "round {i}");
         assert_eq!(
             exit.demand_fills, 65,
@@ -175,10 +170,7 @@ fn fill_ahead_maps_used_pages_in_one_batch_and_results_stay_the_same() {
     let mut state = vm.state;
     state.eip = test_support::vm::toucher::TOUCHER;
     state.gprs[1] = 64;
-    let exit = stub
-        .run(&mut state, &[MmuCommand::FlushAll])
-        .expect("run")
-        .clone();
+    let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
     // The code page, then every 17th page faults: 64 pages in 4 fills (A and D are set on
     // every toucher page, so all may be mirrored ahead).
@@ -194,10 +186,7 @@ fn placed_with_the_library_the_stub_threads_follow_its_cpu() {
     let mut stub = stub_for(&vm);
     stub.set_placement(host_driver::stub::Placement::WithLibrary);
     let mut state = vm.state;
-    let exit = stub
-        .run(&mut state, &[MmuCommand::FlushAll])
-        .expect("run")
-        .clone();
+    let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
     for task in std::fs::read_dir(format!("/proc/{}/task", stub.pid())).unwrap() {
         let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
