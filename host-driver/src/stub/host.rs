@@ -40,12 +40,12 @@ impl StubHost {
 }
 
 impl MirrorOps for StubHost {
-    fn map(&mut self, lin: u32, phys: u64, prot: i32) -> Result<(), i32> {
+    fn map(&mut self, lin: u64, phys: u64, prot: i32) -> Result<(), i32> {
         // Consecutive pages of consecutive RAM with one protection: one mmap (fill-ahead).
         if let Some(last) = self.ops.last_mut() {
             if last.kind == OP_MMAP
                 && last.prot == prot as u32
-                && last.addr + last.len == u64::from(lin)
+                && last.addr + last.len == lin
                 && last.offset + last.len == phys
             {
                 last.len += 4096;
@@ -54,7 +54,7 @@ impl MirrorOps for StubHost {
         }
         self.push(MapOp {
             kind: OP_MMAP,
-            addr: u64::from(lin),
+            addr: lin,
             len: 4096,
             prot: prot as u32,
             flags: (libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE) as u32,
@@ -63,10 +63,10 @@ impl MirrorOps for StubHost {
             ..MapOp::default()
         })
     }
-    fn unmap(&mut self, lin: u32, pages: u32) -> Result<(), i32> {
+    fn unmap(&mut self, lin: u64, pages: u32) -> Result<(), i32> {
         self.push(MapOp {
             kind: OP_MUNMAP,
-            addr: u64::from(lin),
+            addr: lin,
             len: u64::from(pages) * 4096,
             ..MapOp::default()
         })
@@ -81,10 +81,10 @@ impl MirrorOps for StubHost {
             ..MapOp::default()
         })
     }
-    fn protect(&mut self, lin: u32, prot: i32) -> Result<(), i32> {
+    fn protect(&mut self, lin: u64, prot: i32) -> Result<(), i32> {
         self.push(MapOp {
             kind: OP_MPROTECT,
-            addr: u64::from(lin),
+            addr: lin,
             len: 4096,
             prot: prot as u32,
             ..MapOp::default()

@@ -20,7 +20,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             Access::Read
         };
         let emulate = ExitReason::NeedsEmulation { linear, access };
-        if self.already_allows(linear >> 12, access) {
+        if self.already_allows(u64::from(linear >> 12), access) {
             // The mirror already allows this access, so the fault is not a missing fill: the
             // host kernel's UMIP emulation (SGDT, SIDT, SMSW...) reports the start of an
             // operand whose other end lies on an unmirrored page. The emulator performs it.
@@ -63,11 +63,11 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         }
         let ops = &mut self.host;
         let mirror = Mirror::of(&t, writable);
-        let mut r = self.shadow.insert(ops, page >> 12, mirror);
+        let mut r = self.shadow.insert(ops, u64::from(page >> 12), mirror);
         if r == Err(libc::ENOMEM) {
             // Too many mappings (vm.max_map_count): start over.
             let _ = self.shadow.flush_all(ops);
-            r = self.shadow.insert(ops, page >> 12, mirror);
+            r = self.shadow.insert(ops, u64::from(page >> 12), mirror);
         }
         if r.is_err() {
             self.set_exit(emulate);
@@ -103,7 +103,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         let mut lin = u64::from(page) + 4096;
         let mut filled = 0;
         while filled < self.fill_ahead && lin < region_end {
-            let lpn = (lin >> 12) as u32;
+            let lpn = lin >> 12;
             if self.shadow.lookup(lpn).is_none() {
                 let Ok(t) = paging::walk(&self.ram, &self.regs, lin as u32, Access::Read, false)
                 else {
@@ -130,7 +130,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
 
     /// True when linear page `lpn` is mirrored with the permission `access` needs.
     #[inline]
-    fn already_allows(&self, lpn: u32, access: Access) -> bool {
+    fn already_allows(&self, lpn: u64, access: Access) -> bool {
         let Some(m) = self.shadow.lookup(lpn) else {
             return false;
         };

@@ -196,9 +196,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         match CommandKind::try_from(kind).map_err(|_| libc::EINVAL)? {
             CommandKind::FlushAll => self.shadow.flush_all(ops),
             CommandKind::FlushNonGlobal => self.shadow.flush_non_global(ops),
-            CommandKind::InvalidatePage => self
-                .shadow
-                .invalidate(ops, ((addr & 0xffff_ffff) >> 12) as u32),
+            CommandKind::InvalidatePage => self.shadow.invalidate(ops, (addr & 0xffff_ffff) >> 12),
             CommandKind::WriteProtectPhys => self.shadow.write_protect(ops, addr >> 12),
         }
     }

@@ -64,28 +64,28 @@ impl GuestRam for FakeRam {
 /// Records the mirror's mappings; fails the next `map` with ENOMEM when asked to.
 #[derive(Default)]
 struct FakeHost {
-    maps: Vec<(u32, u64, i32)>,
+    maps: Vec<(u64, u64, i32)>,
     unmap_alls: u32,
     enomem_once: bool,
     now: std::cell::Cell<u64>,
 }
 
 impl MirrorOps for FakeHost {
-    fn map(&mut self, lin: u32, phys: u64, prot: i32) -> Result<(), i32> {
+    fn map(&mut self, lin: u64, phys: u64, prot: i32) -> Result<(), i32> {
         if std::mem::take(&mut self.enomem_once) {
             return Err(libc::ENOMEM);
         }
         self.maps.push((lin, phys, prot));
         Ok(())
     }
-    fn unmap(&mut self, _lin: u32, _pages: u32) -> Result<(), i32> {
+    fn unmap(&mut self, _lin: u64, _pages: u32) -> Result<(), i32> {
         Ok(())
     }
     fn unmap_all(&mut self) -> Result<(), i32> {
         self.unmap_alls += 1;
         Ok(())
     }
-    fn protect(&mut self, _lin: u32, _prot: i32) -> Result<(), i32> {
+    fn protect(&mut self, _lin: u64, _prot: i32) -> Result<(), i32> {
         Ok(())
     }
 }
@@ -226,7 +226,7 @@ fn fill_ahead_mirrors_only_pages_the_guest_has_used_and_sets_no_bit() {
         .map(|i| m.ram.read_u32(PT + i * 4).unwrap())
         .collect();
     assert_eq!(read_fault(&mut m, 0x5000), SignalAction::Resume);
-    let lins: Vec<(u32, u64)> = m.host.maps.iter().map(|&(l, p, _)| (l, p)).collect();
+    let lins: Vec<(u64, u64)> = m.host.maps.iter().map(|&(l, p, _)| (l, p)).collect();
     assert_eq!(
         lins,
         [(0x5000, 0x10000), (0x6000, 0x11000), (0x7000, 0x12000)]

@@ -223,7 +223,9 @@ impl World {
         }
         let m = Mirror::of(&t, writable);
         self.log.push(format!("fill {lpn:#x} {access:?} -> {m:?}"));
-        self.shadow.insert(&mut self.mapped, lpn, m).unwrap();
+        self.shadow
+            .insert(&mut self.mapped, u64::from(lpn), m)
+            .unwrap();
         let cached = cached(lpn, &t);
         if !self.tlb.contains(&cached) {
             self.tlb.push(cached);
@@ -244,7 +246,9 @@ impl World {
                     _ => WINDOW_LPN + self.rng.below(u64::from(WINDOW_PAGES)) as u32,
                 };
                 self.log.push(format!("invlpg {lpn:#x}"));
-                self.shadow.invalidate(&mut self.mapped, lpn).unwrap();
+                self.shadow
+                    .invalidate(&mut self.mapped, u64::from(lpn))
+                    .unwrap();
                 self.tlb.retain(|c| !c.covers(lpn));
             }
             90..=94 => {
@@ -275,8 +279,8 @@ impl World {
             ));
         }
         for (&lin, &(phys, prot)) in &self.mapped.pages {
-            let lpn = lin >> 12;
-            let Some(m) = self.shadow.lookup(lpn) else {
+            let lpn = (lin >> 12) as u32; // the window is below 4 GiB
+            let Some(m) = self.shadow.lookup(u64::from(lpn)) else {
                 return Err(format!("{lpn:#x} mapped but not recorded"));
             };
             if (m.ppn << 12, m.prot) != (phys, prot) {
@@ -367,11 +371,13 @@ fn check_catches_a_stale_large_piece() {
                 global: false,
                 size: PageSize::Size4K, // the old record: no page size
             };
-            w.shadow.insert(&mut w.mapped, lpn + piece, m).unwrap();
+            w.shadow
+                .insert(&mut w.mapped, u64::from(lpn + piece), m)
+                .unwrap();
             w.tlb.push(cached(lpn + piece, &t));
         }
         w.check().unwrap();
-        w.shadow.invalidate(&mut w.mapped, lpn).unwrap();
+        w.shadow.invalidate(&mut w.mapped, u64::from(lpn)).unwrap();
         w.tlb.retain(|c| !c.covers(lpn));
         assert!(w.check().is_err(), "pae {pae}: stale pieces went unnoticed");
     }
