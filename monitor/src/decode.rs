@@ -1,4 +1,4 @@
-//! A minimal classifier for the instruction behind a #GP in 32-bit code: just enough to name
+//! A minimal classifier for the instruction behind a #GP in 32- or 64-bit code: just enough to name
 //! the exit reason (privileged instruction, segment load / far transfer, RDTSC, CPUID, INT n). It is
 //! no decoder: the emulator re-executes the instruction at EIP in every case. Also which
 //! instruction raised a trap that shares its vector with another (INT3 and `INT 3`, INTO and
@@ -33,10 +33,12 @@ fn is_prefix(b: u8) -> bool {
 }
 
 /// Classifies the instruction in `bytes` (fewer than 15 bytes when the rest is unreadable).
-/// `error_code` is the #GP error code.
-pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
+/// `error_code` is the #GP error code; `code64` says the code segment is a 64-bit one (REX
+/// prefixes exist; the one-byte segment pushes and pops, LES/LDS and far immediates do not).
+pub fn classify_gp(bytes: &[u8], error_code: u32, code64: bool) -> GpKind {
+    let rex = |b: u8| code64 && b & 0xf0 == 0x40;
     let mut i = 0;
-    while i < bytes.len() && i < MAX_PREFIXES && is_prefix(bytes[i]) {
+    while i < bytes.len() && i < MAX_PREFIXES && (is_prefix(bytes[i]) || rex(bytes[i])) {
         i += 1;
     }
     let Some(&op) = bytes.get(i) else {
@@ -46,10 +48,13 @@ pub fn classify_gp(bytes: &[u8], error_code: u32) -> GpKind {
     let reg = modrm.map(|m| (m >> 3) & 7);
     match op {
         0xf4 | 0xfa | 0xfb | 0xe4..=0xe7 | 0xec..=0xef | 0x6c..=0x6f => GpKind::Privileged,
-        0x8e | 0x07 | 0x17 | 0x1f => GpKind::SegmentLoad,
-        // LES/LDS (VEX prefixes only when ModRM.mod == 3, which would not #GP as LES/LDS).
-        0xc4 | 0xc5 if modrm.is_some_and(|m| m >> 6 != 3) => GpKind::SegmentLoad,
-        0xea | 0x9a | 0xca | 0xcb | 0xcf => GpKind::SegmentLoad,
+        0x8e => GpKind::SegmentLoad,
+        0x07 | 0x17 | 0x1f if !code64 => GpKind::SegmentLoad,
+        // LES/LDS (VEX prefixes only when ModRM.mod == 3, which would not #GP as LES/LDS;
+        // always VEX in 64-bit code).
+        0xc4 | 0xc5 if !code64 && modrm.is_some_and(|m| m >> 6 != 3) => GpKind::SegmentLoad,
+        0xea | 0x9a if !code64 => GpKind::SegmentLoad,
+        0xca | 0xcb | 0xcf => GpKind::SegmentLoad,
         0xff if matches!(reg, Some(3) | Some(5)) => GpKind::SegmentLoad,
         0xcd => {
             // Without the vector byte the error code cannot be matched (and 0 is no guess).
@@ -217,7 +222,37 @@ mod tests {
             (&[0x0f, 0x01], 0, GpKind::Other),
         ];
         for (bytes, ec, want) in cases {
-            assert_eq!(classify_gp(bytes, *ec), *want, "bytes {bytes:02x?}");
+            assert_eq!(classify_gp(bytes, *ec, false), *want, "bytes {bytes:02x?}");
         }
+    }
+
+    #[test]
+    fn classifies_64_bit_code() {
+        let cases: &[(&[u8], u32, GpKind)] = &[
+            (&[0x48, 0xcf], 0, GpKind::SegmentLoad),          // iretq
+            (&[0x48, 0xcb], 0, GpKind::SegmentLoad),          // retfq
+            (&[0x41, 0x8e, 0xd8], 0x28, GpKind::SegmentLoad), // mov ds, r8w
+            (&[0x48, 0xff, 0x28], 0x30, GpKind::SegmentLoad), // jmp far [rax] (m16:64)
+            (&[0x0f, 0x01, 0xf8], 0, GpKind::Privileged),     // swapgs
+            (&[0x48, 0x0f, 0x07], 0, GpKind::Privileged),     // sysretq
+            (&[0x0f, 0x22, 0xd8], 0, GpKind::Privileged),     // mov cr3, rax
+            (&[0x66, 0x40, 0xef], 0, GpKind::Privileged),     // out dx, ax with a stray REX
+            (&[0x48, 0x0f, 0x31], 0, GpKind::Rdtsc),
+            (&[0xcd, 0x80], 0x402, GpKind::SoftwareInterrupt(0x80)),
+            // Invalid in 64-bit code (#UD, never a #GP): no class.
+            (&[0x1f], 0x28, GpKind::Other),
+            (&[0x07], 0x28, GpKind::Other),
+            (&[0xea, 0, 0, 0, 0, 0x33, 0], 0x30, GpKind::Other),
+            (&[0xc5, 0x00], 0x28, GpKind::Other), // a VEX prefix here
+            (&[0x48, 0x0f, 0x31], 0, GpKind::Rdtsc),
+        ];
+        for (bytes, ec, want) in cases {
+            assert_eq!(classify_gp(bytes, *ec, true), *want, "bytes {bytes:02x?}");
+        }
+        assert_eq!(
+            classify_gp(&[0x40, 0xcf], 0, false),
+            GpKind::Other,
+            "inc eax"
+        );
     }
 }

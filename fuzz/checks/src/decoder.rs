@@ -1,7 +1,7 @@
 //! The exit-instruction decoders.
 //!
 //! * `plex86_monitor::decode::classify_gp` (the executor names the instruction behind a #GP)
-//!   against iced-x86: whenever iced decodes the bytes as a valid instruction of a class the
+//!   against iced-x86, in 32- and in 64-bit code: whenever iced decodes the bytes as a valid instruction of a class the
 //!   classifier names (RDTSC/RDTSCP, CPUID, INT n with its #GP error code, segment loads and far
 //!   transfers, privileged instructions), the classifier must give that class, and it must not
 //!   give a class iced contradicts. A class named from a truncated buffer must not depend on
@@ -25,8 +25,8 @@ use plex86_monitor::decode::{classify_gp, GpKind};
 /// The longest x86 instruction.
 const MAX_INSN: usize = 15;
 
-fn decode32(bytes: &[u8]) -> Option<Instruction> {
-    let insn = Decoder::new(32, bytes, DecoderOptions::NONE).decode();
+fn decode(bitness: u32, bytes: &[u8]) -> Option<Instruction> {
+    let insn = Decoder::new(bitness, bytes, DecoderOptions::NONE).decode();
     (!insn.is_invalid()).then_some(insn)
 }
 
@@ -45,6 +45,8 @@ fn is_far_transfer(code: Code) -> bool {
             | Code::Call_ptr1632
             | Code::Call_m1616
             | Code::Call_m1632
+            | Code::Jmp_m1664
+            | Code::Call_m1664
     )
 }
 
@@ -71,7 +73,7 @@ fn expected_class(insn: &Instruction, error_code: u32) -> Option<GpKind> {
         }
         M::Mov | M::Pop if is_sreg(insn.op0_register()) => GpKind::SegmentLoad,
         M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => GpKind::SegmentLoad,
-        M::Retf | M::Iret | M::Iretd => GpKind::SegmentLoad,
+        M::Retf | M::Iret | M::Iretd | M::Iretq => GpKind::SegmentLoad,
         M::Jmp | M::Call if is_far_transfer(insn.code()) => GpKind::SegmentLoad,
         M::Hlt | M::Cli | M::Sti | M::In | M::Out => GpKind::Privileged,
         M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => GpKind::Privileged,
@@ -84,7 +86,10 @@ fn expected_class(insn: &Instruction, error_code: u32) -> Option<GpKind> {
         | M::Rdmsr
         | M::Rdpmc
         | M::Sysexit
-        | M::Sysret => GpKind::Privileged,
+        | M::Sysexitq
+        | M::Sysret
+        | M::Sysretq
+        | M::Swapgs => GpKind::Privileged,
         M::Mov if touches_cr_dr(insn.op0_register()) || touches_cr_dr(insn.op1_register()) => {
             GpKind::Privileged
         }
@@ -92,11 +97,12 @@ fn expected_class(insn: &Instruction, error_code: u32) -> Option<GpKind> {
     })
 }
 
-fn check_classifier(error_code: u32, bytes: &[u8]) {
+fn check_classifier(error_code: u32, bytes: &[u8], code64: bool) {
     let bytes = &bytes[..bytes.len().min(MAX_INSN)];
-    let got = classify_gp(bytes, error_code);
-    let ctx = format!("bytes {bytes:02x?} error code {error_code:#x}");
-    if let Some(insn) = decode32(bytes) {
+    let got = classify_gp(bytes, error_code, code64);
+    let bitness = if code64 { 64 } else { 32 };
+    let ctx = format!("bytes {bytes:02x?} error code {error_code:#x}, {bitness}-bit");
+    if let Some(insn) = decode(bitness, bytes) {
         let len = insn.len();
         match expected_class(&insn, error_code) {
             Some(want) => assert_eq!(
@@ -108,6 +114,7 @@ fn check_classifier(error_code: u32, bytes: &[u8]) {
             None => {
                 // A valid instruction of no class: the classifier names none either, except
                 // for the whole 0F 01 group, which it calls privileged as a block.
+                let rex = |b: u8| code64 && b & 0xf0 == 0x40;
                 let group_0f01 = bytes
                     .iter()
                     .position(|&b| {
@@ -123,7 +130,7 @@ fn check_classifier(error_code: u32, bytes: &[u8]) {
                                 | 0xf0
                                 | 0xf2
                                 | 0xf3
-                        )
+                        ) && !rex(b)
                     })
                     .is_some_and(|i| bytes[i..].starts_with(&[0x0f, 0x01]));
                 assert!(
@@ -136,7 +143,7 @@ fn check_classifier(error_code: u32, bytes: &[u8]) {
     }
     // A class named from a prefix of the bytes must not depend on the bytes after it.
     for k in 0..bytes.len() {
-        let partial = classify_gp(&bytes[..k], error_code);
+        let partial = classify_gp(&bytes[..k], error_code, code64);
         if partial != GpKind::Other {
             assert_eq!(
                 partial, got,
@@ -240,10 +247,12 @@ impl FetchCase {
 /// A decoder case: the classifier or the fetch-and-decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecoderCase {
-    /// `classify_gp(bytes, error_code)`.
+    /// `classify_gp(bytes, error_code, code64)`.
     Classify {
         /// The #GP error code.
         error_code: u32,
+        /// 64-bit code.
+        code64: bool,
         /// The instruction bytes (up to 15 are used).
         bytes: Vec<u8>,
     },
@@ -252,13 +261,16 @@ pub enum DecoderCase {
 }
 
 impl DecoderCase {
-    /// Decodes a case from fuzz input (first byte even: classifier, odd: fetch).
+    /// Decodes a case from fuzz input (first byte even: classifier, in 64-bit code when its
+    /// bit 1 is set; odd: fetch).
     pub fn parse(data: &[u8]) -> Self {
         let mut r = Reader::new(data);
-        if r.u8() & 1 == 0 {
+        let first = r.u8();
+        if first & 1 == 0 {
             let error_code = r.u32();
             DecoderCase::Classify {
                 error_code,
+                code64: first & 2 != 0,
                 bytes: r.rest().to_vec(),
             }
         } else {
@@ -269,8 +281,14 @@ impl DecoderCase {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {
-            DecoderCase::Classify { error_code, bytes } => {
-                w.u8(0).u32(*error_code).bytes(bytes);
+            DecoderCase::Classify {
+                error_code,
+                code64,
+                bytes,
+            } => {
+                w.u8(if *code64 { 2 } else { 0 })
+                    .u32(*error_code)
+                    .bytes(bytes);
             }
             DecoderCase::Fetch(c) => {
                 w.u8(1);
@@ -363,7 +381,11 @@ fn check_fetch(case: &FetchCase) {
 /// The fuzz target: see the module documentation. Every input is a case.
 pub fn check(data: &[u8]) -> Outcome {
     match DecoderCase::parse(data) {
-        DecoderCase::Classify { error_code, bytes } => check_classifier(error_code, &bytes),
+        DecoderCase::Classify {
+            error_code,
+            code64,
+            bytes,
+        } => check_classifier(error_code, &bytes, code64),
         DecoderCase::Fetch(c) => check_fetch(&c),
     }
     Outcome::Checked

@@ -175,14 +175,18 @@ const INSTRUCTIONS: &[(&[u8], u32)] = &[
 ];
 
 fn decoder_seeds() -> Vec<Vec<u8>> {
+    // Each instruction as 32- and as 64-bit code.
     let mut out: Vec<Vec<u8>> = INSTRUCTIONS
         .iter()
-        .map(|&(b, ec)| {
-            DecoderCase::Classify {
-                error_code: ec,
-                bytes: b.to_vec(),
-            }
-            .encode()
+        .flat_map(|&(b, ec)| {
+            [false, true].map(|code64| {
+                DecoderCase::Classify {
+                    error_code: ec,
+                    code64,
+                    bytes: b.to_vec(),
+                }
+                .encode()
+            })
         })
         .collect();
     // The same instructions at CS:EIP, in 32- and 16-bit code, under both paging modes, at

@@ -179,7 +179,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     fn gp_exit(&mut self, eip: u32, trapno: u64, err: u32) {
         let mut b = [0u8; 15];
         let n = self.read_code(self.cs_base.wrapping_add(eip), &mut b);
-        match classify_gp(&b[..n], err) {
+        match classify_gp(&b[..n], err, false) {
             GpKind::Rdtsc => self.set_exit(ExitReason::Rdtsc { rdtscp: false }),
             GpKind::Rdtscp => self.set_exit(ExitReason::Rdtsc { rdtscp: true }),
             GpKind::Cpuid => self.set_exit(ExitReason::Cpuid),
