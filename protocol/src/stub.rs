@@ -36,6 +36,37 @@ pub const CONTROL_LEN: usize = LIB_LEN + STUB_LEN;
 /// Size of S.
 pub const S_LEN: u64 = STUB + STUB_LEN as u64;
 
+/// The end of the user address space of a 4-level x86-64 process.
+pub const USER_END: u64 = 0x7fff_ffff_f000;
+
+/// The 4 GiB-aligned block that holds S at `base`: no guest page is mirrored in it, and the
+/// mapper's filter refuses any range that reaches into it (it judges ranges by 32-bit halves,
+/// which makes a whole block the natural unit). A guest page in it is emulated.
+pub const fn reserved_block(base: u64) -> std::ops::Range<u64> {
+    let start = base & !0xffff_ffff;
+    start..start + (1 << 32)
+}
+
+/// Why `base` cannot hold S, if it cannot: S must be 2 MiB-aligned, lie in one 4 GiB block
+/// above the first 4 GiB (the 32-bit guests' mirrors) and below the end of user space.
+pub fn check_base(base: u64) -> Result<(), String> {
+    if base % (2 << 20) != 0 {
+        return Err(format!("{base:#x} is not 2 MiB-aligned"));
+    }
+    if base < 1 << 32 {
+        return Err(format!(
+            "{base:#x} is below 4 GiB, where 32-bit guests' pages are mirrored"
+        ));
+    }
+    if base >= USER_END & !0xffff_ffff {
+        return Err(format!(
+            "{base:#x} is too high: its 4 GiB block must end below {USER_END:#x}"
+        ));
+    }
+    // 2 MiB-aligned and no longer than 2 MiB (asserted below): S never crosses the block.
+    Ok(())
+}
+
 /// Words of the library-written pages (offsets from [`LIB`]).
 pub mod by_lib {
     /// u32: bumped by the library to give the guest thread a verdict.
@@ -168,6 +199,7 @@ pub const OP_LDT: u32 = 4;
 pub const MAX_OPS: usize = 128;
 
 const _: () = {
+    assert!(S_LEN <= 2 << 20);
     assert!(std::mem::size_of::<MapOp>() == 48);
     assert!(by_lib::OPS + MAX_OPS * 48 <= by_lib::FRAME);
     assert!(by_lib::FRAME % 64 == 0);
@@ -175,3 +207,30 @@ const _: () = {
     assert!(by_stub::PROG_GUEST + by_stub::PROG_ROOM <= by_stub::PROG_MAPPER);
     assert!(by_stub::PROG_MAPPER + by_stub::PROG_ROOM <= by_stub::IDLE_STACK_TOP - 0x100);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stub_bases() {
+        assert_eq!(check_base(DEFAULT_BASE), Ok(()));
+        assert_eq!(
+            reserved_block(DEFAULT_BASE + 0x20_0000),
+            0x3f00_0000_0000..0x3f01_0000_0000
+        );
+        assert_eq!(check_base(1 << 32), Ok(()));
+        assert_eq!(check_base(0x7ffe_0000_0000), Ok(()));
+        for bad in [
+            0,
+            0x1000,
+            0x8000_0000,
+            DEFAULT_BASE + 0x1000,
+            0x7fff_0000_0000,
+            0x8000_0000_0000,
+            !0x1f_ffff,
+        ] {
+            assert!(check_base(bad).is_err(), "{bad:#x}");
+        }
+    }
+}

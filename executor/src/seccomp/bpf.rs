@@ -87,6 +87,45 @@ fn below_4g(block: &mut Vec<SockFilter>, a: u8) {
     block.push(ret(RET_KILL_PROCESS));
 }
 
+/// Kills unless `[addr, addr + len)` (arguments `addr` and `len`) stays clear of the 4 GiB
+/// block whose upper half is `hi`, with both arguments below 2^47. Classic BPF arithmetic is
+/// 32-bit, so the range is judged by its halves: above the block when `addr_hi > hi`; below
+/// it when `addr_hi + len_hi <= hi - 2`, or when it is `hi - 1` and the low halves add up to at
+/// most 2^32 (the carry test of [`ArgCheck::RangeBelow4G`]). A range ending exactly at the
+/// block with both low halves zero is refused too (no mirror op makes one).
+fn range_clear_of_block(block: &mut Vec<SockFilter>, addr: u8, len: u8, hi: u32) {
+    const USER_HI: u32 = 0x8000;
+    assert!(
+        (1..USER_HI - 1).contains(&hi),
+        "a block in user space above 4 GiB"
+    );
+    // Offsets below are to KILL (index 16) and OK (17, the code after this check).
+    block.extend([
+        ld(off_arg_hi(len)),  // 0
+        jge(USER_HI, 14, 0),  // 1: → KILL
+        ld(off_arg_hi(addr)), // 2
+        jge(USER_HI, 12, 0),  // 3: → KILL
+        jge(hi + 1, 12, 0),   // 4: above the block → OK
+        op(BPF_TAX),          // 5: X = addr_hi
+        ld(off_arg_hi(len)),  // 6
+        op(BPF_ADD_X),        // 7: A = addr_hi + len_hi (< 2^16: no overflow)
+        jge(hi, 7, 0),        // 8: reaches the block → KILL
+        jge(hi - 1, 0, 7),    // 9: ≤ hi - 2 → OK; hi - 1: the carry decides
+        ld(off_arg_lo(addr)), // 10
+        op(BPF_TAX),          // 11
+        ld(off_arg_lo(len)),  // 12
+        op(BPF_ADD_X),        // 13
+        jeq(0, 2, 0),         // 14: exactly 2^32 → OK
+        SockFilter {
+            code: BPF_JGE_X,
+            jt: 1,
+            jf: 0,
+            k: 0,
+        }, // 15: no carry → OK
+        ret(RET_KILL_PROCESS), // 16: KILL
+    ]);
+}
+
 /// Compiles `policy` into a BPF program.
 pub fn build_filter(policy: &[Rule]) -> Vec<SockFilter> {
     let mut p = vec![
@@ -107,13 +146,14 @@ pub fn build_filter(policy: &[Rule]) -> Vec<SockFilter> {
         jge(0x4000_0000, 0, 1),
         ret(RET_KILL_PROCESS),
     ];
-    push_rules(&mut p, policy);
+    push_rules(&mut p, policy, None);
     p
 }
 
 /// Appends one block per rule (allow when the number matches and the arguments pass, kill
-/// when they do not), then the final kill.
-pub(super) fn push_rules(p: &mut Vec<SockFilter>, policy: &[Rule]) {
+/// when they do not), then the final kill. `stub_block`: the upper half of the stub's
+/// reserved block, for [`ArgCheck::RangeClearOfStub`].
+pub(super) fn push_rules(p: &mut Vec<SockFilter>, policy: &[Rule], stub_block: Option<u32>) {
     for rule in policy {
         let mut block = Vec::new();
         for check in rule.args {
@@ -137,6 +177,10 @@ pub(super) fn push_rules(p: &mut Vec<SockFilter>, policy: &[Rule]) {
                         k: 0,
                     });
                     block.push(ret(RET_KILL_PROCESS));
+                }
+                ArgCheck::RangeClearOfStub(addr, len) => {
+                    let hi = stub_block.expect("a filter built for one stub");
+                    range_clear_of_block(&mut block, addr, len, hi);
                 }
                 ArgCheck::LowIn(a, vals) => {
                     block.push(ld(off_arg_lo(a)));

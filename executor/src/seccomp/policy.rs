@@ -26,6 +26,10 @@ pub enum ArgCheck {
     /// The range of the address argument `.0` and the length argument `.1` lies below 4 GiB:
     /// both are below 4 GiB and their sum is at most 4 GiB.
     RangeBelow4G(u8, u8),
+    /// The range of the address argument `.0` and the length argument `.1` does not reach
+    /// into the stub's reserved 4 GiB block (`plex86_protocol::stub::reserved_block`; the
+    /// filter is built for one S), and both lie in user space.
+    RangeClearOfStub(u8, u8),
 }
 
 /// One allowlisted system call.

@@ -8,8 +8,8 @@
 //!   clock_gettime), anything else kills the process.
 //! * Mapper thread: any call from outside the code page, or not in [`MAPPER`], kills.
 //!   Guest code can jump into S's code with any registers; the mapper's arguments come only
-//!   from pages the guest cannot write, and even so mappings stay below 4 GiB (the 32-bit
-//!   guests of the gate) and map only guest RAM or anonymous memory.
+//!   from pages the guest cannot write, and even so mappings stay clear of S's 4 GiB block
+//!   (`plex86_protocol::stub::reserved_block`) and map only guest RAM or anonymous memory.
 
 use super::bpf::OFF_NR;
 use super::bpf::{jeq, jge, ld, push_rules, ret, SockFilter, OFF_ARCH, OFF_IP_HI, OFF_IP_LO};
@@ -55,9 +55,9 @@ pub const MAPPER: &[Rule] = &[
     Rule {
         nr: libc::SYS_mmap as u32,
         name: "mmap",
-        why: "map a guest page from the RAM fd, below 4 GiB only",
+        why: "map a guest page from the RAM fd, never in S's block",
         args: &[
-            ArgCheck::RangeBelow4G(0, 1),
+            ArgCheck::RangeClearOfStub(0, 1),
             ArgCheck::LowIn(3, &[MAP_RAM]),
             ArgCheck::LowIn(4, &[plex86_protocol::RAM_FD as u32, FD_NONE]),
         ],
@@ -65,14 +65,14 @@ pub const MAPPER: &[Rule] = &[
     Rule {
         nr: libc::SYS_munmap as u32,
         name: "munmap",
-        why: "drop guest mirrors, below 4 GiB only",
-        args: &[ArgCheck::RangeBelow4G(0, 1)],
+        why: "drop guest mirrors, never in S's block",
+        args: &[ArgCheck::RangeClearOfStub(0, 1)],
     },
     Rule {
         nr: libc::SYS_mprotect as u32,
         name: "mprotect",
-        why: "write-protect mirrored code pages, below 4 GiB only",
-        args: &[ArgCheck::RangeBelow4G(0, 1)],
+        why: "write-protect mirrored code pages, never in S's block",
+        args: &[ArgCheck::RangeClearOfStub(0, 1)],
     },
     Rule {
         nr: libc::SYS_modify_ldt as u32,
@@ -131,7 +131,7 @@ pub fn guest_thread_filter(code: u64) -> Vec<SockFilter> {
     let mut p = Vec::new();
     from_code_page(&mut p, code, RET_TRAP);
     native_64(&mut p);
-    push_rules(&mut p, GUEST_THREAD);
+    push_rules(&mut p, GUEST_THREAD, None);
     p
 }
 
@@ -140,7 +140,8 @@ pub fn mapper_filter(code: u64) -> Vec<SockFilter> {
     let mut p = Vec::new();
     from_code_page(&mut p, code, RET_KILL_PROCESS);
     native_64(&mut p);
-    push_rules(&mut p, MAPPER);
+    let block = plex86_protocol::stub::reserved_block(code);
+    push_rules(&mut p, MAPPER, Some((block.start >> 32) as u32));
     p
 }
 
@@ -240,8 +241,51 @@ mod tests {
         assert_eq!(evaluate(&p, &x32), Some(RET_KILL_PROCESS), "x32 from S");
     }
 
+    /// Ranges at and around the edges of S's block, and across it: the filter allows exactly
+    /// those clear of it (in user space), but for the one documented refusal.
     #[test]
-    fn the_mapper_maps_only_guest_ram_or_nothing_below_4g() {
+    fn mapper_ranges_are_allowed_exactly_when_clear_of_s_block() {
+        let p = mapper_filter(S);
+        let block = plex86_protocol::stub::reserved_block(S);
+        let user = 1u64 << 47;
+        let mut points = vec![0, 0x1000, 1 << 32, user - 0x1000, user, u64::MAX - 0xfff];
+        for edge in [block.start, block.end, S] {
+            for d in [0u64, 0x1000, 0x2000, 1 << 32, (1 << 32) + 0x1000] {
+                points.extend([edge.wrapping_sub(d), edge.wrapping_add(d)]);
+            }
+        }
+        let mut checked = 0;
+        for &a in &points {
+            for &b in &points {
+                if b <= a {
+                    continue;
+                }
+                let len = b - a;
+                let clear = b <= block.start || a >= block.end;
+                let in_user = b <= user;
+                let documented_refusal = b == block.start && a as u32 == 0 && len as u32 == 0;
+                let d = call(
+                    AUDIT_ARCH_X86_64,
+                    libc::SYS_munmap,
+                    IN_S,
+                    [a, len, 0, 0, 0, 0],
+                );
+                let got = evaluate(&p, &d);
+                let ctx = format!("[{a:#x}, {b:#x})");
+                if !clear {
+                    assert_eq!(got, Some(RET_KILL_PROCESS), "{ctx} reaches S's block");
+                } else if in_user && !documented_refusal {
+                    assert_eq!(got, Some(RET_ALLOW), "{ctx} is clear of S's block");
+                }
+                // Clear of the block but beyond user space: the kernel refuses it anyway.
+                checked += 1;
+            }
+        }
+        assert!(checked > 500, "{checked} ranges");
+    }
+
+    #[test]
+    fn the_mapper_maps_only_guest_ram_or_nothing() {
         let p = mapper_filter(S);
         let ram = plex86_protocol::RAM_FD as u64;
         let mmap = |addr: u64, len: u64, flags: u64, fd: u64| {
@@ -258,11 +302,7 @@ mod tests {
         let shared = MAP_RAM as u64;
         assert_eq!(mmap(0x40_0000, 4096, shared, ram), Some(RET_ALLOW));
         assert_eq!(mmap(0xffff_f000, 4096, shared, ram), Some(RET_ALLOW));
-        assert_eq!(
-            mmap(0xffff_f000, 8192, shared, ram),
-            Some(RET_KILL_PROCESS),
-            "past 4 GiB"
-        );
+        assert_eq!(mmap(0x7f12_3456_7000, 4096, shared, ram), Some(RET_ALLOW));
         assert_eq!(mmap(S, 4096, shared, ram), Some(RET_KILL_PROCESS), "over S");
         assert_eq!(
             mmap(0x40_0000, 4096, shared, 4),
@@ -283,7 +323,22 @@ mod tests {
         assert_eq!(
             m(libc::SYS_munmap, 0x1000, (1 << 32) - 0x1000),
             Some(RET_ALLOW),
-            "flush all"
+            "flush all of a 32-bit guest"
+        );
+        let block = plex86_protocol::stub::reserved_block(S);
+        assert_eq!(
+            m(libc::SYS_munmap, 0x1000, block.start - 0x1000),
+            Some(RET_ALLOW),
+            "flush all of a 64-bit guest, below S's block"
+        );
+        assert_eq!(
+            m(
+                libc::SYS_munmap,
+                block.end,
+                plex86_protocol::stub::USER_END - block.end
+            ),
+            Some(RET_ALLOW),
+            "and above it"
         );
         assert_eq!(m(libc::SYS_munmap, S, 4096), Some(RET_KILL_PROCESS));
         assert_eq!(m(libc::SYS_mprotect, S, 4096), Some(RET_KILL_PROCESS));

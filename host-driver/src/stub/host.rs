@@ -4,28 +4,42 @@
 use plex86_monitor::frame::UserDesc;
 use plex86_monitor::monitor::Host;
 use plex86_monitor::shadow::MirrorOps;
-use plex86_protocol::stub::{MapOp, MAX_OPS, OP_LDT, OP_MMAP, OP_MPROTECT, OP_MUNMAP};
+use plex86_protocol::stub::{
+    reserved_block, MapOp, MAX_OPS, OP_LDT, OP_MMAP, OP_MPROTECT, OP_MUNMAP, USER_END,
+};
 use plex86_protocol::RAM_FD;
 use std::time::Instant;
 
 /// Lowest mirrored page (vm.mmap_min_addr on these hosts).
 const MIRROR_START: u64 = 0x1000;
-/// End of the mirror region for 32-bit guests.
-const MIRROR_END: u64 = 1 << 32;
 
 /// The ops of the batch being built, and the clock.
 #[derive(Debug)]
 pub(crate) struct StubHost {
     /// The batch being built.
     pub(crate) ops: Vec<MapOp>,
+    /// S's 4 GiB block: never mirrored (the mapper's filter would kill the stub).
+    reserved: std::ops::Range<u64>,
     epoch: Instant,
 }
 
 impl StubHost {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(stub_base: u64) -> Self {
         StubHost {
             ops: Vec::with_capacity(MAX_OPS),
+            reserved: reserved_block(stub_base),
             epoch: Instant::now(),
+        }
+    }
+
+    /// `EINVAL` (the access is then emulated) for a range in S's block or outside user space.
+    fn mirrorable(&self, lin: u64, len: u64) -> Result<(), i32> {
+        let end = lin.checked_add(len).ok_or(libc::EINVAL)?;
+        let clear = end <= self.reserved.start || lin >= self.reserved.end;
+        if clear && lin >= MIRROR_START && end <= USER_END {
+            Ok(())
+        } else {
+            Err(libc::EINVAL)
         }
     }
 
@@ -41,6 +55,7 @@ impl StubHost {
 
 impl MirrorOps for StubHost {
     fn map(&mut self, lin: u64, phys: u64, prot: i32) -> Result<(), i32> {
+        self.mirrorable(lin, 4096)?;
         // Consecutive pages of consecutive RAM with one protection: one mmap (fill-ahead).
         if let Some(last) = self.ops.last_mut() {
             if last.kind == OP_MMAP
@@ -64,6 +79,7 @@ impl MirrorOps for StubHost {
         })
     }
     fn unmap(&mut self, lin: u64, pages: u32) -> Result<(), i32> {
+        self.mirrorable(lin, u64::from(pages) * 4096)?;
         self.push(MapOp {
             kind: OP_MUNMAP,
             addr: lin,
@@ -74,14 +90,22 @@ impl MirrorOps for StubHost {
     fn unmap_all(&mut self) -> Result<(), i32> {
         // Mirror changes queued before are undone by this anyway (LDT writes are not).
         self.ops.retain(|o| o.kind == OP_LDT);
-        self.push(MapOp {
-            kind: OP_MUNMAP,
-            addr: MIRROR_START,
-            len: MIRROR_END - MIRROR_START,
-            ..MapOp::default()
-        })
+        // All of user space but S's block, in two ops.
+        for (start, end) in [
+            (MIRROR_START, self.reserved.start),
+            (self.reserved.end, USER_END),
+        ] {
+            self.push(MapOp {
+                kind: OP_MUNMAP,
+                addr: start,
+                len: end - start,
+                ..MapOp::default()
+            })?;
+        }
+        Ok(())
     }
     fn protect(&mut self, lin: u64, prot: i32) -> Result<(), i32> {
+        self.mirrorable(lin, 4096)?;
         self.push(MapOp {
             kind: OP_MPROTECT,
             addr: lin,
@@ -107,5 +131,39 @@ impl Host for StubHost {
     }
     fn timer_pending(&self, _timer: i32) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plex86_protocol::stub::DEFAULT_BASE;
+
+    #[test]
+    fn nothing_is_mirrored_in_s_block_and_a_flush_spares_it() {
+        let mut h = StubHost::new(DEFAULT_BASE);
+        let block = reserved_block(DEFAULT_BASE);
+        for lin in [block.start, DEFAULT_BASE, block.end - 4096, USER_END, 0] {
+            assert_eq!(h.map(lin, 0, 1), Err(libc::EINVAL), "{lin:#x}");
+            assert_eq!(h.protect(lin, 1), Err(libc::EINVAL), "{lin:#x}");
+        }
+        assert_eq!(h.unmap(block.start - 4096, 2), Err(libc::EINVAL));
+        assert!(h.ops.is_empty());
+        for lin in [0x1000, block.start - 4096, block.end, USER_END - 4096] {
+            assert_eq!(h.map(lin, 0x5000, 1), Ok(()), "{lin:#x}");
+        }
+        h.unmap_all().unwrap();
+        let spans: Vec<_> = h
+            .ops
+            .iter()
+            .map(|o| (o.kind, o.addr, o.addr + o.len))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (OP_MUNMAP, 0x1000, block.start),
+                (OP_MUNMAP, block.end, USER_END)
+            ]
+        );
     }
 }

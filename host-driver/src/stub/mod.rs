@@ -176,7 +176,7 @@ impl StubExecutor {
             start: 0,
             end: ram_size,
         }];
-        let monitor = Monitor::new(ram_map, StubHost::new(), ram_size, &ranges, params);
+        let monitor = Monitor::new(ram_map, StubHost::new(base), ram_size, &ranges, params);
         let mapper_tid = ctl.atomic_u32(st(stub::MAPPER_TID)).load(Ordering::Relaxed) as i32;
         Ok(StubExecutor {
             child,
