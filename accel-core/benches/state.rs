@@ -64,6 +64,7 @@ fn core_decline(c: &mut Criterion) {
         prealloc_ram: false,
         allow_cpu_mismatch: false,
         cpu_model_host: false,
+        stub_base: host_driver::protocol::stub::DEFAULT_BASE,
     };
     let mut a = Accelerator::with_backend(
         Idle,
@@ -164,6 +165,7 @@ fn plex86_accel_test_config(ram: &host_driver::GuestRam) -> bochs_ffi::raw::plex
         log_opaque: std::ptr::null_mut(),
         guest_cpuid: None,
         cpuid_opaque: std::ptr::null_mut(),
+        stub_base: 0,
     }
 }
 

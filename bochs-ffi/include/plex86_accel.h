@@ -44,7 +44,7 @@ extern "C" {
 #endif
 
 /* Version of this interface. */
-#define PLEX86_ACCEL_ABI_VERSION 6u
+#define PLEX86_ACCEL_ABI_VERSION 7u
 
 /* The one symbol Bochs resolves first, to learn the library's ABI version. */
 #define PLEX86_ACCEL_VERSION_SYMBOL "plex86_accel_abi_version"
@@ -189,6 +189,12 @@ typedef struct plex86_accel_config {
   void *log_opaque;
   plex86_accel_cpuid_fn guest_cpuid; /* may be NULL */
   void *cpuid_opaque;
+  /* Where the stub executor's region lies in its process (bochsrc stub_base=; ABI 7): 0 for
+     the default, 0x3f0000000000; else 2 MiB-aligned, at or above 4 GiB and in a 4 GiB block
+     that ends below 0x7ffffffff000. Guest pages inside that 4 GiB block are never run
+     natively (their accesses are emulated), so a guest that lives there wants it elsewhere.
+     plex86_accel_init() refuses other values, saying why. */
+  uint64_t stub_base;
 } plex86_accel_config;
 
 /* ---- runs ------------------------------------------------------------------------------- */

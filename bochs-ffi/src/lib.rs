@@ -40,15 +40,15 @@ mod tests {
         );
     }
 
-    /// ABI 6's state layout, field by field: Bochs (C++) and the library (Rust) must agree,
+    /// The state layout (long mode since ABI 6), field by field: Bochs (C++) and the library (Rust) must agree,
     /// and a change here is an ABI change (bump PLEX86_ACCEL_ABI_VERSION).
     #[test]
-    fn abi6_state_layout_is_pinned() {
+    fn state_layout_is_pinned() {
         use raw::{
             plex86_accel_cpu_state as S, plex86_accel_fpu_state as F, plex86_accel_segment as G,
         };
         use std::mem::{align_of, offset_of, size_of};
-        assert_eq!(ABI_VERSION, 6);
+        assert_eq!(ABI_VERSION, 7);
         let seg = [
             offset_of!(G, selector),
             offset_of!(G, attr),

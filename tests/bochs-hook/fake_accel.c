@@ -229,10 +229,10 @@ EXPORT plex86_accel *plex86_accel_init(const plex86_accel_config *config, char *
 
   logf_(a, PLEX86_ACCEL_LOG_INFO,
         "fake-accel: init mode=%s ram=%llu MB, %u range(s), ips=%llu, min_user_insns=%u, "
-        "flags=0x%x, executor=%s, stats=%s, guest CPUID vendor '%s' max leaf 0x%x",
+        "flags=0x%x, stub_base=0x%llx, executor=%s, stats=%s, guest CPUID vendor '%s' max leaf 0x%x",
         mode ? mode : "decline", (unsigned long long) (config->ram_size >> 20),
         config->n_ram_ranges, (unsigned long long) config->ips, config->min_user_insns,
-        config->flags,
+        config->flags, (unsigned long long) config->stub_base,
         config->executor_path ? config->executor_path : "(default)",
         config->stats_path ? config->stats_path : "(none)", vendor, v[0]);
   return a;

@@ -28,6 +28,9 @@ pub struct Config {
     pub allow_cpu_mismatch: bool,
     /// The guest CPU model is `cpu: model=host`.
     pub cpu_model_host: bool,
+    /// Where the stub executor's region S lies (`stub_base=`; checked by
+    /// `plex86_protocol::stub::check_base`).
+    pub stub_base: u64,
 }
 
 impl Config {
@@ -44,6 +47,8 @@ impl Config {
 
     /// Checks the values that no normalisation can fix.
     pub fn validate(&self) -> Result<(), String> {
+        host_driver::protocol::stub::check_base(self.stub_base)
+            .map_err(|why| format!("stub_base={:#x}: {why}", self.stub_base))?;
         if self.ips == 0 {
             return Err("ips is 0 (Bochs's cpu: ips= must be positive)".into());
         }

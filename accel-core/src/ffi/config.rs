@@ -117,6 +117,10 @@ impl Config {
                 raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_ALLOW_CPU_MISMATCH,
             ),
             cpu_model_host: flag(raw::plex86_accel_config_flag_PLEX86_ACCEL_CONFIG_CPU_MODEL_HOST),
+            stub_base: match c.stub_base {
+                0 => host_driver::protocol::stub::DEFAULT_BASE,
+                b => b,
+            },
         };
         cfg.validate().map_err(|m| format!("config: {m}"))?;
         Ok(cfg)

@@ -19,9 +19,13 @@ fn init_rejects_bad_configurations_clearly() {
         init(&c).map(|a| plex86_accel_shutdown(a)).unwrap_err()
     };
     let e = bad(&|c| c.abi_version = 1);
-    assert!(e.contains("abi_version is 1") && e.contains("ABI 6"), "{e}");
+    assert!(e.contains("abi_version is 1") && e.contains("ABI 7"), "{e}");
     let e = bad(&|c| c.struct_size = 100);
-    assert!(e.contains("struct_size is 100") && e.contains("344"), "{e}");
+    let size = std::mem::size_of::<raw::plex86_accel_config>();
+    assert!(
+        e.contains("struct_size is 100") && e.contains(&size.to_string()),
+        "{e}"
+    );
     assert!(bad(&|c| c.ram_fd = -1).contains("ram_fd -1: Bad file descriptor"));
     assert!(bad(&|c| c.ram_fd = 999_999).contains("Bad file descriptor"));
     assert!(bad(&|c| c.ips = 0).contains("ips is 0"));
@@ -34,6 +38,13 @@ fn init_rejects_bad_configurations_clearly() {
         "{e}"
     );
     assert!(bad(&|c| c.n_ram_ranges = 0).contains("no plain-RAM range"));
+    let e = bad(&|c| c.stub_base = 0x1000);
+    assert!(
+        e.contains("stub_base=0x1000") && e.contains("2 MiB-aligned"),
+        "{e}"
+    );
+    let e = bad(&|c| c.stub_base = 0x8000_0000);
+    assert!(e.contains("below 4 GiB"), "{e}");
     let missing = CString::new("/nonexistent/dir/plex86-executor").unwrap();
     let e = bad(&|c| c.executor_path = missing.as_ptr());
     assert!(e.contains("/nonexistent/dir/plex86-executor"), "{e}");
@@ -58,7 +69,7 @@ fn init_rejects_bad_configurations_clearly() {
     let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
     assert_eq!(msg.to_str().unwrap(), "config ");
     let mut c = config(&ram);
-    c.abi_version = 7;
+    c.abi_version = 8;
     // SAFETY: no error buffer: only the result tells.
     assert!(unsafe { plex86_accel_init(&c, std::ptr::null_mut(), 0) }.is_null());
     // A failure after the configuration was read is logged through its callback too.
@@ -124,5 +135,5 @@ fn run_and_notifications_reject_bad_pointers() {
 
 #[test]
 fn abi_version() {
-    assert_eq!(plex86_accel_abi_version(), 6);
+    assert_eq!(plex86_accel_abi_version(), 7);
 }

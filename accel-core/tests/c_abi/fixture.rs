@@ -110,6 +110,7 @@ pub fn config(ram: &GuestRam) -> raw::plex86_accel_config {
         log_opaque: std::ptr::null_mut(),
         guest_cpuid: None,
         cpuid_opaque: std::ptr::null_mut(),
+        stub_base: 0,
     }
 }
 

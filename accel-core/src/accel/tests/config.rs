@@ -40,4 +40,5 @@ fn config_validation() {
     assert!(bad(|c| c.ips = 0).contains("ips"));
     assert!(bad(|c| c.ram_size = 4097).contains("ram_size"));
     assert!(bad(|c| c.ram_map.clear()).contains("no plain-RAM range"));
+    assert!(bad(|c| c.stub_base = 0x7fff_0000_0000).contains("stub_base=0x7fff00000000"));
 }

@@ -135,6 +135,7 @@ fn config() -> Config {
         prealloc_ram: false,
         allow_cpu_mismatch: false,
         cpu_model_host: false,
+        stub_base: host_driver::protocol::stub::DEFAULT_BASE,
     }
 }
 
