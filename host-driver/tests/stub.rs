@@ -5,21 +5,29 @@
 
 use host_driver::protocol::stub as layout;
 use host_driver::stub::{Polling, StubExecutor, DEFAULT_POLLING};
-use host_driver::{ExitReason, ExitRecord, GuestState, MmuCommand};
+use host_driver::{ExecutorConfig, ExitReason, ExitRecord, GuestState, MmuCommand};
 use iced_x86::code_asm::*;
+use std::time::Duration;
 use test_support::vm::*;
+
+/// Long enough that no test run here ends by its budget.
+const BUDGET: Duration = Duration::from_secs(5);
 
 fn stub_for(vm: &Vm) -> StubExecutor {
     stub_polling(vm, DEFAULT_POLLING)
 }
 
 fn stub_polling(vm: &Vm, polling: Polling) -> StubExecutor {
-    StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling).expect("stub starts")
+    let mut cfg = ExecutorConfig::new(vm.ram.fd(), vm.ram.size());
+    cfg.executor_path = Some(executor_path());
+    let mut stub = StubExecutor::spawn(cfg).expect("stub starts");
+    stub.set_polling(polling);
+    stub
 }
 
 /// One run from an empty mirror, as after a guest context switch.
 fn run_flushed(stub: &mut StubExecutor, state: &mut GuestState) -> ExitRecord {
-    stub.run(state, &[MmuCommand::FlushAll])
+    stub.run(state, BUDGET, &[MmuCommand::FlushAll])
         .expect("run")
         .clone()
 }
@@ -28,7 +36,7 @@ fn run_flushed(stub: &mut StubExecutor, state: &mut GuestState) -> ExitRecord {
 fn after_start_up_the_stub_holds_only_s_and_vsyscall() {
     let vm = Vm::new(Mode::TwoLevel);
     let stub = stub_for(&vm);
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", stub.pid())).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", stub.pid().unwrap())).unwrap();
     let s = layout::DEFAULT_BASE;
     for line in maps.lines() {
         let range = line.split_whitespace().next().unwrap();
@@ -67,7 +75,10 @@ fn a_run_exits_at_hlt_with_the_state_before_it() {
     assert_eq!(state.gprs[0], 0x1234_5679);
     assert!(exit.demand_fills >= 1, "the code page was filled");
     // Again from the same state: a second entry from the exit state.
-    let exit = stub.run(&mut state, &[]).expect("run again").clone();
+    let exit = stub
+        .run(&mut state, BUDGET, &[])
+        .expect("run again")
+        .clone();
     assert_eq!(exit.reason, ExitReason::Privileged);
     assert_eq!(state.eip, hlt);
 }
@@ -98,6 +109,7 @@ fn fills_go_through_the_mapper_and_read_guest_ram() {
         a.hlt()
     });
     let mut stub = stub_for(&vm);
+    stub.set_fill_ahead(0); // one fill per page
     let mut state = vm.state;
     let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
@@ -131,10 +143,14 @@ fn a_guest_system_call_is_an_exit_not_a_host_call() {
 fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
     let mut vm = test_support::vm::toucher::vm_with_toucher(64);
     let mut stub = stub_polling(&vm, Polling::SLEEP);
+    stub.set_fill_ahead(0); // one fill per page
     let mut state = vm.state;
     for i in 0..20 {
         state.eip = CODE;
-        let exit = stub.run(&mut state, &[]).expect("exit + re-entry").clone();
+        let exit = stub
+            .run(&mut state, BUDGET, &[])
+            .expect("exit + re-entry")
+            .clone();
         assert_eq!(exit.reason, ExitReason::Privileged, "round {i}");
         state.eip = test_support::vm::toucher::TOUCHER;
         state.gprs[1] = 64;
@@ -156,7 +172,10 @@ fn many_exits_in_a_row() {
         let mut state = vm.state;
         for i in 0..std::env::var("STUB_ROUNDS").map_or(3000, |v| v.parse().unwrap()) {
             state.eip = CODE;
-            let r = stub.run(&mut state, &[]).map(|e| e.reason);
+            let r = stub
+                .run(&mut state, BUDGET, &[])
+                .map(|e| e.reason)
+                .map_err(|e| e.to_string());
             assert_eq!(r, Ok(ExitReason::Privileged), "{polling:?} round {i}");
         }
     }
@@ -188,7 +207,7 @@ fn placed_with_the_library_the_stub_threads_follow_its_cpu() {
     let mut state = vm.state;
     let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
-    for task in std::fs::read_dir(format!("/proc/{}/task", stub.pid())).unwrap() {
+    for task in std::fs::read_dir(format!("/proc/{}/task", stub.pid().unwrap())).unwrap() {
         let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
         let cpus = status
             .lines()

@@ -1,39 +1,35 @@
 //! The stub process as the monitor's [`Host`]: mirror changes and LDT writes become mapper
-//! ops, queued until the library publishes the batch; time is the library's own clock.
+//! ops, queued until the library publishes them (in batches of at most [`MAX_OPS`], see
+//! `batch.rs`). The monitor's own clock reads are not used: the stub times its runs and its
+//! signal handling itself (`signal.rs`).
 
 use plex86_monitor::frame::UserDesc;
 use plex86_monitor::monitor::Host;
 use plex86_monitor::shadow::MirrorOps;
 use plex86_protocol::stub::{MapOp, MAX_OPS, OP_LDT, OP_MMAP, OP_MPROTECT, OP_MUNMAP};
 use plex86_protocol::RAM_FD;
-use std::time::Instant;
 
 /// Lowest mirrored page (vm.mmap_min_addr on these hosts).
 const MIRROR_START: u64 = 0x1000;
 /// End of the mirror region for 32-bit guests.
 const MIRROR_END: u64 = 1 << 32;
 
-/// The ops of the batch being built, and the clock.
+/// The ops not yet handed to the mapper, in order.
 #[derive(Debug)]
 pub(crate) struct StubHost {
-    /// The batch being built.
+    /// The queue. It may grow beyond one batch (a flush of many scattered pages, many
+    /// commands before a run): the library then hands it over batch by batch, in order.
     pub(crate) ops: Vec<MapOp>,
-    epoch: Instant,
 }
 
 impl StubHost {
     pub(crate) fn new() -> Self {
         StubHost {
             ops: Vec::with_capacity(MAX_OPS),
-            epoch: Instant::now(),
         }
     }
 
     fn push(&mut self, op: MapOp) -> Result<(), i32> {
-        if self.ops.len() >= MAX_OPS {
-            // The batch is full: the monitor flushes all and starts over, as on ENOMEM.
-            return Err(libc::ENOMEM);
-        }
         self.ops.push(op);
         Ok(())
     }
@@ -102,9 +98,13 @@ impl Host for StubHost {
             ..MapOp::default()
         })
     }
+    /// Constant: the monitor's fill timing (handler time) is the stub's, which the library
+    /// adds from the stub's timestamps; the monitor adds only the calibrated fault round trip.
     fn clock_ns(&self, _clock: i32) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        0
     }
+    /// The stub has no timer: the library signals the budget's end itself, and passes the
+    /// monitor only the signal it sent in the current run (so none is ever pending).
     fn timer_pending(&self, _timer: i32) -> bool {
         false
     }
