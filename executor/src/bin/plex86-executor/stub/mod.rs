@@ -54,6 +54,11 @@ pub fn launch() -> ! {
         Err(_) => fail(11),
     };
     let fault_ns = sys::fault_round_trip_ns(libc::CLOCK_MONOTONIC);
+    // RDTSC/RDTSCP fault (and exit): guest time is the emulator's. The stub reads the clock
+    // with the clock_gettime system call, never RDTSC.
+    if sys::prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV as u64).is_err() {
+        fail(13);
+    }
     let cpuid_faulting = match sys::set_cpuid_faulting() {
         Ok(()) => 1,
         Err(libc::ENODEV) => 0,
