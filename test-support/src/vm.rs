@@ -2,8 +2,8 @@
 //! state, an executor, and guest code assembled with iced-x86's CodeAssembler.
 
 use host_driver::{
-    Executor, ExecutorConfig, ExitRecord, GuestRam, GuestState, MmuCommand, NativeExecutor,
-    Segment, StubExecutor,
+    DriverError, Executor, ExecutorConfig, ExitRecord, GuestRam, GuestState, MmuCommand,
+    NativeExecutor, Segment, StubExecutor,
 };
 use iced_x86::code_asm::CodeAssembler;
 use std::cell::Cell;
@@ -47,11 +47,16 @@ pub fn with_executor<R>(kind: ExecutorKind, f: impl FnOnce() -> R) -> R {
 }
 
 /// Spawns the executor of [`executor_kind`] as `cfg` says.
+pub fn try_spawn(cfg: ExecutorConfig<'_>) -> Result<Box<dyn NativeExecutor>, DriverError> {
+    Ok(match executor_kind() {
+        ExecutorKind::Today => Box::new(Executor::spawn(cfg)?),
+        ExecutorKind::Stub => Box::new(StubExecutor::spawn(cfg)?),
+    })
+}
+
+/// [`try_spawn`], which must succeed.
 pub fn spawn(cfg: ExecutorConfig<'_>) -> Box<dyn NativeExecutor> {
-    match executor_kind() {
-        ExecutorKind::Today => Box::new(Executor::spawn(cfg).expect("spawn executor")),
-        ExecutorKind::Stub => Box::new(StubExecutor::spawn(cfg).expect("spawn the stub")),
-    }
+    try_spawn(cfg).unwrap_or_else(|e| panic!("spawn {:?}: {e}", executor_kind()))
 }
 
 /// Defines each test once and runs it against both executors: `NAME::today` and `NAME::stub`

@@ -323,8 +323,9 @@ impl StubExecutor {
             let enter = self.req;
             self.run_may_have_executed = true;
             self.guest_loop(&mut run).inspect_err(|_| {
-                // The guest thread never took the Enter verdict: nothing ran.
-                self.run_may_have_executed = self.stub_word(stub::ACK) == enter;
+                // Nothing ran unless the guest thread took the Enter verdict (or a later one).
+                let taken = self.stub_word(stub::ACK).wrapping_sub(enter);
+                self.run_may_have_executed = taken < 1 << 31;
             })
         });
         self.monitor.in_guest = false;

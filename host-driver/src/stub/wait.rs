@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// How long the stub may stay stopped (SIGSTOP, a debugger) before the library gives up on
 /// it: a stop longer than that is taken for one that will not end.
 pub(super) const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How often the library looks for the guest thread's entry when the budget would have ended
+/// before it (the entry wakes nobody).
+const AWAIT_ENTRY: Duration = Duration::from_micros(50);
 
 /// Waits until the launcher reports the stub ready (or a failed step, or ends).
 pub(super) fn await_ready(
@@ -131,9 +134,10 @@ impl StubExecutor {
 
     /// Sends the budget's signal if the run's time is up: `tgkill(stub, guest thread,
     /// SIGALRM)` (the stub needs no timer of its own). The budget counts from the guest
-    /// thread's entry when it has published it (native time as the stub measures it is then
-    /// never shorter than the budget), else from the verdict. Returns how long is left when it
-    /// is not up yet.
+    /// thread's entry (its timestamp), so that native time is never shorter than the budget,
+    /// as with today's executor's timer, which it arms just before it enters: a guest thread
+    /// that has not entered yet when the budget would end (a loaded host) is waited for.
+    /// Returns how long to sleep before looking again, `None` once the signal is sent.
     fn ring_if_due(
         &mut self,
         run: &mut RunClock,
@@ -142,12 +146,15 @@ impl StubExecutor {
         if now < run.deadline_ns {
             return Ok(Some(Duration::from_nanos(run.deadline_ns - now)));
         }
-        if let Some(entered) = self.entered_ns() {
-            // Only an entry in the past counts (the stub's words are not trusted).
-            let from_entry = entered.saturating_add(run.budget_ns);
-            if entered <= now && from_entry > now && from_entry > run.deadline_ns {
-                run.deadline_ns = from_entry;
-                return Ok(Some(Duration::from_nanos(from_entry - now)));
+        // Only an entry in the past counts (the stub's words are not trusted).
+        match self.entered_ns().filter(|&e| e <= now) {
+            None => return Ok(Some(AWAIT_ENTRY)),
+            Some(entered) => {
+                let from_entry = entered.saturating_add(run.budget_ns);
+                if from_entry > now {
+                    run.deadline_ns = from_entry;
+                    return Ok(Some(Duration::from_nanos(from_entry - now)));
+                }
             }
         }
         run.alarm_sent_ns = Some(now);
