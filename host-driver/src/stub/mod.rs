@@ -249,6 +249,13 @@ impl StubExecutor {
         self.stub_word(stub::SLEEPING) != 0 && self.stub_word(stub::ACK) == self.req
     }
 
+    /// Sends `sig` to the guest thread from the library, outside the budget logic: how a
+    /// stale budget signal looks (for tests).
+    #[doc(hidden)]
+    pub fn signal_guest_thread(&self, sig: i32) -> std::io::Result<()> {
+        sys::tgkill(self.pid, self.pid, sig)
+    }
+
     /// Pins both stub threads to the library's current CPU if they are not there already.
     fn place(&mut self) -> Result<(), DriverError> {
         if self.placement != Placement::WithLibrary {
