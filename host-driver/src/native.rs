@@ -76,4 +76,4 @@ macro_rules! forward {
 }
 
 forward!(Executor, "executor");
-forward!(StubExecutor, "stub");
+forward!(StubExecutor, "stub executor");
