@@ -337,6 +337,10 @@ impl StubExecutor {
         });
         self.monitor.in_guest = false;
         ran?;
+        if !self.monitor.exit_set {
+            // As today's library rejects a record without a reason (never from this monitor).
+            return Err(self.corrupted("an exit without a reason".into()));
+        }
         self.finish_times(&run)?;
         if self.monitor.exit.reason.ends_executor() {
             // A guest escape: the exit state is not meaningful and the stub is not trusted.
