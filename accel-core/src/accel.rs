@@ -11,7 +11,7 @@ mod run;
 
 pub use config::{normalize_ram_map, Config, MAX_RAM_RANGES};
 
-use crate::backend::{Backend, ExecutorBackend};
+use crate::backend::{Backend, SpawnedBackend};
 use crate::cpuid::{self, CpuidFn};
 use crate::decode::GuestMemory;
 use crate::log::Logger;
@@ -87,10 +87,10 @@ impl<B: Backend> std::fmt::Debug for Accelerator<B> {
     }
 }
 
-impl Accelerator<ExecutorBackend> {
+impl<E: host_driver::NativeExecutor> Accelerator<SpawnedBackend<E>> {
     /// Starts the accelerator: checks that the guest CPU model `guest_cpuid` emulates what
     /// native user code can use ([`cpuid::admit`]: refused unless `cpu: model=host` or
-    /// `allow_cpu_mismatch`), spawns the executor on `ram_fd` (the library's duplicate of
+    /// `allow_cpu_mismatch`), spawns the executor `E` on `ram_fd` (the library's duplicate of
     /// Bochs's fd), maps RAM read-only for the exit statistics, and logs the start-up summary
     /// and the CPUID/XCR0 comparison.
     pub fn new(
@@ -115,7 +115,7 @@ impl Accelerator<ExecutorBackend> {
             )?,
             None => Vec::new(),
         };
-        let backend = ExecutorBackend::spawn(
+        let backend = SpawnedBackend::<E>::spawn(
             ram_fd,
             cfg.ram_size,
             &cfg.ram_map,

@@ -1,9 +1,9 @@
-//! What runs guest code: the host driver's executor, behind a small trait so that the
+//! What runs guest code: one of the host driver's executors, behind a small trait so that the
 //! accelerator's logic is tested without one.
 
 use host_driver::{
-    DriverError, Executor, ExecutorConfig, ExitRecord, GuestState, MmuCommand, XsaveInfo,
-    EXECUTOR_ENV,
+    DriverError, Executor, ExecutorConfig, ExitRecord, GuestState, MmuCommand, NativeExecutor,
+    StubExecutor, XsaveInfo, EXECUTOR_ENV,
 };
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
@@ -39,10 +39,11 @@ pub trait Backend: Send {
     }
 }
 
-/// The sandboxed `plex86-executor` process.
+/// A host-driver executor process: today's [`Executor`] ([`ExecutorBackend`]) or the
+/// [`StubExecutor`] ([`StubBackend`], 32-bit guests; `PLEX86_ACCEL_BACKEND=stub`).
 #[derive(Debug)]
-pub struct ExecutorBackend {
-    exe: Option<Executor>,
+pub struct SpawnedBackend<E: NativeExecutor> {
+    exe: Option<E>,
     ram_fd: OwnedFd,
     ram_size: u64,
     path: Option<PathBuf>,
@@ -50,7 +51,13 @@ pub struct ExecutorBackend {
     cpuid_faulting: bool,
 }
 
-impl ExecutorBackend {
+/// The sandboxed `plex86-executor` process, the monitor inside it (the default).
+pub type ExecutorBackend = SpawnedBackend<Executor>;
+/// The stub executor: `plex86-executor --stub` runs guest code, the monitor runs in the
+/// library (issue 15; 32-bit guests for now).
+pub type StubBackend = SpawnedBackend<StubExecutor>;
+
+impl<E: NativeExecutor> SpawnedBackend<E> {
     /// Spawns the executor on the library's own duplicate of the RAM fd. `path` `None`: next
     /// to this library (then `$PLEX86_EXECUTOR`), as the host driver looks.
     pub fn spawn(
@@ -59,10 +66,10 @@ impl ExecutorBackend {
         ram_map: &[Range<u64>],
         path: Option<PathBuf>,
     ) -> Result<Self, String> {
-        let exe = spawn(&ram_fd, ram_size, ram_map, path.as_ref())?;
+        let exe: E = spawn(&ram_fd, ram_size, ram_map, path.as_ref())?;
         let xsave = exe.xsave_info();
         let cpuid_faulting = exe.cpuid_faulting();
-        Ok(ExecutorBackend {
+        Ok(SpawnedBackend {
             exe: Some(exe),
             ram_fd,
             ram_size,
@@ -91,17 +98,17 @@ pub fn default_executor_location() -> String {
     format!("looked for {next_to} (next to this library), {env}")
 }
 
-fn spawn(
+fn spawn<E: NativeExecutor>(
     ram_fd: &OwnedFd,
     ram_size: u64,
     ram_map: &[Range<u64>],
     path: Option<&PathBuf>,
-) -> Result<Executor, String> {
+) -> Result<E, String> {
     let mut cfg = ExecutorConfig::new(ram_fd.as_fd(), ram_size);
     cfg.ram_map = ram_map.to_vec();
     cfg.executor_path = path.cloned();
     cfg.max_fills_per_run = crate::policy::MAX_FILLS_PER_RUN;
-    Executor::spawn(cfg).map_err(|e| match (&e, path) {
+    E::spawn(cfg).map_err(|e| match (&e, path) {
         (DriverError::ExecutorNotFound(_), None) => {
             format!("{e} ({})", default_executor_location())
         }
@@ -110,7 +117,7 @@ fn spawn(
     })
 }
 
-impl Backend for ExecutorBackend {
+impl<E: NativeExecutor> Backend for SpawnedBackend<E> {
     fn xsave_info(&self) -> XsaveInfo {
         self.xsave
     }
@@ -132,12 +139,12 @@ impl Backend for ExecutorBackend {
     fn failed_run_may_have_executed(&self) -> bool {
         self.exe
             .as_ref()
-            .is_some_and(Executor::failed_run_may_have_executed)
+            .is_some_and(E::failed_run_may_have_executed)
     }
 
     fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String> {
         drop(self.exe.take());
-        let exe = spawn(&self.ram_fd, self.ram_size, ram_map, self.path.as_ref())?;
+        let exe: E = spawn(&self.ram_fd, self.ram_size, ram_map, self.path.as_ref())?;
         self.xsave = exe.xsave_info();
         // Bochs learned at start whether CPL 3 CPUID is the host's; a new executor on the same
         // host must agree.
@@ -152,13 +159,14 @@ impl Backend for ExecutorBackend {
         let pid = self
             .exe
             .as_ref()
-            .and_then(Executor::pid)
+            .and_then(E::pid)
             .map_or("none".to_string(), |p| p.to_string());
         let path = self.path.as_ref().map_or_else(
             || "next to the library".to_string(),
             |p| p.display().to_string(),
         );
-        format!("executor {path} (pid {pid})")
+        let kind = self.exe.as_ref().map_or("executor", E::kind);
+        format!("{kind} {path} (pid {pid})")
     }
 
     fn cpuid_faulting(&self) -> bool {

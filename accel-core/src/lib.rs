@@ -38,7 +38,9 @@ pub mod stats;
 mod sys;
 
 pub use accel::{normalize_ram_map, Accelerator, Config, MAX_RAM_RANGES};
-pub use backend::{default_executor_location, Backend, ExecutorBackend};
+pub use backend::{
+    default_executor_location, Backend, ExecutorBackend, SpawnedBackend, StubBackend,
+};
 pub use exits::exit_code;
 pub use host_driver::EXECUTOR_NAME;
 pub use null::NullAccel;

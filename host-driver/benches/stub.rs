@@ -48,8 +48,10 @@ impl Subject {
     }
     fn stub_placed(polling: Polling, fill_ahead: u32, placement: Placement) -> Subject {
         let vm = vm_with_toucher(FILL_PAGES);
-        let mut stub = StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling)
-            .expect("stub starts");
+        let mut cfg = host_driver::ExecutorConfig::new(vm.ram.fd(), vm.ram.size());
+        cfg.executor_path = Some(executor_path());
+        let mut stub = StubExecutor::spawn(cfg).expect("stub starts");
+        stub.set_polling(polling);
         stub.set_fill_ahead(fill_ahead);
         stub.set_placement(placement);
         let state = Box::new(vm.state);
@@ -77,7 +79,9 @@ impl Subject {
             Subject::Stub { stub, state, .. } => {
                 state.eip = eip;
                 state.gprs[1] = pages;
-                stub.run(state, cmds).expect("stub run").reason
+                stub.run(state, Duration::from_secs(10), cmds)
+                    .expect("stub run")
+                    .reason
             }
         };
         assert_eq!(reason, ExitReason::Privileged);

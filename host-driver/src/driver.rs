@@ -3,9 +3,11 @@
 mod spawn;
 mod transport;
 
+pub(crate) use spawn::{check_config, death_cause, locate_executor};
 pub use spawn::{
     executor_next_to_module, BudgetClock, ExecutorConfig, XsaveInfo, EXECUTOR_ENV, EXECUTOR_NAME,
 };
+pub(crate) use transport::{poll_pause, WAIT_SLICE};
 pub use transport::{DEFAULT_SPIN, RESPONSE_GRACE};
 
 use crate::error::{DeathCause, DriverError};
@@ -34,7 +36,7 @@ pub enum MmuCommand {
 }
 
 impl MmuCommand {
-    fn to_raw(self) -> RawCommand {
+    pub(crate) fn to_raw(self) -> RawCommand {
         let (kind, addr) = match self {
             MmuCommand::FlushAll => (CommandKind::FlushAll, 0),
             MmuCommand::FlushNonGlobal => (CommandKind::FlushNonGlobal, 0),

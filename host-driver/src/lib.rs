@@ -25,6 +25,7 @@ mod driver;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod native;
 pub use plex86_protocol as protocol;
 pub mod stub;
 mod sys;
@@ -37,7 +38,9 @@ pub use driver::{
 pub use error::{DeathCause, DriverError};
 pub use guest_paging as paging;
 pub use guest_paging::Access;
+pub use native::NativeExecutor;
 pub use protocol::{CodeLog, EscapeKind, ExitReason, ExitRecord, SyscallInstruction};
 pub use protocol::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
+pub use stub::StubExecutor;
 pub use sys::GuestRam;
 pub use validate::validate_entry;

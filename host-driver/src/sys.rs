@@ -401,3 +401,35 @@ pub(crate) fn pin_thread(tid: i32, cpu: usize) -> io::Result<()> {
     })
     .map(drop)
 }
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock the stub timestamps its runs with).
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Sends `sig` to thread `tid` of process `pid` (`tgkill`: the receiver sees SI_TKILL and
+/// this process's pid in its siginfo).
+pub(crate) fn tgkill(pid: u32, tid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: plain system call with integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            pid as libc::c_int,
+            tid as libc::c_int,
+            sig,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

@@ -3,6 +3,12 @@
 //! then killed) or provably not used (the library takes the request's value). The check is
 //! the one `Executor::run` applies (`host_driver::fuzzing::accept_exit`); the fuzz targets in
 //! fuzz/ explore it at random, this test names each field.
+//!
+//! Today's executor only: the stub executor has no `ExecArea` (its monitor runs in the
+//! library, which builds the exit record itself); what the stub publishes (frame addresses
+//! inside its alternate stack, timestamps inside the run) is checked in `host_driver::stub`,
+//! and the exit state goes through the same `validate_exit_state`, which tests/exits and the
+//! other suites exercise on both executors.
 
 use host_driver::fuzzing::{accept_exit, native_selector, Accepted, RunContext};
 use host_driver::protocol::{seg, ExecArea, RawReason, Status, MAX_CODE_PAGES};

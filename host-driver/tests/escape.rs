@@ -6,6 +6,7 @@
 use host_driver::{DeathCause, DriverError, EscapeKind, ExitReason, SEG_NOT_INSTALLED};
 use iced_x86::code_asm::*;
 use std::time::Duration;
+use test_support::both_executors;
 use test_support::vm::*;
 
 const TARGET: u32 = CODE + 0x100;
@@ -37,69 +38,79 @@ fn expect_escape(vm: &mut Vm, kind: EscapeKind) {
     }
 }
 
-#[test]
-fn far_jump_to_host_64bit_selector_is_caught() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    code64(&mut vm, |a| a.hlt());
-    vm.code(|a| a.jmp_far(0x33, TARGET));
-    expect_escape(&mut vm, EscapeKind::LongMode);
-}
-
-#[test]
-fn far_call_to_host_64bit_selector_is_caught() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    code64(&mut vm, |a| a.ud2());
-    vm.code(|a| a.call_far(0x33, TARGET));
-    expect_escape(&mut vm, EscapeKind::LongMode);
-}
-
-#[test]
-fn far_return_into_64bit_infinite_loop_is_caught_by_the_budget_timer() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    code64(&mut vm, |a| {
-        let mut l = a.create_label();
-        a.set_label(&mut l)?;
-        a.jmp(l)
-    });
-    vm.code(|a| {
-        a.push(0x33)?;
-        a.push(TARGET)?;
-        a.retf()
-    });
-    expect_escape(&mut vm, EscapeKind::LongMode);
-}
-
-#[test]
-fn host_syscall_from_64bit_guest_code_is_not_executed() {
-    for (nr, name) in [(60u32, "exit"), (39, "getpid"), (57, "fork")] {
+both_executors! {
+    #[test]
+    fn far_jump_to_host_64bit_selector_is_caught() {
         let mut vm = Vm::new(Mode::TwoLevel);
-        code64(&mut vm, |a| {
-            a.mov(eax, nr)?;
-            a.syscall()?;
-            a.hlt()
-        });
+        code64(&mut vm, |a| a.hlt());
         vm.code(|a| a.jmp_far(0x33, TARGET));
-        let exit = vm
-            .exe
-            .run(&mut vm.state, Duration::from_millis(200), &[])
-            .unwrap();
-        assert!(
-            matches!(exit.reason, ExitReason::GuestEscape { kind: EscapeKind::HostSyscall, address, .. } if address == u64::from(TARGET) + 7),
-            "{name}: {:?}",
-            exit.reason
-        );
+        expect_escape(&mut vm, EscapeKind::LongMode);
     }
 }
 
-#[test]
-fn int80_from_64bit_guest_code_is_caught() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    code64(&mut vm, |a| {
-        a.mov(eax, 1)?;
-        a.int(0x80)
-    });
-    vm.code(|a| a.jmp_far(0x33, TARGET));
-    expect_escape(&mut vm, EscapeKind::LongMode);
+both_executors! {
+    #[test]
+    fn far_call_to_host_64bit_selector_is_caught() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        code64(&mut vm, |a| a.ud2());
+        vm.code(|a| a.call_far(0x33, TARGET));
+        expect_escape(&mut vm, EscapeKind::LongMode);
+    }
+}
+
+both_executors! {
+    #[test]
+    fn far_return_into_64bit_infinite_loop_is_caught_by_the_budget_timer() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        code64(&mut vm, |a| {
+            let mut l = a.create_label();
+            a.set_label(&mut l)?;
+            a.jmp(l)
+        });
+        vm.code(|a| {
+            a.push(0x33)?;
+            a.push(TARGET)?;
+            a.retf()
+        });
+        expect_escape(&mut vm, EscapeKind::LongMode);
+    }
+}
+
+both_executors! {
+    #[test]
+    fn host_syscall_from_64bit_guest_code_is_not_executed() {
+        for (nr, name) in [(60u32, "exit"), (39, "getpid"), (57, "fork")] {
+            let mut vm = Vm::new(Mode::TwoLevel);
+            code64(&mut vm, |a| {
+                a.mov(eax, nr)?;
+                a.syscall()?;
+                a.hlt()
+            });
+            vm.code(|a| a.jmp_far(0x33, TARGET));
+            let exit = vm
+                .exe
+                .run(&mut vm.state, Duration::from_millis(200), &[])
+                .unwrap();
+            assert!(
+                matches!(exit.reason, ExitReason::GuestEscape { kind: EscapeKind::HostSyscall, address, .. } if address == u64::from(TARGET) + 7),
+                "{name}: {:?}",
+                exit.reason
+            );
+        }
+    }
+}
+
+both_executors! {
+    #[test]
+    fn int80_from_64bit_guest_code_is_caught() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        code64(&mut vm, |a| {
+            a.mov(eax, 1)?;
+            a.int(0x80)
+        });
+        vm.code(|a| a.jmp_far(0x33, TARGET));
+        expect_escape(&mut vm, EscapeKind::LongMode);
+    }
 }
 
 /// Loads `sel` into segment register `sreg` (0 ES … 5 GS); returns the exit.
@@ -116,154 +127,164 @@ fn load_selector(sreg: usize, sel: u16) -> (Vm, ExitReason, Vec<u8>) {
     (vm, reason, code)
 }
 
-#[test]
-fn loads_of_each_host_selector_are_contained() {
-    for sreg in [0usize, 2, 3, 4, 5] {
-        for sel in [0x23u16, 0x2b, 0x33, 0x63, 0x6b, 0x73, 0x7b] {
-            let (mut vm, reason, code) = load_selector(sreg, sel);
-            let what = format!("sreg {sreg} <- {sel:#x}: {reason:?}");
-            match reason {
-                // The load faulted: the emulator performs it with the guest's tables.
-                ExitReason::SegmentLoad => assert_eq!(vm.state.eip, CODE + 5, "{what}"),
-                // The load succeeded natively (a host GDT descriptor that CPL 3 may load): the
-                // register is reported as loaded and flagged, for the emulator to reload it
-                // from the guest's tables (and stop if the guest could not have loaded it).
-                ExitReason::Privileged => {
-                    assert_eq!(vm.state.eip, CODE + code.len() as u32 - 1, "{what}");
-                    assert_eq!(vm.state.segs[sreg].selector, sel, "{what}");
-                    assert_eq!(vm.state.segs[sreg].flags, SEG_NOT_INSTALLED, "{what}");
-                    assert!([0x23, 0x2b, 0x33, 0x7b].contains(&sel), "{what}");
+both_executors! {
+    #[test]
+    fn loads_of_each_host_selector_are_contained() {
+        for sreg in [0usize, 2, 3, 4, 5] {
+            for sel in [0x23u16, 0x2b, 0x33, 0x63, 0x6b, 0x73, 0x7b] {
+                let (mut vm, reason, code) = load_selector(sreg, sel);
+                let what = format!("sreg {sreg} <- {sel:#x}: {reason:?}");
+                match reason {
+                    // The load faulted: the emulator performs it with the guest's tables.
+                    ExitReason::SegmentLoad => assert_eq!(vm.state.eip, CODE + 5, "{what}"),
+                    // The load succeeded natively (a host GDT descriptor that CPL 3 may load): the
+                    // register is reported as loaded and flagged, for the emulator to reload it
+                    // from the guest's tables (and stop if the guest could not have loaded it).
+                    ExitReason::Privileged => {
+                        assert_eq!(vm.state.eip, CODE + code.len() as u32 - 1, "{what}");
+                        assert_eq!(vm.state.segs[sreg].selector, sel, "{what}");
+                        assert_eq!(vm.state.segs[sreg].flags, SEG_NOT_INSTALLED, "{what}");
+                        assert!([0x23, 0x2b, 0x33, 0x7b].contains(&sel), "{what}");
+                    }
+                    other => panic!("{what}: unexpected {other:?}"),
                 }
-                other => panic!("{what}: unexpected {other:?}"),
+                if [0x63, 0x6b, 0x73].contains(&sel) {
+                    assert_eq!(
+                        reason,
+                        ExitReason::SegmentLoad,
+                        "TLS slots must fault: {what}"
+                    );
+                }
+                // Still alive and usable: re-enter with the state as the emulator would restore it.
+                vm.state.segs[sreg] = if sreg == 2 {
+                    host_driver::Segment::flat_data(DS_SEL)
+                } else {
+                    host_driver::Segment::null(0)
+                };
+                vm.state.eip = CODE + code.len() as u32 - 1;
+                assert_eq!(vm.run().reason, ExitReason::Privileged, "{what}");
             }
-            if [0x63, 0x6b, 0x73].contains(&sel) {
+        }
+    }
+}
+
+both_executors! {
+    #[test]
+    fn guest_ldt_selectors_fault_natively_instead_of_aliasing_the_mirror() {
+        // The mirror sits at LDT indices 448..511; the guest's own LDT selectors (here the TI=1
+        // twins of its GDT selectors) find empty slots and exit before the load, for Bochs.
+        for sreg in [0usize, 3, 4, 5] {
+            for sel in [0x07u16, 0x37, 0x77, 0x7f] {
+                let (vm, reason, _) = load_selector(sreg, sel);
+                assert_eq!(reason, ExitReason::SegmentLoad, "sreg {sreg} <- {sel:#x}");
                 assert_eq!(
-                    reason,
-                    ExitReason::SegmentLoad,
-                    "TLS slots must fault: {what}"
+                    vm.state.eip,
+                    CODE + 5,
+                    "sreg {sreg} <- {sel:#x}: at the load"
                 );
             }
-            // Still alive and usable: re-enter with the state as the emulator would restore it.
-            vm.state.segs[sreg] = if sreg == 2 {
-                host_driver::Segment::flat_data(DS_SEL)
-            } else {
-                host_driver::Segment::null(0)
-            };
-            vm.state.eip = CODE + code.len() as u32 - 1;
-            assert_eq!(vm.run().reason, ExitReason::Privileged, "{what}");
         }
     }
 }
 
-#[test]
-fn guest_ldt_selectors_fault_natively_instead_of_aliasing_the_mirror() {
-    // The mirror sits at LDT indices 448..511; the guest's own LDT selectors (here the TI=1
-    // twins of its GDT selectors) find empty slots and exit before the load, for Bochs.
-    for sreg in [0usize, 3, 4, 5] {
-        for sel in [0x07u16, 0x37, 0x77, 0x7f] {
-            let (vm, reason, _) = load_selector(sreg, sel);
-            assert_eq!(reason, ExitReason::SegmentLoad, "sreg {sreg} <- {sel:#x}");
-            assert_eq!(
-                vm.state.eip,
-                CODE + 5,
-                "sreg {sreg} <- {sel:#x}: at the load"
-            );
-        }
-    }
-}
-
-#[test]
-fn far_jump_to_host_32bit_code_selector_is_reported_for_a_reload() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    vm.ram.write(CODE_PHYS + u64::from(TARGET - CODE), &[0xf4]);
-    vm.code(|a| a.jmp_far(0x23, TARGET));
-    let exit = vm.run();
-    assert_eq!(exit.reason, ExitReason::Privileged);
-    assert_eq!(vm.state.eip, TARGET);
-    assert_eq!(vm.state.segs[1].selector, 0x23);
-    assert_eq!(vm.state.segs[1].flags, SEG_NOT_INSTALLED);
-}
-
-#[test]
-fn host_system_calls_from_compat_mode_never_run() {
-    // exit(0), kill(getppid... ) numbers: none of them may run on the host.
-    for nr in [1u32, 2, 11, 37, 120] {
+both_executors! {
+    #[test]
+    fn far_jump_to_host_32bit_code_selector_is_reported_for_a_reload() {
         let mut vm = Vm::new(Mode::TwoLevel);
-        let code = vm.code(|a| {
-            a.mov(eax, nr)?;
-            a.mov(ebx, 0)?;
-            a.int(0x80)?;
-            a.push(eax)?;
-            a.pop(eax)?;
-            a.mov(eax, nr)?;
-            a.syscall()?;
-            a.mov(eax, nr)?;
-            a.sysenter()
-        });
+        vm.ram.write(CODE_PHYS + u64::from(TARGET - CODE), &[0xf4]);
+        vm.code(|a| a.jmp_far(0x23, TARGET));
         let exit = vm.run();
-        assert_eq!(exit.reason, ExitReason::SoftwareInterrupt { vector: 0x80 });
-        assert_eq!(vm.state.gprs[0], nr);
-        vm.state.eip += 2;
-        let reason = vm.run().reason;
-        assert!(
-            matches!(
+        assert_eq!(exit.reason, ExitReason::Privileged);
+        assert_eq!(vm.state.eip, TARGET);
+        assert_eq!(vm.state.segs[1].selector, 0x23);
+        assert_eq!(vm.state.segs[1].flags, SEG_NOT_INSTALLED);
+    }
+}
+
+both_executors! {
+    #[test]
+    fn host_system_calls_from_compat_mode_never_run() {
+        // exit(0), kill(getppid... ) numbers: none of them may run on the host.
+        for nr in [1u32, 2, 11, 37, 120] {
+            let mut vm = Vm::new(Mode::TwoLevel);
+            let code = vm.code(|a| {
+                a.mov(eax, nr)?;
+                a.mov(ebx, 0)?;
+                a.int(0x80)?;
+                a.push(eax)?;
+                a.pop(eax)?;
+                a.mov(eax, nr)?;
+                a.syscall()?;
+                a.mov(eax, nr)?;
+                a.sysenter()
+            });
+            let exit = vm.run();
+            assert_eq!(exit.reason, ExitReason::SoftwareInterrupt { vector: 0x80 });
+            assert_eq!(vm.state.gprs[0], nr);
+            vm.state.eip += 2;
+            let reason = vm.run().reason;
+            assert!(
+                matches!(
+                    reason,
+                    ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode
+                ),
+                "{:?} {:x?}",
                 reason,
-                ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode
-            ),
-            "{:?} {:x?}",
-            reason,
-            vm.state
-        );
-        vm.state.eip = CODE + offset_of_bytes(&code, &[0x0f, 0x34]) - 5;
-        let exit = vm.run();
+                vm.state
+            );
+            vm.state.eip = CODE + offset_of_bytes(&code, &[0x0f, 0x34]) - 5;
+            let exit = vm.run();
+            assert!(
+                matches!(
+                    exit.reason,
+                    ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode
+                ),
+                "{:?}",
+                exit.reason
+            );
+            // The executor is alive and well.
+            assert!(vm
+                .exe
+                .apply_commands(&[host_driver::MmuCommand::FlushAll])
+                .is_ok());
+        }
+    }
+}
+
+both_executors! {
+    #[test]
+    fn allowed_host_syscall_reporting_4g_from_the_last_guest_bytes_is_trapped() {
+        // `syscall` in the last two bytes below 4 GiB reports the address after it, 4 GiB
+        // exactly. Its number (sched_yield) is on the executor's allowlist: seccomp must still
+        // trap it as a guest's, not let it run and then catch the fetch at 4 GiB.
+        const TOP: u32 = 0xffff_f000;
+        const TOP_PHYS: u64 = DATA_PHYS + 0x8000;
+        let mut vm = Vm::new(Mode::TwoLevel);
+        vm.map(TOP, TOP_PHYS, URW);
+        vm.ram.write(TOP_PHYS, &[0xc3]); // ret, to mirror the page executable from 32-bit code
+        vm.ram.write(TOP_PHYS + 0xffe, &[0x0f, 0x05]);
+        vm.code(|a| {
+            a.call(u64::from(TOP))?;
+            a.mov(eax, 24)?; // sched_yield
+            a.jmp_far(0x33, 0xffff_fffe)
+        });
+        let exit = vm
+            .exe
+            .run(&mut vm.state, Duration::from_millis(200), &[])
+            .unwrap();
         assert!(
             matches!(
                 exit.reason,
-                ExitReason::SystemCall { .. } | ExitReason::InvalidOpcode
+                ExitReason::GuestEscape {
+                    kind: EscapeKind::HostSyscall,
+                    address: 0x1_0000_0000,
+                    ..
+                }
             ),
             "{:?}",
             exit.reason
         );
-        // The executor is alive and well.
-        assert!(vm
-            .exe
-            .apply_commands(&[host_driver::MmuCommand::FlushAll])
-            .is_ok());
     }
-}
-
-#[test]
-fn allowed_host_syscall_reporting_4g_from_the_last_guest_bytes_is_trapped() {
-    // `syscall` in the last two bytes below 4 GiB reports the address after it, 4 GiB
-    // exactly. Its number (sched_yield) is on the executor's allowlist: seccomp must still
-    // trap it as a guest's, not let it run and then catch the fetch at 4 GiB.
-    const TOP: u32 = 0xffff_f000;
-    const TOP_PHYS: u64 = DATA_PHYS + 0x8000;
-    let mut vm = Vm::new(Mode::TwoLevel);
-    vm.map(TOP, TOP_PHYS, URW);
-    vm.ram.write(TOP_PHYS, &[0xc3]); // ret, to mirror the page executable from 32-bit code
-    vm.ram.write(TOP_PHYS + 0xffe, &[0x0f, 0x05]);
-    vm.code(|a| {
-        a.call(u64::from(TOP))?;
-        a.mov(eax, 24)?; // sched_yield
-        a.jmp_far(0x33, 0xffff_fffe)
-    });
-    let exit = vm
-        .exe
-        .run(&mut vm.state, Duration::from_millis(200), &[])
-        .unwrap();
-    assert!(
-        matches!(
-            exit.reason,
-            ExitReason::GuestEscape {
-                kind: EscapeKind::HostSyscall,
-                address: 0x1_0000_0000,
-                ..
-            }
-        ),
-        "{:?}",
-        exit.reason
-    );
 }
 
 /// What guest code sees in 64-bit mode: written by [`probe_64bit_view`] into DATA.
@@ -386,42 +407,46 @@ fn probe_entry_state(vm: &mut Vm) {
     ];
 }
 
-#[test]
-fn far_jump_to_64bit_and_back_sees_no_host_pointer_with_null_fs_gs() {
-    // FS and GS hold null selectors. Loading one in 64-bit mode need not clear the segment
-    // base (AMD CPUs without NullSelectorClearsBase keep the old one, here the executor's
-    // thread pointer): the entry must set both bases itself, to 0.
-    let mut vm = Vm::new(Mode::TwoLevel);
-    probe_entry_state(&mut vm);
-    for sel in [0u16, 3] {
-        vm.state.segs[4] = host_driver::Segment::null(sel);
-        vm.state.segs[5] = host_driver::Segment::null(sel);
-        let entry = vm.state;
-        for v in probe_64bit_view(&mut vm) {
-            check_64bit_view(&v, &entry, 0, 0);
+both_executors! {
+    #[test]
+    fn far_jump_to_64bit_and_back_sees_no_host_pointer_with_null_fs_gs() {
+        // FS and GS hold null selectors. Loading one in 64-bit mode need not clear the segment
+        // base (AMD CPUs without NullSelectorClearsBase keep the old one, here the executor's
+        // thread pointer): the entry must set both bases itself, to 0.
+        let mut vm = Vm::new(Mode::TwoLevel);
+        probe_entry_state(&mut vm);
+        for sel in [0u16, 3] {
+            vm.state.segs[4] = host_driver::Segment::null(sel);
+            vm.state.segs[5] = host_driver::Segment::null(sel);
+            let entry = vm.state;
+            for v in probe_64bit_view(&mut vm) {
+                check_64bit_view(&v, &entry, 0, 0);
+            }
         }
     }
 }
 
-#[test]
-fn far_jump_to_64bit_and_back_sees_the_guest_fs_gs_bases() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    probe_entry_state(&mut vm);
-    let mut fs_seg = host_driver::Segment::flat_data(0x2b);
-    fs_seg.base = 0x1234_5000;
-    let mut gs_seg = host_driver::Segment::flat_data(0x33);
-    gs_seg.base = 0xfedc_b000;
-    vm.state.segs[4] = fs_seg;
-    vm.state.segs[5] = gs_seg;
-    let entry = vm.state;
-    for v in probe_64bit_view(&mut vm) {
-        check_64bit_view(&v, &entry, 0x1234_5000, 0xfedc_b000);
-    }
-    // And null again after non-null bases were in use.
-    vm.state.segs[4] = host_driver::Segment::null(0);
-    vm.state.segs[5] = host_driver::Segment::null(0);
-    let entry = vm.state;
-    for v in probe_64bit_view(&mut vm) {
-        check_64bit_view(&v, &entry, 0, 0);
+both_executors! {
+    #[test]
+    fn far_jump_to_64bit_and_back_sees_the_guest_fs_gs_bases() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        probe_entry_state(&mut vm);
+        let mut fs_seg = host_driver::Segment::flat_data(0x2b);
+        fs_seg.base = 0x1234_5000;
+        let mut gs_seg = host_driver::Segment::flat_data(0x33);
+        gs_seg.base = 0xfedc_b000;
+        vm.state.segs[4] = fs_seg;
+        vm.state.segs[5] = gs_seg;
+        let entry = vm.state;
+        for v in probe_64bit_view(&mut vm) {
+            check_64bit_view(&v, &entry, 0x1234_5000, 0xfedc_b000);
+        }
+        // And null again after non-null bases were in use.
+        vm.state.segs[4] = host_driver::Segment::null(0);
+        vm.state.segs[5] = host_driver::Segment::null(0);
+        let entry = vm.state;
+        for v in probe_64bit_view(&mut vm) {
+            check_64bit_view(&v, &entry, 0, 0);
+        }
     }
 }

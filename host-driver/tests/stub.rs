@@ -1,25 +1,35 @@
-//! The stub executor prototype (issue 14's gate) against a real stub process: start-up leaves
-//! only S, guest mirrors and [vsyscall] in its address space; a run exits at a privileged
-//! instruction with the state before it; demand fills go through the mapper; a system call
-//! from guest code is a guest exit.
+//! The stub executor against a real stub process, what only it has (the suites that drive
+//! both executors are the others in tests/): start-up leaves only S, guest mirrors and
+//! [vsyscall] in its address space; a run exits at a privileged instruction with the state
+//! before it; demand fills go through the mapper; a system call from guest code is a guest
+//! exit; the budget's `tgkill` ends a run with its exact state, and no other SIGALRM does
+//! (foreign or stale); a stopped or killed stub is reported within seconds whatever the budget.
 
 use host_driver::protocol::stub as layout;
 use host_driver::stub::{Polling, StubExecutor, DEFAULT_POLLING};
-use host_driver::{ExitReason, ExitRecord, GuestState, MmuCommand};
+use host_driver::{ExecutorConfig, ExitReason, ExitRecord, GuestState, MmuCommand};
 use iced_x86::code_asm::*;
+use std::time::Duration;
 use test_support::vm::*;
+
+/// Long enough that no test run here ends by its budget.
+const BUDGET: Duration = Duration::from_secs(5);
 
 fn stub_for(vm: &Vm) -> StubExecutor {
     stub_polling(vm, DEFAULT_POLLING)
 }
 
 fn stub_polling(vm: &Vm, polling: Polling) -> StubExecutor {
-    StubExecutor::spawn(&executor_path(), vm.ram.fd(), vm.ram.size(), polling).expect("stub starts")
+    let mut cfg = ExecutorConfig::new(vm.ram.fd(), vm.ram.size());
+    cfg.executor_path = Some(executor_path());
+    let mut stub = StubExecutor::spawn(cfg).expect("stub starts");
+    stub.set_polling(polling);
+    stub
 }
 
 /// One run from an empty mirror, as after a guest context switch.
 fn run_flushed(stub: &mut StubExecutor, state: &mut GuestState) -> ExitRecord {
-    stub.run(state, &[MmuCommand::FlushAll])
+    stub.run(state, BUDGET, &[MmuCommand::FlushAll])
         .expect("run")
         .clone()
 }
@@ -28,7 +38,7 @@ fn run_flushed(stub: &mut StubExecutor, state: &mut GuestState) -> ExitRecord {
 fn after_start_up_the_stub_holds_only_s_and_vsyscall() {
     let vm = Vm::new(Mode::TwoLevel);
     let stub = stub_for(&vm);
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", stub.pid())).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", stub.pid().unwrap())).unwrap();
     let s = layout::DEFAULT_BASE;
     for line in maps.lines() {
         let range = line.split_whitespace().next().unwrap();
@@ -67,7 +77,10 @@ fn a_run_exits_at_hlt_with_the_state_before_it() {
     assert_eq!(state.gprs[0], 0x1234_5679);
     assert!(exit.demand_fills >= 1, "the code page was filled");
     // Again from the same state: a second entry from the exit state.
-    let exit = stub.run(&mut state, &[]).expect("run again").clone();
+    let exit = stub
+        .run(&mut state, BUDGET, &[])
+        .expect("run again")
+        .clone();
     assert_eq!(exit.reason, ExitReason::Privileged);
     assert_eq!(state.eip, hlt);
 }
@@ -98,6 +111,7 @@ fn fills_go_through_the_mapper_and_read_guest_ram() {
         a.hlt()
     });
     let mut stub = stub_for(&vm);
+    stub.set_fill_ahead(0); // one fill per page
     let mut state = vm.state;
     let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
@@ -131,10 +145,14 @@ fn a_guest_system_call_is_an_exit_not_a_host_call() {
 fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
     let mut vm = test_support::vm::toucher::vm_with_toucher(64);
     let mut stub = stub_polling(&vm, Polling::SLEEP);
+    stub.set_fill_ahead(0); // one fill per page
     let mut state = vm.state;
     for i in 0..20 {
         state.eip = CODE;
-        let exit = stub.run(&mut state, &[]).expect("exit + re-entry").clone();
+        let exit = stub
+            .run(&mut state, BUDGET, &[])
+            .expect("exit + re-entry")
+            .clone();
         assert_eq!(exit.reason, ExitReason::Privileged, "round {i}");
         state.eip = test_support::vm::toucher::TOUCHER;
         state.gprs[1] = 64;
@@ -156,7 +174,10 @@ fn many_exits_in_a_row() {
         let mut state = vm.state;
         for i in 0..std::env::var("STUB_ROUNDS").map_or(3000, |v| v.parse().unwrap()) {
             state.eip = CODE;
-            let r = stub.run(&mut state, &[]).map(|e| e.reason);
+            let r = stub
+                .run(&mut state, BUDGET, &[])
+                .map(|e| e.reason)
+                .map_err(|e| e.to_string());
             assert_eq!(r, Ok(ExitReason::Privileged), "{polling:?} round {i}");
         }
     }
@@ -188,7 +209,7 @@ fn placed_with_the_library_the_stub_threads_follow_its_cpu() {
     let mut state = vm.state;
     let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
-    for task in std::fs::read_dir(format!("/proc/{}/task", stub.pid())).unwrap() {
+    for task in std::fs::read_dir(format!("/proc/{}/task", stub.pid().unwrap())).unwrap() {
         let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
         let cpus = status
             .lines()
@@ -199,4 +220,186 @@ fn placed_with_the_library_the_stub_threads_follow_its_cpu() {
             "one CPU per stub thread: {cpus}"
         );
     }
+}
+
+/// A guest that counts in EAX and ECX forever: at every instruction boundary EAX - ECX is 1
+/// right after `inc eax` (EIP at `inc ecx`) and 0 elsewhere.
+fn counting_loop(vm: &mut Vm) {
+    vm.code(|a| {
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.inc(eax)?; // CODE
+        a.inc(ecx)?; // CODE + 1
+        a.jmp(l) // CODE + 2
+    });
+}
+
+/// The state of [`counting_loop`] is one it can be in at an instruction boundary.
+fn assert_boundary_state(state: &GuestState, what: &str) {
+    let (count_a, count_c) = (state.gprs[0], state.gprs[1]);
+    match state.eip {
+        e if e == CODE || e == CODE + 2 => assert_eq!(count_a, count_c, "{what}: at {e:#x}"),
+        e if e == CODE + 1 => assert_eq!(count_a, count_c + 1, "{what}: at {e:#x}"),
+        e => panic!("{what}: EIP {e:#x} is no instruction boundary of the loop"),
+    }
+}
+
+#[test]
+fn the_budget_ends_an_endless_loop_at_an_instruction_boundary_with_its_exact_state() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    counting_loop(&mut vm);
+    let mut stub = stub_for(&vm);
+    let mut state = vm.state;
+    let mut last = 0;
+    for (i, ms) in [1u64, 5, 20, 1, 3].into_iter().enumerate() {
+        let budget = Duration::from_millis(ms);
+        let exit = stub.run(&mut state, budget, &[]).expect("run").clone();
+        assert_eq!(exit.reason, ExitReason::BudgetExpired, "run {i}");
+        assert!(
+            exit.native_time() >= budget,
+            "run {i}: native {:?} < budget {budget:?}",
+            exit.native_time()
+        );
+        assert!(exit.fill_time() <= exit.native_time());
+        assert_boundary_state(&state, &format!("run {i}"));
+        assert!(state.gprs[0] > last, "run {i}: the loop went on");
+        last = state.gprs[0];
+    }
+}
+
+/// Sends `sig` (a `kill -SIG` argument) to `pid` from another process: `SI_USER`.
+fn kill(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status();
+    assert!(st.expect("kill(1)").success(), "kill {sig} {pid}");
+}
+
+#[test]
+fn signals_from_other_processes_never_end_a_run_or_pass_for_guest_faults() {
+    // A loop that ends at a HLT after a while: the signals come while it runs.
+    let mut vm = Vm::new(Mode::TwoLevel);
+    let code = vm.code(|a| {
+        a.mov(ecx, 1u32 << 28)?;
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.inc(eax)?;
+        a.dec(ecx)?;
+        a.jnz(l)?;
+        a.hlt()
+    });
+    let hlt = CODE + code.len() as u32 - 1;
+    let mut stub = stub_for(&vm);
+    let pid = stub.pid().unwrap();
+    let sender = std::thread::spawn(move || {
+        for sig in [
+            "-ALRM", "-SEGV", "-BUS", "-ILL", "-FPE", "-TRAP", "-SYS", "-ALRM",
+        ] {
+            std::thread::sleep(Duration::from_millis(5));
+            kill(pid, sig);
+        }
+    });
+    let mut state = vm.state;
+    let exit = stub
+        .run(&mut state, Duration::from_secs(20), &[])
+        .expect("run")
+        .clone();
+    sender.join().unwrap();
+    assert_eq!(exit.reason, ExitReason::Privileged, "ended at the HLT only");
+    assert_eq!((state.eip, state.gprs[1]), (hlt, 0));
+    assert_eq!(state.gprs[0], 1 << 28, "every iteration ran once");
+
+    // And in a run its budget ends: the state is still exact.
+    counting_loop(&mut vm);
+    let mut state = vm.state;
+    let sender = std::thread::spawn(move || {
+        for sig in ["-ALRM", "-SEGV", "-ALRM"] {
+            std::thread::sleep(Duration::from_millis(10));
+            kill(pid, sig);
+        }
+    });
+    let exit = stub
+        .run(&mut state, Duration::from_millis(100), &[])
+        .expect("run")
+        .clone();
+    sender.join().unwrap();
+    assert_eq!(exit.reason, ExitReason::BudgetExpired);
+    assert!(exit.native_time() >= Duration::from_millis(100));
+    assert_boundary_state(&state, "after foreign signals");
+}
+
+#[test]
+fn a_sigalrm_the_library_sent_outside_the_budget_is_stale_and_ignored() {
+    // SI_TKILL from this very process, but not sent for this run's budget: as a budget signal
+    // of an earlier run that arrives in this one.
+    let mut vm = Vm::new(Mode::TwoLevel);
+    counting_loop(&mut vm);
+    let mut stub = stub_for(&vm);
+    let mut state = vm.state;
+    // Pending before the run: delivered at its first instruction.
+    stub.signal_guest_thread(libc::SIGALRM).unwrap();
+    let exit = stub
+        .run(&mut state, Duration::from_millis(50), &[])
+        .expect("run")
+        .clone();
+    assert_eq!(exit.reason, ExitReason::BudgetExpired);
+    assert!(
+        exit.native_time() >= Duration::from_millis(50),
+        "the stale signal did not end the run: {:?}",
+        exit.native_time()
+    );
+    assert_boundary_state(&state, "after a stale signal");
+}
+
+#[test]
+fn a_stub_stopped_during_a_long_run_is_reported_within_seconds_and_killed() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    counting_loop(&mut vm);
+    let mut stub = stub_for(&vm);
+    let pid = stub.pid().unwrap();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        kill(pid, "-STOP");
+    });
+    let t0 = std::time::Instant::now();
+    let mut state = vm.state;
+    match stub.run(&mut state, Duration::from_secs(60), &[]) {
+        Err(host_driver::DriverError::ExecutorUnresponsive(_)) => {}
+        other => panic!("expected ExecutorUnresponsive, got {other:?}"),
+    }
+    stopper.join().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "reported after {:?} of a 60 s budget",
+        t0.elapsed()
+    );
+    assert!(stub.failed_run_may_have_executed());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "killed and reaped"
+    );
+}
+
+#[test]
+fn a_stub_killed_during_a_long_run_is_reported_within_seconds() {
+    let mut vm = Vm::new(Mode::TwoLevel);
+    counting_loop(&mut vm);
+    let mut stub = stub_for(&vm);
+    let pid = stub.pid().unwrap();
+    let mut state = vm.state;
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        kill(pid, "-KILL");
+    });
+    let t0 = std::time::Instant::now();
+    match stub.run(&mut state, Duration::from_secs(60), &[]) {
+        Err(host_driver::DriverError::ExecutorDied(host_driver::DeathCause::Signal(9))) => {}
+        other => panic!("expected ExecutorDied(SIGKILL), got {other:?}"),
+    }
+    killer.join().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(matches!(
+        stub.run(&mut state, BUDGET, &[]),
+        Err(host_driver::DriverError::ExecutorDied(_))
+    ));
 }

@@ -2,6 +2,7 @@
 
 use host_driver::{ExitReason, XsaveImage};
 use iced_x86::code_asm::*;
+use test_support::both_executors;
 use test_support::vm::*;
 
 fn distinct_image(info: &host_driver::XsaveInfo) -> XsaveImage {
@@ -48,101 +49,107 @@ fn comparable(i: usize) -> bool {
     !(6..24).contains(&i)
 }
 
-#[test]
-fn xsave_round_trip_is_bit_exact() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    let info = vm.exe.xsave_info();
-    assert!(info.features & 3 == 3 && info.size >= 576);
-    vm.state.xcr0 = info.features;
-    vm.state.xsave = distinct_image(&info);
-    vm.code(|a| {
-        a.nop()?;
-        a.hlt()
-    });
-    let before = vm.state.xsave;
-    let exit = vm.run();
-    assert_eq!(exit.reason, ExitReason::Privileged);
-    let after = vm.state.xsave;
-    for i in (0..info.size as usize).filter(|&i| comparable(i)) {
-        assert_eq!(
-            after.0[i], before.0[i],
-            "byte {i} (features {:#x})",
-            info.features
-        );
-    }
-    // And again, through a second entry.
-    let exit = vm.run();
-    assert_eq!(exit.reason, ExitReason::Privileged);
-    for i in (0..info.size as usize).filter(|&i| comparable(i)) {
-        assert_eq!(
-            vm.state.xsave.0[i], before.0[i],
-            "byte {i} after the second run"
-        );
+both_executors! {
+    #[test]
+    fn xsave_round_trip_is_bit_exact() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        let info = vm.exe.xsave_info();
+        assert!(info.features & 3 == 3 && info.size >= 576);
+        vm.state.xcr0 = info.features;
+        vm.state.xsave = distinct_image(&info);
+        vm.code(|a| {
+            a.nop()?;
+            a.hlt()
+        });
+        let before = vm.state.xsave;
+        let exit = vm.run();
+        assert_eq!(exit.reason, ExitReason::Privileged);
+        let after = vm.state.xsave;
+        for i in (0..info.size as usize).filter(|&i| comparable(i)) {
+            assert_eq!(
+                after.0[i], before.0[i],
+                "byte {i} (features {:#x})",
+                info.features
+            );
+        }
+        // And again, through a second entry.
+        let exit = vm.run();
+        assert_eq!(exit.reason, ExitReason::Privileged);
+        for i in (0..info.size as usize).filter(|&i| comparable(i)) {
+            assert_eq!(
+                vm.state.xsave.0[i], before.0[i],
+                "byte {i} after the second run"
+            );
+        }
     }
 }
 
-#[test]
-fn guest_sse_and_avx_results_come_back() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    let info = vm.exe.xsave_info();
-    vm.state.xcr0 = info.features & 0x7;
-    let img = &mut vm.state.xsave;
-    for i in 0..4u32 {
-        img.0[160 + 4 * i as usize..164 + 4 * i as usize].copy_from_slice(&(i + 1).to_le_bytes()); // xmm0
-        img.0[176 + 4 * i as usize..180 + 4 * i as usize].copy_from_slice(&(10 * i).to_le_bytes());
-        // xmm1
-    }
-    vm.code(|a| {
-        a.paddd(xmm0, xmm1)?;
-        a.hlt()
-    });
-    assert_eq!(vm.run().reason, ExitReason::Privileged);
-    let x = &vm.state.xsave.0;
-    let lanes: Vec<u32> = (0..4)
-        .map(|i| u32::from_le_bytes(x[160 + 4 * i..164 + 4 * i].try_into().unwrap()))
-        .collect();
-    assert_eq!(lanes, vec![1, 12, 23, 34]);
-    if info.features & 4 != 0 {
-        // vpaddd ymm2, ymm0, ymm0 writes the upper half of YMM2 (zero) and the lower half.
-        vm.state.eip = CODE + 0x10;
-        vm.code_at(CODE + 0x10, |a| {
-            a.vpaddd(ymm2, ymm0, ymm0)?;
+both_executors! {
+    #[test]
+    fn guest_sse_and_avx_results_come_back() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        let info = vm.exe.xsave_info();
+        vm.state.xcr0 = info.features & 0x7;
+        let img = &mut vm.state.xsave;
+        for i in 0..4u32 {
+            img.0[160 + 4 * i as usize..164 + 4 * i as usize].copy_from_slice(&(i + 1).to_le_bytes()); // xmm0
+            img.0[176 + 4 * i as usize..180 + 4 * i as usize].copy_from_slice(&(10 * i).to_le_bytes());
+            // xmm1
+        }
+        vm.code(|a| {
+            a.paddd(xmm0, xmm1)?;
             a.hlt()
         });
         assert_eq!(vm.run().reason, ExitReason::Privileged);
         let x = &vm.state.xsave.0;
-        assert_eq!(u32::from_le_bytes(x[192..196].try_into().unwrap()), 2);
-        assert_eq!(vm.state.xsave.xstate_bv() & 4, 4);
+        let lanes: Vec<u32> = (0..4)
+            .map(|i| u32::from_le_bytes(x[160 + 4 * i..164 + 4 * i].try_into().unwrap()))
+            .collect();
+        assert_eq!(lanes, vec![1, 12, 23, 34]);
+        if info.features & 4 != 0 {
+            // vpaddd ymm2, ymm0, ymm0 writes the upper half of YMM2 (zero) and the lower half.
+            vm.state.eip = CODE + 0x10;
+            vm.code_at(CODE + 0x10, |a| {
+                a.vpaddd(ymm2, ymm0, ymm0)?;
+                a.hlt()
+            });
+            assert_eq!(vm.run().reason, ExitReason::Privileged);
+            let x = &vm.state.xsave.0;
+            assert_eq!(u32::from_le_bytes(x[192..196].try_into().unwrap()), 2);
+            assert_eq!(vm.state.xsave.xstate_bv() & 4, 4);
+        }
     }
 }
 
-#[test]
-fn invalid_xsave_images_are_refused() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    vm.code(|a| a.hlt());
-    let good = vm.state;
-    vm.state.xsave.set_u64_at(520, 1 << 63); // compacted format
-    assert!(matches!(
-        vm.exe
-            .run(&mut vm.state, std::time::Duration::from_millis(10), &[]),
-        Err(host_driver::DriverError::UnsupportedState(_))
-    ));
-    vm.state = good;
-    vm.state.xsave.set_u64_at(512, 0x3 | 4); // AVX state without AVX in XCR0
-    assert!(vm
-        .exe
-        .run(&mut vm.state, std::time::Duration::from_millis(10), &[])
-        .is_err());
-    vm.state = good;
-    vm.state.xcr0 = 1 << 9; // PKRU: not offered to guests
-    assert!(vm
-        .exe
-        .run(&mut vm.state, std::time::Duration::from_millis(10), &[])
-        .is_err());
-    vm.state = good;
-    assert_eq!(
-        vm.run().reason,
-        ExitReason::Privileged,
-        "the executor is still fine"
-    );
+both_executors! {
+    #[test]
+    fn invalid_xsave_images_are_refused() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        vm.code(|a| a.hlt());
+        let good = vm.state;
+        vm.state.xsave.set_u64_at(520, 1 << 63); // compacted format
+        assert!(matches!(
+            vm.exe
+                .run(&mut vm.state, std::time::Duration::from_millis(10), &[]),
+            Err(host_driver::DriverError::UnsupportedState(_))
+        ));
+        vm.state = good;
+        vm.state.xsave.set_u64_at(512, 0x3 | 4); // AVX state without AVX in XCR0
+        assert!(vm
+            .exe
+            .run(&mut vm.state, std::time::Duration::from_millis(10), &[])
+            .is_err());
+        vm.state = good;
+        vm.state.xcr0 = 1 << 9; // PKRU: not offered to guests
+        assert!(vm
+            .exe
+            .run(&mut vm.state, std::time::Duration::from_millis(10), &[])
+            .is_err());
+        vm.state = good;
+        assert_eq!(
+            vm.run().reason,
+            ExitReason::Privileged,
+            "the executor is still fine"
+        );
+    }
 }

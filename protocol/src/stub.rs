@@ -134,6 +134,23 @@ pub mod by_stub {
     pub const FPROG_MAPPER: usize = 0x90;
     /// u32: the mapper thread's TID (for the library's CPU placement).
     pub const MAPPER_TID: usize = 0xa0;
+    /// u64: 1 when the launcher turned CPUID faulting on for the guest thread (native CPUID
+    /// then exits), else 0.
+    pub const CPUID_FAULTING: usize = 0xa8;
+    /// u64: where this host reports RIP for ICEBP's #DB, measured by the launcher: 0 after
+    /// the F1, 1 at it.
+    pub const ICEBP_AT: usize = 0xb0;
+    /// u64: the launcher's measure of a page fault delivered to a handler and returned from
+    /// (ns): the part of a fill the stub's own timestamps cannot see.
+    pub const FAULT_NS: usize = 0xb8;
+    /// `struct timespec` (CLOCK_MONOTONIC): taken by the guest thread just before it enters
+    /// the guest from the library's frame.
+    pub const ENTER_TS: usize = 0xc0;
+    /// `struct timespec`: taken by the handler at each signal, before it is published.
+    pub const SIGNAL_TS: usize = 0xd0;
+    /// `struct timespec`: taken by the handler when it returns to the guest after a Resume
+    /// (the mapper's batch done).
+    pub const RESUME_TS: usize = 0xe0;
     /// The guest thread's BPF program.
     pub const PROG_GUEST: usize = 0x100;
     /// The mapper's BPF program.
@@ -204,6 +221,7 @@ const _: () = {
     assert!(by_lib::OPS + MAX_OPS * 48 <= by_lib::FRAME);
     assert!(by_lib::FRAME % 64 == 0);
     assert!(by_stub::ALTSTACK + by_stub::ALTSTACK_LEN <= STUB_LEN);
+    assert!(by_stub::RESUME_TS + 16 <= by_stub::PROG_GUEST);
     assert!(by_stub::PROG_GUEST + by_stub::PROG_ROOM <= by_stub::PROG_MAPPER);
     assert!(by_stub::PROG_MAPPER + by_stub::PROG_ROOM <= by_stub::IDLE_STACK_TOP - 0x100);
 };

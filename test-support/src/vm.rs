@@ -2,9 +2,11 @@
 //! state, an executor, and guest code assembled with iced-x86's CodeAssembler.
 
 use host_driver::{
-    Executor, ExecutorConfig, ExitRecord, GuestRam, GuestState, MmuCommand, Segment,
+    DriverError, Executor, ExecutorConfig, ExitRecord, GuestRam, GuestState, MmuCommand,
+    NativeExecutor, Segment, StubExecutor,
 };
 use iced_x86::code_asm::CodeAssembler;
+use std::cell::Cell;
 use std::time::Duration;
 
 pub use crate::{cpuinfo, executor_path};
@@ -18,9 +20,71 @@ pub use crate::pagetables::bits::*;
 pub use crate::pagetables::Mode;
 use crate::pagetables::PageTables;
 
+/// Which executor runs the guest: today's (the monitor in the sandboxed process) or the stub
+/// (the monitor in the library, guest code in a stub process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorKind {
+    Today,
+    Stub,
+}
+
+thread_local! {
+    static KIND: Cell<ExecutorKind> = const { Cell::new(ExecutorKind::Today) };
+}
+
+/// The executor [`Vm::new`] and [`spawn`] start on this thread: today's unless a test runs
+/// under [`with_executor`] (as every test of [`both_executors!`] does).
+pub fn executor_kind() -> ExecutorKind {
+    KIND.with(Cell::get)
+}
+
+/// Runs `f` with [`executor_kind`] set to `kind` (libtest runs each test on its own thread).
+pub fn with_executor<R>(kind: ExecutorKind, f: impl FnOnce() -> R) -> R {
+    let before = KIND.with(|k| k.replace(kind));
+    let r = f();
+    KIND.with(|k| k.set(before));
+    r
+}
+
+/// Spawns the executor of [`executor_kind`] as `cfg` says.
+pub fn try_spawn(cfg: ExecutorConfig<'_>) -> Result<Box<dyn NativeExecutor>, DriverError> {
+    Ok(match executor_kind() {
+        ExecutorKind::Today => Box::new(Executor::spawn(cfg)?),
+        ExecutorKind::Stub => Box::new(StubExecutor::spawn(cfg)?),
+    })
+}
+
+/// [`try_spawn`], which must succeed.
+pub fn spawn(cfg: ExecutorConfig<'_>) -> Box<dyn NativeExecutor> {
+    try_spawn(cfg).unwrap_or_else(|e| panic!("spawn {:?}: {e}", executor_kind()))
+}
+
+/// Defines each test once and runs it against both executors: `NAME::today` and `NAME::stub`
+/// (the body sees [`executor_kind`], and [`Vm::new`] and [`spawn`] start that executor), so
+/// that any divergence between them shows.
+#[macro_export]
+macro_rules! both_executors {
+    ($($(#[doc = $doc:literal])* #[test] fn $name:ident() $body:block)*) => {$(
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn body() $body
+            #[test]
+            fn today() {
+                $crate::vm::with_executor($crate::vm::ExecutorKind::Today, body)
+            }
+            #[test]
+            fn stub() {
+                $crate::vm::with_executor($crate::vm::ExecutorKind::Stub, body)
+            }
+        }
+    )*};
+}
+
 pub struct Vm {
     pub ram: GuestRam,
-    pub exe: Executor,
+    pub exe: Box<dyn NativeExecutor>,
     pub state: GuestState,
     pub tables: PageTables,
 }
@@ -51,7 +115,7 @@ impl Vm {
         {
             cfg.spin = spin;
         }
-        let exe = Executor::spawn(cfg).expect("spawn executor");
+        let exe = spawn(cfg);
         let mut state = GuestState::default();
         state.segs[1] = Segment::flat_code(CS_SEL);
         for i in [0, 2, 3] {

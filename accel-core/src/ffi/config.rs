@@ -6,7 +6,7 @@ use super::BACKEND_ENV;
 use crate::accel::{normalize_ram_map, Accelerator, Config};
 use crate::cpuid::CpuidFn;
 use crate::log::{Level, Logger, Sink};
-use crate::{sys, AccelOps, NullAccel};
+use crate::{sys, AccelOps, ExecutorBackend, NullAccel, StubBackend};
 use bochs_ffi::{raw, ABI_VERSION};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
@@ -127,14 +127,43 @@ impl Config {
     }
 }
 
-/// Starts the core `cfg` selects: a [`NullAccel`] with `PLEX86_ACCEL_BACKEND=null`, else an
-/// [`Accelerator`] on a duplicate of `c.ram_fd`, checked against Bochs's CPUID callback.
+/// What [`BACKEND_ENV`] selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendChoice {
+    /// Unset or empty: today's executor.
+    Executor,
+    /// `stub`: the stub executor (issue 15; 32-bit guests, which are all the library enters
+    /// natively at this step: long mode is declined before a backend sees it).
+    Stub,
+    /// `null`: every entry declined, no executor.
+    Null,
+}
+
+/// Reads [`BACKEND_ENV`]'s value; an unknown one is refused rather than taken for the default
+/// (a misspelt `stub` would otherwise run today's executor unnoticed).
+fn backend_choice(value: Option<&std::ffi::OsStr>) -> Result<BackendChoice, String> {
+    match value.map(|v| v.to_str()) {
+        None => Ok(BackendChoice::Executor),
+        Some(Some("" | "executor")) => Ok(BackendChoice::Executor),
+        Some(Some("stub")) => Ok(BackendChoice::Stub),
+        Some(Some("null")) => Ok(BackendChoice::Null),
+        Some(v) => Err(format!(
+            "{BACKEND_ENV}={}: unknown backend (executor, stub or null; unset: executor)",
+            v.unwrap_or("<not UTF-8>")
+        )),
+    }
+}
+
+/// Starts the core `cfg` selects by [`BACKEND_ENV`]: a [`NullAccel`] with `null`, else an
+/// [`Accelerator`] over today's executor or, with `stub`, the stub executor, on a duplicate of
+/// `c.ram_fd`, checked against Bochs's CPUID callback.
 fn start_core(
     cfg: &Config,
     c: &raw::plex86_accel_config,
     log: &Logger,
 ) -> Result<Box<dyn AccelOps>, String> {
-    if std::env::var_os(BACKEND_ENV).is_some_and(|v| v == "null") {
+    let choice = backend_choice(std::env::var_os(BACKEND_ENV).as_deref())?;
+    if choice == BackendChoice::Null {
         return Ok(Box::new(NullAccel::new(
             log.clone(),
             cfg.stats_path.clone(),
@@ -152,7 +181,20 @@ fn start_core(
         }
     });
     let cpuid: Option<CpuidFn<'_>> = guest_cpuid.as_ref().map(|f| f as CpuidFn<'_>);
-    Ok(Box::new(Accelerator::new(cfg, fd, log.clone(), cpuid)?))
+    Ok(match choice {
+        BackendChoice::Stub => Box::new(Accelerator::<StubBackend>::new(
+            cfg,
+            fd,
+            log.clone(),
+            cpuid,
+        )?),
+        _ => Box::new(Accelerator::<ExecutorBackend>::new(
+            cfg,
+            fd,
+            log.clone(),
+            cpuid,
+        )?),
+    })
 }
 
 /// Checks at start that the statistics can be written at exit: opens the file for writing
@@ -219,5 +261,32 @@ fn logger(f: raw::plex86_accel_log_fn, opaque: *mut c_void) -> Logger {
             Logger::new(sink)
         }
         None => Logger::stderr(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn the_backend_variable_selects_the_backend() {
+        let pick = |v: Option<&str>| backend_choice(v.map(OsStr::new));
+        assert_eq!(pick(None), Ok(BackendChoice::Executor));
+        assert_eq!(pick(Some("")), Ok(BackendChoice::Executor));
+        assert_eq!(pick(Some("executor")), Ok(BackendChoice::Executor));
+        assert_eq!(pick(Some("stub")), Ok(BackendChoice::Stub));
+        assert_eq!(pick(Some("null")), Ok(BackendChoice::Null));
+        for bad in ["Stub", "stub ", "nul"] {
+            let e = pick(Some(bad)).unwrap_err();
+            assert!(
+                e.contains(BACKEND_ENV) && e.contains("unknown backend"),
+                "{e}"
+            );
+        }
+        assert!(backend_choice(Some(OsStr::from_bytes(b"\xff")))
+            .unwrap_err()
+            .contains("not UTF-8"));
     }
 }

@@ -115,6 +115,7 @@ pub fn config(ram: &GuestRam) -> raw::plex86_accel_config {
 }
 
 pub fn init(cfg: &raw::plex86_accel_config) -> Result<*mut raw::plex86_accel, String> {
+    crate::select_backend();
     let mut err = [0 as c_char; 256];
     // SAFETY: a complete configuration (its strings outlive the call) and a writable buffer.
     let a = unsafe { plex86_accel_init(cfg, err.as_mut_ptr(), err.len()) };

@@ -12,3 +12,6 @@ mod fixture;
 mod bad_input;
 mod runs;
 mod startup;
+
+/// The default backend (today's executor): tests/c_abi_stub.rs runs `runs` over the stub.
+fn select_backend() {}

@@ -113,7 +113,7 @@ impl XsaveInfo {
     }
 }
 
-fn locate_executor(cfg: &ExecutorConfig<'_>) -> Result<PathBuf, DriverError> {
+pub(crate) fn locate_executor(cfg: &ExecutorConfig<'_>) -> Result<PathBuf, DriverError> {
     if let Some(p) = &cfg.executor_path {
         use std::os::unix::fs::PermissionsExt;
         return match std::fs::metadata(p) {
@@ -147,7 +147,7 @@ fn locate_executor(cfg: &ExecutorConfig<'_>) -> Result<PathBuf, DriverError> {
     )))
 }
 
-pub(super) fn death_cause(st: std::process::ExitStatus) -> DeathCause {
+pub(crate) fn death_cause(st: std::process::ExitStatus) -> DeathCause {
     if let Some(sig) = st.signal() {
         if sig == libc::SIGSYS {
             DeathCause::SeccompViolation
@@ -218,7 +218,7 @@ impl Executor {
 }
 
 /// Refuses a configuration the executor could not mirror guest RAM with.
-fn check_config(config: &ExecutorConfig<'_>) -> Result<(), DriverError> {
+pub(crate) fn check_config(config: &ExecutorConfig<'_>) -> Result<(), DriverError> {
     let invalid = |m: String| Err(DriverError::InvalidConfig(m));
     if config.ram_size == 0 || config.ram_size % 4096 != 0 {
         return invalid(format!(

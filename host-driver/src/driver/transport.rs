@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 /// times what polling does (figures: docs/ARCHITECTURE.md, "Costs behind the constants").
 pub const DEFAULT_SPIN: u32 = 200;
 
-const WAIT_SLICE: Duration = Duration::from_millis(50);
+/// How long the library sleeps at most before it checks that the executor lives.
+pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// How long past its budget a run (or a command-only request) may take before the executor is
 /// declared unresponsive and killed: generous for a loaded 2-core host, short enough that the
 /// emulator learns of a stopped executor within 5 s.
@@ -35,7 +36,7 @@ const POLL_TAIL: Duration = Duration::from_micros(200);
 
 /// One polling step: PAUSE for the first [`protocol::SPIN_PAUSES`] polls, then yield, so that a
 /// poller sharing a CPU with the other side hands it over instead of burning its time slice.
-fn poll_pause(i: u32) {
+pub(crate) fn poll_pause(i: u32) {
     if i < protocol::SPIN_PAUSES {
         std::hint::spin_loop();
     } else {

@@ -1,5 +1,7 @@
 //! The stub process as the monitor's [`Host`]: mirror changes and LDT writes become mapper
-//! ops, queued until the library publishes the batch; time is the library's own clock.
+//! ops, queued until the library publishes them (in batches of at most [`MAX_OPS`], see
+//! `batch.rs`). The monitor's own clock reads are not used: the stub times its runs and its
+//! signal handling itself (`signal.rs`).
 
 use plex86_monitor::frame::UserDesc;
 use plex86_monitor::monitor::Host;
@@ -8,19 +10,18 @@ use plex86_protocol::stub::{
     reserved_block, MapOp, MAX_OPS, OP_LDT, OP_MMAP, OP_MPROTECT, OP_MUNMAP, USER_END,
 };
 use plex86_protocol::RAM_FD;
-use std::time::Instant;
 
 /// Lowest mirrored page (vm.mmap_min_addr on these hosts).
 const MIRROR_START: u64 = 0x1000;
 
-/// The ops of the batch being built, and the clock.
+/// The ops not yet handed to the mapper, in order.
 #[derive(Debug)]
 pub(crate) struct StubHost {
-    /// The batch being built.
+    /// The queue. It may grow beyond one batch (a flush of many scattered pages, many
+    /// commands before a run): the library then hands it over batch by batch, in order.
     pub(crate) ops: Vec<MapOp>,
     /// S's 4 GiB block: never mirrored (the mapper's filter would kill the stub).
     reserved: std::ops::Range<u64>,
-    epoch: Instant,
 }
 
 impl StubHost {
@@ -28,7 +29,6 @@ impl StubHost {
         StubHost {
             ops: Vec::with_capacity(MAX_OPS),
             reserved: reserved_block(stub_base),
-            epoch: Instant::now(),
         }
     }
 
@@ -44,10 +44,6 @@ impl StubHost {
     }
 
     fn push(&mut self, op: MapOp) -> Result<(), i32> {
-        if self.ops.len() >= MAX_OPS {
-            // The batch is full: the monitor flushes all and starts over, as on ENOMEM.
-            return Err(libc::ENOMEM);
-        }
         self.ops.push(op);
         Ok(())
     }
@@ -126,9 +122,13 @@ impl Host for StubHost {
             ..MapOp::default()
         })
     }
+    /// Constant: the monitor's fill timing (handler time) is the stub's, which the library
+    /// adds from the stub's timestamps; the monitor adds only the calibrated fault round trip.
     fn clock_ns(&self, _clock: i32) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        0
     }
+    /// The stub has no timer: the library signals the budget's end itself, and passes the
+    /// monitor only the signal it sent in the current run (so none is ever pending).
     fn timer_pending(&self, _timer: i32) -> bool {
         false
     }

@@ -1,44 +1,51 @@
-//! The stub executor's library side: a **prototype for issue 14's gate**
-//! (docs/plans/issue14-gate.md), not used by accel-core. Guest code runs in a process that
-//! holds only S (the stub's code page, the library's pages read-only, its own pages) and the
-//! guest mirrors; the monitor ([`plex86_monitor`]) runs here, in the library, over guest RAM
-//! mapped here, and its mirror changes reach the stub as op batches that the stub's mapper
-//! thread carries out.
+//! The stub executor's library side, for 32-bit guests: the same contract as [`Executor`]
+//! (budget, errors, death detection, plain-RAM map, fill limit, code-page log, exit
+//! statistics), with guest code in a process that holds only S (the stub's code page, the
+//! library's pages read-only, its own pages) and the guest mirrors. The monitor
+//! ([`plex86_monitor`]) runs here, in the library, over guest RAM mapped here; its mirror
+//! changes reach the stub as op batches that the stub's mapper thread carries out.
 //!
-//! One run: queued MMU commands and LDT writes go out as a batch; the entry frame is written
+//! One run: queued MMU commands and LDT writes go out as batches; the entry frame is written
 //! to S; the Enter verdict wakes the guest thread, which waits for the batch, loads the data
 //! segments and `rt_sigreturn`s. Each signal comes back through S (the kernel's frame on the
 //! stub's alternate stack); the monitor classifies it: a fill queues a map op and answers
 //! Resume (the guest thread waits for the mapper and returns through the kernel's frame), an
-//! exit ends the run.
+//! exit ends the run. At the budget's end the library sends the guest thread SIGALRM with
+//! `tgkill` (`wait.rs`), which the monitor takes as the budget's only when this run sent it
+//! (`signal.rs`).
 //!
-//! What the prototype leaves out (WP3 of the design): the budget (no timer: runs end only at
-//! an exit), death detection beyond a timeout, validation of the stub's pages beyond bounds,
-//! 64-bit guests and the sparse mirror table.
+//! * this file: configuration, start-up, the run and its acceptance;
+//! * `batch.rs`: handing the op queue to the mapper and the verdicts to the guest thread;
+//! * `wait.rs`: waiting for the stub: the budget signal, death and stop detection;
+//! * `signal.rs`: one published signal: its frame, the budget's signal, the stub's timestamps;
+//! * `host.rs`: the monitor's [`plex86_monitor::monitor::Host`] over the op queue.
+//!
+//! Not yet (issue 15's later steps): 64-bit guests, the sparse mirror table, validation of the
+//! stub's pages beyond bounds.
+//!
+//! [`Executor`]: crate::Executor
 
+mod batch;
 mod host;
+mod signal;
+mod wait;
 
-use crate::driver::MmuCommand;
-use crate::protocol::stub::{self as layout, by_lib as lib, by_stub as stub, MapOp, Verdict};
-use crate::protocol::xsave::sw;
-use crate::protocol::{CommandKind, ExitRecord, GuestState, RamRange, XSAVE_AREA_SIZE};
+use crate::driver::{check_config, locate_executor, MmuCommand};
+use crate::error::{DeathCause, DriverError};
+use crate::protocol::stub::{self as layout, by_lib as lib, by_stub as stub, Verdict};
+use crate::protocol::{ExitReason, ExitRecord, GuestState, RamRange, XSAVE_AREA_SIZE};
 use crate::sys::{self, RamMap, SharedMapping};
 use crate::validate::{validate_entry, validate_exit_state};
-use crate::XsaveInfo;
+use crate::{ExecutorConfig, XsaveInfo};
 use host::StubHost;
-use plex86_monitor::frame::{
-    EntryFrame, FpxSwBytes, KStack, KUcontext, SignalAction, SignalContext, FP_XSTATE_MAGIC1,
-    UC_FP_XSTATE,
-};
+use plex86_monitor::decode::IcebpRip;
+use plex86_monitor::frame::{EntryFrame, FpxSwBytes, KStack};
 use plex86_monitor::monitor::{HostParams, Monitor};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::Child;
-use std::sync::atomic::{fence, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-/// How long the library waits for the stub before it gives up on it.
-const STUCK: Duration = Duration::from_secs(5);
 /// How long each side polls a shared word before it sleeps on it (a futex wait).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Polling {
@@ -76,28 +83,44 @@ pub enum Placement {
     WithLibrary,
 }
 
-/// What the gate's benchmark measured best on the 2-vCPU VMs (docs/ARCHITECTURE.md, "The
-/// stub executor's gate"): every hand-over a futex wake; three pollers on two vCPUs starve
-/// each other.
+/// The gate's winner on the 2-vCPU VMs (docs/bench/issue14-gate.md): every hand-over a futex
+/// wake (three pollers on two vCPUs starve each other), ...
 pub const DEFAULT_POLLING: Polling = Polling::SLEEP;
+/// ... both stub threads on the library's CPU (a wake of an idle vCPU costs 40-130 µs) ...
+pub const DEFAULT_PLACEMENT: Placement = Placement::WithLibrary;
+/// ... and a fill mirrors up to 16 following pages the guest has used already.
+pub const DEFAULT_FILL_AHEAD: u32 = 16;
 
 /// A stub process and the monitor that drives it.
 #[derive(Debug)]
 pub struct StubExecutor {
-    child: Child,
+    /// `None` once the stub has ended (reaped) or been killed.
+    child: Option<Child>,
+    dead: Option<DeathCause>,
+    pid: u32,
+    mapper_tid: i32,
     ctl: SharedMapping,
     _ctl_fd: OwnedFd,
     monitor: Box<Monitor<RamMap, StubHost>>,
+    /// Where S is in the stub.
     base: u64,
+    /// The last verdict's sequence number.
     req: u32,
+    /// The last signal sequence number taken.
     exit_seen: u32,
+    /// The last op batch handed to the mapper.
     map_seq: u32,
-    spin: u32,
-    fpstate: Vec<u8>,
-    xsave: XsaveInfo,
+    /// The batch whose outcome (`MAP_ERR`) has been looked at.
+    map_checked: u32,
+    polling: Polling,
     placement: Placement,
     pinned_to: Option<usize>,
-    mapper_tid: i32,
+    /// Scratch for the XSAVE part of a signal frame.
+    fpstate: Vec<u8>,
+    xsave: XsaveInfo,
+    cpuid_faulting: bool,
+    library_pid: u32,
+    run_may_have_executed: bool,
 }
 
 /// Offset in the control memfd of the stub-written word `off`.
@@ -106,61 +129,40 @@ const fn st(off: usize) -> usize {
 }
 
 impl StubExecutor {
-    /// Starts `path --stub` (a `plex86-executor`) over the guest RAM memfd `ram` of `ram_size`
-    /// bytes, polling as `polling` says.
-    pub fn spawn(
-        path: &Path,
-        ram: BorrowedFd<'_>,
-        ram_size: u64,
-        polling: Polling,
-    ) -> Result<StubExecutor, String> {
-        fn e(what: &'static str) -> impl Fn(std::io::Error) -> String {
-            move |err| format!("{what}: {err}")
-        }
-        let ctl_fd = sys::memfd(c"plex86-stub-control", layout::CONTROL_LEN as u64)
-            .map_err(e("control memfd"))?;
-        let ctl = SharedMapping::new(ctl_fd.as_fd(), layout::CONTROL_LEN, 0)
-            .map_err(e("control mapping"))?;
+    /// Starts `plex86-executor --stub` as `config` says and waits until the stub is ready.
+    /// `config.spin` and `config.budget_clock` do not apply (see [`StubExecutor::set_polling`];
+    /// the budget is the library's CLOCK_MONOTONIC).
+    pub fn spawn(config: ExecutorConfig<'_>) -> Result<StubExecutor, DriverError> {
+        check_config(&config)?;
+        let path = locate_executor(&config)?;
+        let ctl_fd = sys::memfd(c"plex86-stub-control", layout::CONTROL_LEN as u64)?;
+        let ctl = SharedMapping::new(ctl_fd.as_fd(), layout::CONTROL_LEN, 0)?;
         ctl.atomic_u32(lib::SPIN)
-            .store(polling.stub, Ordering::Relaxed);
-        let mut child = sys::spawn_executor(path, ram, ctl_fd.as_fd(), &["--stub"])
-            .map_err(e("spawn the stub"))?;
-        let t0 = Instant::now();
-        loop {
-            let r = ctl.atomic_u32(st(stub::READY)).load(Ordering::Acquire);
-            if r == 1 {
-                break;
-            }
-            if r & layout::SETUP_FAILED != 0 {
+            .store(DEFAULT_POLLING.stub, Ordering::Relaxed);
+        let mut child = sys::spawn_executor(&path, config.ram_fd, ctl_fd.as_fd(), &["--stub"])
+            .map_err(|e| DriverError::CannotStart(format!("{}: {e}", path.display())))?;
+        let report = match wait::await_ready(&mut child, &ctl, &path, config.startup_timeout)
+            .and_then(|()| LauncherReport::read(&ctl))
+        {
+            Ok(r) => r,
+            Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("stub start-up step {} failed", r & 0xff));
+                return Err(e);
             }
-            if let Ok(Some(st)) = child.try_wait() {
-                return Err(format!("the stub launcher ended before it was ready: {st}"));
-            }
-            if t0.elapsed() > STUCK {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("the stub did not become ready".into());
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let sw_words = ctl.atomic_u64(st(stub::XSAVE_SW)).load(Ordering::Relaxed);
-        let sw = FpxSwBytes {
-            extended_size: sw_words as u32,
-            xstate_size: (sw_words >> 32) as u32,
-            xfeatures: ctl
-                .atomic_u64(st(stub::XSAVE_SW + 8))
-                .load(Ordering::Relaxed),
         };
-        if sw.xstate_size as usize > XSAVE_AREA_SIZE || sw.xstate_size < 576 {
-            return Err(format!("implausible XSAVE frame size {}", sw.xstate_size));
-        }
+        let ram_map = RamMap::new(config.ram_fd, config.ram_size)?;
+        let ranges: Vec<RamRange> = config
+            .ram_map
+            .iter()
+            .map(|r| RamRange {
+                start: r.start,
+                end: r.end,
+            })
+            .collect();
         let base = layout::DEFAULT_BASE;
-        let ram_map = RamMap::new(ram, ram_size).map_err(e("map guest RAM"))?;
         let params = HostParams {
-            sw,
+            sw: report.sw,
             altstack: KStack {
                 sp: base + layout::STUB + stub::ALTSTACK as u64,
                 flags: 0,
@@ -172,14 +174,22 @@ impl StubExecutor {
             vdso: 0,
             amd: host_is_amd(),
         };
-        let ranges = [RamRange {
-            start: 0,
-            end: ram_size,
-        }];
-        let monitor = Monitor::new(ram_map, StubHost::new(base), ram_size, &ranges, params);
-        let mapper_tid = ctl.atomic_u32(st(stub::MAPPER_TID)).load(Ordering::Relaxed) as i32;
+        let mut monitor = Monitor::new(
+            ram_map,
+            StubHost::new(base),
+            config.ram_size,
+            &ranges,
+            params,
+        );
+        monitor.icebp_rip = report.icebp_rip;
+        monitor.fault_ns = report.fault_ns;
+        monitor.max_fills = config.max_fills_per_run;
+        monitor.fill_ahead = DEFAULT_FILL_AHEAD;
         Ok(StubExecutor {
-            child,
+            pid: child.id(),
+            child: Some(child),
+            dead: None,
+            mapper_tid: report.mapper_tid,
             ctl,
             _ctl_fd: ctl_fd,
             monitor,
@@ -187,32 +197,73 @@ impl StubExecutor {
             req: 0,
             exit_seen: 0,
             map_seq: 0,
-            spin: polling.library,
-            fpstate: vec![0; XSAVE_AREA_SIZE],
-            placement: Placement::Free,
+            map_checked: 0,
+            polling: DEFAULT_POLLING,
+            placement: DEFAULT_PLACEMENT,
             pinned_to: None,
-            mapper_tid,
+            fpstate: vec![0; XSAVE_AREA_SIZE],
             xsave: XsaveInfo::from_host(
-                sw.xstate_size,
-                sw.xfeatures & crate::protocol::xsave::xfeature::TRANSFERRED,
+                report.sw.xstate_size,
+                report.sw.xfeatures & crate::protocol::xsave::xfeature::TRANSFERRED,
             ),
+            cpuid_faulting: report.cpuid_faulting,
+            library_pid: std::process::id(),
+            run_may_have_executed: false,
         })
     }
 
     /// Lets each fill also mirror up to `pages` following pages the guest has used already
-    /// (the batching variant of the gate; 0, the default, maps only the faulting page).
+    /// (0 maps only the faulting page; default [`DEFAULT_FILL_AHEAD`]).
     pub fn set_fill_ahead(&mut self, pages: u32) {
         self.monitor.fill_ahead = pages;
     }
 
-    /// Sets where the stub's threads run.
+    /// Sets where the stub's threads run (default [`DEFAULT_PLACEMENT`]).
     pub fn set_placement(&mut self, p: Placement) {
         self.placement = p;
         self.pinned_to = None;
     }
 
+    /// Sets who polls before sleeping (default [`DEFAULT_POLLING`]).
+    pub fn set_polling(&mut self, p: Polling) {
+        self.polling = p;
+        self.ctl
+            .atomic_u32(lib::SPIN)
+            .store(p.stub, Ordering::Relaxed);
+    }
+
+    /// The stub's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|_| self.pid)
+    }
+
+    /// The XSAVE layout transferred (the host's, as for [`crate::Executor::xsave_info`]).
+    pub fn xsave_info(&self) -> XsaveInfo {
+        self.xsave
+    }
+
+    /// Whether native CPUID faults and exits as [`ExitReason::Cpuid`] (the launcher turned
+    /// CPUID faulting on); otherwise native code reads the host's CPUID.
+    pub fn cpuid_faulting(&self) -> bool {
+        self.cpuid_faulting
+    }
+
+    /// Whether the guest thread sleeps waiting for a verdict (for tests that must stop or kill
+    /// it exactly then).
+    #[doc(hidden)]
+    pub fn asleep_waiting_for_request(&self) -> bool {
+        self.stub_word(stub::SLEEPING) != 0 && self.stub_word(stub::ACK) == self.req
+    }
+
+    /// Sends `sig` to the guest thread from the library, outside the budget logic: how a
+    /// stale budget signal looks (for tests).
+    #[doc(hidden)]
+    pub fn signal_guest_thread(&self, sig: i32) -> std::io::Result<()> {
+        sys::tgkill(self.pid, self.pid, sig)
+    }
+
     /// Pins both stub threads to the library's current CPU if they are not there already.
-    fn place(&mut self) -> Result<(), String> {
+    fn place(&mut self) -> Result<(), DriverError> {
         if self.placement != Placement::WithLibrary {
             return Ok(());
         }
@@ -222,41 +273,53 @@ impl StubExecutor {
         if self.pinned_to == Some(cpu) {
             return Ok(());
         }
-        for tid in [self.child.id() as i32, self.mapper_tid] {
-            sys::pin_thread(tid, cpu).map_err(|e| format!("pin stub thread {tid}: {e}"))?;
+        for tid in [self.pid as i32, self.mapper_tid] {
+            if let Err(e) = sys::pin_thread(tid, cpu) {
+                // A thread that is gone: the stub died; say so rather than "no such process".
+                self.reap_if_dead()?;
+                return Err(DriverError::Io(e));
+            }
         }
         self.pinned_to = Some(cpu);
         Ok(())
     }
 
-    /// The stub's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Applies `commands` to the mirror without entering the guest.
+    pub fn apply_commands(&mut self, commands: &[MmuCommand]) -> Result<(), DriverError> {
+        self.check_alive()?;
+        self.queue_commands(commands)?;
+        self.flush_ops()
     }
 
-    /// Runs the guest from `state` after `cmds` until an exit; `state` becomes the exit's.
+    fn queue_commands(&mut self, commands: &[MmuCommand]) -> Result<(), DriverError> {
+        for c in commands {
+            let raw = c.to_raw();
+            // The queue is unbounded, so only a bad kind fails (never from an MmuCommand).
+            self.monitor
+                .command(raw.kind, raw.addr)
+                .map_err(|e| DriverError::Io(std::io::Error::from_raw_os_error(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the guest natively from `state` for at most about `budget` of host time, after
+    /// applying `commands`, as [`crate::Executor::run`] does. On return `state` holds the
+    /// guest state before the instruction that ended the run.
     pub fn run(
         &mut self,
         state: &mut GuestState,
-        cmds: &[MmuCommand],
-    ) -> Result<&ExitRecord, String> {
-        validate_entry(state, self.xsave).map_err(|e| e.to_string())?;
+        budget: Duration,
+        commands: &[MmuCommand],
+    ) -> Result<&ExitRecord, DriverError> {
+        self.run_may_have_executed = false;
+        self.check_alive()?;
+        validate_entry(state, self.xsave)?;
         self.place()?;
-        for c in cmds {
-            let (kind, addr) = match *c {
-                MmuCommand::FlushAll => (CommandKind::FlushAll, 0),
-                MmuCommand::FlushNonGlobal => (CommandKind::FlushNonGlobal, 0),
-                MmuCommand::InvalidatePage(l) => (CommandKind::InvalidatePage, u64::from(l)),
-                MmuCommand::WriteProtectPhysPage(p) => (CommandKind::WriteProtectPhys, p),
-            };
-            self.monitor
-                .command(kind as u32, addr)
-                .map_err(|e| format!("MMU command {c:?}: errno {e}"))?;
-        }
+        self.queue_commands(commands)?;
         let m = &mut self.monitor;
         m.entry = *state;
         m.prepare_entry()
-            .map_err(|e| format!("entry refused: errno {e}"))?;
+            .map_err(|e| DriverError::Io(std::io::Error::from_raw_os_error(e)))?;
         // The frame's XSAVE pointer is where the stub sees the frame, not where it is built.
         let frame_at = self.base + layout::LIB + lib::FRAME as u64;
         m.frame.uc.mc.fpstate = frame_at + std::mem::offset_of!(EntryFrame, fpstate) as u64;
@@ -266,217 +329,125 @@ impl StubExecutor {
         self.ctl
             .atomic_u32(lib::ENTRY_ID)
             .store(id, Ordering::Relaxed);
-        let t0 = Instant::now();
+        let mut run = signal::RunClock::start(budget);
+        self.clear_timestamps();
         self.monitor.in_guest = true;
-        self.answer(Verdict::Enter)?;
-        loop {
-            self.await_signal()?;
-            match self.on_signal()? {
-                SignalAction::Resume => {
-                    self.answer(Verdict::Resume)?;
-                }
-                SignalAction::ExitToHost => break,
-            }
+        let ran = self.answer(Verdict::Enter).and_then(|()| {
+            let enter = self.req;
+            self.run_may_have_executed = true;
+            self.guest_loop(&mut run).inspect_err(|_| {
+                // Nothing ran unless the guest thread took the Enter verdict (or a later one).
+                let taken = self.stub_word(stub::ACK).wrapping_sub(enter);
+                self.run_may_have_executed = taken < 1 << 31;
+            })
+        });
+        self.monitor.in_guest = false;
+        ran?;
+        if !self.monitor.exit_set {
+            // As today's library rejects a record without a reason (never from this monitor).
+            return Err(self.corrupted("an exit without a reason".into()));
         }
-        let m = &mut self.monitor;
-        m.in_guest = false;
-        m.exit.native_ns = t0.elapsed().as_nanos() as u64;
-        m.exit.fill_ns = m.exit.fill_ns.min(m.exit.native_ns);
+        self.finish_times(&run)?;
+        if self.monitor.exit.reason.ends_executor() {
+            // A guest escape: the exit state is not meaningful and the stub is not trusted.
+            self.kill();
+            return Ok(&self.monitor.exit);
+        }
         // As for today's executor: the state is checked against the entry and rebuilt in the
         // guest's terms (native selectors back to the guest's, XSAVE normalised).
-        *state = validate_exit_state(state, &m.exit_state, self.xsave)?;
+        let after = match validate_exit_state(state, &self.monitor.exit_state, self.xsave) {
+            Ok(s) => s,
+            Err(e) => return Err(self.corrupted(e)),
+        };
+        if self.monitor.exit.reason == ExitReason::SingleStep && after.eflags & (1 << 8) == 0 {
+            return Err(self.corrupted(format!("single-step exit with EFLAGS {:#x}", after.eflags)));
+        }
+        *state = after;
         Ok(&self.monitor.exit)
     }
 
-    /// Answers the waiting guest thread with `v`, after the queued mirror ops go out as one
-    /// batch (which the guest thread waits for before it goes on). Order matters: the batch is
-    /// written and the verdict given before the mapper may start, because with a batch it is
-    /// the mapper, once done, that wakes a sleeping guest thread (one hand-over fewer per fill
-    /// than a wake by the library, which would find the batch not done yet).
-    fn answer(&mut self, v: Verdict) -> Result<(), String> {
-        let batch = self.stage_ops()?;
-        self.ctl
-            .atomic_u32(lib::VERDICT)
-            .store(v as u32, Ordering::Relaxed);
-        self.req = self.req.wrapping_add(1);
-        self.ctl
-            .atomic_u32(lib::REQ_SEQ)
-            .store(self.req, Ordering::Release);
-        if batch {
-            self.ctl
-                .atomic_u32(lib::MAP_SEQ)
-                .store(self.map_seq, Ordering::Release);
-            fence(Ordering::SeqCst);
-            if self.stub_word(stub::MAPPER_SLEEPING) != 0 {
-                sys::futex_wake(self.ctl.atomic_u32(lib::MAP_SEQ));
-            }
-        } else {
-            fence(Ordering::SeqCst);
-            if self.stub_word(stub::SLEEPING) != 0 {
-                sys::futex_wake(self.ctl.atomic_u32(lib::REQ_SEQ));
+    /// After [`StubExecutor::run`] failed: whether guest code may have run natively in it
+    /// (as [`crate::Executor::failed_run_may_have_executed`]): `false` when the guest thread
+    /// never took the run's Enter verdict.
+    pub fn failed_run_may_have_executed(&self) -> bool {
+        self.run_may_have_executed
+    }
+
+    /// Signals until the monitor ends the run.
+    fn guest_loop(&mut self, run: &mut signal::RunClock) -> Result<(), DriverError> {
+        loop {
+            self.await_signal(run)?;
+            match self.on_signal(run)? {
+                plex86_monitor::frame::SignalAction::Resume => self.answer(Verdict::Resume)?,
+                plex86_monitor::frame::SignalAction::ExitToHost => return Ok(()),
             }
         }
-        Ok(())
     }
 
     fn stub_word(&self, off: usize) -> u32 {
         self.ctl.atomic_u32(st(off)).load(Ordering::Relaxed)
     }
 
-    /// Writes the queued mirror ops as the next batch (after the previous one is done: the
-    /// mapper reads the batch while it works) and makes the guest thread wait for it; the
-    /// caller starts the mapper. `Ok(false)`: nothing queued.
-    fn stage_ops(&mut self) -> Result<bool, String> {
-        if self.monitor.host.ops.is_empty() {
-            return Ok(false);
-        }
-        let seq = self.map_seq;
-        self.await_word(st(stub::MAP_DONE), |v| v == seq, "the mapper")?;
-        let err = self.stub_word(stub::MAP_ERR);
-        if err != 0 {
-            return Err(format!("a mirror op failed: errno {}", -(err as i32)));
-        }
-        let ops = &mut self.monitor.host.ops;
-        for (i, op) in ops.iter().enumerate() {
-            self.ctl
-                .write_plain(lib::OPS + i * std::mem::size_of::<MapOp>(), op);
-        }
-        self.ctl
-            .atomic_u32(lib::MAP_COUNT)
-            .store(ops.len() as u32, Ordering::Relaxed);
-        ops.clear();
-        self.map_seq = self.map_seq.wrapping_add(1);
-        self.ctl
-            .atomic_u32(lib::RESUME_AFTER)
-            .store(self.map_seq, Ordering::Relaxed);
-        Ok(true)
-    }
-
-    /// Waits for the next signal of the guest thread.
-    fn await_signal(&mut self) -> Result<(), String> {
-        let seen = self.exit_seen;
-        self.await_word(st(stub::EXIT_SEQ), |v| v != seen, "the guest thread")?;
-        self.exit_seen = self
-            .ctl
-            .atomic_u32(st(stub::EXIT_SEQ))
-            .load(Ordering::Acquire);
-        Ok(())
-    }
-
-    /// Polls the shared word at `off` until `done` holds, then sleeps on it (telling the
-    /// stub through LIB_SLEEPING); gives up after [`STUCK`] or when the stub has ended.
-    fn await_word(
-        &mut self,
-        off: usize,
-        done: impl Fn(u32) -> bool,
-        who: &str,
-    ) -> Result<(), String> {
-        let word: &AtomicU32 = self.ctl.atomic_u32(off);
-        for i in 0..self.spin {
-            if done(word.load(Ordering::Acquire)) {
-                return Ok(());
-            }
-            if i < crate::protocol::SPIN_PAUSES {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        let t0 = Instant::now();
-        let sleeping = self.ctl.atomic_u32(lib::LIB_SLEEPING);
-        loop {
-            sleeping.store(1, Ordering::SeqCst);
-            let v = word.load(Ordering::SeqCst);
-            if done(v) {
-                sleeping.store(0, Ordering::Relaxed);
-                return Ok(());
-            }
-            sys::futex_wait(word, v, Duration::from_millis(50));
-            if done(word.load(Ordering::Acquire)) {
-                sleeping.store(0, Ordering::Relaxed);
-                return Ok(());
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Err(format!(
-                    "the stub ended while the library waited for {who}: {st}"
-                ));
-            }
-            if t0.elapsed() > STUCK {
-                return Err(format!("{who} did not answer within {STUCK:?}"));
-            }
-        }
-    }
-
-    /// Reads the signal the guest thread published and lets the monitor decide; writes the
-    /// (possibly changed) frame back for a Resume.
-    fn on_signal(&mut self) -> Result<SignalAction, String> {
-        let alt = self.base + layout::STUB + stub::ALTSTACK as u64;
-        let alt_end = alt + stub::ALTSTACK_LEN as u64;
-        // Stub-written addresses: only offsets inside the alternate stack are accepted.
-        let to_off = |addr: u64, len: usize| -> Result<usize, String> {
-            if addr >= alt && addr.checked_add(len as u64).is_some_and(|e| e <= alt_end) {
-                Ok(st((addr - self.base - layout::STUB) as usize))
-            } else {
-                Err(format!(
-                    "stub published an address outside its alternate stack: {addr:#x}"
-                ))
-            }
-        };
-        let ctl = &self.ctl;
-        let sig = ctl.atomic_u32(st(stub::SIG)).load(Ordering::Relaxed) as i32;
-        let info = to_off(ctl.atomic_u64(st(stub::INFO)).load(Ordering::Relaxed), 128)?;
-        let uc_off = to_off(
-            ctl.atomic_u64(st(stub::UC)).load(Ordering::Relaxed),
-            std::mem::size_of::<KUcontext>(),
-        )?;
-        let mut b = [0u8; 32];
-        ctl.read_bytes(info, &mut b);
-        let word = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-        let mut uc: KUcontext = ctl.read_plain(uc_off);
-        let segs = ctl.atomic_u64(st(stub::SEGS)).load(Ordering::Relaxed);
-        let mut fp_len = 0;
-        if uc.mc.fpstate != 0 && uc.flags & UC_FP_XSTATE != 0 {
-            let fp = to_off(uc.mc.fpstate, 512 + 64)?;
-            let mut hdr = [0u8; 4];
-            ctl.read_bytes(fp + sw::MAGIC1, &mut hdr);
-            let mut size = [0u8; 4];
-            ctl.read_bytes(fp + sw::XSTATE_SIZE, &mut size);
-            let size = u32::from_le_bytes(size) as usize;
-            fp_len = if u32::from_le_bytes(hdr) == FP_XSTATE_MAGIC1 && size <= XSAVE_AREA_SIZE {
-                size
-            } else {
-                512
-            };
-            to_off(uc.mc.fpstate, fp_len)?;
-            ctl.read_bytes(fp, &mut self.fpstate[..fp_len]);
-        }
-        let mut ctx = SignalContext {
-            sig,
-            code: word(8) as i32,
-            call_addr: u64::from(word(16)) | (u64::from(word(20)) << 32),
-            syscall: word(24) as i32,
-            arch: word(28),
-            uc: &mut uc,
-            data_segs: [
-                segs as u16,
-                (segs >> 16) as u16,
-                (segs >> 32) as u16,
-                (segs >> 48) as u16,
-            ],
-            fpstate: (fp_len != 0).then(|| &self.fpstate[..fp_len]),
-        };
-        let action = self.monitor.on_signal(&mut ctx);
-        if action == SignalAction::Resume {
-            self.ctl.write_plain(uc_off, &uc);
-        }
-        Ok(action)
+    /// Kills the stub after it reported something no honest stub could.
+    fn corrupted(&mut self, what: String) -> DriverError {
+        self.kill();
+        DriverError::CorruptedSharedMemory(what)
     }
 }
 
 impl Drop for StubExecutor {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// What the launcher measured and reported at start-up (before any guest code ran: trusted as
+/// far as it is plausible).
+struct LauncherReport {
+    sw: FpxSwBytes,
+    icebp_rip: IcebpRip,
+    fault_ns: u64,
+    cpuid_faulting: bool,
+    mapper_tid: i32,
+}
+
+impl LauncherReport {
+    fn read(ctl: &SharedMapping) -> Result<LauncherReport, DriverError> {
+        let word = |off: usize| ctl.atomic_u64(st(off)).load(Ordering::Relaxed);
+        let sw_words = word(stub::XSAVE_SW);
+        let sw = FpxSwBytes {
+            extended_size: sw_words as u32,
+            xstate_size: (sw_words >> 32) as u32,
+            xfeatures: word(stub::XSAVE_SW + 8),
+        };
+        let (cpuid, icebp, fault_ns) = (
+            word(stub::CPUID_FAULTING),
+            word(stub::ICEBP_AT),
+            word(stub::FAULT_NS),
+        );
+        let mapper_tid = ctl.atomic_u32(st(stub::MAPPER_TID)).load(Ordering::Relaxed);
+        if sw.xstate_size as usize > XSAVE_AREA_SIZE || sw.xstate_size < 576 {
+            return Err(DriverError::CorruptedSharedMemory(format!(
+                "XSAVE frame size {}",
+                sw.xstate_size
+            )));
+        }
+        if cpuid > 1 || icebp > 1 || fault_ns > 1_000_000 || mapper_tid == 0 {
+            return Err(DriverError::CorruptedSharedMemory(format!(
+                "start-up report: CPUID faulting {cpuid}, ICEBP {icebp}, fault {fault_ns} ns, mapper {mapper_tid}"
+            )));
+        }
+        Ok(LauncherReport {
+            sw,
+            icebp_rip: if icebp == 1 {
+                IcebpRip::At
+            } else {
+                IcebpRip::After
+            },
+            fault_ns,
+            cpuid_faulting: cpuid == 1,
+            mapper_tid: mapper_tid as i32,
+        })
     }
 }
 

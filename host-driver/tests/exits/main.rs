@@ -5,6 +5,7 @@
 
 use host_driver::{ExitReason, GuestState};
 use iced_x86::code_asm::*;
+use test_support::both_executors;
 use test_support::vm::*;
 
 mod faults;
@@ -20,71 +21,75 @@ pub fn expect(vm: &mut Vm, reason: ExitReason, at: u32) -> GuestState {
     vm.state
 }
 
-#[test]
-fn hlt_exits_with_exact_state() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    let code = vm.code(|a| {
-        a.mov(eax, 0x1111_1111u32)?;
-        a.mov(ecx, 0x2222_2222u32)?;
-        a.mov(edx, 0x3333_3333u32)?;
-        a.mov(ebx, 0x4444_4444u32)?;
-        a.mov(ebp, 0x5555_5555u32)?;
-        a.mov(esi, 0x6666_6666u32)?;
-        a.mov(edi, 0x7777_7777u32)?;
-        a.push(0x1234_5678u32)?;
-        a.stc()?;
-        a.hlt()?;
-        a.nop()
-    });
-    let before = vm.state;
-    let st = expect(
-        &mut vm,
-        ExitReason::Privileged,
-        CODE + code.len() as u32 - 2,
-    );
-    assert_eq!(
-        st.gprs,
-        [
-            0x1111_1111,
-            0x2222_2222,
-            0x3333_3333,
-            0x4444_4444,
-            STACK_TOP - 20,
-            0x5555_5555,
-            0x6666_6666,
-            0x7777_7777
-        ]
-    );
-    assert_eq!(st.eflags & 1, 1, "CF set by STC");
-    assert_eq!(st.eflags & 0x200, 0x200);
-    assert_eq!(
-        st.segs, before.segs,
-        "segments unchanged and translated back"
-    );
-    assert_eq!(
-        vm.ram.read_u32(STACK_PHYS + 4096 - 20),
-        0x1234_5678,
-        "push went to guest RAM"
-    );
-    assert_eq!(st.xsave.0[..512], before.xsave.0[..512]);
+both_executors! {
+    #[test]
+    fn hlt_exits_with_exact_state() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        let code = vm.code(|a| {
+            a.mov(eax, 0x1111_1111u32)?;
+            a.mov(ecx, 0x2222_2222u32)?;
+            a.mov(edx, 0x3333_3333u32)?;
+            a.mov(ebx, 0x4444_4444u32)?;
+            a.mov(ebp, 0x5555_5555u32)?;
+            a.mov(esi, 0x6666_6666u32)?;
+            a.mov(edi, 0x7777_7777u32)?;
+            a.push(0x1234_5678u32)?;
+            a.stc()?;
+            a.hlt()?;
+            a.nop()
+        });
+        let before = vm.state;
+        let st = expect(
+            &mut vm,
+            ExitReason::Privileged,
+            CODE + code.len() as u32 - 2,
+        );
+        assert_eq!(
+            st.gprs,
+            [
+                0x1111_1111,
+                0x2222_2222,
+                0x3333_3333,
+                0x4444_4444,
+                STACK_TOP - 20,
+                0x5555_5555,
+                0x6666_6666,
+                0x7777_7777
+            ]
+        );
+        assert_eq!(st.eflags & 1, 1, "CF set by STC");
+        assert_eq!(st.eflags & 0x200, 0x200);
+        assert_eq!(
+            st.segs, before.segs,
+            "segments unchanged and translated back"
+        );
+        assert_eq!(
+            vm.ram.read_u32(STACK_PHYS + 4096 - 20),
+            0x1234_5678,
+            "push went to guest RAM"
+        );
+        assert_eq!(st.xsave.0[..512], before.xsave.0[..512]);
+    }
 }
 
-#[test]
-fn reentry_continues_after_emulated_instruction() {
-    let mut vm = Vm::new(Mode::TwoLevel);
-    vm.code(|a| {
-        let mut top = a.create_label();
-        a.set_label(&mut top)?;
-        a.inc(eax)?;
-        a.hlt()?;
-        a.jmp(top)
-    });
-    for i in 1..=100u32 {
-        let exit = vm.run();
-        assert_eq!(exit.reason, ExitReason::Privileged);
-        assert_eq!(vm.state.gprs[0], i);
-        assert_eq!(vm.state.eip, CODE + 1);
-        vm.state.eip += 1; // "emulate" HLT
+both_executors! {
+    #[test]
+    fn reentry_continues_after_emulated_instruction() {
+        let mut vm = Vm::new(Mode::TwoLevel);
+        vm.code(|a| {
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            a.inc(eax)?;
+            a.hlt()?;
+            a.jmp(top)
+        });
+        for i in 1..=100u32 {
+            let exit = vm.run();
+            assert_eq!(exit.reason, ExitReason::Privileged);
+            assert_eq!(vm.state.gprs[0], i);
+            assert_eq!(vm.state.eip, CODE + 1);
+            vm.state.eip += 1; // "emulate" HLT
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! * `stub_handler` (guest thread, each signal, on the alternate stack): publish the frame's
 //!   address, the data selectors and FS/GS bases, bump the exit sequence, wake the library if
 //!   it sleeps, wait for a verdict: Resume returns through the kernel's frame, Enter abandons
-//!   it for the library's.
+//!   it for the library's. It takes CLOCK_MONOTONIC at each signal and at each return to the
+//!   guest, as the entry does, so that the library can tell native time from hand-overs.
 //! * `stub_spawn_mapper` / the mapper loop: a second thread with no stack use that carries
 //!   out the library's op batches.
 
@@ -74,6 +75,8 @@ std::arch::global_asm!(
     // ---- enter the guest from the library's frame ------------------------------------------
     "40:",
     "call 60f", // the mapper has done what the entry needs (LDT, fills, flushes)
+    "lea rsi, [rbx + {stub} + {enter_ts}]",
+    "call 65f",
     "mov eax, [rbx + {lib} + {entry_id}]",
     "pushfq",
     "and dword ptr [rsp], 0xffdfffff",
@@ -151,6 +154,13 @@ std::arch::global_asm!(
     "jmp 61b",
     "63:",
     "ret",
+    // ---- clock_gettime(CLOCK_MONOTONIC, RSI): the run's time, as the stub sees it (clobbers
+    // RAX, RCX, RDI, R11) ------------------------------------------------------------------
+    "65:",
+    "mov edi, 1", // CLOCK_MONOTONIC
+    "mov eax, 228", // clock_gettime
+    "syscall",
+    "ret",
     // ---- the signal handler (RDI signal, RSI siginfo, RDX ucontext; all signals blocked) ----
     ".globl plex86_stub_handler",
     "plex86_stub_handler:",
@@ -162,6 +172,8 @@ std::arch::global_asm!(
     "mov [rbx + {stub} + {sig}], edi",
     "mov [rbx + {stub} + {info}], rsi",
     "mov [rbx + {stub} + {uc}], rdx",
+    "lea rsi, [rbx + {stub} + {signal_ts}]",
+    "call 65b",
     "mov ax, ds",
     "mov [rbx + {stub} + {ssegs}], ax",
     "mov ax, es",
@@ -187,6 +199,8 @@ std::arch::global_asm!(
     "cmp eax, {resume}",
     "jne 40b",
     "call 60b",
+    "lea rsi, [rbx + {stub} + {resume_ts}]",
+    "call 65b",
     "ret", // to the restorer
     ".globl plex86_stub_restorer",
     "plex86_stub_restorer:",
@@ -373,6 +387,9 @@ std::arch::global_asm!(
     op_mprotect = const stub::OP_MPROTECT,
     op_ldt = const stub::OP_LDT,
     map_err = const by_stub::MAP_ERR,
+    enter_ts = const by_stub::ENTER_TS,
+    signal_ts = const by_stub::SIGNAL_TS,
+    resume_ts = const by_stub::RESUME_TS,
 );
 
 extern "C" {

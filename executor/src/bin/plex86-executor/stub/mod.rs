@@ -44,6 +44,26 @@ pub fn launch() -> ! {
     let Some(sw) = sys::probe_sigframe_xsave() else {
         fail(3)
     };
+    // The host facts today's executor measures too, so that the library's monitor classifies
+    // and times exactly as there: where ICEBP's #DB reports RIP, the cost of a fault round
+    // trip (nothing is mapped at 0x1000 yet, as in the executor's reservation), and CPUID
+    // faulting (kept by the guest thread, this one; ENODEV: the host has none).
+    let icebp_at = match sys::probe_icebp_rip() {
+        Ok(plex86_monitor::decode::IcebpRip::After) => 0,
+        Ok(plex86_monitor::decode::IcebpRip::At) => 1,
+        Err(_) => fail(11),
+    };
+    let fault_ns = sys::fault_round_trip_ns(libc::CLOCK_MONOTONIC);
+    // RDTSC/RDTSCP fault (and exit): guest time is the emulator's. The stub reads the clock
+    // with the clock_gettime system call, never RDTSC.
+    if sys::prctl(libc::PR_SET_TSC, libc::PR_TSC_SIGSEGV as u64).is_err() {
+        fail(13);
+    }
+    let cpuid_faulting = match sys::set_cpuid_faulting() {
+        Ok(()) => 1,
+        Err(libc::ENODEV) => 0,
+        Err(_) => fail(12),
+    };
     let code = asm::code();
     if code.bytes.len() > layout::CODE_LEN {
         fail(4);
@@ -65,6 +85,9 @@ pub fn launch() -> ! {
             u64::from(sw.extended_size) | (u64::from(sw.xstate_size) << 32),
         );
         w(stub::XSAVE_SW + 8, sw.xfeatures);
+        w(stub::FAULT_NS, fault_ns);
+        w(stub::CPUID_FAULTING, cpuid_faulting);
+        w(stub::ICEBP_AT, icebp_at);
         put_filter(s, stub::FPROG_GUEST, stub::PROG_GUEST, &guest).unwrap_or_else(|()| fail(6));
         put_filter(s, stub::FPROG_MAPPER, stub::PROG_MAPPER, &mapper).unwrap_or_else(|()| fail(6));
     }

@@ -1,0 +1,119 @@
+//! Handing work to the stub: the op queue to the mapper, in batches, and verdicts to the guest
+//! thread.
+
+use super::{st, StubExecutor};
+use crate::error::DriverError;
+use crate::protocol::stub::{by_lib as lib, by_stub as stub, MapOp, Verdict, MAX_OPS};
+use crate::sys;
+use std::sync::atomic::{fence, Ordering};
+
+impl StubExecutor {
+    /// Answers the waiting guest thread with `v`, after the queued mirror ops go out (the last
+    /// batch of them together with the verdict: the guest thread waits for it before it goes
+    /// on). Order matters: the batch is written and the verdict given before the mapper may
+    /// start, because with a batch it is the mapper, once done, that wakes a sleeping guest
+    /// thread (one hand-over fewer per fill than a wake by the library, which would find the
+    /// batch not done yet).
+    pub(super) fn answer(&mut self, v: Verdict) -> Result<(), DriverError> {
+        let batch = self.stage_ops()?;
+        self.ctl
+            .atomic_u32(lib::VERDICT)
+            .store(v as u32, Ordering::Relaxed);
+        self.req = self.req.wrapping_add(1);
+        self.ctl
+            .atomic_u32(lib::REQ_SEQ)
+            .store(self.req, Ordering::Release);
+        if batch {
+            self.start_mapper();
+        } else {
+            fence(Ordering::SeqCst);
+            if self.stub_word(stub::SLEEPING) != 0 {
+                sys::futex_wake(self.ctl.atomic_u32(lib::REQ_SEQ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands every queued op to the mapper and waits until it has carried them out (no
+    /// verdict: MMU commands between runs).
+    pub(super) fn flush_ops(&mut self) -> Result<(), DriverError> {
+        if self.stage_ops()? {
+            self.start_mapper();
+            self.await_mapper_done()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the queued ops as batches: all but the last are carried out at once, the last
+    /// is written and made the one the guest thread waits for ([`lib::RESUME_AFTER`]); the
+    /// caller starts the mapper on it. `Ok(false)`: nothing queued.
+    fn stage_ops(&mut self) -> Result<bool, DriverError> {
+        loop {
+            if self.monitor.host.ops.is_empty() {
+                return Ok(false);
+            }
+            // The mapper reads the batch while it works: the previous one must be done.
+            self.await_mapper_done()?;
+            // (The check may have queued a flush after a failed mapping.)
+            let ops = &mut self.monitor.host.ops;
+            let n = ops.len().min(MAX_OPS);
+            for (i, op) in ops.iter().take(n).enumerate() {
+                self.ctl
+                    .write_plain(lib::OPS + i * std::mem::size_of::<MapOp>(), op);
+            }
+            self.ctl
+                .atomic_u32(lib::MAP_COUNT)
+                .store(n as u32, Ordering::Relaxed);
+            ops.drain(..n);
+            self.map_seq = self.map_seq.wrapping_add(1);
+            self.ctl
+                .atomic_u32(lib::RESUME_AFTER)
+                .store(self.map_seq, Ordering::Relaxed);
+            if self.monitor.host.ops.is_empty() {
+                return Ok(true);
+            }
+            self.start_mapper();
+        }
+    }
+
+    /// Publishes the staged batch to the mapper and wakes it if it sleeps.
+    fn start_mapper(&mut self) {
+        self.ctl
+            .atomic_u32(lib::MAP_SEQ)
+            .store(self.map_seq, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.stub_word(stub::MAPPER_SLEEPING) != 0 {
+            sys::futex_wake(self.ctl.atomic_u32(lib::MAP_SEQ));
+        }
+    }
+
+    /// Waits until the mapper has carried out the last batch and looks at its outcome once:
+    /// a mapping that failed for lack of room (`vm.max_map_count`) leaves the mirror record
+    /// ahead of the stub, so everything is flushed and refilled on demand (as today's
+    /// executor does on ENOMEM); any other failure is a broken stub.
+    fn await_mapper_done(&mut self) -> Result<(), DriverError> {
+        let seq = self.map_seq;
+        self.await_word(st(stub::MAP_DONE), |v| v == seq, None)?;
+        if self.map_checked == seq {
+            return Ok(());
+        }
+        self.map_checked = seq;
+        let err = -(self.stub_word(stub::MAP_ERR) as i32);
+        match err {
+            0 => Ok(()),
+            libc::ENOMEM => {
+                let m = &mut *self.monitor;
+                // Cannot fail: the queue is unbounded.
+                let _ = m.shadow.flush_all(&mut m.host);
+                Ok(())
+            }
+            e => {
+                self.kill();
+                Err(DriverError::Io(std::io::Error::other(format!(
+                    "a mirror operation failed in the stub: {}",
+                    std::io::Error::from_raw_os_error(e)
+                ))))
+            }
+        }
+    }
+}
