@@ -115,12 +115,7 @@ impl<E: host_driver::NativeExecutor> Accelerator<SpawnedBackend<E>> {
             )?,
             None => Vec::new(),
         };
-        let backend = SpawnedBackend::<E>::spawn(
-            ram_fd,
-            cfg.ram_size,
-            &cfg.ram_map,
-            cfg.executor_path.clone(),
-        )?;
+        let backend = SpawnedBackend::<E>::spawn(ram_fd, cfg)?;
         let memory: Option<Box<dyn GuestMemory + Send>> = match crate::sys::RamView::map(
             backend.ram_fd().as_fd(),
             cfg.ram_size,

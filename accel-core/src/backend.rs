@@ -45,10 +45,17 @@ pub trait Backend: Send {
 pub struct SpawnedBackend<E: NativeExecutor> {
     exe: Option<E>,
     ram_fd: OwnedFd,
-    ram_size: u64,
-    path: Option<PathBuf>,
+    launch: Launch,
     xsave: XsaveInfo,
     cpuid_faulting: bool,
+}
+
+/// What each executor of a backend is started with.
+#[derive(Debug)]
+struct Launch {
+    ram_size: u64,
+    path: Option<PathBuf>,
+    stub_base: u64,
 }
 
 /// The sandboxed `plex86-executor` process, the monitor inside it (the default).
@@ -58,24 +65,22 @@ pub type ExecutorBackend = SpawnedBackend<Executor>;
 pub type StubBackend = SpawnedBackend<StubExecutor>;
 
 impl<E: NativeExecutor> SpawnedBackend<E> {
-    /// Spawns the executor on the library's own duplicate of the RAM fd. `path` `None`: next
-    /// to this library (then `$PLEX86_EXECUTOR`), as the host driver looks.
-    pub fn spawn(
-        ram_fd: OwnedFd,
-        ram_size: u64,
-        ram_map: &[Range<u64>],
-        path: Option<PathBuf>,
-    ) -> Result<Self, String> {
-        let exe: E = spawn(&ram_fd, ram_size, ram_map, path.as_ref())?;
-        let xsave = exe.xsave_info();
-        let cpuid_faulting = exe.cpuid_faulting();
+    /// Spawns the executor `cfg` describes on the library's own duplicate of the RAM fd. No
+    /// executor path: next to this library (then `$PLEX86_EXECUTOR`), as the host driver
+    /// looks.
+    pub fn spawn(ram_fd: OwnedFd, cfg: &crate::accel::Config) -> Result<Self, String> {
+        let launch = Launch {
+            ram_size: cfg.ram_size,
+            path: cfg.executor_path.clone(),
+            stub_base: cfg.stub_base,
+        };
+        let exe: E = launch.spawn(&ram_fd, &cfg.ram_map)?;
         Ok(SpawnedBackend {
+            xsave: exe.xsave_info(),
+            cpuid_faulting: exe.cpuid_faulting(),
             exe: Some(exe),
             ram_fd,
-            ram_size,
-            path,
-            xsave,
-            cpuid_faulting,
+            launch,
         })
     }
 
@@ -98,23 +103,26 @@ pub fn default_executor_location() -> String {
     format!("looked for {next_to} (next to this library), {env}")
 }
 
-fn spawn<E: NativeExecutor>(
-    ram_fd: &OwnedFd,
-    ram_size: u64,
-    ram_map: &[Range<u64>],
-    path: Option<&PathBuf>,
-) -> Result<E, String> {
-    let mut cfg = ExecutorConfig::new(ram_fd.as_fd(), ram_size);
-    cfg.ram_map = ram_map.to_vec();
-    cfg.executor_path = path.cloned();
-    cfg.max_fills_per_run = crate::policy::MAX_FILLS_PER_RUN;
-    E::spawn(cfg).map_err(|e| match (&e, path) {
-        (DriverError::ExecutorNotFound(_), None) => {
-            format!("{e} ({})", default_executor_location())
-        }
-        (_, Some(p)) => format!("{e} (executor {})", p.display()),
-        _ => e.to_string(),
-    })
+impl Launch {
+    fn spawn<E: NativeExecutor>(
+        &self,
+        ram_fd: &OwnedFd,
+        ram_map: &[Range<u64>],
+    ) -> Result<E, String> {
+        let path = self.path.as_ref();
+        let mut cfg = ExecutorConfig::new(ram_fd.as_fd(), self.ram_size);
+        cfg.ram_map = ram_map.to_vec();
+        cfg.executor_path = path.cloned();
+        cfg.max_fills_per_run = crate::policy::MAX_FILLS_PER_RUN;
+        cfg.stub_base = self.stub_base;
+        E::spawn(cfg).map_err(|e| match (&e, path) {
+            (DriverError::ExecutorNotFound(_), None) => {
+                format!("{e} ({})", default_executor_location())
+            }
+            (_, Some(p)) => format!("{e} (executor {})", p.display()),
+            _ => e.to_string(),
+        })
+    }
 }
 
 impl<E: NativeExecutor> Backend for SpawnedBackend<E> {
@@ -144,7 +152,7 @@ impl<E: NativeExecutor> Backend for SpawnedBackend<E> {
 
     fn respawn(&mut self, ram_map: &[Range<u64>]) -> Result<(), String> {
         drop(self.exe.take());
-        let exe: E = spawn(&self.ram_fd, self.ram_size, ram_map, self.path.as_ref())?;
+        let exe: E = self.launch.spawn(&self.ram_fd, ram_map)?;
         self.xsave = exe.xsave_info();
         // Bochs learned at start whether CPL 3 CPUID is the host's; a new executor on the same
         // host must agree.
@@ -161,7 +169,7 @@ impl<E: NativeExecutor> Backend for SpawnedBackend<E> {
             .as_ref()
             .and_then(E::pid)
             .map_or("none".to_string(), |p| p.to_string());
-        let path = self.path.as_ref().map_or_else(
+        let path = self.launch.path.as_ref().map_or_else(
             || "next to the library".to_string(),
             |p| p.display().to_string(),
         );

@@ -34,12 +34,10 @@ fn run_flushed(stub: &mut StubExecutor, state: &mut GuestState) -> ExitRecord {
         .clone()
 }
 
-#[test]
-fn after_start_up_the_stub_holds_only_s_and_vsyscall() {
-    let vm = Vm::new(Mode::TwoLevel);
-    let stub = stub_for(&vm);
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", stub.pid().unwrap())).unwrap();
-    let s = layout::DEFAULT_BASE;
+/// The stub's address space: S at `s` and `[vsyscall]`, and guest mirrors below 4 GiB.
+fn assert_only_s_mirrors_and_vsyscall(pid: u32, s: u64) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut s_pages = 0;
     for line in maps.lines() {
         let range = line.split_whitespace().next().unwrap();
         let (a, b) = range.split_once('-').unwrap();
@@ -48,16 +46,55 @@ fn after_start_up_the_stub_holds_only_s_and_vsyscall() {
             u64::from_str_radix(b, 16).unwrap(),
         );
         let in_s = a >= s && b <= s + layout::S_LEN;
+        s_pages += usize::from(in_s);
+        let mirror = b <= 1 << 32 && line.contains("memfd:");
         assert!(
-            in_s || line.ends_with("[vsyscall]"),
+            in_s || mirror || line.ends_with("[vsyscall]"),
             "unexpected mapping: {line}\n{maps}"
         );
     }
+    assert!(
+        s_pages >= 3,
+        "S's code, library and stub pages at {s:#x}: {maps}"
+    );
     assert!(maps.contains("r-xp"), "S's code page: {maps}");
     assert!(
         !maps.contains("plex86-executor"),
         "the launcher's image is gone: {maps}"
     );
+}
+
+#[test]
+fn after_start_up_the_stub_holds_only_s_and_vsyscall() {
+    let vm = Vm::new(Mode::TwoLevel);
+    let stub = stub_for(&vm);
+    assert_only_s_mirrors_and_vsyscall(stub.pid().unwrap(), layout::DEFAULT_BASE);
+}
+
+#[test]
+fn stub_base_moves_s_and_a_bad_one_is_refused_before_anything_starts() {
+    let mut vm = test_support::vm::toucher::vm_with_toucher(64);
+    // The lowest base there is: S's block begins right where 32-bit mirrors end.
+    let base = 1 << 32;
+    let mut cfg = ExecutorConfig::new(vm.ram.fd(), vm.ram.size());
+    cfg.executor_path = Some(executor_path());
+    cfg.stub_base = base;
+    let mut stub = StubExecutor::spawn(cfg).expect("stub starts at 4 GiB");
+    let mut state = vm.state;
+    state.eip = test_support::vm::toucher::TOUCHER;
+    state.gprs[1] = 64;
+    let exit = run_flushed(&mut stub, &mut state);
+    assert_eq!(exit.reason, ExitReason::Privileged);
+    assert!(exit.demand_fills >= 1, "pages were mirrored");
+    assert_only_s_mirrors_and_vsyscall(stub.pid().unwrap(), base);
+    vm.state = state;
+    for bad in [0x1000, 0x8000_0000, base + 0x1000, 0x7fff_0000_0000] {
+        let mut cfg = ExecutorConfig::new(vm.ram.fd(), vm.ram.size());
+        cfg.executor_path = Some(executor_path());
+        cfg.stub_base = bad;
+        let e = StubExecutor::spawn(cfg).expect_err("refused");
+        assert!(e.to_string().contains("stub_base"), "{bad:#x}: {e}");
+    }
 }
 
 #[test]
@@ -402,4 +439,16 @@ fn a_stub_killed_during_a_long_run_is_reported_within_seconds() {
         stub.run(&mut state, BUDGET, &[]),
         Err(host_driver::DriverError::ExecutorDied(_))
     ));
+}
+
+#[test]
+fn the_launcher_itself_refuses_a_bad_base() {
+    // The library checks first; the launcher does not trust its argument either.
+    for bad in ["0x1000", "4096", "0xzz", "0x7fff00000000"] {
+        let st = std::process::Command::new(executor_path())
+            .args(["--stub", bad])
+            .status()
+            .unwrap();
+        assert_eq!(st.code(), Some(70 + 14), "--stub {bad}");
+    }
 }

@@ -63,6 +63,9 @@ pub struct ExecutorConfig<'a> {
     pub max_fills_per_run: u32,
     /// How long to wait for the executor's setup.
     pub startup_timeout: Duration,
+    /// Where the stub executor puts its region S (`plex86_protocol::stub::check_base`); today's
+    /// executor ignores it.
+    pub stub_base: u64,
 }
 
 impl<'a> ExecutorConfig<'a> {
@@ -77,6 +80,7 @@ impl<'a> ExecutorConfig<'a> {
             spin: DEFAULT_SPIN,
             max_fills_per_run: 0,
             startup_timeout: Duration::from_secs(20),
+            stub_base: crate::protocol::stub::DEFAULT_BASE,
         }
     }
 }
@@ -237,7 +241,8 @@ pub(crate) fn check_config(config: &ExecutorConfig<'_>) -> Result<(), DriverErro
             return invalid(format!("bad RAM range {:#x}..{:#x}", r.start, r.end));
         }
     }
-    Ok(())
+    crate::protocol::stub::check_base(config.stub_base)
+        .or_else(|why| invalid(format!("stub_base: {why}")))
 }
 
 /// The library-written header of the control region: what the executor reads at start.

@@ -139,8 +139,11 @@ impl StubExecutor {
         let ctl = SharedMapping::new(ctl_fd.as_fd(), layout::CONTROL_LEN, 0)?;
         ctl.atomic_u32(lib::SPIN)
             .store(DEFAULT_POLLING.stub, Ordering::Relaxed);
-        let mut child = sys::spawn_executor(&path, config.ram_fd, ctl_fd.as_fd(), &["--stub"])
-            .map_err(|e| DriverError::CannotStart(format!("{}: {e}", path.display())))?;
+        let base = config.stub_base;
+        let base_arg = format!("{base:#x}");
+        let mut child =
+            sys::spawn_executor(&path, config.ram_fd, ctl_fd.as_fd(), &["--stub", &base_arg])
+                .map_err(|e| DriverError::CannotStart(format!("{}: {e}", path.display())))?;
         let report = match wait::await_ready(&mut child, &ctl, &path, config.startup_timeout)
             .and_then(|()| LauncherReport::read(&ctl))
         {
@@ -160,7 +163,6 @@ impl StubExecutor {
                 end: r.end,
             })
             .collect();
-        let base = layout::DEFAULT_BASE;
         let params = HostParams {
             sw: report.sw,
             altstack: KStack {

@@ -40,7 +40,7 @@ fn main() -> ! {
         selftest(args.get(2).map(String::as_str).unwrap_or(""));
     }
     if args.get(1).map(String::as_str) == Some("--stub") {
-        stub::launch();
+        stub::launch(args.get(2).map(String::as_str));
     }
     std::panic::set_hook(Box::new(|_| sys::exit_group(exit_code::PANIC)));
     let s = setup::run();

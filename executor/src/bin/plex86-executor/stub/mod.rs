@@ -32,9 +32,21 @@ fn fail(step: i32) -> ! {
     sys::exit_group(70 + step)
 }
 
-/// Runs the launcher; never returns (the guest thread ends up in S's wait loop).
-pub fn launch() -> ! {
-    let s = layout::DEFAULT_BASE;
+/// Where S goes: the library's `0x…` argument, checked as the library checked it.
+fn stub_base(arg: Option<&str>) -> Option<u64> {
+    let base = match arg {
+        None => layout::DEFAULT_BASE,
+        Some(a) => u64::from_str_radix(a.strip_prefix("0x")?, 16).ok()?,
+    };
+    layout::check_base(base).ok().map(|()| base)
+}
+
+/// Runs the launcher with S at `base_arg` (default: [`layout::DEFAULT_BASE`]); never returns
+/// (the guest thread ends up in S's wait loop).
+pub fn launch(base_arg: Option<&str>) -> ! {
+    let Some(s) = stub_base(base_arg) else {
+        fail(14)
+    };
     if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64).is_err() || sys::getppid() == 1 {
         fail(1);
     }
