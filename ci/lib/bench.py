@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import guestrun  # noqa: E402  (ci/lib/guestrun.py: ISO and run-initrd helpers)
 from bench_report import (  # noqa: E402,F401  (re-exported for callers and tests)
-    EMULATED, LABELS, QEMU, SYSTEMS, bounds_notes, fmt_s, fmt_x, gnuplot_data, gnuplot_script,
+    ACCELERATED, DEFAULT_SYSTEMS, EMULATED, LABELS, QEMU, SYSTEMS, bounds_notes, fmt_s, fmt_x, gnuplot_data, gnuplot_script,
     median, ratio, render_markdown, spread)
 import suite  # noqa: E402
 
@@ -152,7 +152,9 @@ def compute_ratios(med: dict, benchmarks: list[str]) -> dict:
     for b in benchmarks:
         out[b] = {"accel_speedup_vs_bochs": ratio(t("bochs", b), t("accel", b)),
                   "accel_over_native": ratio(t("accel", b), t("native", b)),
-                  "qemu_over_accel": ratio(t("qemu", b), t("accel", b))}
+                  "qemu_over_accel": ratio(t("qemu", b), t("accel", b)),
+                  "stub_over_accel": ratio(t("stub", b), t("accel", b)),
+                  "stub_over_native": ratio(t("stub", b), t("native", b))}
     boot = {s: (med.get(s) or {}).get("boot_s") for s in EMULATED}
     out["boot"] = {"accel_speedup_vs_bochs": ratio(boot["bochs"], boot["accel"]),
                    "accel_over_bochs": ratio(boot["accel"], boot["bochs"]),
@@ -251,11 +253,16 @@ def run_native(out_json: Path, programs: str, no_build: bool, arch: str = "i386"
 
 
 def run_bochs(out_json: Path, kernel: str, accel: bool, programs: str, timeout: float,
-              arch: str = "i386") -> dict | None:
+              arch: str = "i386", backend: str | None = None) -> dict | None:
+    """One ci/run-guest boot; `backend`: the library's PLEX86_ACCEL_BACKEND (None: its default)."""
     cmd = [str(ROOT / "ci" / "run-guest"), *arch_args(arch), "--kernel", kernel,
            "--accel", "on" if accel else "off",
            "--programs", programs, "--no-build", "--timeout", str(timeout), "--json", str(out_json)]
-    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PLEX86_ACCEL_BACKEND"}
+    if backend is not None:
+        env["PLEX86_ACCEL_BACKEND"] = backend
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       env=env)
     if r.returncode != 0:
         sys.stderr.write(r.stderr[-2000:])
     return _load(out_json)
@@ -407,7 +414,7 @@ def build(systems: list[str], arch: str = "i386") -> None:
     steps = []
     if "bochs" in systems:
         steps.append([str(ROOT / "ci" / "build-bochs"), "--variant", "plain"])
-    if "accel" in systems:
+    if any(s in systems for s in ACCELERATED):
         steps.append([str(ROOT / "ci" / "build-bochs"), "--variant", "accel"])
         steps.append(["cargo", "build", "--release", "-q", "-p", "accel-core", "--lib"])
         steps.append(["cargo", "build", "--release", "-q", "-p", "plex86-executor"])
@@ -438,7 +445,9 @@ def main(argv: list[str]) -> int:
                     help="guest architecture (default i386; amd64: the 64-bit guest, QEMU is qemu-system-x86_64)")
     ap.add_argument("--kernel", choices=guestrun.ALL_KERNELS,
                     help="kernel flavour (default: 686-pae for i386, amd64 for amd64)")
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                    help=f"a subset of {','.join(SYSTEMS)} (default {','.join(DEFAULT_SYSTEMS)}; "
+                    "stub: the accelerator over the stub executor)")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     ap.add_argument("--programs", help="benchmarks to run (default: the manifest's benchmark lines)")
     ap.add_argument("--no-build", action="store_true", help="skip the initial build step")
@@ -502,7 +511,8 @@ def main(argv: list[str]) -> int:
             elif s == "qemu":
                 data = run_qemu(path, a.kernel, programs, a.timeout, a.arch)
             else:
-                data = run_bochs(path, a.kernel, s == "accel", programs, a.timeout, a.arch)
+                data = run_bochs(path, a.kernel, s in ACCELERATED, programs, a.timeout, a.arch,
+                                 backend="stub" if s == "stub" else None)
             wall = time.monotonic() - t0
             ru1, st1 = os.times(), _proc_stat()
             rec = summarize_run(s, rnd, data, benchmarks)

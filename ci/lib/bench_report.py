@@ -7,10 +7,14 @@ from __future__ import annotations
 import math
 import statistics
 
-SYSTEMS = ("native", "bochs", "accel", "qemu")
-EMULATED = ("bochs", "accel", "qemu")
+SYSTEMS = ("native", "bochs", "accel", "stub", "qemu")
+# What ci/bench runs without --systems: "stub" (the accelerator over the stub executor,
+# PLEX86_ACCEL_BACKEND=stub) is for comparing the two executors, on request.
+DEFAULT_SYSTEMS = ("native", "bochs", "accel", "qemu")
+EMULATED = ("bochs", "accel", "stub", "qemu")
+ACCELERATED = ("accel", "stub")
 LABELS = {"native": "host native", "bochs": "plain Bochs", "accel": "Bochs + plex86-accel",
-          "qemu": "QEMU TCG"}
+          "stub": "plex86-accel, stub executor", "qemu": "QEMU TCG"}
 QEMU = "qemu-system-i386"
 
 
@@ -108,6 +112,10 @@ def render_markdown(rep: dict) -> str:
         extra.append(("accel_over_native", "accel / native"))
     if "qemu" in systems and "accel" in systems:
         extra.append(("qemu_over_accel", "accel speedup over QEMU (QEMU / accel)"))
+    if "stub" in systems and "accel" in systems:
+        extra.append(("stub_over_accel", "stub executor / today's executor"))
+    if "stub" in systems and "native" in systems:
+        extra.append(("stub_over_native", "stub / native"))
     head += "".join(f" {label} |" for _, label in extra)
     rule += "---:|" * len(extra)
     L += [head, rule]
@@ -184,7 +192,8 @@ def gnuplot_script(rep: dict, data_path: str, png_path: str) -> str:
     vals = [v for s in rep["systems"] for v in rep["medians"][s]["times"].values() if v]
     lo = 10 ** math.floor(math.log10(min(vals))) if vals else 0.01
     hi = 10 ** math.ceil(math.log10(max(vals))) if vals else 100
-    colors = {"native": "#4daf4a", "bochs": "#e41a1c", "accel": "#377eb8", "qemu": "#ff7f00"}
+    colors = {"native": "#4daf4a", "bochs": "#e41a1c", "accel": "#377eb8", "stub": "#984ea3",
+              "qemu": "#ff7f00"}
     plots = ", ".join(
         f"'{data_path}' using {i + 2}:xtic(1) title '{LABELS[s]}' lc rgb '{colors[s]}'"
         for i, s in enumerate(rep["systems"]))

@@ -41,15 +41,15 @@ BOOT = {"bochs": [10.0, 11.0, 12.0], "accel": [11.3, 11.0, 11.1], "qemu": [5.0, 
 def synthetic_report():
     runs = []
     for rnd in range(3):
-        for s in bench.SYSTEMS:
+        for s in bench.DEFAULT_SYSTEMS:
             data = run_json(SYNTH[s][rnd], BOOT[s][rnd] if s in BOOT else None)
             rec = bench.summarize_run(s, rnd + 1, data, BENCHES)
             rec["wall_s"] = 1.0
             runs.append(rec)
-    med = bench.compute_medians(runs, list(bench.SYSTEMS), BENCHES)
+    med = bench.compute_medians(runs, list(bench.DEFAULT_SYSTEMS), BENCHES)
     return {"config": {"runs": 3, "kernel": "686-pae", "started": "2026-01-01T00:00:00",
                        "host": {"cpu": "Test CPU"}},
-            "systems": list(bench.SYSTEMS), "benchmarks": BENCHES, "oracle": "native run of round 1",
+            "systems": list(bench.DEFAULT_SYSTEMS), "benchmarks": BENCHES, "oracle": "native run of round 1",
             "runs": runs, "medians": med, "ratios": bench.compute_ratios(med, BENCHES),
             "targets": bench.evaluate_targets(med), "problems": [], "chart": "target/bench/chart.png"}
 
@@ -174,7 +174,7 @@ class Pure(unittest.TestCase):
         self.assertIn("| **missed** |", md)
         self.assertIn("matched the native oracle (native run of round 1)", md)
         self.assertIn("target/bench/chart.png", md)
-        self.assertEqual(md.count("\n| 3 | "), len(bench.SYSTEMS))  # all-runs table: round 3 rows
+        self.assertEqual(md.count("\n| 3 | "), len(bench.DEFAULT_SYSTEMS))  # all-runs table: round 3 rows
 
     def test_render_markdown_problems_and_subset(self):
         rep = synthetic_report()
@@ -191,6 +191,31 @@ class Pure(unittest.TestCase):
         self.assertNotIn("plain Bochs (s)", md)
         self.assertNotIn("QEMU / accel", md)
         self.assertIn("not evaluated", md)
+
+    def test_stub_system_beside_todays_executor(self):
+        # ci/bench --systems native,accel,stub: the stub executor's column and its ratios.
+        systems = ["native", "accel", "stub"]
+        stub = [{"bench-compute": 1.10, "bench-syscall": 2.0, "bench-pagefault": 1.2,
+                 "bench-forkexec": 5.0, "bench-mixed": 4.4}] * 3
+        runs = []
+        for rnd in range(3):
+            for s in systems:
+                times = stub[rnd] if s == "stub" else SYNTH[s][rnd]
+                runs.append(bench.summarize_run(s, rnd + 1, run_json(times, 11.0), BENCHES))
+        med = bench.compute_medians(runs, systems, BENCHES)
+        self.assertEqual(med["stub"]["boot_s"], 11.0)
+        ratios = bench.compute_ratios(med, BENCHES)
+        self.assertAlmostEqual(ratios["bench-compute"]["stub_over_accel"], 1.10 / 1.05)
+        self.assertAlmostEqual(ratios["bench-mixed"]["stub_over_native"], 4.4 / 1.1)
+        rep = {"config": {"runs": 3, "kernel": "686-pae"}, "systems": systems,
+               "benchmarks": BENCHES, "oracle": "native run of round 1", "runs": runs,
+               "medians": med, "ratios": ratios, "targets": bench.evaluate_targets(med),
+               "problems": [], "chart": None}
+        md = bench.render_markdown(rep)
+        self.assertIn("plex86-accel, stub executor (s)", md)
+        self.assertIn("stub executor / today's executor", md)
+        self.assertIn("| bench-compute | 1.00 | 1.05 | 1.10 | 1.05× | 1.05× | 1.10× |", md)
+        self.assertNotIn("stub", "".join(bench.DEFAULT_SYSTEMS), "opt-in only")
 
     def test_gnuplot_data_and_script(self):
         rep = synthetic_report()
