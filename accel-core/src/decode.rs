@@ -456,6 +456,24 @@ pub(crate) mod tests {
         );
     }
 
+    /// The driver's state, translated from Bochs's, finds the instruction where Bochs's does,
+    /// in 64-bit and in compatibility mode.
+    #[test]
+    fn long_mode_from_the_abi_state_is_the_drivers() {
+        let (_mem, mut cpu) = long_setup(0x7f12_3456_7000);
+        let mut gs = GuestState::default();
+        let xs = test_support::guest_state::layouts::AMD;
+        crate::state::to_guest(&cpu, &xs, &mut gs);
+        assert_eq!(CodeAt::of_guest(&gs), CodeAt::of_cpu(&cpu));
+        assert_eq!(CodeAt::of_guest(&gs).bitness, 64);
+        cpu.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT;
+        cpu.seg[1].attr = 0xb | 0x10 | 3 << 5 | 0x80 | 1 << 14 | 1 << 15; // D=1, L=0
+        cpu.rip = 0x40_0000;
+        crate::state::to_guest(&cpu, &xs, &mut gs);
+        assert_eq!(CodeAt::of_guest(&gs), CodeAt::of_cpu(&cpu));
+        assert_eq!(CodeAt::of_guest(&gs).bitness, 32);
+    }
+
     #[test]
     fn protected_mode_from_the_abi_state_is_the_drivers() {
         let (mem, mut gs) = setup();

@@ -432,3 +432,5 @@ pub fn from_guest(gs: &GuestState, xs: &XsaveInfo, cpu: &mut CpuState) -> u32 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_long;
