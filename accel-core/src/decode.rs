@@ -11,6 +11,7 @@
 use crate::CpuState;
 use bochs_ffi::raw;
 use guest_paging::{self as paging, LongRegs, PagingRegs, PhysMemory};
+use host_driver::protocol::seg;
 use host_driver::GuestState;
 use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, Register};
 
@@ -96,17 +97,37 @@ pub struct CodeAt {
 }
 
 impl CodeAt {
-    /// The instruction at CS:EIP of a driver state (32-bit protected mode).
+    /// The instruction at CS:RIP of a driver state, in its mode, as [`CodeAt::of_cpu`] finds
+    /// it in Bochs's (64-bit code at linear RIP through the 4-level tables, compatibility
+    /// mode at the 32-bit CS.base + EIP through them, protected mode through 2-level or PAE
+    /// tables).
     pub fn of_guest(gs: &GuestState) -> Self {
-        CodeAt {
-            paging: CodePaging::Legacy(PagingRegs::new(gs.cr0, gs.cr3, gs.cr4, gs.efer)),
-            linear: u64::from(gs.segs[1].base.wrapping_add(gs.eip)),
-            ip: u64::from(gs.eip),
-            bitness: if gs.segs[1].attr & ATTR_D != 0 {
-                32
-            } else {
-                16
-            },
+        let cs = &gs.segs[seg::CS];
+        let eip = gs.rip as u32;
+        let lin32 = u64::from((cs.base as u32).wrapping_add(eip));
+        let legacy_bits = if cs.attr & ATTR_D != 0 { 32 } else { 16 };
+        let long = LongRegs::new(gs.cr3, gs.cr4, gs.efer, DECODE_MAXPHYADDR);
+        if gs.code64() {
+            CodeAt {
+                paging: CodePaging::Long(long),
+                linear: gs.rip,
+                ip: gs.rip,
+                bitness: 64,
+            }
+        } else if gs.long_mode() {
+            CodeAt {
+                paging: CodePaging::Long(long),
+                linear: lin32,
+                ip: u64::from(eip),
+                bitness: legacy_bits,
+            }
+        } else {
+            CodeAt {
+                paging: CodePaging::Legacy(gs.legacy_paging_regs()),
+                linear: lin32,
+                ip: u64::from(eip),
+                bitness: legacy_bits,
+            }
         }
     }
 
@@ -256,7 +277,7 @@ pub(crate) mod tests {
             0x30000 + u64::from(lin & 0xfff)
         };
         mem.put(phys, bytes);
-        gs.eip = lin;
+        gs.rip = u64::from(lin);
         instruction_at(mem, &CodeAt::of_guest(gs)).map(|k| k.label())
     }
 
@@ -315,7 +336,7 @@ pub(crate) mod tests {
         // mov eax, 0x12345678 split as B8 78 | 56 34 12 across linear 0x400ffe/0x401000.
         mem.put(0x10ffe, &[0xb8, 0x78]);
         mem.put(0x30000, &[0x56, 0x34, 0x12]);
-        gs.eip = 0x40_0ffe;
+        gs.rip = 0x40_0ffe;
         assert_eq!(
             instruction_at(&mem, &CodeAt::of_guest(&gs))
                 .map(|k| k.label())
@@ -330,7 +351,7 @@ pub(crate) mod tests {
     #[test]
     fn unreadable_code_gives_none() {
         let (mem, mut gs) = setup();
-        gs.eip = 0x80_0000; // no page table
+        gs.rip = 0x80_0000; // no page table
         assert_eq!(instruction_at(&mem, &CodeAt::of_guest(&gs)), None);
         gs.cr3 = 0x0100_0000; // tables outside RAM
         assert_eq!(instruction_at(&mem, &CodeAt::of_guest(&gs)), None);
@@ -341,7 +362,7 @@ pub(crate) mod tests {
         let (mem, mut gs) = setup();
         mem.put(0x10100, &[0xfb]);
         gs.segs[1].base = 0x40_0000;
-        gs.eip = 0x100;
+        gs.rip = 0x100;
         assert_eq!(
             instruction_at(&mem, &CodeAt::of_guest(&gs))
                 .map(|k| k.label())
@@ -435,16 +456,34 @@ pub(crate) mod tests {
         );
     }
 
+    /// The driver's state, translated from Bochs's, finds the instruction where Bochs's does,
+    /// in 64-bit and in compatibility mode.
+    #[test]
+    fn long_mode_from_the_abi_state_is_the_drivers() {
+        let (_mem, mut cpu) = long_setup(0x7f12_3456_7000);
+        let mut gs = GuestState::default();
+        let xs = test_support::guest_state::layouts::AMD;
+        crate::state::to_guest(&cpu, &xs, &mut gs);
+        assert_eq!(CodeAt::of_guest(&gs), CodeAt::of_cpu(&cpu));
+        assert_eq!(CodeAt::of_guest(&gs).bitness, 64);
+        cpu.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT;
+        cpu.seg[1].attr = 0xb | 0x10 | 3 << 5 | 0x80 | 1 << 14 | 1 << 15; // D=1, L=0
+        cpu.rip = 0x40_0000;
+        crate::state::to_guest(&cpu, &xs, &mut gs);
+        assert_eq!(CodeAt::of_guest(&gs), CodeAt::of_cpu(&cpu));
+        assert_eq!(CodeAt::of_guest(&gs).bitness, 32);
+    }
+
     #[test]
     fn protected_mode_from_the_abi_state_is_the_drivers() {
         let (mem, mut gs) = setup();
         let mut cpu = test_support::guest_state::sample_state();
-        cpu.cr0 = u64::from(gs.cr0);
-        cpu.cr3 = u64::from(gs.cr3);
+        cpu.cr0 = gs.cr0;
+        cpu.cr3 = gs.cr3;
         cpu.cr4 = 0;
         cpu.efer = 0;
         cpu.rip = 0x40_0010;
-        gs.eip = 0x40_0010;
+        gs.rip = 0x40_0010;
         gs.segs[1].base = 0;
         cpu.seg[1].base = 0;
         cpu.seg[1].attr = gs.segs[1].attr;

@@ -11,10 +11,11 @@
 //! 3. `WriteProtectPhysPage`, one per page (never dropped: they keep Bochs's decoded code
 //!    coherent).
 //!
-//! INVLPG addresses are 64-bit (ABI 6: long mode). The executor mirrors only 32-bit linear
-//! addresses (32-bit guests; long mode is declined), so an INVLPG at or above 4 GiB has
-//! nothing to invalidate there and is dropped; a long-mode guest's mirror is never filled, and
-//! a change of paging mode (EFER.LMA among it) flushes the mirror at the next entry anyway.
+//! INVLPG addresses are 64-bit (ABI 6: long mode), and so is `InvalidatePage` (protocol 6).
+//! The executor mirrors only 32-bit linear addresses so far (32-bit guests; long mode is
+//! declined), so an INVLPG at or above 4 GiB has nothing to invalidate there and is dropped; a
+//! long-mode guest's mirror is never filled, and a change of paging mode (EFER.LMA among it)
+//! flushes the mirror at the next entry anyway.
 
 use host_driver::MmuCommand;
 
@@ -95,12 +96,7 @@ impl MmuQueue {
             if self.flush_non_global {
                 out.push(MmuCommand::FlushNonGlobal);
             }
-            // (`invalidate` keeps only pages below 4 GiB)
-            out.extend(
-                self.pages
-                    .iter()
-                    .filter_map(|&p| u32::try_from(p).ok().map(MmuCommand::InvalidatePage)),
-            );
+            out.extend(self.pages.iter().map(|&p| MmuCommand::InvalidatePage(p)));
         }
         out.extend(
             self.protect

@@ -12,13 +12,18 @@
 //!   was not transferred: [`from_guest`] leaves those fields of the Bochs state untouched.
 //!
 //! ABI 6 carries long mode (16 64-bit GPRs, RIP, RFLAGS, 64-bit segment bases and control
-//! registers, ZMM0-31); the driver's [`GuestState`] is still 32-bit. [`to_guest`] is only
-//! called for a 32-bit protected-mode state (the library declines long mode before: see
-//! [`crate::policy::mode_decline`]) and takes the low halves, which is what the guest has in
-//! that mode; [`from_guest`] writes back only those low halves and keeps every bit the driver
-//! does not carry (the upper halves, R8-R15, ZMM8-31, the upper 32 bits of the bases), so that
-//! the 32-bit path converts exactly as in ABI 5. The XSAVE builders take the number of vector
-//! registers of the mode ([`LEGACY_VECTOR_REGS`], [`LONG_VECTOR_REGS`]) for the 64-bit path.
+//! registers, ZMM0-31), and so does the driver's [`GuestState`] (protocol 6). [`to_guest`]
+//! converts each mode as Bochs exports it: in long mode (EFER.LMA) the 16 registers, RIP,
+//! RFLAGS, the bases and the control registers whole, and in 64-bit code the vector registers
+//! of 64-bit mode (XMM8-15, all of YMM, ZMM_Hi256 0-15, Hi16_ZMM 16-31, k0-k7:
+//! [`LONG_VECTOR_REGS`]); outside long mode the low halves, EAX..EDI, 32-bit bases and control
+//! registers and ZMM0-7 ([`LEGACY_VECTOR_REGS`]), exactly as in ABI 5. [`from_guest`] writes
+//! back what the mode's code can change: in 64-bit code every register whole, the FS and GS
+//! bases (WRFSBASE, or the kernel's MSR write) and ZMM0-31; otherwise only the low halves of
+//! EAX..EDI, EIP and EFLAGS and ZMM0-7 (`.dword` semantics), keeping every bit 32-bit code
+//! does not have (the upper halves, R8-R15, ZMM8-31). The library still declines long mode
+//! before it converts anything ([`crate::policy::mode_decline`]); the translation is ready
+//! for when it does not.
 //!
 //! x87 details: Bochs keeps the registers in *physical* order (R0..R7) with a full tag word;
 //! FXSAVE keeps them in *stack* order (ST(i) = R[(TOP+i) & 7]) with an abridged tag (bit i set
@@ -30,6 +35,7 @@ use bochs_ffi::raw::{
     plex86_accel_cpu_state as CpuState, plex86_accel_fpu_state as FpuState,
     plex86_accel_segment as BxSegment,
 };
+use host_driver::protocol::{gpr, seg, EFER_LMA};
 use host_driver::{GuestState, Segment, XsaveImage, XsaveInfo, SEG_NOT_INSTALLED};
 
 /// CR4.OSXSAVE: the guest's XCR0 is only in force when it is set.
@@ -153,18 +159,26 @@ fn component(xs: &XsaveInfo, bit: usize, need: usize) -> Option<usize> {
 }
 
 /// One Bochs segment register as the driver's segment: `valid == 0` is a null (unusable)
-/// register with the same selector.
-pub fn segment_to_guest(s: &BxSegment) -> Segment {
-    if s.valid == 0 {
-        Segment::null(s.selector)
-    } else {
-        Segment {
+/// register with the same selector. In long mode the base is whole and kept for a null
+/// register too: a 64-bit process's FS and GS usually hold selector 0 and a base
+/// (IA32_FS_BASE, WRFSBASE) that is its thread pointer. Outside long mode the cache holds a
+/// 32-bit base, and a null register none.
+pub fn segment_to_guest(s: &BxSegment, long_mode: bool) -> Segment {
+    let null = Segment::null(s.selector);
+    match (s.valid != 0, long_mode) {
+        (false, false) => null,
+        (false, true) => Segment {
+            base: s.base,
+            ..null
+        },
+        (true, _) => Segment {
             selector: s.selector,
             attr: s.attr,
             limit: s.limit,
-            base: s.base as u32, // 32-bit mode: the cache holds a 32-bit base
+            base: if long_mode { s.base } else { s.base & LOW32 },
             flags: 0,
-        }
+            reserved: 0,
+        },
     }
 }
 
@@ -336,46 +350,75 @@ pub fn read_xsave_regs(
     }
 }
 
-const EFLAGS_RF: u32 = 1 << 16;
+const EFLAGS_RF: u64 = 1 << 16;
 
-/// Bochs state → driver state (entry), for a 32-bit protected-mode state (the driver's state
-/// is 32-bit: the low halves of the registers, EAX..EDI, 32-bit bases and control registers,
-/// ZMM0-7). Every field of `out` is written.
-pub fn to_guest(cpu: &CpuState, xs: &XsaveInfo, out: &mut GuestState) {
-    for (d, &s) in out.gprs.iter_mut().zip(&cpu.gpr[..8]) {
-        *d = s as u32;
+/// The vector registers a state's code has: all 32 in 64-bit code, ZMM0-7 otherwise
+/// (compatibility mode included: Bochs exports and takes back only those there).
+fn vector_regs(gs: &GuestState) -> usize {
+    if gs.code64() {
+        LONG_VECTOR_REGS
+    } else {
+        LEGACY_VECTOR_REGS
     }
-    out.eip = cpu.rip as u32;
+}
+
+/// Bochs state → driver state (entry), in the state's mode (see the module documentation):
+/// whole in long mode, the low halves (EAX..EDI, EIP, 32-bit bases and control registers,
+/// ZMM0-7) outside it. Every field of `out` is written.
+pub fn to_guest(cpu: &CpuState, xs: &XsaveInfo, out: &mut GuestState) {
+    let long = cpu.efer & EFER_LMA != 0;
+    // Bochs exports all 16 registers 64 bits wide in long mode, EAX..EDI zero-extended
+    // outside it; the mask keeps a 32-bit state's upper halves and R8..R15 zero whatever.
+    let width = |v: u64| if long { v } else { v & LOW32 };
+    for (i, (d, &s)) in out.gprs.iter_mut().zip(&cpu.gpr).enumerate() {
+        *d = if long || i < gpr::LEGACY_COUNT {
+            width(s)
+        } else {
+            0
+        };
+    }
+    out.rip = width(cpu.rip);
     // RF (set by every IRET back from a fault) only suppresses instruction breakpoints for the
     // next instruction, and Bochs enters only with no breakpoint armed in DR7; PUSHF and fault
     // frames never store the RF of a completed instruction. Clearing it is therefore exact, and
     // the host driver requires it clear.
-    out.eflags = cpu.rflags as u32 & !EFLAGS_RF;
+    out.rflags = width(cpu.rflags) & !EFLAGS_RF;
     for (d, s) in out.segs.iter_mut().zip(&cpu.seg) {
-        *d = segment_to_guest(s);
+        *d = segment_to_guest(s, long);
     }
-    out.cr0 = cpu.cr0 as u32;
-    out.cr2 = cpu.cr2 as u32;
-    out.cr3 = cpu.cr3 as u32;
-    out.cr4 = cpu.cr4 as u32;
+    out.cr0 = width(cpu.cr0);
+    out.cr2 = width(cpu.cr2);
+    out.cr3 = width(cpu.cr3);
+    out.cr4 = width(cpu.cr4);
     out.efer = cpu.efer;
     out.xcr0 = effective_xcr0(cpu);
-    out.reserved = [0; 3];
-    build_xsave(&cpu.fpu, out.xcr0, xs, &mut out.xsave);
+    out.reserved = [0; 6];
+    let regs = vector_regs(out);
+    build_xsave_regs(&cpu.fpu, out.xcr0, xs, &mut out.xsave, regs);
 }
 
 /// Driver state → Bochs state (exit): writes what the executor is the reference for (see the
 /// module documentation) and returns the `seg_reload` mask (bit i: segment register i holds a
 /// selector the monitor did not install; its new selector is in `cpu.seg[i].selector` and its
-/// descriptor cache must be reloaded by Bochs). Only the low 32 bits of EAX..EDI, RIP and
-/// RFLAGS and ZMM0-7 are written: everything the 32-bit driver does not carry keeps Bochs's
+/// descriptor cache must be reloaded by Bochs). 64-bit code's registers are written whole,
+/// with its FS and GS bases and ZMM0-31; for 32-bit code only the low 32 bits of EAX..EDI,
+/// RIP and RFLAGS and ZMM0-7 are written: everything 32-bit code does not have keeps Bochs's
 /// value.
 pub fn from_guest(gs: &GuestState, xs: &XsaveInfo, cpu: &mut CpuState) -> u32 {
-    for (d, &s) in cpu.gpr[..8].iter_mut().zip(&gs.gprs) {
-        *d = merge_low32(*d, s);
+    if gs.code64() {
+        cpu.gpr = gs.gprs;
+        cpu.rip = gs.rip;
+        cpu.rflags = gs.rflags;
+        for i in [seg::FS, seg::GS] {
+            cpu.seg[i].base = gs.segs[i].base;
+        }
+    } else {
+        for (d, &s) in cpu.gpr[..gpr::LEGACY_COUNT].iter_mut().zip(&gs.gprs) {
+            *d = merge_low32(*d, s as u32);
+        }
+        cpu.rip = merge_low32(cpu.rip, gs.rip as u32);
+        cpu.rflags = merge_low32(cpu.rflags, gs.rflags as u32);
     }
-    cpu.rip = merge_low32(cpu.rip, gs.eip);
-    cpu.rflags = merge_low32(cpu.rflags, gs.eflags);
     let mut reload = 0;
     for (i, (s, d)) in gs.segs.iter().zip(cpu.seg.iter_mut()).enumerate() {
         if s.flags & SEG_NOT_INSTALLED != 0 {
@@ -383,9 +426,11 @@ pub fn from_guest(gs: &GuestState, xs: &XsaveInfo, cpu: &mut CpuState) -> u32 {
             d.selector = s.selector;
         }
     }
-    read_xsave(&gs.xsave, gs.xcr0, xs, &mut cpu.fpu);
+    read_xsave_regs(&gs.xsave, gs.xcr0, xs, &mut cpu.fpu, vector_regs(gs));
     reload
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_long;

@@ -19,9 +19,9 @@ const LOOP_ITERS: u32 = 300_000_000;
 /// Runs to the HLT; returns the run's native time and the part its fills took.
 fn run_at(vm: &mut Vm, eip: u32, cmds: &[MmuCommand]) -> (Duration, Duration) {
     if eip == TOUCHER && vm.state.gprs[1] == 0 && cmds.is_empty() {
-        vm.state.gprs[1] = FLUSH_PAGES;
+        vm.state.gprs[1] = u64::from(FLUSH_PAGES);
     }
-    vm.state.eip = eip;
+    vm.state.rip = u64::from(eip);
     let exit = vm
         .exe
         .run(&mut vm.state, Duration::from_secs(10), cmds)
@@ -51,9 +51,9 @@ fn compute_vm() -> Vm {
 }
 
 fn guest_compute(vm: &mut Vm, iters: u32) -> Duration {
-    vm.state.eip = CODE + 16;
+    vm.state.rip = u64::from(CODE + 16);
     vm.state.gprs[0] = 1;
-    vm.state.gprs[1] = iters;
+    vm.state.gprs[1] = u64::from(iters);
     vm.state.gprs[2] = 0;
     let t = Instant::now();
     let exit = vm
@@ -80,7 +80,7 @@ fn benches(c: &mut Criterion) {
         "driver: run touching 64 fresh pages (FlushAll first)",
         |b| {
             b.iter(|| {
-                vm.state.gprs[1] = FILL_PAGES;
+                vm.state.gprs[1] = u64::from(FILL_PAGES);
                 run_at(&mut vm, TOUCHER, &[MmuCommand::FlushAll])
             })
         },
@@ -136,7 +136,7 @@ fn summary() {
     });
     // Fill: a run touching 64 fresh pages minus a run touching none, per page.
     let with = per_op(15, 50, || {
-        vm.state.gprs[1] = FILL_PAGES;
+        vm.state.gprs[1] = u64::from(FILL_PAGES);
         run_at(&mut vm, TOUCHER, &[MmuCommand::FlushAll]);
     });
     let without = per_op(15, 50, || {
@@ -150,7 +150,7 @@ fn summary() {
         median(
             (0..15)
                 .map(|_| {
-                    vm.state.gprs[1] = pages;
+                    vm.state.gprs[1] = u64::from(pages);
                     run_at(&mut vm, TOUCHER, &[MmuCommand::FlushAll])
                 })
                 .map(|(native, fills)| native.saturating_sub(fills))
@@ -163,7 +163,7 @@ fn summary() {
     let flush_full = median(
         (0..15)
             .map(|_| {
-                vm.state.gprs[1] = FLUSH_PAGES;
+                vm.state.gprs[1] = u64::from(FLUSH_PAGES);
                 run_at(&mut vm, TOUCHER, &[]);
                 let t = Instant::now();
                 vm.exe.apply_commands(&[MmuCommand::FlushAll]).unwrap();
@@ -188,7 +188,8 @@ fn summary() {
     );
     let (_, native_edx) = calibration::native_compute_loop(LOOP_ITERS);
     assert_eq!(
-        cvm.state.gprs[2], native_edx,
+        cvm.state.gprs[2],
+        u64::from(native_edx),
         "guest and native loops compute the same value"
     );
 

@@ -66,8 +66,8 @@ impl Subject {
     fn run(&mut self, eip: u32, pages: u32, cmds: &[MmuCommand]) {
         let reason = match self {
             Subject::Today(vm) => {
-                vm.state.eip = eip;
-                vm.state.gprs[1] = pages;
+                vm.state.rip = u64::from(eip);
+                vm.state.gprs[1] = u64::from(pages);
                 let mut st = vm.state;
                 let r = vm
                     .exe
@@ -77,8 +77,8 @@ impl Subject {
                 r
             }
             Subject::Stub { stub, state, .. } => {
-                state.eip = eip;
-                state.gprs[1] = pages;
+                state.rip = u64::from(eip);
+                state.gprs[1] = u64::from(pages);
                 stub.run(state, Duration::from_secs(10), cmds)
                     .expect("stub run")
                     .reason

@@ -29,7 +29,7 @@ pub enum MmuCommand {
     /// Drop every mirrored page that is not global (a CR3 load with CR4.PGE).
     FlushNonGlobal,
     /// Drop the mirror of the page containing this linear address (INVLPG).
-    InvalidatePage(u32),
+    InvalidatePage(u64),
     /// Write-protect every mirror of this guest-physical page: the emulator holds decoded code
     /// from it. A native write is logged in the exit's [`ExitRecord::code_pages`].
     WriteProtectPhysPage(u64),
@@ -40,7 +40,7 @@ impl MmuCommand {
         let (kind, addr) = match self {
             MmuCommand::FlushAll => (CommandKind::FlushAll, 0),
             MmuCommand::FlushNonGlobal => (CommandKind::FlushNonGlobal, 0),
-            MmuCommand::InvalidatePage(l) => (CommandKind::InvalidatePage, u64::from(l)),
+            MmuCommand::InvalidatePage(l) => (CommandKind::InvalidatePage, l),
             MmuCommand::WriteProtectPhysPage(p) => (CommandKind::WriteProtectPhys, p),
         };
         RawCommand {

@@ -40,7 +40,7 @@ both_executors! {
                     exit.native_time()
                 );
                 assert!(
-                    vm.state.eip == CODE || vm.state.eip == CODE + 1,
+                    vm.state.rip == u64::from(CODE) || vm.state.rip == u64::from(CODE + 1),
                     "at an instruction boundary"
                 );
             }

@@ -36,7 +36,7 @@ fn entry() -> GuestState {
         s.segs[i] = Segment::flat_data(0x7b);
     }
     s.cr3 = 0x1000;
-    s.eip = 0x0804_8000;
+    s.rip = 0x0804_8000;
     s
 }
 
@@ -52,9 +52,9 @@ fn honest() -> ExecArea {
     for (i, s) in a.state.segs.iter_mut().enumerate() {
         s.selector = native_selector(e.segs[i].selector);
     }
-    a.state.gprs = [1, 2, 3, 4, 0xbfff_f000, 6, 7, 8];
-    a.state.eip = 0x0804_8010;
-    a.state.eflags = 0x246;
+    a.state.gprs[..8].copy_from_slice(&[1, 2, 3, 4, 0xbfff_f000, 6, 7, 8]);
+    a.state.rip = 0x0804_8010;
+    a.state.rflags = 0x246;
     a
 }
 
@@ -88,7 +88,7 @@ fn with_reason(reason: RawReason, vector: u32, error_code: u32, access: u32) -> 
 fn the_honest_response_is_accepted_with_the_executors_state() {
     let x = accept(&honest()).expect("honest response");
     assert_eq!(x.state.gprs, honest().state.gprs);
-    assert_eq!(x.state.eip, 0x0804_8010);
+    assert_eq!(x.state.rip, 0x0804_8010);
     assert_eq!(x.state.segs, entry().segs);
     assert!(!x.exit.reason.ends_executor());
 }
@@ -166,19 +166,42 @@ fn exit_record_fields_are_checked() {
 
 #[test]
 fn guest_state_fields_are_checked() {
-    rejected("EFLAGS", |a| a.state.eflags = 0x244); // bit 1 clear
+    rejected("EFLAGS", |a| a.state.rflags = 0x244); // bit 1 clear
     for bit in [3, 5, 15, 22, 31] {
-        rejected("EFLAGS", move |a| a.state.eflags |= 1 << bit); // reserved
+        rejected("EFLAGS", move |a| a.state.rflags |= 1 << bit); // reserved
     }
-    rejected("EFLAGS", |a| a.state.eflags |= 1 << 17); // VM
-    rejected("EFLAGS", |a| a.state.eflags |= 3 << 12); // IOPL
-    rejected("EFLAGS", |a| a.state.eflags |= 1 << 16); // RF
+    rejected("EFLAGS", |a| a.state.rflags |= 1 << 17); // VM
+    rejected("EFLAGS", |a| a.state.rflags |= 3 << 12); // IOPL
+    rejected("EFLAGS", |a| a.state.rflags |= 1 << 16); // RF
+                                                       // 32-bit code (the entry is not in long mode) has no upper halves and no R8..R15.
+    rejected("EFLAGS", |a| a.state.rflags |= 1 << 40);
+    for (i, name) in ["EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI"]
+        .iter()
+        .enumerate()
+    {
+        rejected(name, move |a| a.state.gprs[i] |= 1 << 32);
+    }
+    rejected("EIP", |a| a.state.rip |= 1 << 63);
+    for r in 8..16 {
+        rejected("R8..R15", move |a| a.state.gprs[r] = 1);
+    }
+    rejected("linear address", |a| {
+        a.exit.reason = RawReason::PageFault as u32;
+        a.exit.error_code = 4;
+        a.exit.linear = 1 << 32;
+    });
+    rejected("linear address", |a| {
+        a.exit.reason = RawReason::NeedsEmulation as u32;
+        a.exit.linear = 0xffff_8000_0000_0000;
+    });
     for (i, name) in seg::NAMES.iter().enumerate() {
         let field = format!("segment {name} descriptor changed");
         rejected(&field, move |a| a.state.segs[i].base ^= 0x1000);
         rejected(&field, move |a| a.state.segs[i].limit ^= 1);
         rejected(&field, move |a| a.state.segs[i].attr ^= 0x2);
         rejected(&field, move |a| a.state.segs[i].flags = SEG_NOT_INSTALLED);
+        rejected(&field, move |a| a.state.segs[i].base |= 1 << 32);
+        rejected(&field, move |a| a.state.segs[i].reserved = 1);
     }
     rejected("XSAVE header", |a| a.state.xsave.set_u64_at(520, 1 << 63)); // XCOMP_BV
     rejected("XSAVE header", |a| a.state.xsave.set_u64_at(512, 0x7)); // beyond XCR0 3
@@ -199,10 +222,10 @@ fn fields_the_library_does_not_take_from_the_executor() {
     a.state.cr0 = 0;
     a.state.cr2 = 0xdead_b000;
     a.state.cr3 = 0x666_0000;
-    a.state.cr4 = u32::MAX;
+    a.state.cr4 = u64::from(u32::MAX);
     a.state.efer = u64::MAX;
     a.state.xcr0 = u64::MAX;
-    a.state.reserved = [u64::MAX; 3];
+    a.state.reserved = [u64::MAX; 6];
     // Address, access, error code and detail of a reason that has none.
     a.exit.linear = 0xffff_f000;
     a.exit.access = 77;

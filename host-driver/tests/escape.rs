@@ -136,12 +136,12 @@ both_executors! {
                 let what = format!("sreg {sreg} <- {sel:#x}: {reason:?}");
                 match reason {
                     // The load faulted: the emulator performs it with the guest's tables.
-                    ExitReason::SegmentLoad => assert_eq!(vm.state.eip, CODE + 5, "{what}"),
+                    ExitReason::SegmentLoad => assert_eq!(vm.state.rip, u64::from(CODE + 5), "{what}"),
                     // The load succeeded natively (a host GDT descriptor that CPL 3 may load): the
                     // register is reported as loaded and flagged, for the emulator to reload it
                     // from the guest's tables (and stop if the guest could not have loaded it).
                     ExitReason::Privileged => {
-                        assert_eq!(vm.state.eip, CODE + code.len() as u32 - 1, "{what}");
+                        assert_eq!(vm.state.rip, u64::from(CODE + code.len() as u32 - 1), "{what}");
                         assert_eq!(vm.state.segs[sreg].selector, sel, "{what}");
                         assert_eq!(vm.state.segs[sreg].flags, SEG_NOT_INSTALLED, "{what}");
                         assert!([0x23, 0x2b, 0x33, 0x7b].contains(&sel), "{what}");
@@ -161,7 +161,7 @@ both_executors! {
                 } else {
                     host_driver::Segment::null(0)
                 };
-                vm.state.eip = CODE + code.len() as u32 - 1;
+                vm.state.rip = u64::from(CODE + code.len() as u32 - 1);
                 assert_eq!(vm.run().reason, ExitReason::Privileged, "{what}");
             }
         }
@@ -178,8 +178,8 @@ both_executors! {
                 let (vm, reason, _) = load_selector(sreg, sel);
                 assert_eq!(reason, ExitReason::SegmentLoad, "sreg {sreg} <- {sel:#x}");
                 assert_eq!(
-                    vm.state.eip,
-                    CODE + 5,
+                    vm.state.rip,
+                    u64::from(CODE + 5),
                     "sreg {sreg} <- {sel:#x}: at the load"
                 );
             }
@@ -195,7 +195,7 @@ both_executors! {
         vm.code(|a| a.jmp_far(0x23, TARGET));
         let exit = vm.run();
         assert_eq!(exit.reason, ExitReason::Privileged);
-        assert_eq!(vm.state.eip, TARGET);
+        assert_eq!(vm.state.rip, u64::from(TARGET));
         assert_eq!(vm.state.segs[1].selector, 0x23);
         assert_eq!(vm.state.segs[1].flags, SEG_NOT_INSTALLED);
     }
@@ -220,8 +220,8 @@ both_executors! {
             });
             let exit = vm.run();
             assert_eq!(exit.reason, ExitReason::SoftwareInterrupt { vector: 0x80 });
-            assert_eq!(vm.state.gprs[0], nr);
-            vm.state.eip += 2;
+            assert_eq!(vm.state.gprs[0], u64::from(nr));
+            vm.state.rip += 2;
             let reason = vm.run().reason;
             assert!(
                 matches!(
@@ -232,7 +232,7 @@ both_executors! {
                 reason,
                 vm.state
             );
-            vm.state.eip = CODE + offset_of_bytes(&code, &[0x0f, 0x34]) - 5;
+            vm.state.rip = u64::from(CODE + offset_of_bytes(&code, &[0x0f, 0x34]) - 5);
             let exit = vm.run();
             assert!(
                 matches!(
@@ -351,7 +351,7 @@ fn probe_64bit_view(vm: &mut Vm) -> Vec<View64> {
             ExitReason::Privileged,
             "the HLT after the return"
         );
-        assert_eq!(vm.state.eip, ret_at);
+        assert_eq!(vm.state.rip, u64::from(ret_at));
         let q = |off: u64| vm.ram.read_u64(DATA_PHYS + off);
         let mut xsave = vec![0u8; PROBE_XSAVE_LEN];
         vm.ram
@@ -369,7 +369,7 @@ fn probe_64bit_view(vm: &mut Vm) -> Vec<View64> {
 
 fn check_64bit_view(v: &View64, entry: &host_driver::GuestState, fs_base: u64, gs_base: u64) {
     for (i, &g) in entry.gprs.iter().enumerate() {
-        assert_eq!(v.gprs[i], u64::from(g), "GPR {i}: upper half must be zero");
+        assert_eq!(v.gprs[i], g, "GPR {i}: upper half must be zero");
     }
     assert_eq!(v.gprs[8..], [0; 8], "R8-R15");
     assert!(v.rflags <= u64::from(u32::MAX), "RFLAGS {:#x}", v.rflags);
@@ -395,16 +395,16 @@ fn check_64bit_view(v: &View64, entry: &host_driver::GuestState, fs_base: u64, g
 }
 
 fn probe_entry_state(vm: &mut Vm) {
-    vm.state.gprs = [
+    vm.state.gprs[..8].copy_from_slice(&[
         0xffff_ffff,
         0x8765_4321,
         0xdead_beef,
         0x1234_5678,
-        STACK_TOP - 16,
+        u64::from(STACK_TOP - 16),
         0xffff_fff0,
         0x8000_0000,
         0x7fff_ffff,
-    ];
+    ]);
 }
 
 both_executors! {

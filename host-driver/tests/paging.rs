@@ -11,7 +11,7 @@ fn run_expect_hlt(vm: &mut Vm, cmds: &[MmuCommand]) -> Vec<u64> {
     let exit = vm.run_with(cmds);
     assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
     let pages = exit.code_pages.as_slice().to_vec();
-    vm.state.eip += 1; // skip HLT
+    vm.state.rip += 1; // skip HLT
     pages
 }
 
@@ -90,7 +90,7 @@ both_executors! {
         run_expect_hlt(&mut vm, &[]);
         // Run 2: fills for the three first data pages, the third being the limit: that load, whose
         // page is mirrored now, has not happened yet.
-        let start = vm.state.eip;
+        let start = vm.state.rip;
         let exit = vm.run();
         assert_eq!(exit.reason, ExitReason::FillLimit, "{:?}", exit.reason);
         assert_eq!(exit.demand_fills, 3);
@@ -105,7 +105,7 @@ both_executors! {
             10 + 11,
             "two loads done, the third not yet"
         );
-        assert!(vm.state.eip > start);
+        assert!(vm.state.rip > start);
         // The next run starts with that load (its page is mirrored) and fills the last page.
         let exit = vm.run();
         assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
@@ -156,14 +156,14 @@ both_executors! {
         });
         let exit = vm.run();
         assert_eq!(exit.reason, ExitReason::Privileged);
-        assert_eq!(vm.state.eip, exec_lin + 0x5000);
+        assert_eq!(vm.state.rip, u64::from(exec_lin + 0x5000));
         assert_eq!(vm.state.gprs[0], 99, "data read from an NX page");
-        vm.state.eip = nx_lin + 0x10;
+        vm.state.rip = u64::from(nx_lin + 0x10);
         let exit = vm.run();
         assert_eq!(
             exit.reason,
             ExitReason::PageFault {
-                linear: nx_lin + 0x10,
+                linear: u64::from(nx_lin + 0x10),
                 access: Access::Fetch,
                 error_code: 0x15
             }
@@ -186,7 +186,7 @@ both_executors! {
         assert_eq!(
             exit.reason,
             ExitReason::PageFault {
-                linear: DATA,
+                linear: u64::from(DATA),
                 access: Access::Read,
                 error_code: 4
             }
@@ -221,10 +221,10 @@ fn remap_fixture(global_first: bool) -> Vm {
     vm.map(DATA, DATA_PHYS + 0x2000, URW | g);
     vm.map(DATA + 0x1000, DATA_PHYS + 0x3000, URW);
     // Without a command the mirrors are stale, like a TLB.
-    vm.state.eip = CODE;
+    vm.state.rip = u64::from(CODE);
     run_expect_hlt(&mut vm, &[]);
     assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (1, 2));
-    vm.state.eip = CODE;
+    vm.state.rip = u64::from(CODE);
     vm
 }
 
@@ -234,7 +234,7 @@ both_executors! {
         let mut vm = remap_fixture(false);
         run_expect_hlt(
             &mut vm,
-            &[MmuCommand::InvalidatePage(DATA + 0x1000 + 0x123)],
+            &[MmuCommand::InvalidatePage(u64::from(DATA + 0x1000 + 0x123))],
         );
         assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (1, 12));
     }
@@ -255,7 +255,7 @@ both_executors! {
         let mut vm = remap_fixture(true);
         run_expect_hlt(&mut vm, &[MmuCommand::FlushNonGlobal]);
         assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (1, 12));
-        vm.state.eip = CODE;
+        vm.state.rip = u64::from(CODE);
         run_expect_hlt(&mut vm, &[MmuCommand::FlushAll]);
         assert_eq!((vm.state.gprs[0], vm.state.gprs[3]), (11, 12));
     }
@@ -290,10 +290,10 @@ both_executors! {
         let cmds: Vec<MmuCommand> = (0..600)
             .map(|i| MmuCommand::InvalidatePage(0x0100_0000 + i * 4096))
             .collect();
-        vm.state.eip = CODE;
+        vm.state.rip = u64::from(CODE);
         vm.state.gprs[0] = 0;
         run_expect_hlt(&mut vm, &cmds);
-        assert_eq!(vm.state.gprs[0], (1..=1500).sum::<u32>());
+        assert_eq!(vm.state.gprs[0], u64::from((1..=1500).sum::<u32>()));
     }
 }
 
@@ -315,7 +315,7 @@ both_executors! {
         vm.state.gprs[0] = 1;
         // The first page is mirrored writable, then write-protected.
         assert!(run_expect_hlt(&mut vm, &[]).is_empty());
-        vm.state.eip = CODE;
+        vm.state.rip = u64::from(CODE);
         vm.state.gprs[0] = 2;
         let log = run_expect_hlt(
             &mut vm,
@@ -336,7 +336,7 @@ both_executors! {
         assert_eq!(log, vec![DATA_PHYS + 0x1000]);
         assert_eq!(vm.ram.read_u32(DATA_PHYS + 0x1000), 3);
         // Writes after the log are not logged again.
-        vm.state.eip = CODE;
+        vm.state.rip = u64::from(CODE);
         assert!(run_expect_hlt(&mut vm, &[]).is_empty());
         assert!(run_expect_hlt(&mut vm, &[]).is_empty());
     }
@@ -413,7 +413,7 @@ impl LargePage {
         [1, 5, pages - 2]
     }
 
-    fn values(&self) -> [u32; 3] {
+    fn values(&self) -> [u64; 3] {
         let g = &self.vm.state.gprs;
         [g[0], g[3], g[1]]
     }
@@ -426,9 +426,11 @@ impl LargePage {
     fn rerun_after(&mut self, pde: u64, invlpg_at: u32) -> ExitReason {
         let pa = self.vm.pde_addr(self.lin);
         self.vm.write_entry(pa, pde);
-        self.vm.state.eip = CODE;
+        self.vm.state.rip = u64::from(CODE);
         let addr = self.lin + invlpg_at * 4096 + 0x10;
-        self.vm.run_with(&[MmuCommand::InvalidatePage(addr)]).reason
+        self.vm
+            .run_with(&[MmuCommand::InvalidatePage(u64::from(addr))])
+            .reason
     }
 }
 
@@ -464,7 +466,7 @@ both_executors! {
                 }
                 // Once more, the writes of the second run must land in the new page only.
                 lp.vm.ram.write_u32(LARGE_PHYS_OLD + 4096 + 8, 0);
-                lp.vm.state.eip = CODE;
+                lp.vm.state.rip = u64::from(CODE);
                 run_expect_hlt(&mut lp.vm, &[]);
                 assert_eq!(
                     lp.vm.ram.read_u32(LARGE_PHYS_OLD + 4096 + 8),
@@ -490,7 +492,7 @@ both_executors! {
                     assert_eq!(
                         reason,
                         ExitReason::PageFault {
-                            linear: first,
+                            linear: u64::from(first),
                             access: Access::Read,
                             error_code: 4
                         },
@@ -514,7 +516,7 @@ both_executors! {
                 assert_eq!(
                     reason,
                     ExitReason::PageFault {
-                        linear: first,
+                        linear: u64::from(first),
                         access: Access::Write,
                         error_code: 4 | 2 | 1
                     },
@@ -551,7 +553,7 @@ both_executors! {
             assert_eq!(
                 exit.reason,
                 ExitReason::NeedsEmulation {
-                    linear: operand,
+                    linear: u64::from(operand),
                     access: Access::Write
                 }
             );

@@ -81,7 +81,7 @@ fn stub_base_moves_s_and_a_bad_one_is_refused_before_anything_starts() {
     cfg.stub_base = base;
     let mut stub = StubExecutor::spawn(cfg).expect("stub starts at 4 GiB");
     let mut state = vm.state;
-    state.eip = test_support::vm::toucher::TOUCHER;
+    state.rip = u64::from(test_support::vm::toucher::TOUCHER);
     state.gprs[1] = 64;
     let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
@@ -110,7 +110,7 @@ fn a_run_exits_at_hlt_with_the_state_before_it() {
     let mut state = vm.state;
     let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
-    assert_eq!(state.eip, hlt);
+    assert_eq!(state.rip, u64::from(hlt));
     assert_eq!(state.gprs[0], 0x1234_5679);
     assert!(exit.demand_fills >= 1, "the code page was filled");
     // Again from the same state: a second entry from the exit state.
@@ -119,7 +119,7 @@ fn a_run_exits_at_hlt_with_the_state_before_it() {
         .expect("run again")
         .clone();
     assert_eq!(exit.reason, ExitReason::Privileged);
-    assert_eq!(state.eip, hlt);
+    assert_eq!(state.rip, u64::from(hlt));
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn fills_go_through_the_mapper_and_read_guest_ram() {
     let mut state = vm.state;
     let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
-    assert_eq!(state.gprs[0], (1..=16).sum::<u32>());
+    assert_eq!(state.gprs[0], u64::from((1..=16).sum::<u32>()));
     assert!(exit.demand_fills >= 16, "{} fills", exit.demand_fills);
     for i in 0..16u32 {
         assert_eq!(
@@ -185,13 +185,13 @@ fn with_no_polling_every_hand_over_is_a_futex_wake_and_runs_still_complete() {
     stub.set_fill_ahead(0); // one fill per page
     let mut state = vm.state;
     for i in 0..20 {
-        state.eip = CODE;
+        state.rip = u64::from(CODE);
         let exit = stub
             .run(&mut state, BUDGET, &[])
             .expect("exit + re-entry")
             .clone();
         assert_eq!(exit.reason, ExitReason::Privileged, "round {i}");
-        state.eip = test_support::vm::toucher::TOUCHER;
+        state.rip = u64::from(test_support::vm::toucher::TOUCHER);
         state.gprs[1] = 64;
         let exit = run_flushed(&mut stub, &mut state);
         assert_eq!(exit.reason, ExitReason::Privileged, "round {i}");
@@ -210,7 +210,7 @@ fn many_exits_in_a_row() {
         let mut stub = stub_polling(&vm, polling);
         let mut state = vm.state;
         for i in 0..std::env::var("STUB_ROUNDS").map_or(3000, |v| v.parse().unwrap()) {
-            state.eip = CODE;
+            state.rip = u64::from(CODE);
             let r = stub
                 .run(&mut state, BUDGET, &[])
                 .map(|e| e.reason)
@@ -226,7 +226,7 @@ fn fill_ahead_maps_used_pages_in_one_batch_and_results_stay_the_same() {
     let mut stub = stub_polling(&vm, Polling::SLEEP);
     stub.set_fill_ahead(16);
     let mut state = vm.state;
-    state.eip = test_support::vm::toucher::TOUCHER;
+    state.rip = u64::from(test_support::vm::toucher::TOUCHER);
     state.gprs[1] = 64;
     let exit = run_flushed(&mut stub, &mut state);
     assert_eq!(exit.reason, ExitReason::Privileged);
@@ -274,9 +274,11 @@ fn counting_loop(vm: &mut Vm) {
 /// The state of [`counting_loop`] is one it can be in at an instruction boundary.
 fn assert_boundary_state(state: &GuestState, what: &str) {
     let (count_a, count_c) = (state.gprs[0], state.gprs[1]);
-    match state.eip {
-        e if e == CODE || e == CODE + 2 => assert_eq!(count_a, count_c, "{what}: at {e:#x}"),
-        e if e == CODE + 1 => assert_eq!(count_a, count_c + 1, "{what}: at {e:#x}"),
+    match state.rip {
+        e if e == u64::from(CODE) || e == u64::from(CODE + 2) => {
+            assert_eq!(count_a, count_c, "{what}: at {e:#x}")
+        }
+        e if e == u64::from(CODE + 1) => assert_eq!(count_a, count_c + 1, "{what}: at {e:#x}"),
         e => panic!("{what}: EIP {e:#x} is no instruction boundary of the loop"),
     }
 }
@@ -343,7 +345,7 @@ fn signals_from_other_processes_never_end_a_run_or_pass_for_guest_faults() {
         .clone();
     sender.join().unwrap();
     assert_eq!(exit.reason, ExitReason::Privileged, "ended at the HLT only");
-    assert_eq!((state.eip, state.gprs[1]), (hlt, 0));
+    assert_eq!((state.rip, state.gprs[1]), (u64::from(hlt), 0));
     assert_eq!(state.gprs[0], 1 << 28, "every iteration ran once");
 
     // And in a run its budget ends: the state is still exact.

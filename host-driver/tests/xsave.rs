@@ -108,7 +108,7 @@ both_executors! {
         assert_eq!(lanes, vec![1, 12, 23, 34]);
         if info.features & 4 != 0 {
             // vpaddd ymm2, ymm0, ymm0 writes the upper half of YMM2 (zero) and the lower half.
-            vm.state.eip = CODE + 0x10;
+            vm.state.rip = u64::from(CODE + 0x10);
             vm.code_at(CODE + 0x10, |a| {
                 a.vpaddd(ymm2, ymm0, ymm0)?;
                 a.hlt()

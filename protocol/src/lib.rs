@@ -35,7 +35,7 @@ pub use exit::{
 };
 pub use region::{CommandKind, ExecArea, LibArea, RamRange, RawCommand, Request, Status};
 pub use selectors::{guest_selector, native_selector, LDT_MIRROR_BASE, LDT_MIRROR_ENTRIES};
-pub use state::{gpr, seg, GuestState, Segment, SEG_NOT_INSTALLED};
+pub use state::{gpr, seg, GuestState, Segment, EFER_LMA, SEG_NOT_INSTALLED};
 pub use wire::UnknownValue;
 pub use xsave::XsaveImage;
 
@@ -44,8 +44,9 @@ mod tests;
 
 /// `"PLX86CTL"`: first field of [`LibArea`].
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PLX86CTL");
-/// Protocol version; bumped on any layout change or new exit reason.
-pub const VERSION: u32 = 5;
+/// Protocol version; bumped on any layout change or new exit reason (6: `GuestState` and the
+/// exit's linear address 64 bits wide).
+pub const VERSION: u32 = 6;
 /// Maximum number of plain-RAM ranges in the RAM map.
 pub const MAX_RAM_RANGES: usize = 64;
 /// Maximum number of MMU commands carried by one request.

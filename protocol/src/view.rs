@@ -333,10 +333,11 @@ mod tests {
         let (_mem, p) = region();
         // SAFETY: the block holds REGION_SIZE bytes from `p` and outlives both views.
         let (lib, exe) = unsafe { (LibSide::new(p), ExecSide::new(p, p.add(EXEC_AREA_OFFSET))) };
-        let st = GuestState {
-            eip: 0x0804_8000,
+        let mut st = GuestState {
+            rip: 0x0804_8000,
             ..Default::default()
         };
+        st.gprs[crate::gpr::R15] = 0xfedc_ba98_7654_3210;
         lib.set_state(&st);
         let cmds = [
             RawCommand {
@@ -354,9 +355,9 @@ mod tests {
         assert_eq!(exe.req_seq().load(Ordering::Acquire), 7);
         assert_eq!(Request::try_from(exe.request_kind()), Ok(Request::Run));
         assert_eq!(exe.budget_ns(), 12_345);
-        assert_eq!(exe.state().eip, 0x0804_8000);
+        assert_eq!(exe.state(), st);
         assert_eq!(exe.commands().collect::<Vec<_>>(), cmds);
-        assert_eq!(exe.header().state.eip, 0x0804_8000);
+        assert_eq!(exe.header().state.rip, 0x0804_8000);
 
         exe.ready(832, 0x7, true);
         let a = lib.snapshot();
@@ -376,7 +377,7 @@ mod tests {
         exe.resp_seq().store(7, Ordering::Release);
         let a = lib.snapshot();
         assert_eq!(ExitRecord::decode(&a.exit), Ok(rec));
-        assert_eq!(a.state.eip, st.eip);
+        assert_eq!(a.state, st);
         assert_eq!(lib.resp_seq().load(Ordering::Acquire), 7);
         assert_eq!(lib.exec_sleeping().load(Ordering::SeqCst), 1);
 

@@ -123,14 +123,14 @@ impl Vm {
         }
         state.segs[4] = Segment::null(0);
         state.segs[5] = Segment::null(0);
-        state.eflags = 0x202;
-        state.gprs[4] = STACK_TOP - 16;
-        state.eip = CODE;
+        state.rflags = 0x202;
+        state.gprs[4] = u64::from(STACK_TOP - 16);
+        state.rip = u64::from(CODE);
         state.xcr0 = 3;
         let (cr0, cr4, efer) = mode.control_registers();
-        state.cr0 = cr0;
-        state.cr3 = crate::pagetables::CR3 as u32;
-        state.cr4 = cr4;
+        state.cr0 = u64::from(cr0);
+        state.cr3 = crate::pagetables::CR3;
+        state.cr4 = u64::from(cr4);
         state.efer = efer;
         let tables = PageTables::new(&ram, mode);
         let mut vm = Vm {
@@ -195,7 +195,7 @@ impl Vm {
         &mut self,
         f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
     ) -> Vec<u8> {
-        self.state.eip = CODE;
+        self.state.rip = u64::from(CODE);
         self.code_at(CODE, f)
     }
 

@@ -351,15 +351,15 @@ fn check_fetch(case: &FetchCase) {
         fetched.push(b);
     }
     let mut gs = GuestState {
-        cr0: regs.cr0,
-        cr3: regs.cr3,
-        cr4: regs.cr4,
+        cr0: u64::from(regs.cr0),
+        cr3: u64::from(regs.cr3),
+        cr4: u64::from(regs.cr4),
         efer: regs.efer,
-        eip: case.eip,
+        rip: u64::from(case.eip),
         ..GuestState::default()
     };
     let mut cs = Segment::flat_code(0x73);
-    cs.base = case.cs_base;
+    cs.base = u64::from(case.cs_base);
     if case.cs_flags & 1 == 0 {
         cs.attr &= !(1 << 14);
     }

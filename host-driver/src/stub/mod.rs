@@ -33,9 +33,9 @@ mod wait;
 use crate::driver::{check_config, locate_executor, MmuCommand};
 use crate::error::{DeathCause, DriverError};
 use crate::protocol::stub::{self as layout, by_lib as lib, by_stub as stub, Verdict};
-use crate::protocol::{ExitReason, ExitRecord, GuestState, RamRange, XSAVE_AREA_SIZE};
+use crate::protocol::{ExitRecord, GuestState, RamRange, XSAVE_AREA_SIZE};
 use crate::sys::{self, RamMap, SharedMapping};
-use crate::validate::{validate_entry, validate_exit_state};
+use crate::validate::{check_reason_against_state, validate_entry, validate_exit_state};
 use crate::{ExecutorConfig, XsaveInfo};
 use host::StubHost;
 use plex86_monitor::decode::IcebpRip;
@@ -244,7 +244,7 @@ impl StubExecutor {
         self.xsave
     }
 
-    /// Whether native CPUID faults and exits as [`ExitReason::Cpuid`] (the launcher turned
+    /// Whether native CPUID faults and exits as [`crate::ExitReason::Cpuid`] (the launcher turned
     /// CPUID faulting on); otherwise native code reads the host's CPUID.
     pub fn cpuid_faulting(&self) -> bool {
         self.cpuid_faulting
@@ -327,7 +327,7 @@ impl StubExecutor {
         m.frame.uc.mc.fpstate = frame_at + std::mem::offset_of!(EntryFrame, fpstate) as u64;
         self.ctl.write_plain(lib::FRAME, &m.frame);
         self.ctl.write_plain(lib::SEGS, &m.entry_data_segs);
-        let id = m.entry.eflags & (1 << 21);
+        let id = (m.entry.rflags & (1 << 21)) as u32;
         self.ctl
             .atomic_u32(lib::ENTRY_ID)
             .store(id, Ordering::Relaxed);
@@ -361,8 +361,8 @@ impl StubExecutor {
             Ok(s) => s,
             Err(e) => return Err(self.corrupted(e)),
         };
-        if self.monitor.exit.reason == ExitReason::SingleStep && after.eflags & (1 << 8) == 0 {
-            return Err(self.corrupted(format!("single-step exit with EFLAGS {:#x}", after.eflags)));
+        if let Err(e) = check_reason_against_state(&self.monitor.exit.reason, state, &after) {
+            return Err(self.corrupted(e));
         }
         *state = after;
         Ok(&self.monitor.exit)

@@ -1,11 +1,12 @@
 //! The entry rules: which guest states the executor can run natively.
 
 use super::{
-    EFL_IF, EFL_IOPL, EFL_NT, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VIF, EFL_VIP, EFL_VM,
+    upper_half_in_32_bit_state, EFL_IF, EFL_IOPL, EFL_NT, EFL_RESERVED_ZERO, EFL_RF, EFL_TF,
+    EFL_VIF, EFL_VIP, EFL_VM,
 };
 use crate::error::DriverError;
 use crate::protocol::xsave::{header, xfeature};
-use crate::protocol::{seg, GuestState, Segment, LDT_MIRROR_ENTRIES};
+use crate::protocol::{gpr, seg, GuestState, Segment, LDT_MIRROR_ENTRIES};
 use crate::XsaveInfo;
 
 /// Checks that `state` can be entered natively on a host transferring `xs`: the entry rules,
@@ -16,11 +17,12 @@ pub fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), DriverErr
 }
 
 fn check_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), String> {
-    eflags_rule(state.eflags)?;
+    width_rule(state)?;
+    eflags_rule(state.rflags)?;
     if state.cr0 & 1 == 0 {
         return Err("CR0.PE is clear".into());
     }
-    if state.reserved != [0; 3] {
+    if state.reserved.iter().any(|&r| r != 0) {
         return Err("reserved fields are not zero".into());
     }
     for (i, s) in state.segs.iter().enumerate() {
@@ -30,8 +32,46 @@ fn check_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), String> {
     xsave_rule(state, xs)
 }
 
+/// The executors run 32-bit code only so far (issue 15 brings long mode): a long-mode state is
+/// refused, and a 32-bit one must hold nothing 32-bit code does not have. Bochs exports zero
+/// there, so anything else is a translation bug, which must not reach native code.
+fn width_rule(state: &GuestState) -> Result<(), String> {
+    if state.long_mode() {
+        let mode = if state.code64() {
+            "64-bit"
+        } else {
+            "compatibility"
+        };
+        return Err(format!(
+            "long mode ({mode}, EFER {:#x}): the executors run 32-bit code only so far",
+            state.efer
+        ));
+    }
+    if let Some(why) = upper_half_in_32_bit_state(state) {
+        return Err(why);
+    }
+    if state.gprs[gpr::R8..].iter().any(|&r| r != 0) {
+        return Err("R8..R15 are not zero outside long mode".into());
+    }
+    for (name, cr) in [("CR0", state.cr0), ("CR3", state.cr3), ("CR4", state.cr4)] {
+        if cr >> 32 != 0 {
+            return Err(format!(
+                "{name} {cr:#x} has an upper half outside long mode"
+            ));
+        }
+    }
+    if let Some(i) = (0..6).find(|&i| state.segs[i].base >> 32 != 0) {
+        return Err(format!(
+            "{} base {:#x} is at or above 4 GiB outside long mode",
+            seg::NAMES[i],
+            state.segs[i].base
+        ));
+    }
+    Ok(())
+}
+
 /// Native user code runs with interrupts on and nothing that changes how it runs or traps.
-fn eflags_rule(f: u32) -> Result<(), String> {
+fn eflags_rule(f: u64) -> Result<(), String> {
     if f & 2 == 0 || f & EFL_RESERVED_ZERO != 0 {
         return Err(format!("EFLAGS {f:#x} has reserved bits wrong"));
     }
@@ -51,6 +91,9 @@ fn segment_rule(i: usize, s: &Segment) -> Result<(), String> {
     let name = seg::NAMES[i];
     if s.flags != 0 {
         return Err(format!("{name}: flags must be 0 on entry"));
+    }
+    if s.reserved != 0 {
+        return Err(format!("{name}: reserved field is not zero"));
     }
     if s.selector & 4 != 0 {
         return Err(format!(

@@ -1,11 +1,11 @@
 //! The executor's response to a run: every field checked against what the library knows, and
 //! the guest state rebuilt from the entry state and the fields the guest may have changed.
 
-use super::{EFL_IOPL, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VM};
+use super::{upper_half_in_32_bit_state, EFL_IOPL, EFL_RESERVED_ZERO, EFL_RF, EFL_TF, EFL_VM};
 use crate::protocol::xsave::{fx, header, sw, xfeature, FCW_INIT};
 use crate::protocol::{
-    guest_selector, native_selector, seg, ExecArea, ExitReason, ExitRecord, GuestState, Segment,
-    Status, SEG_NOT_INSTALLED,
+    gpr, guest_selector, native_selector, seg, ExecArea, ExitReason, ExitRecord, GuestState,
+    Segment, Status, SEG_NOT_INSTALLED,
 };
 use crate::XsaveInfo;
 
@@ -52,11 +52,27 @@ pub(crate) fn check_exit(
         }
     }
     let state = validate_exit_state(entry, &area.state, ctx.xsave)?;
-    if exit.reason == ExitReason::SingleStep && state.eflags & EFL_TF == 0 {
-        // Only an instruction run with TF set single-steps, and nothing but a #DB clears it.
-        return Err(format!("single-step exit with EFLAGS {:#x}", state.eflags));
-    }
+    check_reason_against_state(&exit.reason, entry, &state)?;
     Ok(Some(state))
+}
+
+/// What an exit's reason says about the state it came with, checked: a single step leaves TF
+/// set (only an instruction run with TF set single-steps, and nothing but a #DB clears it),
+/// and a memory exit of 32-bit code names a 32-bit address.
+pub(crate) fn check_reason_against_state(
+    reason: &ExitReason,
+    entry: &GuestState,
+    state: &GuestState,
+) -> Result<(), String> {
+    if *reason == ExitReason::SingleStep && state.rflags & EFL_TF == 0 {
+        return Err(format!("single-step exit with EFLAGS {:#x}", state.rflags));
+    }
+    match reason.linear() {
+        Some(linear) if linear >> 32 != 0 && !entry.long_mode() => Err(format!(
+            "linear address {linear:#x} of an exit outside long mode"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks the executor-reported state against the entry state and builds the guest view.
@@ -67,16 +83,26 @@ pub(crate) fn validate_exit_state(
     xs: XsaveInfo,
 ) -> Result<GuestState, String> {
     let mut out = *entry;
+    if !entry.code64() {
+        // 32-bit code has nothing more, and cannot reach R8..R15 (64-bit code would have been
+        // an escape).
+        if let Some(why) = upper_half_in_32_bit_state(got) {
+            return Err(why);
+        }
+        if got.gprs[gpr::R8..] != entry.gprs[gpr::R8..] {
+            return Err("R8..R15 changed by 32-bit code".into());
+        }
+    }
     out.gprs = got.gprs;
-    out.eip = got.eip;
-    let f = got.eflags;
+    out.rip = got.rip;
+    let f = got.rflags;
     if f & 2 == 0 || f & EFL_RESERVED_ZERO != 0 || f & (EFL_VM | EFL_IOPL | EFL_RF) != 0 {
         return Err(format!("EFLAGS {f:#x}"));
     }
-    out.eflags = f;
+    out.rflags = f;
     for i in 0..6 {
         let (e, g) = (&entry.segs[i], &got.segs[i]);
-        if (g.attr, g.limit, g.base, g.flags) != (e.attr, e.limit, e.base, 0) {
+        if (g.attr, g.limit, g.base, g.flags, g.reserved) != (e.attr, e.limit, e.base, 0, 0) {
             return Err(format!("segment {} descriptor changed", seg::NAMES[i]));
         }
         let native = g.selector;

@@ -33,9 +33,9 @@ fn entry_validation() {
             Err(DriverError::UnsupportedState(_))
         ));
     };
-    bad(&|s| s.eflags = 0x002); // IF clear
-    bad(&|s| s.eflags = 0x3202); // IOPL 3
-    bad(&|s| s.eflags = 0x302); // TF
+    bad(&|s| s.rflags = 0x002); // IF clear
+    bad(&|s| s.rflags = 0x3202); // IOPL 3
+    bad(&|s| s.rflags = 0x302); // TF
     bad(&|s| s.segs[seg::CS].selector = 0x18); // RPL 0
     bad(&|s| s.segs[seg::CS] = Segment::flat_data(0x1b)); // data as CS
     bad(&|s| s.segs[seg::DS].selector = 0x27); // LDT selector
@@ -59,11 +59,11 @@ fn entry_rules_name_what_they_refuse() {
         }
     };
     refused(
-        &|s| s.eflags = 0x200,
+        &|s| s.rflags = 0x200,
         "EFLAGS 0x200 has reserved bits wrong",
     );
     refused(
-        &|s| s.eflags = 0x2,
+        &|s| s.rflags = 0x2,
         "EFLAGS 0x2: need IF=1, IOPL=0, TF/NT/RF/VM/VIF/VIP=0",
     );
     refused(&|s| s.cr0 = 0, "CR0.PE is clear");
@@ -158,15 +158,15 @@ fn single_step_exits_need_tf() {
         xsave: XS,
     };
     let mut exit = crate::ExitRecord::new(ExitReason::BudgetExpired);
-    area.state.eflags = 0x202;
+    area.state.rflags = 0x202;
     assert!(
         check_exit(&entry, &area, &ctx, &mut exit).is_err(),
         "TF clear"
     );
-    area.state.eflags = 0x302;
+    area.state.rflags = 0x302;
     let after = check_exit(&entry, &area, &ctx, &mut exit).unwrap();
     assert_eq!(exit.reason, ExitReason::SingleStep);
-    assert_eq!(after.unwrap().eflags, 0x302);
+    assert_eq!(after.unwrap().rflags, 0x302);
 }
 
 #[test]
@@ -224,7 +224,7 @@ fn exit_validation_rejects_corruption() {
     g.segs[seg::DS].base = 5;
     assert!(validate_exit_state(&entry, &g, XS).is_err());
     let mut g = got;
-    g.eflags |= 1 << 17; // VM
+    g.rflags |= 1 << 17; // VM
     assert!(validate_exit_state(&entry, &g, XS).is_err());
     let mut g = got;
     g.xsave.set_u64_at(512, 0xe7); // beyond the guest's XCR0 (3)
@@ -238,4 +238,75 @@ fn exit_validation_rejects_corruption() {
     raw.reason = protocol::RawReason::OtherException as u32;
     raw.vector = 40;
     assert!(ExitReason::decode(&raw).is_err());
+}
+
+/// Long mode is refused for now, and a 32-bit state may hold nothing 32-bit code does not
+/// have: each with a reason that names it.
+#[test]
+fn entry_rules_refuse_long_mode_and_wide_values_outside_it() {
+    let refused = |f: &dyn Fn(&mut GuestState), want: &str| {
+        let mut s = state();
+        f(&mut s);
+        match validate_entry(&s, XS) {
+            Err(DriverError::UnsupportedState(m)) => assert_eq!(m, want),
+            other => panic!("{want}: got {other:?}"),
+        }
+    };
+    refused(
+        &|s| s.efer = protocol::EFER_LMA | 1 << 8,
+        "long mode (compatibility, EFER 0x500): the executors run 32-bit code only so far",
+    );
+    refused(
+        &|s| {
+            s.efer = protocol::EFER_LMA | 1 << 8;
+            s.segs[seg::CS] = Segment::flat_code64(0x33);
+        },
+        "long mode (64-bit, EFER 0x500): the executors run 32-bit code only so far",
+    );
+    refused(
+        &|s| s.gprs[protocol::gpr::EAX] = 1 << 32,
+        "EAX 0x100000000 has an upper half outside 64-bit mode",
+    );
+    refused(
+        &|s| s.gprs[protocol::gpr::EDI] = u64::MAX,
+        "EDI 0xffffffffffffffff has an upper half outside 64-bit mode",
+    );
+    refused(
+        &|s| s.rip = 0x1_0040_0000,
+        "EIP 0x100400000 has an upper half outside 64-bit mode",
+    );
+    refused(
+        &|s| s.rflags |= 1 << 32,
+        "EFLAGS 0x100000202 has an upper half outside 64-bit mode",
+    );
+    refused(
+        &|s| s.gprs[protocol::gpr::R15] = 1,
+        "R8..R15 are not zero outside long mode",
+    );
+    refused(
+        &|s| s.cr3 = 1 << 32 | 0x1000,
+        "CR3 0x100001000 has an upper half outside long mode",
+    );
+    refused(
+        &|s| {
+            s.segs[seg::FS] = Segment {
+                base: 1 << 32,
+                ..Segment::flat_data(0x33)
+            }
+        },
+        "FS base 0x100000000 is at or above 4 GiB outside long mode",
+    );
+    refused(
+        &|s| s.segs[seg::GS].reserved = 1,
+        "GS: reserved field is not zero",
+    );
+    // The widest 32-bit values are 32-bit code's own.
+    let mut s = state();
+    s.gprs[..8].fill(0xffff_ffff);
+    s.rip = 0xffff_fff0;
+    s.segs[seg::FS] = Segment {
+        base: 0xffff_f000,
+        ..Segment::flat_data(0x33)
+    };
+    assert!(validate_entry(&s, XS).is_ok());
 }

@@ -38,7 +38,7 @@ both_executors! {
         expect(
             &mut vm,
             ExitReason::PageFault {
-                linear: DATA + 4,
+                linear: u64::from(DATA + 4),
                 access: host_driver::Access::Write,
                 error_code: 7,
             },
@@ -59,7 +59,7 @@ both_executors! {
         expect(
             &mut vm,
             ExitReason::PageFault {
-                linear: DATA,
+                linear: u64::from(DATA),
                 access: host_driver::Access::Read,
                 error_code: 5,
             },
@@ -81,7 +81,7 @@ both_executors! {
         expect(
             &mut vm,
             ExitReason::PageFault {
-                linear: DATA,
+                linear: u64::from(DATA),
                 access: host_driver::Access::Fetch,
                 error_code: 0x15,
             },
@@ -203,7 +203,7 @@ both_executors! {
                 a.mov(eax, dword_ptr(esp + 1))
             },
         );
-        assert_ne!(vm.state.eflags & 0x40000, 0);
+        assert_ne!(vm.state.rflags & 0x40000, 0);
         check(
             Mode::TwoLevel,
             &[0xf1],
@@ -238,12 +238,12 @@ both_executors! {
             },
             CODE,
         );
-        vm.state.eip += 5;
+        vm.state.rip += 5;
         let at = CODE + offset_of_bytes(&code, &[0xa3]);
         expect(
             &mut vm,
             ExitReason::NeedsEmulation {
-                linear: DATA + 8,
+                linear: u64::from(DATA + 8),
                 access: host_driver::Access::Write,
             },
             at,

@@ -35,8 +35,8 @@ both_executors! {
         );
         assert!(exit.ecx_clobbered && exit.eip_lost);
         assert_eq!(
-            vm.state.gprs,
-            [20, 0, 0x55, 0x11, STACK_TOP - 16, 0x66, 0x77, 0x88]
+            vm.state.gprs[..8],
+            [20, 0, 0x55, 0x11, STACK_TOP - 16, 0x66, 0x77, 0x88].map(u64::from)
         );
         assert_eq!(vm.state.segs, before.segs);
     }
@@ -59,7 +59,7 @@ both_executors! {
                 ExitReason::InvalidOpcode,
                 "SYSENTER is #UD in compat mode on AMD"
             );
-            assert_eq!(vm.state.eip, at);
+            assert_eq!(vm.state.rip, u64::from(at));
         } else {
             assert_eq!(
                 exit.reason,
@@ -115,11 +115,11 @@ both_executors! {
         let exit = vm.run();
         if faulting {
             assert_eq!(exit.reason, ExitReason::Cpuid);
-            assert_eq!(vm.state.eip, at);
+            assert_eq!(vm.state.rip, u64::from(at));
             assert_eq!(vm.state.gprs[0], 0, "CPUID did not run");
         } else {
             assert_eq!(exit.reason, ExitReason::Privileged);
-            assert_eq!(vm.state.eip, at + 2);
+            assert_eq!(vm.state.rip, u64::from(at + 2));
             assert_ne!(
                 vm.state.gprs[0], 0,
                 "native CPUID returned the host's highest leaf"
@@ -212,7 +212,7 @@ both_executors! {
             .unwrap();
         assert_eq!(exit.reason, ExitReason::BudgetExpired);
         assert!(exit.native_time() >= std::time::Duration::from_millis(20));
-        assert_eq!(vm.state.eip, CODE + 5);
+        assert_eq!(vm.state.rip, u64::from(CODE + 5));
         assert_eq!(vm.state.gprs[0], 1);
     }
 }

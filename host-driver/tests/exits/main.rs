@@ -17,7 +17,13 @@ pub fn expect(vm: &mut Vm, reason: ExitReason, at: u32) -> GuestState {
     let exit = vm.run();
     assert_eq!(exit.reason, reason, "exit {:?}", exit.reason);
     assert!(exit.native_time().as_nanos() > 0);
-    assert_eq!(vm.state.eip, at, "EIP {:#x} != {:#x}", vm.state.eip, at);
+    assert_eq!(
+        vm.state.rip,
+        u64::from(at),
+        "EIP {:#x} != {:#x}",
+        vm.state.rip,
+        at
+    );
     vm.state
 }
 
@@ -45,7 +51,7 @@ both_executors! {
             CODE + code.len() as u32 - 2,
         );
         assert_eq!(
-            st.gprs,
+            st.gprs[..8],
             [
                 0x1111_1111,
                 0x2222_2222,
@@ -56,9 +62,11 @@ both_executors! {
                 0x6666_6666,
                 0x7777_7777
             ]
+            .map(u64::from)
         );
-        assert_eq!(st.eflags & 1, 1, "CF set by STC");
-        assert_eq!(st.eflags & 0x200, 0x200);
+        assert_eq!(st.gprs[8..], [0; 8], "32-bit code leaves R8..R15 alone");
+        assert_eq!(st.rflags & 1, 1, "CF set by STC");
+        assert_eq!(st.rflags & 0x200, 0x200);
         assert_eq!(
             st.segs, before.segs,
             "segments unchanged and translated back"
@@ -86,9 +94,9 @@ both_executors! {
         for i in 1..=100u32 {
             let exit = vm.run();
             assert_eq!(exit.reason, ExitReason::Privileged);
-            assert_eq!(vm.state.gprs[0], i);
-            assert_eq!(vm.state.eip, CODE + 1);
-            vm.state.eip += 1; // "emulate" HLT
+            assert_eq!(vm.state.gprs[0], u64::from(i));
+            assert_eq!(vm.state.rip, u64::from(CODE + 1));
+            vm.state.rip += 1; // "emulate" HLT
         }
     }
 }

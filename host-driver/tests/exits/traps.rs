@@ -39,7 +39,7 @@ both_executors! {
             a.add(al, 1)?;
             a.into()
         });
-        assert_ne!(vm.state.eflags & 0x800, 0, "OF set");
+        assert_ne!(vm.state.rflags & 0x800, 0, "OF set");
     }
 }
 
@@ -86,7 +86,7 @@ both_executors! {
         let st = expect(&mut vm, ExitReason::SingleStep, at);
         assert_eq!(st.gprs[0], 0x1234_5678, "the stepped instruction ran");
         assert_ne!(st.gprs[3], 0x9abc_def0, "the next one did not");
-        assert_ne!(st.eflags & 0x100, 0, "TF stays set");
+        assert_ne!(st.rflags & 0x100, 0, "TF stays set");
         assert_eq!(st.gprs[4], entry_esp, "stack as after the POPF");
     }
 }
@@ -133,7 +133,7 @@ both_executors! {
             at,
         );
         assert_ne!(
-            st.eflags & 0x100,
+            st.rflags & 0x100,
             0,
             "TF set, for the emulator's own single-step"
         );
@@ -157,12 +157,12 @@ both_executors! {
                 a.int1()
             },
         );
-        assert_ne!(vm.state.eflags & 0x100, 0);
+        assert_ne!(vm.state.rflags & 0x100, 0);
         let vm = check(Mode::TwoLevel, &[0xcc], ExitReason::Breakpoint, |a| {
             set_tf(a)?;
             a.int3()
         });
-        assert_ne!(vm.state.eflags & 0x100, 0);
+        assert_ne!(vm.state.rflags & 0x100, 0);
     }
 }
 
@@ -181,7 +181,7 @@ both_executors! {
                 a.int(4)
             },
         );
-        assert_ne!(vm.state.eflags & 0x800, 0);
+        assert_ne!(vm.state.rflags & 0x800, 0);
         check(
             Mode::TwoLevel,
             &[0xcd, 0x04],
@@ -229,9 +229,9 @@ both_executors! {
         });
         let first = CODE + offset_of_bytes(&code, &[0xf1, 0xf1]);
         expect(&mut vm, icebp, first);
-        vm.state.eip += 1; // "emulate" the first ICEBP
+        vm.state.rip += 1; // "emulate" the first ICEBP
         expect(&mut vm, icebp, first + 1);
-        vm.state.eip += 1;
+        vm.state.rip += 1;
         expect(&mut vm, ExitReason::Privileged, first + 2);
     }
 }

@@ -2,9 +2,8 @@
 
 use super::{GuestRam, Host, Monitor};
 use crate::frame::{self, EntrySegs, UserDesc};
-use guest_paging::PagingRegs;
 use plex86_protocol::xsave::{header, sw, FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2};
-use plex86_protocol::{self as protocol, seg, ExitReason};
+use plex86_protocol::{self as protocol, gpr, seg, ExitReason};
 
 impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Installs the segments of `self.entry` in the LDT (only what changed) and computes the
@@ -34,7 +33,8 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
                 | (u32::from(s.avl()) << 6);
             want[i] = Some(UserDesc {
                 entry_number: u32::from(protocol::native_selector(s.selector) >> 3),
-                base_addr: s.base,
+                // A descriptor's base is 32 bits: the entry rules refuse a larger one.
+                base_addr: s.base as u32,
                 limit: s.limit,
                 flags,
             });
@@ -63,7 +63,8 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             }
         }
         self.ldt = want;
-        self.cs_base = self.entry.segs[seg::CS].base;
+        // 32-bit code only (the entry rules refuse long mode and bases from 4 GiB up).
+        self.cs_base = self.entry.segs[seg::CS].base as u32;
         Ok(())
     }
 
@@ -71,21 +72,28 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     pub fn prepare_entry(&mut self) -> Result<(), i32> {
         self.install_segments()?;
         let st = &self.entry;
-        self.regs = PagingRegs::new(st.cr0, st.cr3, st.cr4, st.efer);
-        let g = |i: usize| u64::from(st.gprs[i]);
+        self.regs = st.legacy_paging_regs();
+        // Outside 64-bit code only EAX..EDI exist, zero-extended (the entry rules refuse
+        // anything in the upper halves or in R8..R15 there); 64-bit code gets all 16.
+        let code64 = st.code64();
+        let g = |i: usize| st.gprs[i];
         let fpstate_addr = self.frame.fpstate_addr();
         let mc = &mut self.frame.uc.mc;
-        mc.r = [0; 8];
-        mc.rax = g(0);
-        mc.rcx = g(1);
-        mc.rdx = g(2);
-        mc.rbx = g(3);
-        mc.rsp = g(4);
-        mc.rbp = g(5);
-        mc.rsi = g(6);
-        mc.rdi = g(7);
-        mc.rip = u64::from(st.eip);
-        mc.eflags = u64::from(st.eflags);
+        mc.r = if code64 {
+            std::array::from_fn(|i| g(gpr::R8 + i))
+        } else {
+            [0; 8]
+        };
+        mc.rax = g(gpr::EAX);
+        mc.rcx = g(gpr::ECX);
+        mc.rdx = g(gpr::EDX);
+        mc.rbx = g(gpr::EBX);
+        mc.rsp = g(gpr::ESP);
+        mc.rbp = g(gpr::EBP);
+        mc.rsi = g(gpr::ESI);
+        mc.rdi = g(gpr::EDI);
+        mc.rip = st.rip;
+        mc.eflags = st.rflags;
         mc.cs = self.installed[seg::CS];
         mc.ss = self.installed[seg::SS];
         mc.fs = 0;
@@ -122,7 +130,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             if s.is_null() {
                 0
             } else {
-                u64::from(s.base)
+                s.base
             }
         };
         self.entry_data_segs = EntrySegs {

@@ -19,7 +19,10 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         } else {
             Access::Read
         };
-        let emulate = ExitReason::NeedsEmulation { linear, access };
+        let emulate = ExitReason::NeedsEmulation {
+            linear: u64::from(linear),
+            access,
+        };
         if self.already_allows(u64::from(linear >> 12), access) {
             // The mirror already allows this access, so the fault is not a missing fill: the
             // host kernel's UMIP emulation (SGDT, SIDT, SMSW...) reports the start of an
@@ -31,7 +34,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             Ok(t) => t,
             Err(WalkError::Fault(code)) => {
                 self.set_exit(ExitReason::PageFault {
-                    linear,
+                    linear: u64::from(linear),
                     access,
                     error_code: code,
                 });

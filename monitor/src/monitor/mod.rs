@@ -74,6 +74,7 @@ pub struct Monitor<R, H> {
     regs: PagingRegs,
     /// Native selectors installed for ES, CS, SS, DS, FS, GS.
     installed: [u16; 6],
+    /// CS's base for the 32-bit walker's linear addresses (32-bit code only so far).
     cs_base: u32,
     ldt: [Option<UserDesc>; 6],
     /// The request's state (entry).
@@ -196,7 +197,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         match CommandKind::try_from(kind).map_err(|_| libc::EINVAL)? {
             CommandKind::FlushAll => self.shadow.flush_all(ops),
             CommandKind::FlushNonGlobal => self.shadow.flush_non_global(ops),
-            CommandKind::InvalidatePage => self.shadow.invalidate(ops, (addr & 0xffff_ffff) >> 12),
+            CommandKind::InvalidatePage => self.shadow.invalidate(ops, addr >> 12),
             CommandKind::WriteProtectPhys => self.shadow.write_protect(ops, addr >> 12),
         }
     }

@@ -7,7 +7,7 @@ use crate::frame::{SignalAction, SignalContext};
 use crate::frame::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use crate::vector;
 use plex86_protocol::xsave::{header, sw, xfeature};
-use plex86_protocol::{seg, EscapeKind, ExitReason, SyscallInstruction};
+use plex86_protocol::{gpr, seg, EscapeKind, ExitReason, SyscallInstruction};
 
 /// The host's 64-bit user code selector.
 const HOST_CS64: u16 = 0x33;
@@ -16,6 +16,8 @@ const HOST_CS32: u16 = 0x23;
 /// An upper bound of the vDSO's text: the compat landing pad lies within it.
 const VDSO_SPAN: u32 = 64 << 10;
 const EFL_RF: u64 = 1 << 16;
+/// The low half of a 64-bit register: all 32-bit code has of it.
+const LOW32: u64 = 0xffff_ffff;
 
 /// What one signal does to the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +28,7 @@ pub(super) enum Outcome {
     Exit,
     /// End the run with the signal frame's state, EIP and EAX replaced where given (the host
     /// reported them differently from where the guest's instruction starts / what it held).
+    /// 32-bit values: only 32-bit code runs natively so far.
     Capture {
         eip_fix: Option<u32>,
         eax_fix: Option<u32>,
@@ -83,10 +86,10 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             Outcome::Capture { eip_fix, eax_fix } => {
                 self.capture_state(ctx);
                 if let Some(e) = eip_fix {
-                    self.exit_state.eip = e;
+                    self.exit_state.rip = u64::from(e);
                 }
                 if let Some(a) = eax_fix {
-                    self.exit_state.gprs[0] = a;
+                    self.exit_state.gprs[gpr::EAX] = u64::from(a);
                 }
                 SignalAction::ExitToHost
             }
@@ -134,12 +137,12 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         self.exit.eip_lost = true;
         self.capture_state(ctx);
         let st = &mut self.exit_state;
-        st.eip = 0;
+        st.rip = 0;
         if ctx.sig == libc::SIGSYS {
-            st.gprs[0] = ctx.syscall as u32;
+            st.gprs[gpr::EAX] = u64::from(ctx.syscall as u32);
         }
-        st.gprs[1] = 0;
-        st.gprs[5] = rcx as u32;
+        st.gprs[gpr::ECX] = 0;
+        st.gprs[gpr::EBP] = u64::from(rcx as u32);
         st.segs[seg::CS].selector = self.installed[seg::CS];
         st.segs[seg::SS].selector = self.installed[seg::SS];
         Outcome::Exit
@@ -276,23 +279,27 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         eip.wrapping_sub(insn.rewind())
     }
 
-    /// Fills `exit_state` from the signal context.
+    /// Fills `exit_state` from the signal context: the kernel's 64-bit registers whole for
+    /// 64-bit code; for 32-bit code their low halves (what the guest has in that mode; the
+    /// upper halves are the host's view), and R8..R15 stay the entry's, which 32-bit code
+    /// cannot reach.
     fn capture_state(&mut self, ctx: &SignalContext<'_>) {
         let mc = &ctx.uc.mc;
         let out = &mut self.exit_state;
         *out = self.entry;
-        out.gprs = [
-            mc.rax as u32,
-            mc.rcx as u32,
-            mc.rdx as u32,
-            mc.rbx as u32,
-            mc.rsp as u32,
-            mc.rbp as u32,
-            mc.rsi as u32,
-            mc.rdi as u32,
+        let code64 = self.entry.code64();
+        let width = |v: u64| if code64 { v } else { v & LOW32 };
+        let legacy = [
+            mc.rax, mc.rcx, mc.rdx, mc.rbx, mc.rsp, mc.rbp, mc.rsi, mc.rdi,
         ];
-        out.eip = mc.rip as u32;
-        out.eflags = (mc.eflags & !EFL_RF) as u32;
+        for (d, s) in out.gprs[..gpr::LEGACY_COUNT].iter_mut().zip(legacy) {
+            *d = width(s);
+        }
+        if code64 {
+            out.gprs[gpr::R8..].copy_from_slice(&mc.r);
+        }
+        out.rip = width(mc.rip);
+        out.rflags = width(mc.eflags & !EFL_RF);
         let [ds, es, fs, gs] = ctx.data_segs;
         out.segs[seg::ES].selector = es;
         out.segs[seg::CS].selector = mc.cs;

@@ -7,6 +7,7 @@ use crate::shadow::MirrorOps;
 use crate::vector;
 use guest_paging::Access;
 use guest_paging::PhysMemory;
+use plex86_protocol::{gpr, seg, Segment, EFER_LMA};
 use plex86_protocol::{ExitReason, GuestState, RamRange};
 use std::cell::RefCell;
 
@@ -133,7 +134,7 @@ fn monitor() -> Box<Monitor<FakeRam, FakeHost>> {
     let mut m = Monitor::new(ram, FakeHost::default(), RAM_SIZE, &ranges, params);
     m.entry = GuestState {
         cr0: 0x8000_0011,
-        cr3: CR3 as u32,
+        cr3: CR3,
         ..GuestState::default()
     };
     m.prepare_entry().unwrap();
@@ -182,7 +183,7 @@ fn the_fill_limit_ends_the_run_with_the_page_mirrored() {
     assert_eq!(m.exit.reason, ExitReason::FillLimit);
     assert!(m.exit_set);
     assert_eq!(m.host.maps.len(), 2);
-    assert_eq!(m.exit_state.eip, 0x6000, "the faulting access re-executes");
+    assert_eq!(m.exit_state.rip, 0x6000, "the faulting access re-executes");
 }
 
 #[test]
@@ -259,4 +260,71 @@ fn without_fill_ahead_a_fill_maps_one_page() {
     m.ram.write_u32(CR3, PT as u32 | 7 | 0x20);
     assert_eq!(read_fault(&mut m, 0x5000), SignalAction::Resume);
     assert_eq!(m.host.maps.len(), 1);
+}
+
+/// The budget timer's signal over the registers in `uc`, as the kernel delivers it.
+fn budget_signal(m: &mut Monitor<FakeRam, FakeHost>, uc: &mut KUcontext) -> SignalAction {
+    let mut ctx = SignalContext {
+        sig: libc::SIGALRM,
+        code: libc::SI_TIMER,
+        call_addr: 0,
+        syscall: 0,
+        arch: 0,
+        uc,
+        data_segs: [0; 4],
+        fpstate: None,
+    };
+    m.on_signal(&mut ctx)
+}
+
+#[test]
+fn a_32_bit_exit_keeps_the_low_halves_and_the_entrys_r8_to_r15() {
+    let mut m = monitor();
+    assert_eq!(
+        m.frame.uc.mc.r, [0; 8],
+        "32-bit code enters with R8..R15 zero"
+    );
+    let mut uc = KUcontext::default();
+    // Upper halves and R8..R15 as a host could show them: none of it is the 32-bit guest's.
+    uc.mc.rax = 0xdead_beef_1234_5678;
+    uc.mc.rdi = 0x1_0000_0007;
+    uc.mc.r = [0x5555_5555_5555_5555; 8];
+    uc.mc.rip = 0x0804_8000;
+    uc.mc.eflags = 0x1_0000_0246 | 1 << 16;
+    assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
+    assert_eq!(m.exit.reason, ExitReason::BudgetExpired);
+    let st = &m.exit_state;
+    assert_eq!((st.gprs[gpr::EAX], st.gprs[gpr::EDI]), (0x1234_5678, 7));
+    assert_eq!(st.gprs[gpr::R8..], [0; 8]);
+    assert_eq!((st.rip, st.rflags), (0x0804_8000, 0x246), "RF cleared");
+}
+
+#[test]
+fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
+    let mut m = monitor();
+    m.entry.efer = EFER_LMA | 1 << 8;
+    m.entry.segs[seg::CS] = Segment::flat_code64(0x33);
+    m.entry.gprs = std::array::from_fn(|i| 0x0123_4567_0000_0000 * (i as u64 + 1) + i as u64);
+    m.entry.rip = 0x7fff_1234_5000;
+    m.entry.rflags = 0x246;
+    m.prepare_entry().unwrap();
+    let mc = &m.frame.uc.mc;
+    assert_eq!(mc.rax, m.entry.gprs[gpr::EAX]);
+    assert_eq!(mc.rdi, m.entry.gprs[gpr::EDI]);
+    assert_eq!(mc.r[..], m.entry.gprs[gpr::R8..]);
+    assert_eq!((mc.rip, mc.eflags), (0x7fff_1234_5000, 0x246));
+
+    let mut uc = KUcontext::default();
+    uc.mc.rax = 0xdead_beef_1234_5678;
+    uc.mc.rsp = 0x7fff_ffff_e000;
+    uc.mc.r = std::array::from_fn(|i| 0x8000_0000_0000_0000 | i as u64);
+    // Below 4 GiB and not the host's CS64: today's escape check lets it through.
+    uc.mc.rip = 0x40_1000;
+    uc.mc.eflags = 0x202;
+    assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
+    let st = &m.exit_state;
+    assert_eq!(st.gprs[gpr::EAX], 0xdead_beef_1234_5678);
+    assert_eq!(st.gprs[gpr::ESP], 0x7fff_ffff_e000);
+    assert_eq!(st.gprs[gpr::R8..], uc.mc.r);
+    assert_eq!(st.rip, 0x40_1000);
 }

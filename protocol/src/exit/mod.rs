@@ -117,12 +117,10 @@ pub struct RawExit {
     pub vector: u32,
     /// Error code where the reason has one.
     pub error_code: u32,
-    /// Linear address for memory exits.
-    pub linear: u32,
     /// Access kind for memory exits ([`access`]).
     pub access: u32,
-    /// `EXIT_*` flags.
-    pub flags: u32,
+    /// Linear address for memory exits (64 bits: long mode).
+    pub linear: u64,
     /// Extra detail (escape address).
     pub detail: u64,
     /// Native time used by the run, in nanoseconds.
@@ -135,6 +133,10 @@ pub struct RawExit {
     pub n_code_pages: u32,
     /// Pages mirrored on demand during the run (host #PF → walk → mmap); informational.
     pub demand_fills: u32,
+    /// `EXIT_*` flags.
+    pub flags: u32,
+    /// Padding; zero.
+    pub reserved: u32,
     /// Guest-physical addresses of write-protected pages written natively during the run.
     pub code_pages: [u64; MAX_CODE_PAGES],
 }
@@ -145,14 +147,15 @@ impl RawExit {
         reason: 0,
         vector: 0,
         error_code: 0,
-        linear: 0,
         access: 0,
-        flags: 0,
+        linear: 0,
         detail: 0,
         native_ns: 0,
         fill_ns: 0,
         n_code_pages: 0,
         demand_fills: 0,
+        flags: 0,
+        reserved: 0,
         code_pages: [0; MAX_CODE_PAGES],
     };
 }

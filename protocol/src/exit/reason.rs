@@ -31,8 +31,8 @@ pub enum ExitReason {
     /// A guest-visible page fault: the guest's page tables (re-walked at the fault) deny the
     /// access. `error_code` is the guest's #PF error code.
     PageFault {
-        /// Faulting linear address (the guest's CR2).
-        linear: u32,
+        /// Faulting linear address (the guest's CR2; 64 bits in long mode).
+        linear: u64,
         /// Access kind.
         access: Access,
         /// Guest #PF error code (P, W, U, RSVD, I/D).
@@ -42,8 +42,8 @@ pub enum ExitReason {
     /// plain RAM (device memory, ROM), it is guest page 0 (below `mmap_min_addr`), or a paging
     /// structure lies outside RAM. The emulator performs the instruction.
     NeedsEmulation {
-        /// Linear address.
-        linear: u32,
+        /// Linear address (64 bits in long mode).
+        linear: u64,
         /// Access kind.
         access: Access,
     },
@@ -214,6 +214,17 @@ impl ExitReason {
 }
 
 impl ExitReason {
+    /// The linear address of a memory exit ([`ExitReason::PageFault`],
+    /// [`ExitReason::NeedsEmulation`]).
+    pub fn linear(&self) -> Option<u64> {
+        match *self {
+            ExitReason::PageFault { linear, .. } | ExitReason::NeedsEmulation { linear, .. } => {
+                Some(linear)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the library kills the executor after this exit (a guest escape: the process
     /// can no longer be trusted).
     pub fn ends_executor(&self) -> bool {
@@ -327,7 +338,7 @@ mod tests {
                 error_code: 7,
             },
             NeedsEmulation {
-                linear: 0xa0000,
+                linear: 0x7fff_f7a0_0000,
                 access: Access::Fetch,
             },
             GeneralProtection { error_code: 0x1234 },
@@ -390,6 +401,15 @@ mod tests {
                 linear: 0,
                 access: Access::Read,
                 error_code: 4,
+            },
+            PageFault {
+                linear: 0xffff_8000_0000_1000,
+                access: Access::Fetch,
+                error_code: 0x15,
+            },
+            NeedsEmulation {
+                linear: 0xa0000,
+                access: Access::Read,
             },
             SystemCall {
                 instruction: SyscallInstruction::Syscall,

@@ -9,8 +9,8 @@ fn ran_maps_reason_ticks_and_state() {
     s.fills = 3;
     s.mutate = Some(Box::new(|g: &mut GuestState| {
         g.gprs[0] = 0xdead_beef;
-        g.eip += 7;
-        g.eflags |= 1;
+        g.rip += 7;
+        g.rflags |= 1;
         g.xsave.0[160] ^= 0xff; // XMM0 byte 0
     }));
     let mut t = accel(vec![s]);
@@ -161,8 +161,8 @@ fn at_least_one_tick_is_charged() {
 fn single_step_exit_keeps_tf_and_is_counted() {
     let mut s = step(ExitReason::SingleStep);
     s.mutate = Some(Box::new(|g: &mut GuestState| {
-        g.eflags |= 0x100;
-        g.eip += 5;
+        g.rflags |= 0x100;
+        g.rip += 5;
     }));
     let mut t = accel(vec![s]);
     let mut cpu = sample_state();

@@ -7,12 +7,12 @@ fn exit_instructions_are_named_for_the_statistics() {
     let (mem, gs) = paging_setup();
     mem.put(0x10000, &[0x8e, 0xd8, 0xf4]); // mov ds, eax; hlt
     let mut cpu = sample_state();
-    cpu.cr0 = u64::from(gs.cr0);
-    cpu.cr3 = u64::from(gs.cr3);
+    cpu.cr0 = gs.cr0;
+    cpu.cr3 = gs.cr3;
     cpu.cr4 &= !(1 << 5);
     cpu.rip = 0x40_0000;
     let mut hlt = step(ExitReason::Privileged);
-    hlt.mutate = Some(Box::new(|g: &mut GuestState| g.eip = 0x40_0002));
+    hlt.mutate = Some(Box::new(|g: &mut GuestState| g.rip = 0x40_0002));
     let mut t = accel_with(
         vec![
             step(ExitReason::SegmentLoad),

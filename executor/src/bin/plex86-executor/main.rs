@@ -149,7 +149,7 @@ fn run_once() {
         (
             &m.frame as *const plex86_monitor::frame::EntryFrame,
             m.entry_data_segs,
-            u64::from(m.entry.eflags),
+            m.entry.rflags,
         )
     });
     let (frame, segs, eflags) = frame_id;

@@ -7,7 +7,7 @@ use host_driver::fuzzing::{
 };
 use host_driver::{validate_entry, GuestState, Segment, XsaveImage, XsaveInfo};
 use plex86_protocol::xsave::{fx, header, sw, xfeature};
-use plex86_protocol::{seg, ExecArea, RawReason, Status, LDT_MIRROR_ENTRIES};
+use plex86_protocol::{gpr, seg, ExecArea, RawReason, Status, EFER_LMA, LDT_MIRROR_ENTRIES};
 use test_support::guest_state::layouts;
 
 /// Bytes of the header (entry state, run context, honest exit) at the start of an input.
@@ -17,9 +17,9 @@ pub const HEADER_LEN: usize = 192;
 const LAYOUTS: [XsaveInfo; 3] = [layouts::AMD, layouts::INTEL, layouts::AVX_ONLY];
 
 /// EFLAGS bits an entry state may have besides IF and bit 1: OSZAPC, DF, AC, ID.
-const ENTRY_FLAGS: u32 = 0x0cd5 | (1 << 18) | (1 << 21);
+const ENTRY_FLAGS: u64 = 0x0cd5 | (1 << 18) | (1 << 21);
 /// EFLAGS bits native code may change: the entry flags and TF, NT.
-const EXIT_FLAGS: u32 = ENTRY_FLAGS | (1 << 8) | (1 << 14);
+const EXIT_FLAGS: u64 = ENTRY_FLAGS | (1 << 8) | (1 << 14);
 
 /// Host selectors that native code can load (the honest executor then reports them raw).
 const HOST_DATA_SELECTORS: [u16; 4] = [0x23, 0x2b, 0x7b, 0];
@@ -44,7 +44,7 @@ pub fn wire_reasons() -> &'static [RawReason] {
 
 fn segment(i: usize, r: &mut Reader<'_>) -> Segment {
     let sel = r.u16();
-    let base = r.u32();
+    let base = u64::from(r.u32());
     let limit = r.u32() & 0xfffff;
     let kind = r.u8();
     let bits = |b: u8, v: u16| if kind & (1 << b) != 0 { v } else { 0 };
@@ -61,6 +61,7 @@ fn segment(i: usize, r: &mut Reader<'_>) -> Segment {
             limit,
             base,
             flags: 0,
+            reserved: 0,
         },
         seg::SS => Segment {
             selector: index_or(0x78) | 3,
@@ -68,6 +69,7 @@ fn segment(i: usize, r: &mut Reader<'_>) -> Segment {
             limit,
             base,
             flags: 0,
+            reserved: 0,
         },
         _ if kind & 0x20 != 0 => Segment::null(sel & 3),
         _ => {
@@ -83,6 +85,7 @@ fn segment(i: usize, r: &mut Reader<'_>) -> Segment {
                 limit,
                 base,
                 flags: 0,
+                reserved: 0,
             }
         }
     }
@@ -115,12 +118,14 @@ impl Setup {
             ram_size,
             xsave: xs,
         };
+        // A 32-bit state (long mode is refused at entry until the executors run it): EAX..EDI,
+        // EIP and EFLAGS zero-extended, R8..R15 zero.
         let mut entry = GuestState::default();
-        for g in entry.gprs.iter_mut() {
-            *g = r.u32();
+        for g in entry.gprs[..gpr::LEGACY_COUNT].iter_mut() {
+            *g = u64::from(r.u32());
         }
-        entry.eip = r.u32();
-        entry.eflags = 0x202 | (r.u32() & ENTRY_FLAGS);
+        entry.rip = u64::from(r.u32());
+        entry.rflags = 0x202 | (u64::from(r.u32()) & ENTRY_FLAGS);
         for i in 0..6 {
             entry.segs[i] = segment(i, &mut r);
             // Registers sharing a GDT index share its descriptor.
@@ -136,11 +141,11 @@ impl Setup {
                 };
             }
         }
-        entry.cr0 = r.u32() | 1;
-        entry.cr2 = r.u32();
-        entry.cr3 = r.u32();
-        entry.cr4 = r.u32();
-        entry.efer = r.u64();
+        entry.cr0 = u64::from(r.u32() | 1);
+        entry.cr2 = u64::from(r.u32());
+        entry.cr3 = u64::from(r.u32());
+        entry.cr4 = u64::from(r.u32());
+        entry.efer = r.u64() & !EFER_LMA;
         entry.xcr0 = [1, 3, 7, xfeature::TRANSFERRED][usize::from(r.u8() % 4)] & xs.features;
         entry.xsave = xsave_image(&xs, entry.xcr0, &mut r);
         validate_entry(&entry, xs).ok()?;
@@ -153,7 +158,7 @@ impl Setup {
         let reason = reasons[usize::from(r.u8()) % reasons.len()];
         x.reason = reason as u32;
         let (vector, error_code, access) = (r.u32(), r.u32(), u32::from(r.u8()) % 3);
-        x.linear = r.u32();
+        x.linear = u64::from(r.u32());
         x.flags = u32::from(r.u8()) & 7;
         x.detail = r.u64();
         x.native_ns = r.u64() % ctx.budget_ns.saturating_add(1);
@@ -192,13 +197,13 @@ impl Setup {
         let out = &mut honest.state;
         *out = entry;
         let gpr_xor = r.u32();
-        for (i, g) in out.gprs.iter_mut().enumerate() {
-            *g ^= gpr_xor.rotate_left(i as u32 * 4);
+        for (i, g) in out.gprs[..gpr::LEGACY_COUNT].iter_mut().enumerate() {
+            *g ^= u64::from(gpr_xor.rotate_left(i as u32 * 4));
         }
-        out.eip = r.u32();
-        out.eflags = 0x202 | (r.u32() & EXIT_FLAGS);
+        out.rip = u64::from(r.u32());
+        out.rflags = 0x202 | (u64::from(r.u32()) & EXIT_FLAGS);
         if reason == RawReason::SingleStep {
-            out.eflags |= 1 << 8; // only an instruction run with TF set single-steps
+            out.rflags |= 1 << 8; // only an instruction run with TF set single-steps
         }
         for (i, s) in out.segs.iter_mut().enumerate() {
             let choice = usize::from(r.u8());

@@ -5,10 +5,10 @@ use super::case::Setup;
 use host_driver::fuzzing::{guest_selector, native_selector, Accepted};
 use host_driver::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
 use plex86_protocol::xsave::{header, sw};
-use plex86_protocol::{seg, ExecArea, RawReason, Status, MAX_CODE_PAGES};
+use plex86_protocol::{gpr, seg, ExecArea, RawReason, Status, MAX_CODE_PAGES};
 
-const EFL_RESERVED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffc0_0000;
-const EFL_IOPL_VM_RF: u32 = (3 << 12) | (1 << 17) | (1 << 16);
+const EFL_RESERVED_ZERO: u64 = (1 << 3) | (1 << 5) | (1 << 15) | 0xffff_ffff_ffc0_0000;
+const EFL_IOPL_VM_RF: u64 = (3 << 12) | (1 << 17) | (1 << 16);
 
 /// The x87 part of an XSAVE image in its initial state (FCW 0x037F, the rest zero).
 fn x87_initial(img: &XsaveImage) -> bool {
@@ -61,8 +61,24 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
     }
     let st = &a.state;
     assert_eq!(st.gprs, area.state.gprs);
-    assert_eq!(st.eip, area.state.eip);
-    let f = st.eflags;
+    assert_eq!(st.rip, area.state.rip);
+    if !entry.code64() {
+        // 32-bit code: nothing in the upper halves, R8..R15 untouched.
+        assert!(
+            st.gprs[..gpr::LEGACY_COUNT].iter().all(|&g| g >> 32 == 0)
+                && st.rip >> 32 == 0
+                && st.rflags >> 32 == 0,
+            "an upper half accepted from 32-bit code: {:x?} RIP {:#x} RFLAGS {:#x}",
+            st.gprs,
+            st.rip,
+            st.rflags
+        );
+        assert_eq!(st.gprs[gpr::R8..], entry.gprs[gpr::R8..], "R8..R15 changed");
+        if let Some(linear) = a.exit.reason.linear() {
+            assert!(linear >> 32 == 0, "linear address {linear:#x} accepted");
+        }
+    }
+    let f = st.rflags;
     assert!(
         f & 2 != 0 && f & EFL_RESERVED_ZERO == 0 && f & EFL_IOPL_VM_RF == 0,
         "EFLAGS {f:#x} accepted"
@@ -91,8 +107,8 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
     for (i, (o, e)) in st.segs.iter().zip(&entry.segs).enumerate() {
         let name = seg::NAMES[i];
         assert_eq!(
-            (o.attr, o.limit, o.base),
-            (e.attr, e.limit, e.base),
+            (o.attr, o.limit, o.base, o.reserved),
+            (e.attr, e.limit, e.base, e.reserved),
             "{name}: descriptor changed"
         );
         match o.flags {
@@ -178,23 +194,19 @@ fn cpu_state(gs: &GuestState) -> plex86_accel::CpuState {
         limit: s.limit,
         valid: u32::from(!s.is_null()),
         reserved: 0,
-        base: u64::from(s.base),
+        base: s.base,
     });
-    let mut gpr = [0u64; 16];
-    for (d, &s) in gpr.iter_mut().zip(&gs.gprs) {
-        *d = u64::from(s);
-    }
     plex86_accel::CpuState {
-        gpr,
-        rip: u64::from(gs.eip),
-        rflags: u64::from(gs.eflags),
+        gpr: gs.gprs,
+        rip: gs.rip,
+        rflags: gs.rflags,
         mode: bochs_ffi::raw::plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED,
         reserved: 0,
         seg,
-        cr0: u64::from(gs.cr0),
-        cr2: u64::from(gs.cr2),
-        cr3: u64::from(gs.cr3),
-        cr4: u64::from(gs.cr4),
+        cr0: gs.cr0,
+        cr2: gs.cr2,
+        cr3: gs.cr3,
+        cr4: gs.cr4,
         efer: gs.efer,
         xcr0: gs.xcr0,
         fpu: plex86_accel_fpu_state {
