@@ -10,7 +10,8 @@ pub use spawn::{
 pub(crate) use transport::{poll_pause, WAIT_SLICE};
 pub use transport::{DEFAULT_SPIN, RESPONSE_GRACE};
 
-use crate::error::{DeathCause, DriverError};
+use crate::child::ChildProcess;
+use crate::error::DriverError;
 use crate::protocol::ExitRecord;
 use crate::protocol::{
     CommandKind, ExecArea, GuestState, RawCommand, Request, Status, MAX_COMMANDS,
@@ -18,7 +19,6 @@ use crate::protocol::{
 use crate::sys::SharedMapping;
 use crate::validate::{check_exit, validate_entry, RunContext};
 use std::os::fd::OwnedFd;
-use std::process::Child;
 use std::time::Duration;
 
 /// An MMU command, applied by the executor before the next entry.
@@ -54,11 +54,10 @@ impl MmuCommand {
 /// A running executor process.
 #[derive(Debug)]
 pub struct Executor {
-    child: Option<Child>,
+    child: ChildProcess,
     region: SharedMapping,
     _control_fd: OwnedFd,
     seq: u32,
-    dead: Option<DeathCause>,
     xsave: XsaveInfo,
     cpuid_faulting: bool,
     ram_size: u64,
@@ -82,7 +81,7 @@ impl Executor {
 
     /// The executor's process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     /// Sends `commands` without entering the guest.

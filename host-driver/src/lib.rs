@@ -21,6 +21,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod child;
 mod driver;
 mod error;
 #[cfg(feature = "fuzzing")]

@@ -3,6 +3,7 @@
 
 use super::transport::DEFAULT_SPIN;
 use super::Executor;
+use crate::child::ChildProcess;
 use crate::error::{DeathCause, DriverError};
 use crate::protocol::xsave::{header, xfeature};
 use crate::protocol::{
@@ -174,11 +175,10 @@ impl Executor {
         let child = sys::spawn_executor(&path, config.ram_fd, control_fd.as_fd(), &[])
             .map_err(|e| DriverError::CannotStart(format!("{}: {e}", path.display())))?;
         let mut exe = Executor {
-            child: Some(child),
+            child: ChildProcess::new(child),
             region,
             _control_fd: control_fd,
             seq: 1,
-            dead: None,
             xsave: XsaveInfo {
                 size: 0,
                 features: 0,

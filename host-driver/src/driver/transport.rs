@@ -1,9 +1,8 @@
 //! The request/response transport over the control region: posting a request, waiting for
 //! its response (polling, then sleeping on the futex), and noticing a dead executor.
 
-use super::spawn::death_cause;
 use super::Executor;
-use crate::error::{DeathCause, DriverError};
+use crate::error::DriverError;
 use crate::protocol::{self, Request, Status};
 use crate::sys;
 use std::sync::atomic::Ordering;
@@ -60,7 +59,7 @@ impl Executor {
     /// for a request: it sets `exec_sleeping` before sleeping and clears it before it acts on
     /// a request, so a dead executor that left it set never took the last one.
     pub(super) fn ended_waiting_for_request(&self) -> bool {
-        self.child.is_none() && self.asleep_waiting_for_request()
+        self.child.ended() && self.asleep_waiting_for_request()
     }
 
     /// Posts a request and waits for its response. `expected`: when the response is due (a
@@ -180,15 +179,9 @@ impl Executor {
 
     /// Fails if the executor process has ended (a setup failure leaves its message).
     fn reap_if_dead(&mut self) -> Result<(), DriverError> {
-        let Some(child) = self.child.as_mut() else {
+        let Some(cause) = self.child.reap()? else {
             return Ok(());
         };
-        let Some(st) = child.try_wait()? else {
-            return Ok(());
-        };
-        self.child = None;
-        let cause = death_cause(st);
-        self.dead = Some(cause.clone());
         let area = self.region.lib_side().snapshot();
         if area.status == Status::Failed as u32 {
             let n = (area.msg_len as usize).min(area.msg.len());
@@ -201,20 +194,11 @@ impl Executor {
     }
 
     pub(super) fn check_alive(&self) -> Result<(), DriverError> {
-        match &self.dead {
-            Some(c) => Err(DriverError::ExecutorDied(c.clone())),
-            None => Ok(()),
-        }
+        self.child.check_alive()
     }
 
     pub(super) fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if self.dead.is_none() {
-            self.dead = Some(DeathCause::KilledByLibrary);
-        }
+        self.child.kill();
     }
 
     pub(super) fn corrupted(&mut self, what: String) -> DriverError {

@@ -30,8 +30,9 @@ mod host;
 mod signal;
 mod wait;
 
+use crate::child::ChildProcess;
 use crate::driver::{check_config, locate_executor, MmuCommand};
-use crate::error::{DeathCause, DriverError};
+use crate::error::DriverError;
 use crate::protocol::stub::{self as layout, by_lib as lib, by_stub as stub, Verdict};
 use crate::protocol::{ExitRecord, GuestState, RamRange, XSAVE_AREA_SIZE};
 use crate::sys::{self, RamMap, SharedMapping};
@@ -42,7 +43,6 @@ use plex86_monitor::decode::IcebpRip;
 use plex86_monitor::frame::{EntryFrame, FpxSwBytes, KStack};
 use plex86_monitor::monitor::{HostParams, Monitor};
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -95,8 +95,7 @@ pub const DEFAULT_FILL_AHEAD: u32 = 16;
 #[derive(Debug)]
 pub struct StubExecutor {
     /// `None` once the stub has ended (reaped) or been killed.
-    child: Option<Child>,
-    dead: Option<DeathCause>,
+    child: ChildProcess,
     pid: u32,
     mapper_tid: i32,
     ctl: SharedMapping,
@@ -189,8 +188,7 @@ impl StubExecutor {
         monitor.fill_ahead = DEFAULT_FILL_AHEAD;
         Ok(StubExecutor {
             pid: child.id(),
-            child: Some(child),
-            dead: None,
+            child: ChildProcess::new(child),
             mapper_tid: report.mapper_tid,
             ctl,
             _ctl_fd: ctl_fd,
@@ -236,7 +234,7 @@ impl StubExecutor {
 
     /// The stub's process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|_| self.pid)
+        self.child.pid().map(|_| self.pid)
     }
 
     /// The XSAVE layout transferred (the host's, as for [`crate::Executor::xsave_info`]).

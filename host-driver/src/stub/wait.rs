@@ -6,7 +6,7 @@
 use super::signal::RunClock;
 use super::{st, StubExecutor};
 use crate::driver::{death_cause, poll_pause, RESPONSE_GRACE, WAIT_SLICE};
-use crate::error::{DeathCause, DriverError};
+use crate::error::DriverError;
 use crate::protocol::stub::{self as layout, by_lib as lib, by_stub as stub};
 use crate::protocol::VERSION;
 use crate::sys::{self, SharedMapping};
@@ -198,32 +198,17 @@ impl StubExecutor {
 
     /// Fails if the stub process has ended (it is reaped then).
     pub(super) fn reap_if_dead(&mut self) -> Result<(), DriverError> {
-        let Some(child) = self.child.as_mut() else {
-            return self.check_alive();
-        };
-        let Some(status) = child.try_wait()? else {
-            return Ok(());
-        };
-        self.child = None;
-        let cause = death_cause(status);
-        self.dead = Some(cause.clone());
-        Err(DriverError::ExecutorDied(cause))
+        match self.child.reap()? {
+            Some(cause) => Err(DriverError::ExecutorDied(cause)),
+            None => self.check_alive(),
+        }
     }
 
     pub(super) fn check_alive(&self) -> Result<(), DriverError> {
-        match &self.dead {
-            Some(c) => Err(DriverError::ExecutorDied(c.clone())),
-            None => Ok(()),
-        }
+        self.child.check_alive()
     }
 
     pub(super) fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if self.dead.is_none() {
-            self.dead = Some(DeathCause::KilledByLibrary);
-        }
+        self.child.kill();
     }
 }
