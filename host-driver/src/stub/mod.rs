@@ -20,8 +20,11 @@
 //! * `signal.rs`: one published signal: its frame, the budget's signal, the stub's timestamps;
 //! * `host.rs`: the monitor's [`plex86_monitor::monitor::Host`] over the op queue.
 //!
-//! Not yet (issue 15's later steps): 64-bit guests, the sparse mirror table, validation of the
-//! stub's pages beyond bounds.
+//! 64-bit code (CS.L=1 in long mode) runs too: entered on the host's 64-bit CS and SS with
+//! the state's FS/GS bases (WRFSBASE/WRGSBASE in the stub), mirrored through the 4-level
+//! walker, its exits read whole and its FS/GS bases at the exit taken from the handler's
+//! RDFSBASE/RDGSBASE. Not yet (issue 15's later steps): compatibility mode, the vsyscall
+//! page's rewind, validation of the stub's pages beyond bounds.
 //!
 //! [`Executor`]: crate::Executor
 
@@ -35,7 +38,9 @@ use crate::error::{DeathCause, DriverError};
 use crate::protocol::stub::{self as layout, by_lib as lib, by_stub as stub, Verdict};
 use crate::protocol::{ExitRecord, GuestState, RamRange, XSAVE_AREA_SIZE};
 use crate::sys::{self, RamMap, SharedMapping};
-use crate::validate::{check_reason_against_state, validate_entry, validate_exit_state};
+use crate::validate::{
+    check_reason_against_state, validate_entry_for, validate_exit_state, CodeModes,
+};
 use crate::{ExecutorConfig, XsaveInfo};
 use host::StubHost;
 use plex86_monitor::decode::IcebpRip;
@@ -234,6 +239,12 @@ impl StubExecutor {
             .store(p.stub, Ordering::Relaxed);
     }
 
+    /// The code this executor runs natively: 32-bit code and 64-bit code in long mode (its
+    /// process holds only S, in a 4 GiB block the mirror never uses, and the guest's mirrors).
+    pub fn code_modes(&self) -> CodeModes {
+        CodeModes::Legacy32AndLong64
+    }
+
     /// The stub's process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|_| self.pid)
@@ -315,7 +326,7 @@ impl StubExecutor {
     ) -> Result<&ExitRecord, DriverError> {
         self.run_may_have_executed = false;
         self.check_alive()?;
-        validate_entry(state, self.xsave)?;
+        validate_entry_for(state, self.xsave, self.code_modes())?;
         self.place()?;
         self.queue_commands(commands)?;
         let m = &mut self.monitor;

@@ -8,7 +8,7 @@ use crate::vector;
 use guest_paging::Access;
 use guest_paging::PhysMemory;
 use plex86_protocol::{gpr, seg, Segment, EFER_LMA};
-use plex86_protocol::{ExitReason, GuestState, RamRange};
+use plex86_protocol::{EscapeKind, ExitReason, GuestState, RamRange};
 use std::cell::RefCell;
 
 const RAM_SIZE: u64 = 0x10_0000;
@@ -158,6 +158,7 @@ fn read_fault(m: &mut Monitor<FakeRam, FakeHost>, lin: u32) -> SignalAction {
         arch: 0,
         uc: &mut uc,
         data_segs: [0; 4],
+        seg_bases: None,
         fpstate: None,
     };
     m.on_signal(&mut ctx)
@@ -272,6 +273,7 @@ fn budget_signal(m: &mut Monitor<FakeRam, FakeHost>, uc: &mut KUcontext) -> Sign
         arch: 0,
         uc,
         data_segs: [0; 4],
+        seg_bases: None,
         fpstate: None,
     };
     m.on_signal(&mut ctx)
@@ -318,13 +320,33 @@ fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
     uc.mc.rax = 0xdead_beef_1234_5678;
     uc.mc.rsp = 0x7fff_ffff_e000;
     uc.mc.r = std::array::from_fn(|i| 0x8000_0000_0000_0000 | i as u64);
-    // Below 4 GiB and not the host's CS64: today's escape check lets it through.
-    uc.mc.rip = 0x40_1000;
+    // 64-bit code runs on the host's 64-bit CS, above 4 GiB too.
+    uc.mc.cs = 0x33;
+    uc.mc.rip = 0x7fff_1234_5010;
     uc.mc.eflags = 0x202;
     assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
+    assert_eq!(m.exit.reason, ExitReason::BudgetExpired);
     let st = &m.exit_state;
     assert_eq!(st.gprs[gpr::EAX], 0xdead_beef_1234_5678);
     assert_eq!(st.gprs[gpr::ESP], 0x7fff_ffff_e000);
     assert_eq!(st.gprs[gpr::R8..], uc.mc.r);
-    assert_eq!(st.rip, 0x40_1000);
+    assert_eq!(st.rip, 0x7fff_1234_5010);
+    assert_eq!(m.frame.uc.mc.cs, 0x33, "entered on the host's 64-bit CS");
+    assert_eq!(m.frame.uc.mc.ss, 0x2b, "and its SS");
+
+    // Any other code selector: the guest left 64-bit mode, which no exit describes.
+    m.prepare_entry().unwrap();
+    uc.mc.cs = 0x23;
+    assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
+    assert!(
+        matches!(
+            m.exit.reason,
+            ExitReason::GuestEscape {
+                kind: EscapeKind::LongMode,
+                ..
+            }
+        ),
+        "{:?}",
+        m.exit.reason
+    );
 }
