@@ -1,0 +1,202 @@
+//! Exits of 64-bit code on the stub (issue 15, step 3), each with the exact state before the
+//! instruction that ended the run (R8..R15 and upper halves included): SYSCALL (the guest
+//! thread's filter traps it; RIP rewound over 0F 05, the full original RAX from the kernel's
+//! rollback), INT 0x80 (the host's IA-32 call, rewound over CD 80), INT n and privileged
+//! instructions by the decoder at bitness 64, INT3, #UD, #DE, RDTSC, segment loads, x87 and
+//! SIMD exceptions, single steps.
+
+use host_driver::{ExitReason, GuestState, SyscallInstruction};
+use iced_x86::code_asm::*;
+use test_support::vm64::layout64::*;
+use test_support::vm64::*;
+
+/// An exit, the bytes of the instruction behind it, and the code that emits that instruction.
+type Case = (ExitReason, &'static [u8], Emit);
+type Emit = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+
+/// Every register but RSP wide and distinct.
+fn wide_registers(vm: &mut Vm64) {
+    for i in 0..16 {
+        if i != 4 {
+            vm.state.gprs[i] = (0x0102_0304_0000_0000 * (i as u64 + 1)) | (0x100 + i as u64);
+        }
+    }
+}
+
+/// Runs to the exit and checks the state is `before` but at `rip`.
+fn assert_exact(vm: &Vm64, before: &GuestState, rip: u64) {
+    assert_eq!(vm.state.rip, rip, "RIP");
+    assert_eq!(vm.state.gprs, before.gprs, "registers");
+    assert_eq!(vm.state.rflags, before.rflags, "RFLAGS");
+}
+
+#[test]
+fn syscall_is_an_exact_exit_with_the_full_rax() {
+    let mut vm = Vm64::new();
+    let bytes = vm.code(|a| {
+        a.nop()?;
+        a.syscall()?;
+        a.hlt()
+    });
+    wide_registers(&mut vm);
+    vm.state.gprs[0] = 0xfedc_ba98_0000_0027; // a number with an upper half: still all of RAX
+    let before = vm.state;
+    let exit = vm.run();
+    assert_eq!(
+        exit.reason,
+        ExitReason::SystemCall {
+            instruction: SyscallInstruction::Syscall
+        }
+    );
+    let at = CODE + offset_in(&bytes, &[0x0f, 0x05]);
+    assert_eq!(vm.state.rip, at, "rewound over 0F 05");
+    // RCX and R11 hold what the CPU's SYSCALL put there, as Bochs's re-executed SYSCALL
+    // puts there again: the only registers that differ.
+    assert!(exit.ecx_clobbered);
+    assert_eq!(vm.state.gprs[1], at + 2, "RCX: the return address");
+    let mut expect = before.gprs;
+    expect[1] = vm.state.gprs[1];
+    expect[11] = vm.state.gprs[11];
+    assert_eq!(vm.state.gprs, expect, "RAX whole, the rest as before");
+    assert_eq!(
+        vm.state.gprs[11] & 0xfff,
+        before.rflags & 0xfff,
+        "R11: RFLAGS"
+    );
+    assert_eq!(vm.state.rflags, before.rflags);
+}
+
+#[test]
+fn int_0x80_from_64_bit_code_rewinds_over_cd_80() {
+    let mut vm = Vm64::new();
+    let bytes = vm.code(|a| {
+        a.nop()?;
+        a.int(0x80)?;
+        a.hlt()
+    });
+    wide_registers(&mut vm);
+    // The IA-32 call keeps EAX only (the host's entry zero-extends it; a Linux guest's does
+    // too): a number without an upper half comes back exactly.
+    vm.state.gprs[0] = 4;
+    let before = vm.state;
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::SoftwareInterrupt { vector: 0x80 });
+    assert_exact(&vm, &before, CODE + offset_in(&bytes, &[0xcd, 0x80]));
+}
+
+#[test]
+fn int_n_int3_and_privileged_instructions_exit_at_the_instruction() {
+    let mut vm = Vm64::new();
+    // INT 0x81: #GP natively, named by the decoder at bitness 64 (a REX prefix before the
+    // next instruction must not confuse it).
+    let cases: [Case; 5] = [
+        (
+            ExitReason::SoftwareInterrupt { vector: 0x81 },
+            &[0xcd, 0x81],
+            |a| a.int(0x81),
+        ),
+        (ExitReason::Breakpoint, &[0xcc], |a| a.int3()),
+        (ExitReason::Privileged, &[0x0f, 0x22], |a| a.mov(cr0, rax)),
+        (ExitReason::Privileged, &[0x0f, 0x01, 0xf8], |a| a.swapgs()),
+        (ExitReason::Rdtsc { rdtscp: false }, &[0x0f, 0x31], |a| {
+            a.rdtsc()
+        }),
+    ];
+    for (want, insn, emit) in cases {
+        let bytes = vm.code(|a| {
+            a.mov(r9, r10)?;
+            emit(a)?;
+            a.mov(r8, 1u64)?;
+            a.hlt()
+        });
+        wide_registers(&mut vm);
+        vm.state.gprs[9] = vm.state.gprs[10];
+        let before = vm.state;
+        let exit = vm.run();
+        assert_eq!(exit.reason, want, "{insn:x?}");
+        assert_exact(&vm, &before, CODE + offset_in(&bytes, insn));
+    }
+}
+
+#[test]
+fn ud_de_and_segment_loads_exit_with_the_state_before() {
+    let mut vm = Vm64::new();
+    let cases: [Case; 3] = [
+        (ExitReason::InvalidOpcode, &[0x0f, 0x0b], |a| a.ud2()),
+        (ExitReason::DivideError, &[0x49, 0xf7, 0xf3], |a| a.div(r11)),
+        (ExitReason::SegmentLoad, &[0x8e, 0xd8], |a| a.mov(ds, eax)),
+    ];
+    for (want, insn, emit) in cases {
+        let bytes = vm.code(|a| {
+            a.nop()?;
+            emit(a)?;
+            a.hlt()
+        });
+        wide_registers(&mut vm);
+        vm.state.gprs[11] = 0; // the divisor
+        vm.state.gprs[0] = 0x1234; // a selector beyond the host's GDT and no LDT mirror
+        let before = vm.state;
+        let exit = vm.run();
+        assert_eq!(exit.reason, want, "{insn:x?}");
+        assert_exact(&vm, &before, CODE + offset_in(&bytes, insn));
+    }
+}
+
+#[test]
+fn x87_and_simd_exceptions_exit_at_the_faulting_instruction() {
+    let mut vm = Vm64::new();
+    // SSE: MXCSR with divide-by-zero unmasked, then 1.0 / 0.0.
+    vm.ram
+        .write(DATA_PHYS, &(0x1f80u32 & !(1 << 9)).to_le_bytes());
+    vm.ram.write(DATA_PHYS + 4, &1.0f32.to_le_bytes());
+    let bytes = vm.code(|a| {
+        a.ldmxcsr(dword_ptr(rbx))?;
+        a.movss(xmm0, dword_ptr(rbx + 4))?;
+        a.xorps(xmm1, xmm1)?;
+        a.divss(xmm0, xmm1)?;
+        a.hlt()
+    });
+    vm.state.gprs[3] = DATA;
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::SimdException);
+    assert_eq!(vm.state.rip, CODE + offset_in(&bytes, &[0xf3, 0x0f, 0x5e]));
+    assert_eq!(
+        vm.state.xsave.mxcsr() & 0x3f,
+        4,
+        "ZE set, as the CPU does before #XM"
+    );
+
+    // x87: zero-divide unmasked; the pending exception is taken at the next FWAIT.
+    let mut vm = Vm64::new();
+    vm.ram.write(DATA_PHYS, &0x037bu16.to_le_bytes());
+    let bytes = vm.code(|a| {
+        a.fninit()?;
+        a.fldcw(word_ptr(rbx))?;
+        a.fld1()?;
+        a.fldz()?;
+        a.fdivp(st1, st0)?;
+        a.wait()?;
+        a.hlt()
+    });
+    vm.state.gprs[3] = DATA;
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::X87Exception);
+    assert_eq!(vm.state.rip, CODE + offset_in(&bytes, &[0x9b, 0xf4]));
+}
+
+#[test]
+fn a_single_step_set_by_64_bit_code_exits_after_one_instruction() {
+    let mut vm = Vm64::new();
+    let bytes = vm.code(|a| {
+        a.pushfq()?;
+        a.or(qword_ptr(rsp), 0x100)?;
+        a.popfq()?;
+        a.mov(r12, 7u64)?;
+        a.hlt()
+    });
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::SingleStep);
+    assert_eq!(vm.state.gprs[12], 7);
+    assert_eq!(vm.state.rip, CODE + offset_in(&bytes, &[0xf4]));
+    assert_ne!(vm.state.rflags & 0x100, 0, "TF stays set");
+}
