@@ -200,3 +200,74 @@ fn a_single_step_set_by_64_bit_code_exits_after_one_instruction() {
     assert_eq!(vm.state.rip, CODE + offset_in(&bytes, &[0xf4]));
     assert_ne!(vm.state.rflags & 0x100, 0, "TF stays set");
 }
+
+/// A call into the vsyscall page (the host emulates it, then its seccomp trap comes after the
+/// emulated `ret`): rewound to the fetch at the entry point, with the return address on the
+/// guest's stack, and reported as the guest's fetch #PF there (its tables do not map the
+/// page: its kernel emulates the vsyscall).
+#[test]
+fn a_vsyscall_call_is_the_guest_s_fetch_fault_at_the_entry_point() {
+    for entry in [
+        0xffff_ffff_ff60_0000u64,
+        0xffff_ffff_ff60_0400,
+        0xffff_ffff_ff60_0800,
+    ] {
+        let mut vm = Vm64::new();
+        let bytes = vm.code(|a| {
+            a.mov(rax, entry)?;
+            a.call(rax)?;
+            a.hlt()
+        });
+        wide_registers(&mut vm);
+        let before = vm.state;
+        let exit = vm.run();
+        assert_eq!(
+            exit.reason,
+            ExitReason::PageFault {
+                linear: entry,
+                access: host_driver::Access::Fetch,
+                error_code: 0x14,
+            },
+            "{entry:#x}"
+        );
+        let pushed_at = before.gprs[4] - 8;
+        assert_eq!(vm.state.rip, entry);
+        assert_eq!(vm.state.gprs[4], pushed_at, "the CALL's push");
+        let ret = CODE + offset_in(&bytes, &[0xf4]);
+        let slot = STACK_PHYS + (pushed_at - (STACK_TOP - 4096));
+        assert_eq!(
+            vm.ram.read_u64(slot),
+            ret,
+            "the return address on the guest's stack"
+        );
+        let mut expect = before.gprs;
+        expect[0] = vm.state.gprs[0]; // lost: the vsyscall's result anyway
+        expect[4] = pushed_at;
+        assert_eq!(vm.state.gprs, expect, "{entry:#x}");
+    }
+}
+
+/// A jump into the vsyscall page off its entry points (the host's emulation refuses it) is the
+/// guest's fetch too.
+#[test]
+fn a_jump_into_the_vsyscall_page_off_its_entries_is_the_guest_s_fetch_fault() {
+    let mut vm = Vm64::new();
+    let target = 0xffff_ffff_ff60_0010u64;
+    vm.code(|a| {
+        a.mov(rax, target)?;
+        a.jmp(rax)
+    });
+    wide_registers(&mut vm);
+    vm.state.gprs[0] = 0;
+    let exit = vm.run();
+    assert_eq!(
+        exit.reason,
+        ExitReason::PageFault {
+            linear: target,
+            access: host_driver::Access::Fetch,
+            error_code: 0x14,
+        }
+    );
+    assert_eq!(vm.state.rip, target);
+    assert_eq!(vm.state.gprs[0], target);
+}

@@ -6,10 +6,12 @@
 //! * `entry.rs`: the LDT mirror and the entry frame;
 //! * `signal.rs`: the signal handler's logic, by cause;
 //! * `fill.rs`: demand paging (the mirror's fills);
+//! * `long.rs`: what only 64-bit code has (its SYSCALL, the vsyscall page, leaving the mode);
 //! * `tests.rs`: the monitor over a fake [`Host`].
 
 mod entry;
 mod fill;
+mod long;
 mod signal;
 #[cfg(test)]
 mod tests;

@@ -100,7 +100,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// told apart before the 64-bit check, as its RIP can be above 4 GiB too. `None`: the
     /// signal interrupted the guest's own code.
     #[inline]
-    fn escape_check(&mut self, ctx: &SignalContext<'_>) -> Option<Outcome> {
+    fn escape_check(&mut self, ctx: &mut SignalContext<'_>) -> Option<Outcome> {
         let mc = &ctx.uc.mc;
         if self.code64() {
             return self.escape_check_64(ctx);
@@ -121,46 +121,6 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         None
     }
 
-    /// [`Self::escape_check`] for 64-bit code: its own SYSCALL is an exit, not an escape (the
-    /// guest thread's filter traps every call from outside S's code page); a signal with any
-    /// code selector but the host's 64-bit one means the guest left 64-bit mode (a far
-    /// transfer to a host selector), which no exit can describe.
-    fn escape_check_64(&mut self, ctx: &SignalContext<'_>) -> Option<Outcome> {
-        let mc = &ctx.uc.mc;
-        if ctx.sig == libc::SIGSYS && ctx.arch == AUDIT_ARCH_X86_64 {
-            return Some(self.sigsys_x86_64(ctx));
-        }
-        if mc.cs == HOST_CS32 && ctx.sig == libc::SIGSYS {
-            return Some(self.compat_fast_syscall(ctx));
-        }
-        if mc.cs != HOST_CS64 {
-            let diagnostic = ((ctx.sig as u32) << 16) | u32::from(mc.cs);
-            self.escape(EscapeKind::LongMode, mc.rip, diagnostic);
-            return Some(Outcome::Exit);
-        }
-        None
-    }
-
-    /// A 64-bit system call of 64-bit code, trapped by seccomp before the host ran it: the
-    /// kernel's rollback left the full original RAX in the frame and every other register as
-    /// the instruction left it (RCX and R11 already overwritten by the CPU, as Bochs's
-    /// re-executed SYSCALL overwrites them: the exit is exact). RIP is rewound over the
-    /// instruction, whose bytes 0F 05 are checked: a call the host reports elsewhere is not
-    /// the guest's SYSCALL (the host's vsyscall emulation reports the vsyscall page) and ends
-    /// the run as an escape until it is handled.
-    fn sigsys_x86_64(&mut self, ctx: &SignalContext<'_>) -> Outcome {
-        let after = ctx.call_addr;
-        if ctx.uc.mc.rip != after || self.code_bytes_before(after, 2) != Some([0x0f, 0x05]) {
-            self.escape(EscapeKind::HostSyscall, after, 0);
-            return Outcome::Exit;
-        }
-        self.set_exit(ExitReason::SystemCall {
-            instruction: SyscallInstruction::Syscall,
-        });
-        self.exit.ecx_clobbered = true;
-        Outcome::capture_at(after.wrapping_sub(2))
-    }
-
     /// The compat fast-syscall path (SYSCALL on AMD, SYSENTER on Intel): the kernel has set RIP
     /// to its vDSO landing pad, CS/SS to its own selectors, stored the guest's EBP in the RCX
     /// slot and loaded EBP from [ESP]. The return EIP (hardware RCX) is gone. With SIGSYS the
@@ -168,7 +128,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// kernel returned -EFAULT without a system call and the IRET to the landing pad faulted
     /// (EAX is then -EFAULT, not the guest's): on AMD at the 64-bit pad, on Intel at its low
     /// 32 bits, in compatibility mode.
-    fn compat_fast_syscall(&mut self, ctx: &SignalContext<'_>) -> Outcome {
+    pub(super) fn compat_fast_syscall(&mut self, ctx: &SignalContext<'_>) -> Outcome {
         let rcx = ctx.uc.mc.rcx;
         let instruction = if self.amd {
             SyscallInstruction::Syscall
@@ -352,7 +312,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// 64-bit code; for 32-bit code their low halves (what the guest has in that mode; the
     /// upper halves are the host's view), and R8..R15 stay the entry's, which 32-bit code
     /// cannot reach.
-    fn capture_state(&mut self, ctx: &SignalContext<'_>) {
+    pub(super) fn capture_state(&mut self, ctx: &SignalContext<'_>) {
         let mc = &ctx.uc.mc;
         let code64 = self.code64();
         let out = &mut self.exit_state;
