@@ -271,3 +271,58 @@ fn a_jump_into_the_vsyscall_page_off_its_entries_is_the_guest_s_fetch_fault() {
     assert_eq!(vm.state.rip, target);
     assert_eq!(vm.state.gprs[0], target);
 }
+
+/// SYSENTER in 64-bit code: #UD on AMD (an exact exit); on Intel the host's compat fast-syscall
+/// path, which discards RIP (the eip_lost stop, as for 32-bit code).
+#[test]
+fn sysenter_in_64_bit_code_is_ud_on_amd_and_the_eip_lost_stop_on_intel() {
+    let mut vm = Vm64::new();
+    let bytes = vm.code(|a| {
+        a.nop()?;
+        a.sysenter()?;
+        a.hlt()
+    });
+    wide_registers(&mut vm);
+    let before = vm.state;
+    let exit = vm.run();
+    if test_support::cpuinfo::is_amd() {
+        assert_eq!(exit.reason, ExitReason::InvalidOpcode);
+        assert_exact(&vm, &before, CODE + offset_in(&bytes, &[0x0f, 0x34]));
+    } else {
+        assert_eq!(
+            exit.reason,
+            ExitReason::SystemCall {
+                instruction: SyscallInstruction::Sysenter
+            }
+        );
+        assert!(exit.eip_lost);
+    }
+}
+
+/// CPUID exits where the launcher turned CPUID faulting on (else native code reads the host's,
+/// as for 32-bit code); RDTSCP exits as RDTSC does.
+#[test]
+fn cpuid_and_rdtscp_exit_at_the_instruction() {
+    let mut vm = Vm64::new();
+    let bytes = vm.code(|a| {
+        a.nop()?;
+        a.rdtscp()?;
+        a.hlt()
+    });
+    wide_registers(&mut vm);
+    let before = vm.state;
+    assert_eq!(vm.run().reason, ExitReason::Rdtsc { rdtscp: true });
+    assert_exact(&vm, &before, CODE + offset_in(&bytes, &[0x0f, 0x01, 0xf9]));
+    if !vm.stub.cpuid_faulting() {
+        return;
+    }
+    let bytes = vm.code(|a| {
+        a.nop()?;
+        a.cpuid()?;
+        a.hlt()
+    });
+    wide_registers(&mut vm);
+    let before = vm.state;
+    assert_eq!(vm.run().reason, ExitReason::Cpuid);
+    assert_exact(&vm, &before, CODE + offset_in(&bytes, &[0x0f, 0xa2]));
+}
