@@ -143,3 +143,40 @@ fn the_stub_refuses_compatibility_mode_and_non_canonical_bases() {
     vm.code(|a| a.hlt());
     assert_eq!(vm.run().reason, ExitReason::Privileged);
 }
+
+/// XMM8-15 exist only in 64-bit code: they enter from the state's XSAVE image and come back.
+#[test]
+fn xmm8_to_xmm15_enter_and_come_back() {
+    use host_driver::protocol::xsave::fx;
+    let mut vm = Vm64::new();
+    let xmm = |i: usize| fx::XMM + 16 * i;
+    for i in 8..16 {
+        vm.state
+            .xsave
+            .set_u64_at(xmm(i), 0x1111_0000_0000_0000 * i as u64 + i as u64);
+        vm.state.xsave.set_u64_at(xmm(i) + 8, u64::MAX - i as u64);
+    }
+    vm.code(|a| {
+        a.movq(rax, xmm15)?;
+        a.paddq(xmm8, xmm9)?;
+        a.hlt()
+    });
+    let before = vm.state;
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+    assert_eq!(vm.state.gprs[0], before.xsave.u64_at(xmm(15)));
+    let sum = |off: usize| {
+        before
+            .xsave
+            .u64_at(xmm(8) + off)
+            .wrapping_add(before.xsave.u64_at(xmm(9) + off))
+    };
+    assert_eq!(vm.state.xsave.u64_at(xmm(8)), sum(0));
+    assert_eq!(vm.state.xsave.u64_at(xmm(8) + 8), sum(8));
+    for i in 9..16 {
+        assert_eq!(
+            vm.state.xsave.0[xmm(i)..xmm(i) + 16],
+            before.xsave.0[xmm(i)..xmm(i) + 16],
+            "XMM{i}"
+        );
+    }
+}
