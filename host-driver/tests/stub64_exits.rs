@@ -326,3 +326,20 @@ fn cpuid_and_rdtscp_exit_at_the_instruction() {
     assert_eq!(vm.run().reason, ExitReason::Cpuid);
     assert_exact(&vm, &before, CODE + offset_in(&bytes, &[0x0f, 0xa2]));
 }
+
+/// A jump to a non-canonical address: a #GP at the jump (the exit validation would refuse a
+/// non-canonical RIP as no honest stub's), an exit the emulator takes.
+#[test]
+fn a_jump_to_a_non_canonical_address_is_a_general_protection_exit_at_the_jump() {
+    let mut vm = Vm64::new();
+    let bytes = vm.code(|a| {
+        a.mov(rax, 0x8000_0000_0000u64)?;
+        a.jmp(rax)
+    });
+    let before = vm.state;
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::GeneralProtection { error_code: 0 });
+    assert_eq!(vm.state.rip, CODE + offset_in(&bytes, &[0xff, 0xe0]));
+    assert_eq!(vm.state.gprs[0], 0x8000_0000_0000);
+    assert_eq!(vm.state.gprs[1..], before.gprs[1..]);
+}
