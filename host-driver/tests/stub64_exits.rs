@@ -82,6 +82,15 @@ fn int_0x80_from_64_bit_code_rewinds_over_cd_80() {
     let exit = vm.run();
     assert_eq!(exit.reason, ExitReason::SoftwareInterrupt { vector: 0x80 });
     assert_exact(&vm, &before, CODE + offset_in(&bytes, &[0xcd, 0x80]));
+
+    // RAX's upper half is lost on the way (documented): reported zero.
+    vm.state = before;
+    vm.state.gprs[0] = 0xffff_0000_0000_0004;
+    assert_eq!(
+        vm.run().reason,
+        ExitReason::SoftwareInterrupt { vector: 0x80 }
+    );
+    assert_eq!(vm.state.gprs[0], 4);
 }
 
 #[test]

@@ -166,3 +166,29 @@ fn a_non_canonical_access_is_the_guest_s_general_protection_fault() {
     assert_eq!(exit.reason, ExitReason::GeneralProtection { error_code: 0 });
     assert_eq!(vm.state.rip, CODE);
 }
+
+/// A write-protected code page mirrored above 4 GiB: 64-bit code reads it, and its first write
+/// is logged in the exit's code pages and then performed natively.
+#[test]
+fn a_write_to_a_protected_code_page_above_4_gib_is_logged() {
+    let mut vm = Vm64::new();
+    vm.code(|a| {
+        a.mov(rcx, qword_ptr(rbx))?;
+        a.mov(qword_ptr(rbx + 8), rcx)?;
+        a.hlt()
+    });
+    // The data page at CODE + 0x2000 (physical CODE_PHYS + 0x2000) holds "code" Bochs decoded.
+    vm.state.gprs[3] = CODE + 0x2000;
+    vm.ram.write_u64(CODE_PHYS + 0x2000, 0x77);
+    let exit = vm.run_with(&[
+        MmuCommand::FlushAll,
+        MmuCommand::WriteProtectPhysPage(CODE_PHYS + 0x2000),
+    ]);
+    assert_eq!(exit.reason, ExitReason::Privileged);
+    assert_eq!(exit.code_pages.as_slice(), &[CODE_PHYS + 0x2000]);
+    assert_eq!(
+        vm.ram.read_u64(CODE_PHYS + 0x2008),
+        0x77,
+        "the write was performed"
+    );
+}
