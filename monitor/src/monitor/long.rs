@@ -1,15 +1,13 @@
 //! What only 64-bit code has: its SYSCALL, the host's vsyscall page, and leaving 64-bit mode.
 
 use super::signal::Outcome;
-use super::{GuestRam, Host, Monitor, HOST_CS64};
+use super::{GuestRam, Host, Monitor, HOST_CS32, HOST_CS64};
 use crate::frame::{SignalContext, AUDIT_ARCH_X86_64};
 use plex86_protocol::{EscapeKind, ExitReason, SyscallInstruction};
 
 /// The host's (and an x86-64 guest's) vsyscall page: its entry points are at 0x000, 0x400 and
 /// 0x800 in it.
 const VSYSCALL_PAGE: u64 = 0xffff_ffff_ff60_0000;
-/// The compat code selector (the kernel's compat fast-syscall frames carry it).
-const HOST_CS32: u16 = 0x23;
 /// A #PF error code's U and I/D bits: a user instruction fetch (what `page_fault` reads).
 const PF_USER_FETCH: u64 = 0x14;
 

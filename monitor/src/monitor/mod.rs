@@ -26,6 +26,9 @@ use plex86_protocol::{
 
 /// The host's 64-bit user code selector (`__USER_CS`): 64-bit guest code runs on it.
 const HOST_CS64: u16 = 0x33;
+/// The host's 32-bit user code selector (`__USER32_CS`; the kernel's compat syscall frames
+/// carry it).
+const HOST_CS32: u16 = 0x23;
 /// The host's user data selector (`__USER_DS`): 64-bit guest code's SS.
 const HOST_SS64: u16 = 0x2b;
 /// The guest's physical-address width for the 4-level walker. 52, the architectural maximum,

@@ -1,7 +1,7 @@
 //! The signal handler's logic: which signals are guest events, escapes, and the exit each
 //! cause makes.
 
-use super::{GuestRam, Host, Monitor, HOST_CS64};
+use super::{GuestRam, Host, Monitor, HOST_CS32, HOST_CS64};
 use crate::decode::{classify_gp, trap_insn, GpKind, TrapInsn};
 use crate::frame::{SignalAction, SignalContext};
 use crate::frame::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
@@ -9,8 +9,6 @@ use crate::vector;
 use plex86_protocol::xsave::{header, sw, xfeature};
 use plex86_protocol::{gpr, seg, EscapeKind, ExitReason, SyscallInstruction};
 
-/// The host's 32-bit user code selector (the kernel's compat syscall frames use it).
-const HOST_CS32: u16 = 0x23;
 /// An upper bound of the vDSO's text: the compat landing pad lies within it.
 const VDSO_SPAN: u32 = 64 << 10;
 const EFL_RF: u64 = 1 << 16;
@@ -312,7 +310,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// 64-bit code; for 32-bit code their low halves (what the guest has in that mode; the
     /// upper halves are the host's view), and R8..R15 stay the entry's, which 32-bit code
     /// cannot reach.
-    pub(super) fn capture_state(&mut self, ctx: &SignalContext<'_>) {
+    fn capture_state(&mut self, ctx: &SignalContext<'_>) {
         let mc = &ctx.uc.mc;
         let code64 = self.code64();
         let out = &mut self.exit_state;
