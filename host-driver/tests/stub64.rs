@@ -180,3 +180,45 @@ fn xmm8_to_xmm15_enter_and_come_back() {
         );
     }
 }
+
+/// SS: 0x2b runs on the host's SS; any other is mirrored, so that an SS of 0x2b the guest
+/// loads itself comes back as its own selector for the emulator to reload, never taken for the
+/// entry's.
+#[test]
+fn an_ss_other_than_0x2b_is_mirrored_and_a_loaded_0x2b_is_reported_as_loaded() {
+    let mut vm = Vm64::new();
+    vm.state.segs[2] = host_driver::Segment::flat_data(0x23);
+    vm.code(|a| {
+        a.push(rbx)?;
+        a.pop(rcx)?;
+        a.hlt()
+    });
+    vm.state.gprs[3] = 0x1234_5678_9abc;
+    let before = vm.state;
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+    assert_eq!(vm.state.segs, before.segs, "the entry's SS 0x23");
+    assert_eq!(vm.state.gprs[1], 0x1234_5678_9abc);
+
+    vm.code(|a| {
+        a.mov(eax, 0x2bu32)?;
+        a.mov(ss, eax)?;
+        a.hlt()
+    });
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+    assert_eq!(vm.state.segs[2].selector, 0x2b);
+    assert_eq!(
+        vm.state.segs[2].flags,
+        host_driver::protocol::SEG_NOT_INSTALLED
+    );
+
+    // With SS 0x2b at entry the same code leaves it as the entry's.
+    let mut vm = Vm64::new();
+    vm.code(|a| {
+        a.mov(eax, 0x2bu32)?;
+        a.mov(ss, eax)?;
+        a.hlt()
+    });
+    let before = vm.state;
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+    assert_eq!(vm.state.segs[2], before.segs[2]);
+}

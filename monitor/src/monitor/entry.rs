@@ -9,14 +9,21 @@ use plex86_protocol::{self as protocol, gpr, seg, ExitReason};
 impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Installs the segments of `self.entry` in the LDT (only what changed) and computes the
     /// native selectors.
-    /// 64-bit code runs on the host's own code and stack selectors (a 64-bit code segment is
-    /// the host's, and SS's descriptor means nothing there but its DPL, 3 either way).
+    /// 64-bit code runs on the host's own code selector (a 64-bit code segment is the
+    /// host's) and, when its SS is the same selector, the host's SS: its descriptor means
+    /// nothing there but its DPL, 3 either way. Another SS is mirrored as for 32-bit code, so
+    /// that a native SS of 0x2b at an exit always says which it is: the entry's, or the host's
+    /// that the guest loaded (the emulator then reloads it from the guest's GDT).
     fn install_segments(&mut self) -> Result<(), i32> {
         let mut want: [Option<UserDesc>; 6] = [None; 6];
         let code64 = self.entry.code64();
         for (i, s) in self.entry.segs.iter().enumerate() {
-            if code64 && (i == seg::CS || i == seg::SS) {
-                self.installed[i] = if i == seg::CS { HOST_CS64 } else { HOST_SS64 };
+            if code64 && i == seg::CS {
+                self.installed[i] = HOST_CS64;
+                continue;
+            }
+            if code64 && i == seg::SS && s.selector == HOST_SS64 {
+                self.installed[i] = HOST_SS64;
                 continue;
             }
             if s.is_null() && i != seg::CS && i != seg::SS {

@@ -306,6 +306,7 @@ fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
     let mut m = monitor();
     m.entry.efer = EFER_LMA | 1 << 8;
     m.entry.segs[seg::CS] = Segment::flat_code64(0x33);
+    m.entry.segs[seg::SS] = Segment::flat_data(0x2b);
     m.entry.gprs = std::array::from_fn(|i| 0x0123_4567_0000_0000 * (i as u64 + 1) + i as u64);
     m.entry.rip = 0x7fff_1234_5000;
     m.entry.rflags = 0x246;
@@ -332,7 +333,10 @@ fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
     assert_eq!(st.gprs[gpr::R8..], uc.mc.r);
     assert_eq!(st.rip, 0x7fff_1234_5010);
     assert_eq!(m.frame.uc.mc.cs, 0x33, "entered on the host's 64-bit CS");
-    assert_eq!(m.frame.uc.mc.ss, 0x2b, "and its SS");
+    assert_eq!(
+        m.frame.uc.mc.ss, 0x2b,
+        "and its SS, the guest's being 0x2b too"
+    );
 
     // Any other code selector: the guest left 64-bit mode, which no exit describes.
     m.prepare_entry().unwrap();
