@@ -222,3 +222,19 @@ fn an_ss_other_than_0x2b_is_mirrored_and_a_loaded_0x2b_is_reported_as_loaded() {
     assert_eq!(vm.run().reason, ExitReason::Privileged);
     assert_eq!(vm.state.segs[2], before.segs[2]);
 }
+
+/// A 64-bit CS other than 0x33 (FreeBSD's is 0x43) runs on the host's 0x33 too, and its exits
+/// report the guest's own.
+#[test]
+fn a_cs_other_than_0x33_runs_on_the_host_s_and_comes_back_as_the_guest_s() {
+    let mut vm = Vm64::new();
+    vm.state.segs[1] = host_driver::Segment::flat_code64(0x43);
+    vm.code(|a| {
+        a.mov(r8, 0x0123_4567_89ab_cdefu64)?;
+        a.hlt()
+    });
+    let before = vm.state;
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+    assert_eq!(vm.state.segs, before.segs, "the guest's CS 0x43");
+    assert_eq!(vm.state.gprs[8], 0x0123_4567_89ab_cdef, "64-bit code ran");
+}

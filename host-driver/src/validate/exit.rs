@@ -173,9 +173,9 @@ pub(crate) fn validate_exit_state(
 }
 
 /// The native selector the entry put in segment register `i`: the mirror's LDT selector of
-/// the guest's, but 64-bit code's CS, which is the host's `__USER_CS`, and its SS when that is
-/// 0x2b, the host's `__USER_DS` (the monitor mirrors any other SS, so that a native 0x2b is
-/// never ambiguous).
+/// the guest's, but 64-bit code's CS, the host's `__USER_CS` (the kernel makes no 64-bit LDT
+/// descriptor), and its SS when that is 0x2b, the host's `__USER_DS` (the monitor mirrors any
+/// other SS, so that a native 0x2b is never ambiguous).
 fn entry_native_selector(entry: &GuestState, i: usize) -> u16 {
     match i {
         seg::CS if entry.code64() => HOST_CS64,

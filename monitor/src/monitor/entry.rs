@@ -9,11 +9,12 @@ use plex86_protocol::{self as protocol, gpr, seg, ExitReason};
 impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Installs the segments of `self.entry` in the LDT (only what changed) and computes the
     /// native selectors.
-    /// 64-bit code runs on the host's own code selector (a 64-bit code segment is the
-    /// host's) and, when its SS is the same selector, the host's SS: its descriptor means
-    /// nothing there but its DPL, 3 either way. Another SS is mirrored as for 32-bit code, so
-    /// that a native SS of 0x2b at an exit always says which it is: the entry's, or the host's
-    /// that the guest loaded (the emulator then reloads it from the guest's GDT).
+    /// 64-bit code runs on the host's CS 0x33, whatever its own selector (modify_ldt makes no
+    /// 64-bit descriptor: the kernel clears `lm`), and with an SS of 0x2b (Linux's
+    /// `__USER_DS`) on the host's 0x2b: SS's descriptor means nothing there but its DPL, 3
+    /// either way. Any other SS is mirrored as for 32-bit code, so that a native 0x2b at an
+    /// exit always says which it is: the entry's, or the host's that the guest loaded (which
+    /// the emulator reloads from the guest's GDT).
     fn install_segments(&mut self) -> Result<(), i32> {
         let mut want: [Option<UserDesc>; 6] = [None; 6];
         let code64 = self.entry.code64();

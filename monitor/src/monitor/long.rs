@@ -1,9 +1,9 @@
 //! What only 64-bit code has: its SYSCALL, the host's vsyscall page, and leaving 64-bit mode.
 
 use super::signal::Outcome;
-use super::{GuestRam, Host, Monitor, HOST_CS32, HOST_CS64};
+use super::{GuestRam, Host, Monitor, HOST_CS32};
 use crate::frame::{SignalContext, AUDIT_ARCH_X86_64};
-use plex86_protocol::{EscapeKind, ExitReason, SyscallInstruction};
+use plex86_protocol::{seg, EscapeKind, ExitReason, SyscallInstruction};
 
 /// The host's (and an x86-64 guest's) vsyscall page: its entry points are at 0x000, 0x400 and
 /// 0x800 in it.
@@ -33,7 +33,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         if mc.cs == HOST_CS32 && ctx.sig == libc::SIGSYS {
             return Some(self.compat_fast_syscall(ctx));
         }
-        if mc.cs != HOST_CS64 {
+        if mc.cs != self.installed[seg::CS] {
             let diagnostic = ((ctx.sig as u32) << 16) | u32::from(mc.cs);
             self.escape(EscapeKind::LongMode, mc.rip, diagnostic);
             return Some(Outcome::Exit);
