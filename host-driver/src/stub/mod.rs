@@ -289,7 +289,8 @@ impl StubExecutor {
         for tid in [self.pid as i32, self.mapper_tid] {
             if let Err(e) = sys::pin_thread(tid, cpu) {
                 // A thread that is gone: the stub died; say so rather than "no such process".
-                self.reap_if_dead()?;
+                // Its threads are gone before the process can be reaped, so wait a little.
+                self.reap_if_dead_within(Duration::from_secs(1))?;
                 return Err(DriverError::Io(e));
             }
         }
