@@ -1,6 +1,6 @@
-//! The stub executor's library side, for 32-bit guests: the same contract as [`Executor`]
-//! (budget, errors, death detection, plain-RAM map, fill limit, code-page log, exit
-//! statistics), with guest code in a process that holds only S (the stub's code page, the
+//! The stub executor's library side, for 32-bit and 64-bit guest code: the same contract as
+//! [`Executor`] (budget, errors, death detection, plain-RAM map, fill limit, code-page log,
+//! exit statistics), with guest code in a process that holds only S (the stub's code page, the
 //! library's pages read-only, its own pages) and the guest mirrors. The monitor
 //! ([`plex86_monitor`]) runs here, in the library, over guest RAM mapped here; its mirror
 //! changes reach the stub as op batches that the stub's mapper thread carries out.
