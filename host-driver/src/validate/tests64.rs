@@ -156,3 +156,57 @@ fn an_exit_from_32_bit_code_still_may_not_move_fs() {
     got.segs[seg::FS].base = 0x1000;
     assert!(validate_exit_state(&entry, &got, XS).is_err());
 }
+
+/// Randomised: from 64-bit code any canonical FS/GS base comes back and nothing else is
+/// accepted for them; every other segment base must stay the entry's; CS and SS come back as
+/// the entry's from the host's 0x33 and 0x2b; RIP must be canonical.
+#[test]
+fn randomised_64_bit_exits_take_canonical_fs_gs_bases_only() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let entry = state64();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..10_000 {
+        let mut got = reported(&entry);
+        // Values near the canonical edges as often as anywhere.
+        let pick = |r: u64| match r % 6 {
+            0 => r,
+            1 => 0x0000_7fff_ffff_f000 + (r >> 52),
+            2 => 0x0000_8000_0000_0000 + (r >> 52),
+            3 => 0xffff_8000_0000_0000 + (r >> 52),
+            4 => 0xffff_7fff_ffff_f000 + (r >> 52),
+            _ => r >> 17,
+        };
+        let (fs, gs, rip) = (pick(next()), pick(next()), pick(next()));
+        let other = next() % 6;
+        let moved_other = next() % 8 == 0 && other != seg::FS as u64 && other != seg::GS as u64;
+        got.segs[seg::FS].base = fs;
+        got.segs[seg::GS].base = gs;
+        got.rip = rip;
+        if moved_other {
+            got.segs[other as usize].base ^= 1 << (next() % 64);
+        }
+        let canonical = |v: u64| ((v as i64) << 16 >> 16) as u64 == v;
+        let want_ok = canonical(fs) && canonical(gs) && canonical(rip) && !moved_other;
+        match validate_exit_state(&entry, &got, XS) {
+            Ok(out) => {
+                assert!(want_ok, "accepted FS {fs:#x} GS {gs:#x} RIP {rip:#x}");
+                assert_eq!((out.segs[seg::FS].base, out.segs[seg::GS].base), (fs, gs));
+                assert_eq!(out.segs[seg::CS], entry.segs[seg::CS]);
+                assert_eq!(out.segs[seg::SS], entry.segs[seg::SS]);
+                assert_eq!(out.rip, rip);
+                accepted += 1;
+            }
+            Err(e) => {
+                assert!(!want_ok, "refused FS {fs:#x} GS {gs:#x} RIP {rip:#x}: {e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(accepted > 500 && refused > 500, "{accepted} / {refused}");
+}
