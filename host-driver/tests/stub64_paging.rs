@@ -192,3 +192,35 @@ fn a_write_to_a_protected_code_page_above_4_gib_is_logged() {
         "the write was performed"
     );
 }
+
+/// Global 4-level translations (G with CR4.PGE) outlive a non-global flush, as TLB entries do;
+/// the others are refilled from the changed tables.
+#[test]
+fn a_non_global_flush_spares_global_pages_above_4_gib() {
+    const GLOBAL: u64 = 0x7e00_0000_0000;
+    const LOCAL: u64 = 0x7e00_0000_1000;
+    let mut vm = Vm64::new();
+    vm.map(GLOBAL, DATA_PHYS, URW | NX | G);
+    vm.map(LOCAL, DATA_PHYS + 0x1000, URW | NX);
+    vm.ram.write_u64(DATA_PHYS, 1);
+    vm.ram.write_u64(DATA_PHYS + 0x1000, 2);
+    vm.ram.write_u64(DATA_PHYS + 0x2000, 3);
+    vm.ram.write_u64(DATA_PHYS + 0x3000, 4);
+    vm.code(|a| {
+        a.mov(rax, qword_ptr(rbx))?;
+        a.mov(rcx, qword_ptr(rbx + 0x1000))?;
+        a.hlt()
+    });
+    vm.state.gprs[3] = GLOBAL;
+    vm.run_with(&[MmuCommand::FlushAll]);
+    assert_eq!((vm.state.gprs[0], vm.state.gprs[1]), (1, 2));
+    vm.map(GLOBAL, DATA_PHYS + 0x2000, URW | NX | G);
+    vm.map(LOCAL, DATA_PHYS + 0x3000, URW | NX);
+    vm.state.rip = CODE;
+    vm.run_with(&[MmuCommand::FlushNonGlobal]);
+    assert_eq!(
+        (vm.state.gprs[0], vm.state.gprs[1]),
+        (1, 4),
+        "the global page stale, the other refilled"
+    );
+}
