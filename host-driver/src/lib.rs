@@ -44,4 +44,4 @@ pub use protocol::{CodeLog, EscapeKind, ExitReason, ExitRecord, SyscallInstructi
 pub use protocol::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
 pub use stub::StubExecutor;
 pub use sys::GuestRam;
-pub use validate::validate_entry;
+pub use validate::{validate_entry, validate_entry_for, CodeModes};

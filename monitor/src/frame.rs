@@ -252,6 +252,10 @@ pub struct SignalContext<'a> {
     pub uc: &'a mut KUcontext,
     /// The data segment registers at the time of the signal: DS, ES, FS, GS.
     pub data_segs: [u16; 4],
+    /// The FS and GS bases at the time of the signal, where the executor records them (the
+    /// stub reads them with RDFSBASE/RDGSBASE): 64-bit code may change them (WRFSBASE is
+    /// legal user code). `None` where only 32-bit code runs.
+    pub seg_bases: Option<[u64; 2]>,
     /// The XSAVE area of the frame (standard format), `None` if absent.
     pub fpstate: Option<&'a [u8]>,
 }

@@ -10,6 +10,8 @@ pub mod cpuinfo;
 mod executor_bin;
 pub mod guest_state;
 pub mod pagetables;
+pub mod pagetables64;
 pub mod vm;
+pub mod vm64;
 
 pub use executor_bin::executor_path;

@@ -1,6 +1,6 @@
-//! The stub executor's library side, for 32-bit guests: the same contract as [`Executor`]
-//! (budget, errors, death detection, plain-RAM map, fill limit, code-page log, exit
-//! statistics), with guest code in a process that holds only S (the stub's code page, the
+//! The stub executor's library side, for 32-bit and 64-bit guest code: the same contract as
+//! [`Executor`] (budget, errors, death detection, plain-RAM map, fill limit, code-page log,
+//! exit statistics), with guest code in a process that holds only S (the stub's code page, the
 //! library's pages read-only, its own pages) and the guest mirrors. The monitor
 //! ([`plex86_monitor`]) runs here, in the library, over guest RAM mapped here; its mirror
 //! changes reach the stub as op batches that the stub's mapper thread carries out.
@@ -20,8 +20,11 @@
 //! * `signal.rs`: one published signal: its frame, the budget's signal, the stub's timestamps;
 //! * `host.rs`: the monitor's [`plex86_monitor::monitor::Host`] over the op queue.
 //!
-//! Not yet (issue 15's later steps): 64-bit guests, the sparse mirror table, validation of the
-//! stub's pages beyond bounds.
+//! 64-bit code (CS.L=1 in long mode) runs too: entered on the host's 64-bit CS and SS with
+//! the state's FS/GS bases (WRFSBASE/WRGSBASE in the stub), mirrored through the 4-level
+//! walker, its exits read whole and its FS/GS bases at the exit taken from the handler's
+//! RDFSBASE/RDGSBASE. Not yet (issue 15's later steps): compatibility mode, the vsyscall
+//! page's rewind, validation of the stub's pages beyond bounds.
 //!
 //! [`Executor`]: crate::Executor
 
@@ -36,7 +39,9 @@ use crate::error::DriverError;
 use crate::protocol::stub::{self as layout, by_lib as lib, by_stub as stub, Verdict};
 use crate::protocol::{ExitRecord, GuestState, RamRange, XSAVE_AREA_SIZE};
 use crate::sys::{self, RamMap, SharedMapping};
-use crate::validate::{check_reason_against_state, validate_entry, validate_exit_state};
+use crate::validate::{
+    check_reason_against_state, validate_entry_for, validate_exit_state, CodeModes,
+};
 use crate::{ExecutorConfig, XsaveInfo};
 use host::StubHost;
 use plex86_monitor::decode::IcebpRip;
@@ -232,6 +237,12 @@ impl StubExecutor {
             .store(p.stub, Ordering::Relaxed);
     }
 
+    /// The code this executor runs natively: 32-bit code and 64-bit code in long mode (its
+    /// process holds only S, in a 4 GiB block the mirror never uses, and the guest's mirrors).
+    pub fn code_modes(&self) -> CodeModes {
+        CodeModes::Legacy32AndLong64
+    }
+
     /// The stub's process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
         self.child.pid().map(|_| self.pid)
@@ -276,7 +287,8 @@ impl StubExecutor {
         for tid in [self.pid as i32, self.mapper_tid] {
             if let Err(e) = sys::pin_thread(tid, cpu) {
                 // A thread that is gone: the stub died; say so rather than "no such process".
-                self.reap_if_dead()?;
+                // Its threads are gone before the process can be reaped, so wait a little.
+                self.reap_if_dead_within(Duration::from_secs(1))?;
                 return Err(DriverError::Io(e));
             }
         }
@@ -313,7 +325,7 @@ impl StubExecutor {
     ) -> Result<&ExitRecord, DriverError> {
         self.run_may_have_executed = false;
         self.check_alive()?;
-        validate_entry(state, self.xsave)?;
+        validate_entry_for(state, self.xsave, self.code_modes())?;
         self.place()?;
         self.queue_commands(commands)?;
         let m = &mut self.monitor;

@@ -179,6 +179,16 @@ impl StubExecutor {
                 (segs >> 48) as u16,
             ],
             fpstate: (fp_len != 0).then(|| &self.fpstate[..fp_len]),
+            // The handler's RDFSBASE/RDGSBASE: the bases 64-bit code left (the exit
+            // validation checks them canonical).
+            seg_bases: Some([
+                self.ctl
+                    .atomic_u64(st(stub::FS_BASE))
+                    .load(Ordering::Relaxed),
+                self.ctl
+                    .atomic_u64(st(stub::GS_BASE))
+                    .load(Ordering::Relaxed),
+            ]),
         };
         let fills = self.monitor.exit.demand_fills;
         let action = self.monitor.on_signal(&mut ctx);

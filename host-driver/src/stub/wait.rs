@@ -204,6 +204,19 @@ impl StubExecutor {
         }
     }
 
+    /// [`Self::reap_if_dead`], waiting up to `limit` for a dying stub to become reapable (a
+    /// killed process's threads are gone a moment before its exit status is there).
+    pub(super) fn reap_if_dead_within(&mut self, limit: Duration) -> Result<(), DriverError> {
+        let until = Instant::now() + limit;
+        loop {
+            self.reap_if_dead()?;
+            if Instant::now() >= until {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub(super) fn check_alive(&self) -> Result<(), DriverError> {
         self.child.check_alive()
     }

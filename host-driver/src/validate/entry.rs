@@ -8,16 +8,47 @@ use crate::error::DriverError;
 use crate::protocol::xsave::{header, xfeature};
 use crate::protocol::{gpr, seg, GuestState, Segment, LDT_MIRROR_ENTRIES};
 use crate::XsaveInfo;
+use guest_paging::is_canonical;
 
-/// Checks that `state` can be entered natively on a host transferring `xs`: the entry rules,
-/// written once. [`crate::Executor::run`] applies them; callers may check first (the error is
-/// [`DriverError::UnsupportedState`] naming the first rule broken).
-pub fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), DriverError> {
-    check_entry(state, xs).map_err(DriverError::UnsupportedState)
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_LA57: u64 = 1 << 12;
+
+/// The code an executor can run natively: what its entry rules accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeModes {
+    /// 32-bit code outside long mode: today's executor, whose own code lives above 4 GiB
+    /// where 64-bit guest code would run.
+    Legacy32,
+    /// That, and 64-bit code in long mode (CS.L=1): the stub executor, whose process holds
+    /// nothing but S and the guest's mirrors. Compatibility mode is refused still.
+    Legacy32AndLong64,
 }
 
-fn check_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), String> {
-    width_rule(state)?;
+/// Checks that `state` can be entered natively on a host transferring `xs` by today's
+/// executor ([`CodeModes::Legacy32`]): the entry rules, written once. [`crate::Executor::run`]
+/// applies them; callers may check first (the error is [`DriverError::UnsupportedState`]
+/// naming the first rule broken).
+pub fn validate_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), DriverError> {
+    validate_entry_for(state, xs, CodeModes::Legacy32)
+}
+
+/// [`validate_entry`] for an executor that runs `modes`
+/// ([`crate::stub::StubExecutor::code_modes`]).
+pub fn validate_entry_for(
+    state: &GuestState,
+    xs: XsaveInfo,
+    modes: CodeModes,
+) -> Result<(), DriverError> {
+    check_entry(state, xs, modes).map_err(DriverError::UnsupportedState)
+}
+
+fn check_entry(state: &GuestState, xs: XsaveInfo, modes: CodeModes) -> Result<(), String> {
+    if state.code64() && modes == CodeModes::Legacy32AndLong64 {
+        long64_rule(state)?;
+    } else {
+        width_rule(state)?;
+    }
     eflags_rule(state.rflags)?;
     if state.cr0 & 1 == 0 {
         return Err("CR0.PE is clear".into());
@@ -26,26 +57,53 @@ fn check_entry(state: &GuestState, xs: XsaveInfo) -> Result<(), String> {
         return Err("reserved fields are not zero".into());
     }
     for (i, s) in state.segs.iter().enumerate() {
-        segment_rule(i, s)?;
+        segment_rule(i, s, state.code64())?;
         shared_index_rule(i, &state.segs)?;
     }
     xsave_rule(state, xs)
 }
 
-/// The executors run 32-bit code only so far (issue 15 brings long mode): a long-mode state is
-/// refused, and a 32-bit one must hold nothing 32-bit code does not have. Bochs exports zero
-/// there, so anything else is a translation bug, which must not reach native code.
+/// 64-bit code on an executor that runs it: what the stub loads must be loadable (RIP, and
+/// the FS/GS bases WRFSBASE/WRGSBASE take, canonical: else the stub's own entry faults) and
+/// the paging one the 4-level walker mirrors (no 5-level paging).
+fn long64_rule(state: &GuestState) -> Result<(), String> {
+    if !is_canonical(state.rip) {
+        return Err(format!("RIP {:#x} is not canonical", state.rip));
+    }
+    for i in [seg::FS, seg::GS] {
+        let base = state.segs[i].base;
+        if !is_canonical(base) {
+            return Err(format!("{} base {base:#x} is not canonical", seg::NAMES[i]));
+        }
+    }
+    if state.cr0 & CR0_PG == 0 || state.cr4 & CR4_PAE == 0 {
+        return Err(format!(
+            "long mode without paging (CR0 {:#x}, CR4 {:#x})",
+            state.cr0, state.cr4
+        ));
+    }
+    if state.cr4 & CR4_LA57 != 0 {
+        return Err("CR4.LA57: 5-level paging is not mirrored".into());
+    }
+    Ok(())
+}
+
+/// Outside 64-bit code on an executor that runs it, the executors run 32-bit code only
+/// (compatibility mode waits for issue 15's step 4, and today's executor refuses long mode
+/// for good): a long-mode state is refused, and a 32-bit one must hold nothing 32-bit code
+/// does not have. Bochs exports zero there, so anything else is a translation bug, which must
+/// not reach native code.
 fn width_rule(state: &GuestState) -> Result<(), String> {
     if state.long_mode() {
-        let mode = if state.code64() {
-            "64-bit"
+        let (mode, who) = if state.code64() {
+            ("64-bit", "this executor runs 32-bit code only")
         } else {
-            "compatibility"
+            (
+                "compatibility",
+                "the executors run no compatibility-mode code yet",
+            )
         };
-        return Err(format!(
-            "long mode ({mode}, EFER {:#x}): the executors run 32-bit code only so far",
-            state.efer
-        ));
+        return Err(format!("long mode ({mode}, EFER {:#x}): {who}", state.efer));
     }
     if let Some(why) = upper_half_in_32_bit_state(state) {
         return Err(why);
@@ -87,7 +145,7 @@ fn eflags_rule(f: u64) -> Result<(), String> {
 
 /// Segment register `i` can be installed in the executor's mirror of the guest's GDT: CS a
 /// CPL 3 code segment, SS a writable DPL 3 data segment, the others null or readable DPL 3.
-fn segment_rule(i: usize, s: &Segment) -> Result<(), String> {
+fn segment_rule(i: usize, s: &Segment, code64: bool) -> Result<(), String> {
     let name = seg::NAMES[i];
     if s.flags != 0 {
         return Err(format!("{name}: flags must be 0 on entry"));
@@ -108,7 +166,7 @@ fn segment_rule(i: usize, s: &Segment) -> Result<(), String> {
         ));
     }
     match i {
-        seg::CS => cs_rule(s)?,
+        seg::CS => cs_rule(s, code64)?,
         seg::SS => ss_rule(s)?,
         _ => data_rule(name, s)?,
     }
@@ -118,10 +176,13 @@ fn segment_rule(i: usize, s: &Segment) -> Result<(), String> {
     Ok(())
 }
 
-fn cs_rule(s: &Segment) -> Result<(), String> {
-    if s.is_null() || s.selector & 3 != 3 || !s.present() || !s.s() || !s.is_code() || s.long() {
+/// CS: a CPL 3 code segment, 64-bit (L=1, D=0) for 64-bit code, else 32/16-bit.
+fn cs_rule(s: &Segment, code64: bool) -> Result<(), String> {
+    let width_ok = if code64 { !s.db() } else { !s.long() };
+    if s.is_null() || s.selector & 3 != 3 || !s.present() || !s.s() || !s.is_code() || !width_ok {
+        let kind = if code64 { "64-bit" } else { "32/16-bit" };
         return Err(format!(
-            "CS {:#x}/{:#x} is not a CPL 3 32/16-bit code segment",
+            "CS {:#x}/{:#x} is not a CPL 3 {kind} code segment",
             s.selector, s.attr
         ));
     }

@@ -94,15 +94,27 @@ pub(crate) fn validate_exit_state(
         }
     }
     out.gprs = got.gprs;
+    if !guest_paging::is_canonical(got.rip) {
+        return Err(format!("RIP {:#x} is not canonical", got.rip));
+    }
     out.rip = got.rip;
     let f = got.rflags;
     if f & 2 == 0 || f & EFL_RESERVED_ZERO != 0 || f & (EFL_VM | EFL_IOPL | EFL_RF) != 0 {
         return Err(format!("EFLAGS {f:#x}"));
     }
     out.rflags = f;
+    let code64 = entry.code64();
     for i in 0..6 {
         let (e, g) = (&entry.segs[i], &got.segs[i]);
-        if (g.attr, g.limit, g.base, g.flags, g.reserved) != (e.attr, e.limit, e.base, 0, 0) {
+        // 64-bit code moves its FS/GS bases itself (WRFSBASE, a selector load): reported back,
+        // if canonical (WRFSBASE takes nothing else, and the emulator takes nothing else).
+        let moved_base = code64 && (i == seg::FS || i == seg::GS);
+        let base_ok = if moved_base {
+            guest_paging::is_canonical(g.base)
+        } else {
+            g.base == e.base
+        };
+        if !base_ok || (g.attr, g.limit, g.flags, g.reserved) != (e.attr, e.limit, 0, 0) {
             return Err(format!("segment {} descriptor changed", seg::NAMES[i]));
         }
         let native = g.selector;
@@ -113,8 +125,8 @@ pub(crate) fn validate_exit_state(
                 seg::NAMES[i]
             ));
         }
-        if native == native_selector(e.selector) {
-            out.segs[i] = *e;
+        if native == entry_native_selector(entry, i) {
+            out.segs[i] = Segment { base: g.base, ..*e };
             continue;
         }
         let guest = if native & 4 == 0 {
@@ -134,6 +146,7 @@ pub(crate) fn validate_exit_state(
         out.segs[i] = Segment {
             selector: guest,
             flags: SEG_NOT_INSTALLED,
+            base: g.base,
             ..*e
         };
     }
@@ -158,6 +171,23 @@ pub(crate) fn validate_exit_state(
     normalize_xsave(&mut out.xsave, entry.xcr0, &xs);
     Ok(out)
 }
+
+/// The native selector the entry put in segment register `i`: the mirror's LDT selector of
+/// the guest's, but 64-bit code's CS, the host's `__USER_CS` (the kernel makes no 64-bit LDT
+/// descriptor), and its SS when that is 0x2b, the host's `__USER_DS` (the monitor mirrors any
+/// other SS, so that a native 0x2b is never ambiguous).
+fn entry_native_selector(entry: &GuestState, i: usize) -> u16 {
+    match i {
+        seg::CS if entry.code64() => HOST_CS64,
+        seg::SS if entry.code64() && entry.segs[seg::SS].selector == HOST_SS64 => HOST_SS64,
+        _ => native_selector(entry.segs[i].selector),
+    }
+}
+
+/// The host's 64-bit user code selector, 64-bit guest code's CS.
+const HOST_CS64: u16 = 0x33;
+/// The host's user data selector, 64-bit guest code's SS.
+const HOST_SS64: u16 = 0x2b;
 
 /// Writes the initial values into the areas of components whose XSTATE_BV bit is clear, so
 /// that equal states have equal images.

@@ -5,8 +5,10 @@ mod entry;
 mod exit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests64;
 
-pub use entry::validate_entry;
+pub use entry::{validate_entry, validate_entry_for, CodeModes};
 pub use exit::RunContext;
 pub(crate) use exit::{check_exit, check_reason_against_state, validate_exit_state};
 

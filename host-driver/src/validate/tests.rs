@@ -240,7 +240,7 @@ fn exit_validation_rejects_corruption() {
     assert!(ExitReason::decode(&raw).is_err());
 }
 
-/// Long mode is refused for now, and a 32-bit state may hold nothing 32-bit code does not
+/// Long mode is refused by today's executor's rules, and a 32-bit state may hold nothing 32-bit code does not
 /// have: each with a reason that names it.
 #[test]
 fn entry_rules_refuse_long_mode_and_wide_values_outside_it() {
@@ -254,14 +254,14 @@ fn entry_rules_refuse_long_mode_and_wide_values_outside_it() {
     };
     refused(
         &|s| s.efer = protocol::EFER_LMA | 1 << 8,
-        "long mode (compatibility, EFER 0x500): the executors run 32-bit code only so far",
+        "long mode (compatibility, EFER 0x500): the executors run no compatibility-mode code yet",
     );
     refused(
         &|s| {
             s.efer = protocol::EFER_LMA | 1 << 8;
             s.segs[seg::CS] = Segment::flat_code64(0x33);
         },
-        "long mode (64-bit, EFER 0x500): the executors run 32-bit code only so far",
+        "long mode (64-bit, EFER 0x500): this executor runs 32-bit code only",
     );
     refused(
         &|s| s.gprs[protocol::gpr::EAX] = 1 << 32,

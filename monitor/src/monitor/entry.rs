@@ -1,16 +1,32 @@
 //! The entry side: the guest's segments as LDT entries, and the entry frame.
 
-use super::{GuestRam, Host, Monitor};
+use super::{GuestRam, Host, Monitor, GUEST_MAXPHYADDR, HOST_CS64, HOST_SS64};
 use crate::frame::{self, EntrySegs, UserDesc};
+use guest_paging::LongRegs;
 use plex86_protocol::xsave::{header, sw, FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2};
 use plex86_protocol::{self as protocol, gpr, seg, ExitReason};
 
 impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Installs the segments of `self.entry` in the LDT (only what changed) and computes the
     /// native selectors.
+    /// 64-bit code runs on the host's CS 0x33, whatever its own selector (modify_ldt makes no
+    /// 64-bit descriptor: the kernel clears `lm`), and with an SS of 0x2b (Linux's
+    /// `__USER_DS`) on the host's 0x2b: SS's descriptor means nothing there but its DPL, 3
+    /// either way. Any other SS is mirrored as for 32-bit code, so that a native 0x2b at an
+    /// exit always says which it is: the entry's, or the host's that the guest loaded (which
+    /// the emulator reloads from the guest's GDT).
     fn install_segments(&mut self) -> Result<(), i32> {
         let mut want: [Option<UserDesc>; 6] = [None; 6];
+        let code64 = self.entry.code64();
         for (i, s) in self.entry.segs.iter().enumerate() {
+            if code64 && i == seg::CS {
+                self.installed[i] = HOST_CS64;
+                continue;
+            }
+            if code64 && i == seg::SS && s.selector == HOST_SS64 {
+                self.installed[i] = HOST_SS64;
+                continue;
+            }
             if s.is_null() && i != seg::CS && i != seg::SS {
                 self.installed[i] = s.selector;
                 continue;
@@ -33,7 +49,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
                 | (u32::from(s.avl()) << 6);
             want[i] = Some(UserDesc {
                 entry_number: u32::from(protocol::native_selector(s.selector) >> 3),
-                // A descriptor's base is 32 bits: the entry rules refuse a larger one.
+                // A descriptor's base is 32 bits: the entry rules refuse a larger one outside
+                // 64-bit code, where DS/ES bases mean nothing and FS/GS's come from the
+                // entry's WRFSBASE/WRGSBASE.
                 base_addr: s.base as u32,
                 limit: s.limit,
                 flags,
@@ -63,8 +81,12 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             }
         }
         self.ldt = want;
-        // 32-bit code only (the entry rules refuse long mode and bases from 4 GiB up).
-        self.cs_base = self.entry.segs[seg::CS].base as u32;
+        // Outside 64-bit code the entry rules refuse bases from 4 GiB up; in it CS has none.
+        self.cs_base = if code64 {
+            0
+        } else {
+            self.entry.segs[seg::CS].base as u32
+        };
         Ok(())
     }
 
@@ -73,6 +95,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         self.install_segments()?;
         let st = &self.entry;
         self.regs = st.legacy_paging_regs();
+        self.long_regs = st
+            .code64()
+            .then(|| LongRegs::new(st.cr3, st.cr4, st.efer, GUEST_MAXPHYADDR));
         // Outside 64-bit code only EAX..EDI exist, zero-extended (the entry rules refuse
         // anything in the upper halves or in R8..R15 there); 64-bit code gets all 16.
         let code64 = st.code64();
@@ -121,13 +146,15 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         put(fp, sw::XSTATE_SIZE, &self.sw.xstate_size.to_le_bytes());
         fp[sw::XSTATE_SIZE + 4..sw::END].fill(0);
         put(fp, n, &FP_XSTATE_MAGIC2.to_le_bytes());
-        // A null FS/GS gets base 0, not whatever the CPU leaves (see plex86_enter). Nothing
-        // else the guest can read in 64-bit mode holds a host value: every GPR (R8-R15 zero,
-        // upper halves zero), RFLAGS and the XSAVE state come from this frame; DS/ES/SS/CS
-        // bases are not readable in 64-bit mode (and are the guest's descriptors' anyway).
+        // 32-bit code: a null FS/GS gets base 0, not whatever the CPU leaves (see
+        // plex86_enter). 64-bit code gets the state's bases whatever the selector: a 64-bit
+        // process's TLS base rides on a null FS (the entry rules have checked them
+        // canonical, as WRFSBASE needs). Nothing else the guest can read in 64-bit mode holds
+        // a host value: every GPR, RFLAGS and the XSAVE state come from this frame; DS/ES/SS/
+        // CS bases are not readable in 64-bit mode (and are the guest's descriptors' anyway).
         let base = |i: usize| {
             let s = &self.entry.segs[i];
-            if s.is_null() {
+            if s.is_null() && !code64 {
                 0
             } else {
                 s.base

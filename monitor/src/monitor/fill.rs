@@ -3,14 +3,14 @@
 use super::signal::Outcome;
 use super::{GuestRam, Host, Monitor};
 use crate::shadow::{Mirror, PROT_EXEC, PROT_WRITE};
-use guest_paging::{self as paging, Access, WalkError};
+use guest_paging::{self as paging, Access, Translation, WalkError};
 use plex86_protocol::ExitReason;
 
 impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Demand paging: `Resume` when the fault was handled in place, else the exit is filled and
     /// the run ends with the frame's state.
     #[inline]
-    pub(super) fn page_fault(&mut self, linear: u32, host_err: u64) -> Outcome {
+    pub(super) fn page_fault(&mut self, linear: u64, host_err: u64) -> Outcome {
         let start_ns = self.host.clock_ns(self.clock);
         let access = if host_err & 0x10 != 0 {
             Access::Fetch
@@ -19,28 +19,26 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         } else {
             Access::Read
         };
-        let emulate = ExitReason::NeedsEmulation {
-            linear: u64::from(linear),
-            access,
-        };
-        if self.already_allows(u64::from(linear >> 12), access) {
+        let emulate = ExitReason::NeedsEmulation { linear, access };
+        if self.already_allows(linear >> 12, access) {
             // The mirror already allows this access, so the fault is not a missing fill: the
             // host kernel's UMIP emulation (SGDT, SIDT, SMSW...) reports the start of an
             // operand whose other end lies on an unmirrored page. The emulator performs it.
             self.set_exit(emulate);
             return Outcome::CAPTURE;
         }
-        let t = match paging::walk(&self.ram, &self.regs, linear, access, true) {
+        let t = match self.walk(linear, access, true) {
             Ok(t) => t,
             Err(WalkError::Fault(code)) => {
                 self.set_exit(ExitReason::PageFault {
-                    linear: u64::from(linear),
+                    linear,
                     access,
                     error_code: code,
                 });
                 return Outcome::CAPTURE;
             }
-            // NonCanonical comes from the 4-level walker only; either way Bochs does the access.
+            // NonCanonical comes from the 4-level walker only (the host faults there with #GP,
+            // not #PF: an LA57 host's wider space); either way Bochs does the access.
             Err(WalkError::TableNotInRam | WalkError::NonCanonical) => {
                 self.set_exit(emulate);
                 return Outcome::CAPTURE;
@@ -48,7 +46,8 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         };
         let page = linear & !0xfff;
         let ppn = t.phys_page >> 12;
-        if u64::from(page) < H::MIRROR_START || !self.is_ram(ppn) {
+        // Pages outside user space or in S's block the host refuses below: emulated too.
+        if page < H::MIRROR_START || !self.is_ram(ppn) {
             self.set_exit(emulate);
             return Outcome::CAPTURE;
         }
@@ -66,11 +65,11 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         }
         let ops = &mut self.host;
         let mirror = Mirror::of(&t, writable);
-        let mut r = self.shadow.insert(ops, u64::from(page >> 12), mirror);
+        let mut r = self.shadow.insert(ops, page >> 12, mirror);
         if r == Err(libc::ENOMEM) {
             // Too many mappings (vm.max_map_count): start over.
             let _ = self.shadow.flush_all(ops);
-            r = self.shadow.insert(ops, u64::from(page >> 12), mirror);
+            r = self.shadow.insert(ops, page >> 12, mirror);
         }
         if r.is_err() {
             self.set_exit(emulate);
@@ -101,15 +100,14 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// writable only if also Dirty and not write-protected code. Stops at the first page that
     /// does not qualify. Each page mirrored so saves a fault round trip of its own: the stub
     /// executor's fill is a hop through the library and the mapper.
-    fn fill_ahead_of(&mut self, page: u32) {
-        let region_end = u64::from(page | 0x1f_ffff) + 1;
-        let mut lin = u64::from(page) + 4096;
+    fn fill_ahead_of(&mut self, page: u64) {
+        let region_end = (page | 0x1f_ffff).wrapping_add(1);
+        let mut lin = page + 4096;
         let mut filled = 0;
         while filled < self.fill_ahead && lin < region_end {
             let lpn = lin >> 12;
             if self.shadow.lookup(lpn).is_none() {
-                let Ok(t) = paging::walk(&self.ram, &self.regs, lin as u32, Access::Read, false)
-                else {
+                let Ok(t) = self.walk(lin, Access::Read, false) else {
                     return;
                 };
                 let ppn = t.phys_page >> 12;
@@ -128,6 +126,17 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
                 filled += 1;
             }
             lin += 4096;
+        }
+    }
+
+    /// The guest's translation of `linear` for `access`: 4 levels in 64-bit code (2 MiB and
+    /// 1 GiB pages come back as their 4 KiB piece with the size recorded, for INVLPG), the
+    /// 32-bit walker's 2 levels or PAE otherwise. A/D bits are set as the CPU would
+    /// (`update_ad`) by both.
+    fn walk(&self, linear: u64, access: Access, update_ad: bool) -> Result<Translation, WalkError> {
+        match &self.long_regs {
+            Some(long) => paging::walk64(&self.ram, long, linear, access, update_ad),
+            None => paging::walk(&self.ram, &self.regs, linear as u32, access, update_ad),
         }
     }
 

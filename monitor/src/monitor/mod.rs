@@ -6,10 +6,12 @@
 //! * `entry.rs`: the LDT mirror and the entry frame;
 //! * `signal.rs`: the signal handler's logic, by cause;
 //! * `fill.rs`: demand paging (the mirror's fills);
+//! * `long.rs`: what only 64-bit code has (its SYSCALL, the vsyscall page, leaving the mode);
 //! * `tests.rs`: the monitor over a fake [`Host`].
 
 mod entry;
 mod fill;
+mod long;
 mod signal;
 #[cfg(test)]
 mod tests;
@@ -17,10 +19,24 @@ mod tests;
 use crate::decode::IcebpRip;
 use crate::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
 use crate::shadow::{MirrorOps, Shadow};
-use guest_paging::{self as paging, PagingRegs, PhysMemory};
+use guest_paging::{self as paging, LongRegs, PagingRegs, PhysMemory};
 use plex86_protocol::{
     self as protocol, CommandKind, EscapeKind, ExitReason, ExitRecord, GuestState, RawExit,
 };
+
+/// The host's 64-bit user code selector (`__USER_CS`): 64-bit guest code runs on it.
+const HOST_CS64: u16 = 0x33;
+/// The host's 32-bit user code selector (`__USER32_CS`; the kernel's compat syscall frames
+/// carry it).
+const HOST_CS32: u16 = 0x23;
+/// The host's user data selector (`__USER_DS`): 64-bit guest code's SS.
+const HOST_SS64: u16 = 0x2b;
+/// The guest's physical-address width for the 4-level walker. 52, the architectural maximum,
+/// rather than the width Bochs's CPU model reports (40 unless built for 52): with a wider
+/// width than the guest's, an entry with bits set between the two is not a reserved-bit
+/// fault here but a frame beyond guest RAM, which is never mirrored (the access is
+/// emulated and Bochs raises the fault); a narrower one would raise faults Bochs does not.
+const GUEST_MAXPHYADDR: u8 = 52;
 
 /// Guest RAM as the monitor reads it: the walker's word accesses, and byte copies for
 /// instruction bytes.
@@ -72,9 +88,12 @@ pub struct Monitor<R, H> {
     /// The mirror record.
     pub shadow: Shadow,
     regs: PagingRegs,
+    /// The 4-level walker's registers while the entry is in 64-bit code (`None` otherwise:
+    /// the 32-bit walker's `regs` apply).
+    long_regs: Option<LongRegs>,
     /// Native selectors installed for ES, CS, SS, DS, FS, GS.
     installed: [u16; 6],
-    /// CS's base for the 32-bit walker's linear addresses (32-bit code only so far).
+    /// CS's base for the 32-bit walker's linear addresses (0 in 64-bit code, which has none).
     cs_base: u32,
     ldt: [Option<UserDesc>; 6],
     /// The request's state (entry).
@@ -159,6 +178,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             ram_pages,
             shadow: Shadow::new(ram_pages as usize),
             regs: PagingRegs::default(),
+            long_regs: None,
             installed: [0; 6],
             cs_base: 0,
             ldt: [None; 6],
@@ -202,17 +222,32 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         }
     }
 
-    /// Reads up to 15 instruction bytes at linear `lin` through the guest's page tables
-    /// (without setting A/D bits). Returns the number of bytes read.
-    fn read_code(&self, lin: u32, buf: &mut [u8; 15]) -> usize {
+    /// Reads up to 15 instruction bytes at `rip` (CS-relative: linear in 64-bit code)
+    /// through the guest's page tables (without setting A/D bits). Returns the number of bytes
+    /// read.
+    fn read_code(&self, rip: u64, buf: &mut [u8; 15]) -> usize {
         let ram_only = |pa: u64, b: &mut [u8]| self.is_ram(pa >> 12) && self.ram.read(pa, b);
-        paging::read_linear(&self.ram, &self.regs, lin, buf, ram_only)
+        match &self.long_regs {
+            Some(long) => paging::read_linear64(&self.ram, long, rip, buf, ram_only),
+            None => {
+                let lin = self.cs_base.wrapping_add(rip as u32);
+                paging::read_linear(&self.ram, &self.regs, lin, buf, ram_only)
+            }
+        }
     }
 
-    fn code_bytes_before(&self, eip: u32, n: u32) -> Option<[u8; 2]> {
+    /// The two instruction bytes `n` bytes before `rip` (where the host reports a trap or a
+    /// system call: after the instruction).
+    fn code_bytes_before(&self, rip: u64, n: u64) -> Option<[u8; 2]> {
         let mut b = [0u8; 15];
-        let got = self.read_code(self.cs_base.wrapping_add(eip.wrapping_sub(n)), &mut b);
+        let got = self.read_code(rip.wrapping_sub(n), &mut b);
         (got >= 2).then_some([b[0], b[1]])
+    }
+
+    /// Whether the run's entry is 64-bit code (its exits are then read whole).
+    #[inline]
+    fn code64(&self) -> bool {
+        self.long_regs.is_some()
     }
 
     #[inline]

@@ -1,7 +1,7 @@
 //! The signal handler's logic: which signals are guest events, escapes, and the exit each
 //! cause makes.
 
-use super::{GuestRam, Host, Monitor};
+use super::{GuestRam, Host, Monitor, HOST_CS32, HOST_CS64};
 use crate::decode::{classify_gp, trap_insn, GpKind, TrapInsn};
 use crate::frame::{SignalAction, SignalContext};
 use crate::frame::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
@@ -9,10 +9,6 @@ use crate::vector;
 use plex86_protocol::xsave::{header, sw, xfeature};
 use plex86_protocol::{gpr, seg, EscapeKind, ExitReason, SyscallInstruction};
 
-/// The host's 64-bit user code selector.
-const HOST_CS64: u16 = 0x33;
-/// The host's 32-bit user code selector (the kernel's compat syscall frames use it).
-const HOST_CS32: u16 = 0x23;
 /// An upper bound of the vDSO's text: the compat landing pad lies within it.
 const VDSO_SPAN: u32 = 64 << 10;
 const EFL_RF: u64 = 1 << 16;
@@ -26,24 +22,24 @@ pub(super) enum Outcome {
     Resume,
     /// End the run; the exit and its state are complete.
     Exit,
-    /// End the run with the signal frame's state, EIP and EAX replaced where given (the host
+    /// End the run with the signal frame's state, RIP and RAX replaced where given (the host
     /// reported them differently from where the guest's instruction starts / what it held).
-    /// 32-bit values: only 32-bit code runs natively so far.
+    /// Values of the entry's width: 32-bit code's are zero-extended.
     Capture {
-        eip_fix: Option<u32>,
-        eax_fix: Option<u32>,
+        rip_fix: Option<u64>,
+        rax_fix: Option<u64>,
     },
 }
 
 impl Outcome {
     pub(super) const CAPTURE: Outcome = Outcome::Capture {
-        eip_fix: None,
-        eax_fix: None,
+        rip_fix: None,
+        rax_fix: None,
     };
-    pub(super) fn capture_at(eip: u32) -> Outcome {
+    pub(super) fn capture_at(rip: u64) -> Outcome {
         Outcome::Capture {
-            eip_fix: Some(eip),
-            eax_fix: None,
+            rip_fix: Some(rip),
+            rax_fix: None,
         }
     }
 }
@@ -66,7 +62,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             Some(o) => o,
             None => match ctx.sig {
                 libc::SIGTRAP if ctx.uc.mc.trapno == vector::DB => {
-                    self.debug_exit(ctx.code, ctx.uc.mc.rip as u32)
+                    self.debug_exit(ctx.code, ctx.uc.mc.rip)
                 }
                 libc::SIGSYS if ctx.arch == AUDIT_ARCH_I386 => self.sigsys_i386(ctx),
                 libc::SIGALRM if from_timer => self.timer_exit(),
@@ -83,25 +79,30 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         match outcome {
             Outcome::Resume => SignalAction::Resume,
             Outcome::Exit => SignalAction::ExitToHost,
-            Outcome::Capture { eip_fix, eax_fix } => {
+            Outcome::Capture { rip_fix, rax_fix } => {
                 self.capture_state(ctx);
-                if let Some(e) = eip_fix {
-                    self.exit_state.rip = u64::from(e);
+                if let Some(r) = rip_fix {
+                    self.exit_state.rip = r;
                 }
-                if let Some(a) = eax_fix {
-                    self.exit_state.gprs[gpr::EAX] = u64::from(a);
+                if let Some(a) = rax_fix {
+                    self.exit_state.gprs[gpr::EAX] = a;
                 }
                 SignalAction::ExitToHost
             }
         }
     }
 
-    /// Escapes first: a 64-bit system call from below 4 GiB, or any event in 64-bit mode. The
-    /// compat fast-syscall return is told apart before the 64-bit check, as its RIP can be
-    /// above 4 GiB too. `None`: the signal interrupted the guest's own code.
+    /// Escapes first: for 32-bit code a 64-bit system call from below 4 GiB, or any event in
+    /// 64-bit mode; for 64-bit code any event outside it (but the compat fast-syscall path,
+    /// which Intel takes for SYSENTER in 64-bit code too). The compat fast-syscall return is
+    /// told apart before the 64-bit check, as its RIP can be above 4 GiB too. `None`: the
+    /// signal interrupted the guest's own code.
     #[inline]
-    fn escape_check(&mut self, ctx: &SignalContext<'_>) -> Option<Outcome> {
+    fn escape_check(&mut self, ctx: &mut SignalContext<'_>) -> Option<Outcome> {
         let mc = &ctx.uc.mc;
+        if self.code64() {
+            return self.escape_check_64(ctx);
+        }
         if ctx.sig == libc::SIGSYS && ctx.arch == AUDIT_ARCH_X86_64 {
             self.escape(EscapeKind::HostSyscall, ctx.call_addr, 0);
             return Some(Outcome::Exit);
@@ -125,7 +126,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// kernel returned -EFAULT without a system call and the IRET to the landing pad faulted
     /// (EAX is then -EFAULT, not the guest's): on AMD at the 64-bit pad, on Intel at its low
     /// 32 bits, in compatibility mode.
-    fn compat_fast_syscall(&mut self, ctx: &SignalContext<'_>) -> Outcome {
+    pub(super) fn compat_fast_syscall(&mut self, ctx: &SignalContext<'_>) -> Outcome {
         let rcx = ctx.uc.mc.rcx;
         let instruction = if self.amd {
             SyscallInstruction::Syscall
@@ -154,22 +155,29 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     #[inline]
     fn fault_exit(&mut self, ctx: &SignalContext<'_>) -> Outcome {
         let mc = &ctx.uc.mc;
-        let eip = mc.rip as u32;
+        let rip = mc.rip;
         let err = mc.err as u32;
         match (ctx.sig, mc.trapno) {
-            (libc::SIGSEGV, vector::PF) => return self.page_fault(mc.cr2 as u32, mc.err),
+            (libc::SIGSEGV, vector::PF) => {
+                let linear = if self.code64() {
+                    mc.cr2
+                } else {
+                    mc.cr2 & LOW32
+                };
+                return self.page_fault(linear, mc.err);
+            }
             (libc::SIGSEGV, vector::GP | vector::NP | vector::TS) => {
-                self.gp_exit(eip, mc.trapno, err)
+                self.gp_exit(rip, mc.trapno, err)
             }
             (libc::SIGSEGV, vector::OF) => {
-                return Outcome::capture_at(self.int_trap(vector::OF as u8, eip))
+                return Outcome::capture_at(self.int_trap(vector::OF as u8, rip))
             }
             (libc::SIGILL, _) => self.set_exit(ExitReason::InvalidOpcode),
             (libc::SIGFPE, vector::MF) => self.set_exit(ExitReason::X87Exception),
             (libc::SIGFPE, vector::XM) => self.set_exit(ExitReason::SimdException),
             (libc::SIGFPE, vector::DE) => self.set_exit(ExitReason::DivideError),
             (libc::SIGTRAP, vector::BP) => {
-                return Outcome::capture_at(self.int_trap(vector::BP as u8, eip))
+                return Outcome::capture_at(self.int_trap(vector::BP as u8, rip))
             }
             (libc::SIGBUS | libc::SIGSEGV, t) => self.other_exception(t as u32, Some(err)),
             (_, t) => self.other_exception(t as u32, None),
@@ -179,10 +187,10 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
 
     /// #GP, #NP or #TS (`trapno`): names the instruction behind it (RDTSC and CPUID fault by
     /// the jail's design; privileged instructions, segment loads and INT n by the host's).
-    fn gp_exit(&mut self, eip: u32, trapno: u64, err: u32) {
+    fn gp_exit(&mut self, rip: u64, trapno: u64, err: u32) {
         let mut b = [0u8; 15];
-        let n = self.read_code(self.cs_base.wrapping_add(eip), &mut b);
-        match classify_gp(&b[..n], err, false) {
+        let n = self.read_code(rip, &mut b);
+        match classify_gp(&b[..n], err, self.code64()) {
             GpKind::Rdtsc => self.set_exit(ExitReason::Rdtsc { rdtscp: false }),
             GpKind::Rdtscp => self.set_exit(ExitReason::Rdtsc { rdtscp: true }),
             GpKind::Cpuid => self.set_exit(ExitReason::Cpuid),
@@ -198,8 +206,8 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         }
     }
 
-    /// The host's #DB at `eip`; Linux's si_code (`code`) says what DR6 held (`get_si_code`).
-    fn debug_exit(&mut self, code: i32, eip: u32) -> Outcome {
+    /// The host's #DB at `rip`; Linux's si_code (`code`) says what DR6 held (`get_si_code`).
+    fn debug_exit(&mut self, code: i32, rip: u64) -> Outcome {
         match code {
             // DR6.BS: a single step, after an instruction that ran with TF set. The state
             // stays after it; the emulator delivers the #DB.
@@ -210,7 +218,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             // No cause in DR6: ICEBP (F1), reported where this host reports it.
             libc::TRAP_BRKPT => {
                 self.other_exception(vector::DB as u32, None);
-                Outcome::capture_at(eip.wrapping_sub(self.icebp_rip.rewind()))
+                Outcome::capture_at(self.rewind(rip, u64::from(self.icebp_rip.rewind())))
             }
             // A debug-register hit: the executor arms none, so it is a debugger's on the
             // executor (ptrace), not the guest's.
@@ -218,12 +226,20 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         }
     }
 
-    /// A system call from compatibility mode, trapped by seccomp: named by the two bytes before
-    /// the reported address, with EAX (the number) restored from the seccomp data.
+    /// A system call from compatibility mode (or INT 0x80 from 64-bit code, which the host
+    /// runs as one), trapped by seccomp: named by the two bytes before the reported address,
+    /// with EAX (the number) restored from the seccomp data. From 64-bit code RAX's upper
+    /// half is lost (the host's INT 0x80 entry keeps the number zero-extended) and reported
+    /// zero: inexact only for a guest kernel that reads it, which Linux's does not (its own
+    /// INT 0x80 entry truncates it, and the result overwrites all of RAX).
     fn sigsys_i386(&mut self, ctx: &SignalContext<'_>) -> Outcome {
-        let after = ctx.call_addr as u32;
-        let eax_fix = Some(ctx.syscall as u32);
-        let mut eip_fix = Some(after.wrapping_sub(2));
+        let after = if self.code64() {
+            ctx.call_addr
+        } else {
+            u64::from(ctx.call_addr as u32)
+        };
+        let rax_fix = Some(u64::from(ctx.syscall as u32));
+        let mut rip_fix = Some(self.rewind(after, 2));
         match self.code_bytes_before(after, 2) {
             Some([0xcd, 0x80]) => {
                 self.set_exit(ExitReason::SoftwareInterrupt { vector: 0x80 });
@@ -246,10 +262,10 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
                     instruction: SyscallInstruction::Sysenter,
                 });
                 self.exit.ecx_clobbered = true;
-                eip_fix = None;
+                rip_fix = None;
             }
         }
-        Outcome::Capture { eip_fix, eax_fix }
+        Outcome::Capture { rip_fix, rax_fix }
     }
 
     /// The budget timer's signal. The timer is re-armed for every run; a signal that arrives
@@ -265,10 +281,10 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         Outcome::CAPTURE
     }
 
-    /// A #BP (`vector` 3) or #OF (`vector` 4) trap reported at `eip` (after the instruction):
-    /// sets the exit for the instruction that raised it and returns the EIP of its first byte.
-    fn int_trap(&mut self, vector: u8, eip: u32) -> u32 {
-        let insn = trap_insn(vector, self.code_bytes_before(eip, 2));
+    /// A #BP (`vector` 3) or #OF (`vector` 4) trap reported at `rip` (after the instruction):
+    /// sets the exit for the instruction that raised it and returns the RIP of its first byte.
+    fn int_trap(&mut self, vector: u8, rip: u64) -> u64 {
+        let insn = trap_insn(vector, self.code_bytes_before(rip, 2));
         match insn {
             TrapInsn::Int3 => self.set_exit(ExitReason::Breakpoint),
             TrapInsn::Into => self.set_exit(ExitReason::Overflow),
@@ -276,7 +292,18 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
                 self.set_exit(ExitReason::SoftwareInterrupt { vector: v });
             }
         }
-        eip.wrapping_sub(insn.rewind())
+        self.rewind(rip, u64::from(insn.rewind()))
+    }
+
+    /// `rip` moved back by `n` bytes, wrapping as the entry's code does (at 4 GiB outside
+    /// 64-bit code).
+    fn rewind(&self, rip: u64, n: u64) -> u64 {
+        let back = rip.wrapping_sub(n);
+        if self.code64() {
+            back
+        } else {
+            back & LOW32
+        }
     }
 
     /// Fills `exit_state` from the signal context: the kernel's 64-bit registers whole for
@@ -285,9 +312,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// cannot reach.
     fn capture_state(&mut self, ctx: &SignalContext<'_>) {
         let mc = &ctx.uc.mc;
+        let code64 = self.code64();
         let out = &mut self.exit_state;
         *out = self.entry;
-        let code64 = self.entry.code64();
         let width = |v: u64| if code64 { v } else { v & LOW32 };
         let legacy = [
             mc.rax, mc.rcx, mc.rdx, mc.rbx, mc.rsp, mc.rbp, mc.rsi, mc.rdi,
@@ -309,6 +336,11 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         out.segs[seg::GS].selector = gs;
         for s in out.segs.iter_mut() {
             s.flags = 0;
+        }
+        if let (true, Some([fs_base, gs_base])) = (code64, ctx.seg_bases) {
+            // 64-bit code may have moved them (WRFSBASE, or a selector load).
+            out.segs[seg::FS].base = fs_base;
+            out.segs[seg::GS].base = gs_base;
         }
         if let Some(fp) = ctx.fpstate {
             let n = fp.len().min(out.xsave.0.len());

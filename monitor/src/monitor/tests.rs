@@ -8,7 +8,7 @@ use crate::vector;
 use guest_paging::Access;
 use guest_paging::PhysMemory;
 use plex86_protocol::{gpr, seg, Segment, EFER_LMA};
-use plex86_protocol::{ExitReason, GuestState, RamRange};
+use plex86_protocol::{EscapeKind, ExitReason, GuestState, RamRange};
 use std::cell::RefCell;
 
 const RAM_SIZE: u64 = 0x10_0000;
@@ -158,6 +158,7 @@ fn read_fault(m: &mut Monitor<FakeRam, FakeHost>, lin: u32) -> SignalAction {
         arch: 0,
         uc: &mut uc,
         data_segs: [0; 4],
+        seg_bases: None,
         fpstate: None,
     };
     m.on_signal(&mut ctx)
@@ -272,6 +273,7 @@ fn budget_signal(m: &mut Monitor<FakeRam, FakeHost>, uc: &mut KUcontext) -> Sign
         arch: 0,
         uc,
         data_segs: [0; 4],
+        seg_bases: None,
         fpstate: None,
     };
     m.on_signal(&mut ctx)
@@ -304,6 +306,7 @@ fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
     let mut m = monitor();
     m.entry.efer = EFER_LMA | 1 << 8;
     m.entry.segs[seg::CS] = Segment::flat_code64(0x33);
+    m.entry.segs[seg::SS] = Segment::flat_data(0x2b);
     m.entry.gprs = std::array::from_fn(|i| 0x0123_4567_0000_0000 * (i as u64 + 1) + i as u64);
     m.entry.rip = 0x7fff_1234_5000;
     m.entry.rflags = 0x246;
@@ -318,13 +321,120 @@ fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
     uc.mc.rax = 0xdead_beef_1234_5678;
     uc.mc.rsp = 0x7fff_ffff_e000;
     uc.mc.r = std::array::from_fn(|i| 0x8000_0000_0000_0000 | i as u64);
-    // Below 4 GiB and not the host's CS64: today's escape check lets it through.
-    uc.mc.rip = 0x40_1000;
+    // 64-bit code runs on the host's 64-bit CS, above 4 GiB too.
+    uc.mc.cs = 0x33;
+    uc.mc.rip = 0x7fff_1234_5010;
     uc.mc.eflags = 0x202;
     assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
+    assert_eq!(m.exit.reason, ExitReason::BudgetExpired);
     let st = &m.exit_state;
     assert_eq!(st.gprs[gpr::EAX], 0xdead_beef_1234_5678);
     assert_eq!(st.gprs[gpr::ESP], 0x7fff_ffff_e000);
     assert_eq!(st.gprs[gpr::R8..], uc.mc.r);
-    assert_eq!(st.rip, 0x40_1000);
+    assert_eq!(st.rip, 0x7fff_1234_5010);
+    assert_eq!(m.frame.uc.mc.cs, 0x33, "entered on the host's 64-bit CS");
+    assert_eq!(
+        m.frame.uc.mc.ss, 0x2b,
+        "and its SS, the guest's being 0x2b too"
+    );
+
+    // Any other code selector: the guest left 64-bit mode, which no exit describes.
+    m.prepare_entry().unwrap();
+    uc.mc.cs = 0x23;
+    assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
+    assert!(
+        matches!(
+            m.exit.reason,
+            ExitReason::GuestEscape {
+                kind: EscapeKind::LongMode,
+                ..
+            }
+        ),
+        "{:?}",
+        m.exit.reason
+    );
+}
+
+/// A monitor entered in 64-bit code whose linear page `LONG_PAGE` maps physical 0x10000
+/// through 4-level tables (PML4 at CR3, then 0x3000, 0x4000, 0x5000), holding `code` at
+/// offset 0x10.
+const LONG_PAGE: u64 = 0x7f00_1234_5000;
+fn monitor64(code: &[u8]) -> Box<Monitor<FakeRam, FakeHost>> {
+    let mut m = monitor();
+    let put = |ram: &FakeRam, pa: u64, v: u64| {
+        ram.write_u32(pa, v as u32);
+        ram.write_u32(pa + 4, (v >> 32) as u32);
+    };
+    let idx = |shift: u32| (LONG_PAGE >> shift) & 0x1ff;
+    put(&m.ram, CR3 + idx(39) * 8, 0x3000 | 7);
+    put(&m.ram, 0x3000 + idx(30) * 8, 0x4000 | 7);
+    put(&m.ram, 0x4000 + idx(21) * 8, 0x5000 | 7);
+    put(&m.ram, 0x5000 + idx(12) * 8, 0x10000 | 7);
+    m.ram.0.borrow_mut()[0x10010..0x10010 + code.len()].copy_from_slice(code);
+    m.entry.efer = EFER_LMA | 1 << 8;
+    m.entry.cr4 = 0x20;
+    m.entry.segs[seg::CS] = Segment::flat_code64(0x33);
+    m.prepare_entry().unwrap();
+    m
+}
+
+/// A 64-bit system call seccomp trapped: `after` is where the host reports it.
+fn sigsys64(m: &mut Monitor<FakeRam, FakeHost>, after: u64, rax: u64) -> SignalAction {
+    let mut uc = KUcontext::default();
+    uc.mc.cs = 0x33;
+    uc.mc.rip = after;
+    uc.mc.rax = rax;
+    let mut ctx = SignalContext {
+        sig: libc::SIGSYS,
+        code: 1, // SYS_SECCOMP
+        call_addr: after,
+        syscall: rax as i32,
+        arch: crate::frame::AUDIT_ARCH_X86_64,
+        uc: &mut uc,
+        data_segs: [0; 4],
+        seg_bases: Some([0x7f00_0000_0000, 0]),
+        fpstate: None,
+    };
+    m.on_signal(&mut ctx)
+}
+
+#[test]
+fn a_64_bit_syscall_is_rewound_over_0f_05_with_the_full_rax() {
+    let mut m = monitor64(&[0x0f, 0x05]);
+    let after = LONG_PAGE + 0x12;
+    assert_eq!(
+        sigsys64(&mut m, after, 0xabcd_0000_0000_0001),
+        SignalAction::ExitToHost
+    );
+    assert!(matches!(m.exit.reason, ExitReason::SystemCall { .. }));
+    assert!(m.exit.ecx_clobbered);
+    assert_eq!(m.exit_state.rip, LONG_PAGE + 0x10);
+    assert_eq!(m.exit_state.gprs[gpr::EAX], 0xabcd_0000_0000_0001);
+    assert_eq!(
+        m.exit_state.segs[seg::FS].base,
+        0x7f00_0000_0000,
+        "RDFSBASE's"
+    );
+}
+
+#[test]
+fn a_trapped_64_bit_call_not_after_0f_05_is_an_escape() {
+    // INT3 and NOP where SYSCALL should be: the host reported a call the guest did not make.
+    let mut m = monitor64(&[0xcc, 0x90]);
+    assert_eq!(
+        sigsys64(&mut m, LONG_PAGE + 0x12, 39),
+        SignalAction::ExitToHost
+    );
+    assert!(
+        matches!(
+            m.exit.reason,
+            ExitReason::GuestEscape {
+                kind: EscapeKind::HostSyscall,
+                ..
+            }
+        ),
+        "{:?}",
+        m.exit.reason
+    );
+    assert!(m.escaped);
 }

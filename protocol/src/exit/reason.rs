@@ -18,7 +18,9 @@ pub enum SyscallInstruction {
 /// How guest code escaped compatibility mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EscapeKind {
-    /// Guest code was found running in 64-bit mode (it reached the host's 64-bit code selector).
+    /// Guest code was found running in a code mode other than its entry's: 32-bit code in
+    /// 64-bit mode (it reached the host's 64-bit code selector), or 64-bit code outside it (a
+    /// far transfer to another host selector).
     LongMode,
     /// A 64-bit system call was made from an address below 4 GiB.
     HostSyscall,

@@ -57,6 +57,7 @@ pub(super) extern "C" fn plex86_signal_rust(
             arch,
             uc,
             data_segs: [ds, es, fs, gs],
+            seg_bases: None,
             fpstate,
         };
         let h = HANDLER.load(Ordering::Relaxed);
