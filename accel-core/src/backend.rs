@@ -2,8 +2,8 @@
 //! accelerator's logic is tested without one.
 
 use host_driver::{
-    DriverError, Executor, ExecutorConfig, ExitRecord, GuestState, MmuCommand, NativeExecutor,
-    StubExecutor, XsaveInfo, EXECUTOR_ENV,
+    CodeModes, DriverError, Executor, ExecutorConfig, ExitRecord, GuestState, MmuCommand,
+    NativeExecutor, StubExecutor, XsaveInfo, EXECUTOR_ENV,
 };
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
@@ -37,6 +37,11 @@ pub trait Backend: Send {
     fn cpuid_faulting(&self) -> bool {
         false
     }
+    /// Whether it runs 64-bit guest code (long mode, CS.L=1) natively; otherwise such states
+    /// are declined (`long_mode_64`).
+    fn runs_64bit_code(&self) -> bool {
+        false
+    }
 }
 
 /// A host-driver executor process: today's [`Executor`] ([`ExecutorBackend`]) or the
@@ -48,6 +53,7 @@ pub struct SpawnedBackend<E: NativeExecutor> {
     launch: Launch,
     xsave: XsaveInfo,
     cpuid_faulting: bool,
+    code_modes: CodeModes,
 }
 
 /// What each executor of a backend is started with.
@@ -78,6 +84,7 @@ impl<E: NativeExecutor> SpawnedBackend<E> {
         Ok(SpawnedBackend {
             xsave: exe.xsave_info(),
             cpuid_faulting: exe.cpuid_faulting(),
+            code_modes: exe.code_modes(),
             exe: Some(exe),
             ram_fd,
             launch,
@@ -179,5 +186,9 @@ impl<E: NativeExecutor> Backend for SpawnedBackend<E> {
 
     fn cpuid_faulting(&self) -> bool {
         self.cpuid_faulting
+    }
+
+    fn runs_64bit_code(&self) -> bool {
+        self.code_modes == CodeModes::Legacy32AndLong64
     }
 }

@@ -36,9 +36,10 @@
 //!
 //! # Long mode
 //!
-//! ABI 6 hands the library long-mode states too, but there is no 64-bit executor yet (issue
-//! 15): [`mode_decline`] declines 64-bit mode ([`Decline::LongMode64`]) and compatibility
-//! mode ([`Decline::LongModeCompat`]) before anything is converted, with the unsupported-state
+//! ABI 6 hands the library long-mode states too. Only the stub executor runs 64-bit code
+//! (issue 15; `PLEX86_ACCEL_BACKEND=stub` so far): with today's executor [`mode_decline`]
+//! declines 64-bit mode ([`Decline::LongMode64`]), and with either compatibility mode
+//! ([`Decline::LongModeCompat`]), before anything is converted, with the unsupported-state
 //! retry, each counted under its own name. Bochs itself declines, with reasons of its own,
 //! the long-mode features native code would not honour (LA57, LAM, UINTR, PKE, user CET).
 
@@ -98,7 +99,7 @@ pub enum Decline {
     Disabled,
     /// Recent native runs were too short to pay off (see "Back-off").
     Backoff,
-    /// 64-bit mode: no 64-bit executor yet.
+    /// 64-bit mode, with an executor that runs 32-bit code only.
     LongMode64,
     /// Compatibility mode (a 32-bit process of a 64-bit guest): not run natively yet.
     LongModeCompat,
@@ -131,7 +132,7 @@ impl Decline {
     pub fn explanation(self) -> Option<&'static str> {
         match self {
             Decline::LongMode64 => {
-                Some("long mode: no 64-bit executor yet (64-bit user code is emulated)")
+                Some("long mode: this executor runs 32-bit code only (64-bit user code is emulated; PLEX86_ACCEL_BACKEND=stub runs it natively)")
             }
             Decline::LongModeCompat => {
                 Some("long mode: compatibility-mode user code is not run natively yet (emulated)")
@@ -142,11 +143,13 @@ impl Decline {
 }
 
 /// The decline for a CPU mode (`plex86_accel_cpu_state.mode`) the library cannot run natively:
-/// 64-bit and compatibility mode have reasons of their own; real and V8086 mode (which Bochs
-/// never offers) and unknown values are unsupported states. `None` for 32-bit protected mode.
-pub fn mode_decline(mode: u32) -> Option<Decline> {
+/// 64-bit mode unless the backend runs 64-bit code (`runs_64bit_code`: the stub executor) and
+/// compatibility mode have reasons of their own; real and V8086 mode (which Bochs never
+/// offers) and unknown values are unsupported states. `None` for 32-bit protected mode.
+pub fn mode_decline(mode: u32, runs_64bit_code: bool) -> Option<Decline> {
     match mode {
         raw::plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED => None,
+        raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64 if runs_64bit_code => None,
         raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64 => Some(Decline::LongMode64),
         raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT => Some(Decline::LongModeCompat),
         _ => Some(Decline::Unsupported),
@@ -469,30 +472,47 @@ mod tests {
     #[test]
     fn long_mode_is_declined_with_reasons_of_its_own() {
         use raw::*;
+        for runs_64bit_code in [false, true] {
+            assert_eq!(
+                mode_decline(
+                    plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED,
+                    runs_64bit_code
+                ),
+                None
+            );
+            assert_eq!(
+                mode_decline(
+                    plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT,
+                    runs_64bit_code
+                ),
+                Some(Decline::LongModeCompat)
+            );
+            for m in [
+                plex86_accel_mode_PLEX86_ACCEL_MODE_REAL,
+                plex86_accel_mode_PLEX86_ACCEL_MODE_V8086,
+                5,
+                u32::MAX,
+            ] {
+                assert_eq!(
+                    mode_decline(m, runs_64bit_code),
+                    Some(Decline::Unsupported),
+                    "mode {m}"
+                );
+            }
+        }
         assert_eq!(
-            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED),
-            None
-        );
-        assert_eq!(
-            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64),
+            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64, false),
             Some(Decline::LongMode64)
         );
         assert_eq!(
-            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT),
-            Some(Decline::LongModeCompat)
+            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64, true),
+            None,
+            "the stub executor runs 64-bit code"
         );
-        for m in [
-            plex86_accel_mode_PLEX86_ACCEL_MODE_REAL,
-            plex86_accel_mode_PLEX86_ACCEL_MODE_V8086,
-            5,
-            u32::MAX,
-        ] {
-            assert_eq!(mode_decline(m), Some(Decline::Unsupported), "mode {m}");
-        }
         assert!(Decline::LongMode64
             .explanation()
             .unwrap()
-            .starts_with("long mode: no 64-bit executor yet"));
+            .starts_with("long mode: this executor runs 32-bit code only"));
         assert!(Decline::LongModeCompat.explanation().is_some());
         assert_eq!(Decline::Backoff.explanation(), None);
     }

@@ -15,6 +15,9 @@ fn select_backend() {
     ONCE.call_once(|| std::env::set_var(plex86_accel::ffi::BACKEND_ENV, "stub"));
 }
 
+/// The stub executor runs 64-bit code (long mode is not declined for its mode).
+const BACKEND_RUNS_64BIT_CODE: bool = true;
+
 #[test]
 fn the_stub_runs_the_guest() {
     let mut g = fixture::Guest::new("stub-describe");

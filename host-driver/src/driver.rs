@@ -79,6 +79,12 @@ impl Executor {
         self.cpuid_faulting
     }
 
+    /// What guest code it runs natively: 32-bit code only (its own code and data lie above
+    /// 4 GiB, where 64-bit guest code could reach them).
+    pub fn code_modes(&self) -> crate::CodeModes {
+        crate::CodeModes::Legacy32
+    }
+
     /// The executor's process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
         self.child.pid()

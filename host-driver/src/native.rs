@@ -3,7 +3,9 @@
 //! [`StubExecutor`] (the monitor in the library, guest code in a stub process).
 
 use crate::stub::StubExecutor;
-use crate::{DriverError, Executor, ExecutorConfig, ExitRecord, GuestState, MmuCommand, XsaveInfo};
+use crate::{
+    CodeModes, DriverError, Executor, ExecutorConfig, ExitRecord, GuestState, MmuCommand, XsaveInfo,
+};
 use std::time::Duration;
 
 /// An executor of guest user code: the contract of [`Executor`]'s methods of the same names.
@@ -31,6 +33,8 @@ pub trait NativeExecutor: Send + std::fmt::Debug {
     fn cpuid_faulting(&self) -> bool;
     /// The process that runs guest code, while it runs.
     fn pid(&self) -> Option<u32>;
+    /// What guest code it runs natively.
+    fn code_modes(&self) -> CodeModes;
     /// Whether it sleeps waiting for the next request (for tests).
     #[doc(hidden)]
     fn asleep_waiting_for_request(&self) -> bool;
@@ -67,6 +71,9 @@ macro_rules! forward {
             }
             fn pid(&self) -> Option<u32> {
                 <$t>::pid(self)
+            }
+            fn code_modes(&self) -> CodeModes {
+                <$t>::code_modes(self)
             }
             fn asleep_waiting_for_request(&self) -> bool {
                 <$t>::asleep_waiting_for_request(self)

@@ -238,3 +238,29 @@ fn a_cs_other_than_0x33_runs_on_the_host_s_and_comes_back_as_the_guest_s() {
     assert_eq!(vm.state.segs, before.segs, "the guest's CS 0x43");
     assert_eq!(vm.state.gprs[8], 0x0123_4567_89ab_cdef, "64-bit code ran");
 }
+
+#[test]
+fn a_guest_that_maps_pages_over_s_is_refused_and_runs_again_once_they_are_gone() {
+    use test_support::pagetables::bits::{NX, P, URW};
+    // Native code at S's addresses would use the stub's own pages: such a process must run
+    // emulated (accel-core declines the state), whatever the page's permissions.
+    let mut vm = Vm64::new();
+    vm.code(|a| a.hlt());
+    let s = host_driver::protocol::stub::DEFAULT_BASE;
+    for (page, flags) in [(s, URW), (s + 0x5000, URW | NX), (s + 0x16000, P)] {
+        vm.map(page, DATA_PHYS, flags);
+        let e = vm
+            .stub
+            .run(&mut vm.state, BUDGET, &[])
+            .expect_err("refused");
+        assert!(
+            matches!(&e, DriverError::UnsupportedState(m) if m.contains("stub's region")),
+            "{page:#x}: {e}"
+        );
+        let pte = vm.tables.pte_addr(&vm.ram, page);
+        vm.ram.write_u64(pte, 0);
+    }
+    // Elsewhere in S's 4 GiB block (never mirrored, emulated access by access): entered.
+    vm.map(s + (2 << 20), DATA_PHYS, URW);
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+}

@@ -63,10 +63,15 @@ impl<B: Backend> Accelerator<B> {
         self.flush_for_paging_change(key);
         self.report.note_xcr0(effective_xcr0(cpu));
         state::to_guest(cpu, &self.xsave, &mut self.scratch.gs);
-        // The driver's entry rules, checked before anything is queued or sent, so that any
-        // backend declines the same states (the driver checks again in `run`).
+        // The driver's entry rules for what this backend runs, checked before anything is
+        // queued or sent (the driver checks again in `run`).
+        let modes = if self.backend.runs_64bit_code() {
+            host_driver::CodeModes::Legacy32AndLong64
+        } else {
+            host_driver::CodeModes::Legacy32
+        };
         if let Err(DriverError::UnsupportedState(m)) =
-            host_driver::validate_entry(&self.scratch.gs, self.xsave)
+            host_driver::validate_entry_for(&self.scratch.gs, self.xsave, modes)
         {
             return Err(self.unsupported(&m));
         }

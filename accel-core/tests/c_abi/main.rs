@@ -15,3 +15,6 @@ mod startup;
 
 /// The default backend (today's executor): tests/c_abi_stub.rs runs `runs` over the stub.
 fn select_backend() {}
+
+/// Today's executor runs 32-bit code only.
+const BACKEND_RUNS_64BIT_CODE: bool = false;

@@ -243,6 +243,30 @@ impl StubExecutor {
         CodeModes::Legacy32AndLong64
     }
 
+    /// Whether 64-bit `state`'s page tables map any page where S lies (present at every
+    /// level, whatever its permissions). Native code there would use S's pages, not the
+    /// guest's: such a process runs emulated. (Pages elsewhere in S's 4 GiB block are never
+    /// mirrored, so their accesses are emulated one by one.)
+    fn guest_maps_s(&self, state: &GuestState) -> bool {
+        use guest_paging::{walk64, Access, LongRegs, WalkError};
+        let regs = LongRegs::new(
+            state.cr3,
+            state.cr4,
+            state.efer,
+            plex86_monitor::monitor::GUEST_MAXPHYADDR,
+        );
+        (self.base..self.base + layout::S_LEN)
+            .step_by(4096)
+            .any(|page| {
+                match walk64(&self.monitor.ram, &regs, page, Access::Read, false) {
+                    Ok(_) => true,
+                    // A present page the walk refuses (supervisor, reserved bits) is mapped too.
+                    Err(WalkError::Fault(code)) => code & 1 != 0,
+                    Err(_) => false,
+                }
+            })
+    }
+
     /// The stub's process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
         self.child.pid().map(|_| self.pid)
@@ -326,6 +350,14 @@ impl StubExecutor {
         self.run_may_have_executed = false;
         self.check_alive()?;
         validate_entry_for(state, self.xsave, self.code_modes())?;
+        if state.code64() && self.guest_maps_s(state) {
+            return Err(DriverError::UnsupportedState(format!(
+                "the guest's page tables map pages where the stub's region is ({:#x}): native \
+                 code would reach the stub's pages instead of the guest's, so it runs emulated \
+                 (stub_base= moves the region)",
+                self.base
+            )));
+        }
         self.place()?;
         self.queue_commands(commands)?;
         let m = &mut self.monitor;

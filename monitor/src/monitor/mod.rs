@@ -36,7 +36,7 @@ const HOST_SS64: u16 = 0x2b;
 /// width than the guest's, an entry with bits set between the two is not a reserved-bit
 /// fault here but a frame beyond guest RAM, which is never mirrored (the access is
 /// emulated and Bochs raises the fault); a narrower one would raise faults Bochs does not.
-const GUEST_MAXPHYADDR: u8 = 52;
+pub const GUEST_MAXPHYADDR: u8 = 52;
 
 /// Guest RAM as the monitor reads it: the walker's word accesses, and byte copies for
 /// instruction bytes.

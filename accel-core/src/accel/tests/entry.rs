@@ -307,7 +307,11 @@ fn long_mode_is_declined_with_named_counted_reasons() {
     );
     let lines = t.lines.lock().unwrap();
     let said = |s: &str| lines.iter().filter(|(_, m)| m.contains(s)).count();
-    assert_eq!(said("long mode: no 64-bit executor yet"), 1, "logged once");
+    assert_eq!(
+        said("long mode: this executor runs 32-bit code only"),
+        1,
+        "logged once"
+    );
     assert_eq!(said("compatibility-mode user code"), 1);
     drop(lines);
     // The names in the statistics.
