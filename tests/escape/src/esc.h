@@ -1,7 +1,8 @@
 /*
  * Shared helpers of the escape suite (tests/escape): hostile i386 guest programs.
  *
- * Output protocol (compared between plain Bochs and Bochs + plex86-accel by tests/escape/run):
+ * Output protocol (esc-out.h; compared between plain Bochs and Bochs + plex86-accel by
+ * tests/escape/run):
  *   case: <name> <outcome>   one per probe; compared
  *   result: <token>          exactly once; compared
  *   cpu: <key>=<value>       values that are documented leaks under acceleration; not compared
@@ -28,6 +29,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "esc-out.h"
 
 #if !defined(__i386__)
 #error "the escape suite is i386-only: build with gcc -m32"
@@ -105,46 +108,6 @@ static inline void esc_init(void)
     accel_seen = wait_native(3000000);
 }
 
-__attribute__((format(printf, 1, 2))) static inline void info(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("info: ", stdout);
-    vfprintf(stdout, fmt, ap);
-    fputc('\n', stdout);
-    va_end(ap);
-}
-
-__attribute__((noreturn, format(printf, 1, 2))) static inline void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("result: FAIL-", stdout);
-    vfprintf(stdout, fmt, ap);
-    fputc('\n', stdout);
-    va_end(ap);
-    exit(1);
-}
-
-/* FNV-1a over the case lines, for the result token. */
-static uint64_t esc_hash = 0xcbf29ce484222325ULL;
-static unsigned esc_cases;
-
-__attribute__((format(printf, 2, 3))) static inline void report(const char *name, const char *fmt, ...)
-{
-    char buf[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    printf("case: %s %s\n", name, buf);
-    for (const char *p = name; *p; p++)
-        esc_hash = (esc_hash ^ (unsigned char)*p) * 0x100000001b3ULL;
-    for (const char *p = buf; *p; p++)
-        esc_hash = (esc_hash ^ (unsigned char)*p) * 0x100000001b3ULL;
-    esc_cases++;
-}
-
 /* Selectors of the host GDT that CPL 3 code can load natively (0x20-0x33: user CS32, user
  * DS, user CS64, any RPL): under acceleration the load succeeds with the host's descriptor,
  * a documented leak (docs/ARCHITECTURE.md, "What leaks"), so such outcomes are cpu: lines. */
@@ -156,11 +119,6 @@ static inline int host_loadable(uint32_t sel)
 static inline void report_leak(const char *name, const char *outcome)
 {
     printf("cpu: leak %s %s\n", name, outcome);
-}
-
-static inline void finish(void)
-{
-    printf("result: cases=%u-%016llx\n", esc_cases, (unsigned long long)esc_hash);
 }
 
 /* ---- probes in a child ---------------------------------------------------------------- */
