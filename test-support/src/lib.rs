@@ -11,6 +11,8 @@ mod executor_bin;
 pub mod guest_state;
 pub mod pagetables;
 pub mod pagetables64;
+#[cfg(test)]
+mod read_only_ram;
 pub mod vm;
 pub mod vm64;
 

@@ -149,24 +149,10 @@ impl PageTables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest_paging::{walk, Access, PagingRegs, PhysMemory};
+    use guest_paging::{walk, Access, PagingRegs};
 
     /// The walker (the product's) reads back what the builder wrote, in both modes.
-    struct Ram<'a>(&'a GuestRam);
-    impl PhysMemory for Ram<'_> {
-        fn read_u32(&self, pa: u64) -> Option<u32> {
-            Some(self.0.read_u32(pa))
-        }
-        fn read_u64(&self, pa: u64) -> Option<u64> {
-            Some(self.0.read_u64(pa))
-        }
-        fn cmpxchg_u32(&self, _: u64, _: u32, _: u32) -> Option<bool> {
-            None
-        }
-        fn cmpxchg_u64(&self, _: u64, _: u64, _: u64) -> Option<bool> {
-            None
-        }
-    }
+    use crate::read_only_ram::ReadOnlyRam as Ram;
 
     #[test]
     fn the_walker_finds_what_was_mapped() {

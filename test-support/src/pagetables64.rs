@@ -94,23 +94,9 @@ impl LongTables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest_paging::{walk64, Access, LongRegs, PageSize, PhysMemory};
+    use guest_paging::{walk64, Access, LongRegs, PageSize};
 
-    struct Ram<'a>(&'a GuestRam);
-    impl PhysMemory for Ram<'_> {
-        fn read_u32(&self, pa: u64) -> Option<u32> {
-            Some(self.0.read_u32(pa))
-        }
-        fn read_u64(&self, pa: u64) -> Option<u64> {
-            Some(self.0.read_u64(pa))
-        }
-        fn cmpxchg_u32(&self, _: u64, _: u32, _: u32) -> Option<bool> {
-            None
-        }
-        fn cmpxchg_u64(&self, _: u64, _: u64, _: u64) -> Option<bool> {
-            None
-        }
-    }
+    use crate::read_only_ram::ReadOnlyRam as Ram;
 
     /// The product's 4-level walker reads back what the builder wrote, at every page size.
     #[test]
