@@ -149,11 +149,10 @@ impl PageTables {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read_only_ram::ReadOnlyRam as Ram;
     use guest_paging::{walk, Access, PagingRegs};
 
     /// The walker (the product's) reads back what the builder wrote, in both modes.
-    use crate::read_only_ram::ReadOnlyRam as Ram;
-
     #[test]
     fn the_walker_finds_what_was_mapped() {
         for mode in [Mode::TwoLevel, Mode::Pae] {
