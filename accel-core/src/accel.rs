@@ -58,6 +58,8 @@ struct Mirror {
     protected: HashSet<u64>,
     /// The paging state of the last run (`None`: the mirror is empty).
     last_paging: Option<PagingKey>,
+    /// The stub executor's reserved 4 GiB block (never mirrored), for the statistics.
+    stub_block: Range<u64>,
 }
 
 /// When to enter: the entry policy and what recent runs taught it.
@@ -189,6 +191,7 @@ impl<B: Backend> Accelerator<B> {
                 mmu: MmuQueue::new(),
                 protected: HashSet::new(),
                 last_paging: None,
+                stub_block: host_driver::protocol::stub::reserved_block(cfg.stub_base),
             },
             pacing: Pacing {
                 ips: cfg.ips,

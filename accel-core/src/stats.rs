@@ -82,6 +82,12 @@ pub struct Stats {
     pub instructions: HashMap<(usize, InsnKey), u64>,
     /// Exits whose instruction could not be read or decoded.
     pub undecoded: u64,
+    /// Entries refused because the guest's tables map pages where the stub's region is (the
+    /// process runs emulated).
+    pub stub_region_refused: u64,
+    /// Accesses to the rest of the stub region's 4 GiB block, never mirrored, emulated one by
+    /// one (`NeedsEmulation` exits there).
+    pub stub_region_emulated: u64,
     /// Why the accelerator disabled itself, if it did.
     pub failure: Option<String>,
 }
@@ -198,6 +204,8 @@ impl Stats {
             code_page_invalidations: 0,
             instructions: HashMap::new(),
             undecoded: 0,
+            stub_region_refused: 0,
+            stub_region_emulated: 0,
             failure: None,
         }
     }
@@ -356,6 +364,14 @@ impl Stats {
             .into_iter(),
         );
         o.counts(
+            "stub_region",
+            [
+                ("refused_entries", self.stub_region_refused),
+                ("emulated_accesses", self.stub_region_emulated),
+            ]
+            .into_iter(),
+        );
+        o.counts(
             "code_pages",
             [
                 ("protect_requests", self.protect_requests),
@@ -478,6 +494,8 @@ mod tests {
         assert_eq!(v["declines"]["pke"], 0);
         assert_eq!(v["mmu"]["flush_all"], 3);
         assert_eq!(v["mmu"]["invlpg"], 5);
+        assert_eq!(v["stub_region"]["refused_entries"], 0);
+        assert_eq!(v["stub_region"]["emulated_accesses"], 0);
         assert_eq!(v["code_pages"]["protect_requests"], 7);
         assert_eq!(v["code_pages"]["invalidations"], 2);
         assert_eq!(v["exit_instructions"]["privileged"]["hlt"], 2);

@@ -72,6 +72,12 @@ pub enum DriverError {
     CorruptedSharedMemory(String),
     /// The guest state cannot be run natively by this version; emulate instead.
     UnsupportedState(String),
+    /// A 64-bit state whose page tables map pages where the stub executor's region S lies
+    /// (at `base`): native code would reach S's pages, not the guest's; emulate instead.
+    StubRegionMapped {
+        /// Where S is.
+        base: u64,
+    },
     /// The executor did not answer within its deadline (stopped, starved or stuck); it has
     /// been killed.
     ExecutorUnresponsive(std::time::Duration),
@@ -92,6 +98,12 @@ impl fmt::Display for DriverError {
                 write!(f, "corrupted shared memory ({m}); executor killed")
             }
             DriverError::UnsupportedState(m) => write!(f, "unsupported guest state: {m}"),
+            DriverError::StubRegionMapped { base } => write!(
+                f,
+                "the guest's page tables map pages where the stub's region is ({base:#x}): \
+                 native code would reach the stub's pages instead of the guest's, so it runs \
+                 emulated (stub_base= moves the region)"
+            ),
             DriverError::ExecutorUnresponsive(d) => write!(
                 f,
                 "executor did not answer within {:.1} s (stopped or stuck); executor killed",

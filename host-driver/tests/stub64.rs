@@ -254,7 +254,7 @@ fn a_guest_that_maps_pages_over_s_is_refused_and_runs_again_once_they_are_gone()
             .run(&mut vm.state, BUDGET, &[])
             .expect_err("refused");
         assert!(
-            matches!(&e, DriverError::UnsupportedState(m) if m.contains("stub's region")),
+            matches!(e, DriverError::StubRegionMapped { base } if base == s),
             "{page:#x}: {e}"
         );
         let pte = vm.tables.pte_addr(&vm.ram, page);

@@ -141,6 +141,10 @@ impl<B: Backend> Accelerator<B> {
             Ok(()) => Ok(()),
             // Refused before anything was sent: the commands stay queued.
             Err(DriverError::UnsupportedState(m)) => Err(self.unsupported(&m)),
+            Err(e @ DriverError::StubRegionMapped { .. }) => {
+                self.report.stats.stub_region_refused += 1;
+                Err(self.unsupported(&e.to_string()))
+            }
             Err(e) => {
                 let lost = self.backend.failed_run_may_have_executed();
                 Err(self.fail(format!("native run failed: {e}"), lost))
@@ -159,6 +163,11 @@ impl<B: Backend> Accelerator<B> {
         stats.demand_fills += u64::from(ran.demand_fills);
         stats.fill_ns += ran.fill_ns;
         stats.run_length(ran.native_ns);
+        if let ExitReason::NeedsEmulation { linear, .. } = ran.reason {
+            if self.mirror.stub_block.contains(&linear) {
+                stats.stub_region_emulated += 1;
+            }
+        }
         let verdict = self.pacing.backoff.record_run(
             ran.native_ns,
             ran.fill_ns,

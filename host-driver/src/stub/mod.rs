@@ -351,12 +351,7 @@ impl StubExecutor {
         self.check_alive()?;
         validate_entry_for(state, self.xsave, self.code_modes())?;
         if state.code64() && self.guest_maps_s(state) {
-            return Err(DriverError::UnsupportedState(format!(
-                "the guest's page tables map pages where the stub's region is ({:#x}): native \
-                 code would reach the stub's pages instead of the guest's, so it runs emulated \
-                 (stub_base= moves the region)",
-                self.base
-            )));
+            return Err(DriverError::StubRegionMapped { base: self.base });
         }
         self.place()?;
         self.queue_commands(commands)?;

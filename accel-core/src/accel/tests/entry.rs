@@ -257,6 +257,44 @@ fn drivers_unsupported_state_is_a_decline_and_keeps_commands() {
 }
 
 #[test]
+fn a_stub_region_collision_is_a_counted_decline_and_emulated_accesses_there_are_counted() {
+    let block = host_driver::protocol::stub::reserved_block(config().stub_base);
+    let mut t = accel(vec![
+        error(DriverError::StubRegionMapped {
+            base: config().stub_base,
+        }),
+        step(ExitReason::NeedsEmulation {
+            linear: block.start + 0x40_0000,
+            access: host_driver::Access::Read,
+        }),
+        step(ExitReason::NeedsEmulation {
+            linear: 0x1000,
+            access: host_driver::Access::Read,
+        }),
+    ]);
+    let mut cpu = sample_state();
+    assert!(matches!(
+        run(&mut t, &mut cpu),
+        RunOutcome::Declined { reason: 2, .. }
+    ));
+    assert!(!t.accel.is_disabled());
+    run(&mut t, &mut cpu);
+    run(&mut t, &mut cpu);
+    let stats = &t.accel.report.stats;
+    assert_eq!(
+        (stats.stub_region_refused, stats.stub_region_emulated),
+        (1, 1),
+        "the access below S's block is not counted"
+    );
+    assert!(t
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.contains("the stub's region")));
+}
+
+#[test]
 fn long_mode_is_declined_with_named_counted_reasons() {
     use test_support::guest_state::sample_long_state;
     let mut t = accel(vec![step(ExitReason::Privileged)]);
