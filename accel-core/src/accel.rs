@@ -309,8 +309,7 @@ impl<B: Backend> AccelOps for Accelerator<B> {
         if self.disabled {
             return self.decline(Decline::Disabled, crate::policy::NEVER_TICKS);
         }
-        if let Some(reason) = crate::policy::mode_decline(cpu.mode, self.backend.runs_64bit_code())
-        {
+        if let Some(reason) = crate::policy::mode_decline(cpu.mode, self.backend.code_modes()) {
             return self.decline_mode(reason, cpu.mode);
         }
         if let Some(ticks) = self.pacing.backoff.take() {

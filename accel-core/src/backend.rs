@@ -37,10 +37,10 @@ pub trait Backend: Send {
     fn cpuid_faulting(&self) -> bool {
         false
     }
-    /// Whether it runs 64-bit guest code (long mode, CS.L=1) natively; otherwise such states
-    /// are declined (`long_mode_64`).
-    fn runs_64bit_code(&self) -> bool {
-        false
+    /// What guest code it runs natively: 64-bit code (long mode, CS.L=1) only with
+    /// [`CodeModes::Legacy32AndLong64`]; otherwise such states are declined (`long_mode_64`).
+    fn code_modes(&self) -> CodeModes {
+        CodeModes::Legacy32
     }
 }
 
@@ -188,7 +188,7 @@ impl<E: NativeExecutor> Backend for SpawnedBackend<E> {
         self.cpuid_faulting
     }
 
-    fn runs_64bit_code(&self) -> bool {
-        self.code_modes == CodeModes::Legacy32AndLong64
+    fn code_modes(&self) -> CodeModes {
+        self.code_modes
     }
 }

@@ -143,10 +143,11 @@ impl Decline {
 }
 
 /// The decline for a CPU mode (`plex86_accel_cpu_state.mode`) the library cannot run natively:
-/// 64-bit mode unless the backend runs 64-bit code (`runs_64bit_code`: the stub executor) and
+/// 64-bit mode unless the backend runs 64-bit code (`code_modes`: the stub executor) and
 /// compatibility mode have reasons of their own; real and V8086 mode (which Bochs never
 /// offers) and unknown values are unsupported states. `None` for 32-bit protected mode.
-pub fn mode_decline(mode: u32, runs_64bit_code: bool) -> Option<Decline> {
+pub fn mode_decline(mode: u32, code_modes: host_driver::CodeModes) -> Option<Decline> {
+    let runs_64bit_code = code_modes == host_driver::CodeModes::Legacy32AndLong64;
     match mode {
         raw::plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED => None,
         raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64 if runs_64bit_code => None,
@@ -471,20 +472,15 @@ mod tests {
 
     #[test]
     fn long_mode_is_declined_with_reasons_of_its_own() {
+        use host_driver::CodeModes::{Legacy32, Legacy32AndLong64};
         use raw::*;
-        for runs_64bit_code in [false, true] {
+        for modes in [Legacy32, Legacy32AndLong64] {
             assert_eq!(
-                mode_decline(
-                    plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED,
-                    runs_64bit_code
-                ),
+                mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED, modes),
                 None
             );
             assert_eq!(
-                mode_decline(
-                    plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT,
-                    runs_64bit_code
-                ),
+                mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT, modes),
                 Some(Decline::LongModeCompat)
             );
             for m in [
@@ -494,18 +490,21 @@ mod tests {
                 u32::MAX,
             ] {
                 assert_eq!(
-                    mode_decline(m, runs_64bit_code),
+                    mode_decline(m, modes),
                     Some(Decline::Unsupported),
                     "mode {m}"
                 );
             }
         }
         assert_eq!(
-            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64, false),
+            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64, Legacy32),
             Some(Decline::LongMode64)
         );
         assert_eq!(
-            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64, true),
+            mode_decline(
+                plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64,
+                Legacy32AndLong64
+            ),
             None,
             "the stub executor runs 64-bit code"
         );

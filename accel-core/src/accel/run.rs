@@ -65,13 +65,8 @@ impl<B: Backend> Accelerator<B> {
         state::to_guest(cpu, &self.xsave, &mut self.scratch.gs);
         // The driver's entry rules for what this backend runs, checked before anything is
         // queued or sent (the driver checks again in `run`).
-        let modes = if self.backend.runs_64bit_code() {
-            host_driver::CodeModes::Legacy32AndLong64
-        } else {
-            host_driver::CodeModes::Legacy32
-        };
         if let Err(DriverError::UnsupportedState(m)) =
-            host_driver::validate_entry_for(&self.scratch.gs, self.xsave, modes)
+            host_driver::validate_entry_for(&self.scratch.gs, self.xsave, self.backend.code_modes())
         {
             return Err(self.unsupported(&m));
         }
