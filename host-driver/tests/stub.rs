@@ -10,6 +10,7 @@ use host_driver::stub::{Polling, StubExecutor, DEFAULT_POLLING};
 use host_driver::{ExecutorConfig, ExitReason, ExitRecord, GuestState, MmuCommand};
 use iced_x86::code_asm::*;
 use std::time::Duration;
+use test_support::kill_from_another_process as kill;
 use test_support::vm::*;
 
 /// Long enough that no test run here ends by its budget.
@@ -304,14 +305,6 @@ fn the_budget_ends_an_endless_loop_at_an_instruction_boundary_with_its_exact_sta
         assert!(state.gprs[0] > last, "run {i}: the loop went on");
         last = state.gprs[0];
     }
-}
-
-/// Sends `sig` (a `kill -SIG` argument) to `pid` from another process: `SI_USER`.
-fn kill(pid: u32, sig: &str) {
-    let st = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status();
-    assert!(st.expect("kill(1)").success(), "kill {sig} {pid}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use host_driver::{EscapeKind, ExitReason, GuestState};
 use iced_x86::code_asm::*;
 use std::time::Duration;
+use test_support::kill_from_another_process as kill;
 use test_support::vm64::layout64::*;
 use test_support::vm64::*;
 
@@ -56,13 +57,6 @@ fn the_budget_ends_a_64_bit_loop_at_an_instruction_boundary_with_its_exact_state
         assert!(vm.state.gprs[0] > last, "run {i}: the loop went on");
         last = vm.state.gprs[0];
     }
-}
-
-fn kill(pid: u32, sig: &str) {
-    let st = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status();
-    assert!(st.expect("kill(1)").success(), "kill {sig} {pid}");
 }
 
 #[test]

@@ -17,3 +17,12 @@ pub mod vm;
 pub mod vm64;
 
 pub use executor_bin::executor_path;
+
+/// Sends `sig` (a `kill -SIG` argument) to `pid` from another process, as a user would with
+/// kill(1): the signal arrives with `SI_USER` and a foreign pid.
+pub fn kill_from_another_process(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status();
+    assert!(st.expect("kill(1)").success(), "kill {sig} {pid}");
+}

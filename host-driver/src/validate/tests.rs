@@ -47,17 +47,19 @@ fn entry_validation() {
     bad(&|s| s.cr0 = 0);
 }
 
+/// Asserts that the sample state changed by `f` is refused with exactly the message `want`.
+fn refused(f: &dyn Fn(&mut GuestState), want: &str) {
+    let mut s = state();
+    f(&mut s);
+    match validate_entry(&s, XS) {
+        Err(DriverError::UnsupportedState(m)) => assert_eq!(m, want),
+        other => panic!("{want}: got {other:?}"),
+    }
+}
+
 /// Each rule's message, as callers (accel-core's decline log, tests/faults/run) see it.
 #[test]
 fn entry_rules_name_what_they_refuse() {
-    let refused = |f: &dyn Fn(&mut GuestState), want: &str| {
-        let mut s = state();
-        f(&mut s);
-        match validate_entry(&s, XS) {
-            Err(DriverError::UnsupportedState(m)) => assert_eq!(m, want),
-            other => panic!("{want}: got {other:?}"),
-        }
-    };
     refused(
         &|s| s.rflags = 0x200,
         "EFLAGS 0x200 has reserved bits wrong",
@@ -244,14 +246,6 @@ fn exit_validation_rejects_corruption() {
 /// have: each with a reason that names it.
 #[test]
 fn entry_rules_refuse_long_mode_and_wide_values_outside_it() {
-    let refused = |f: &dyn Fn(&mut GuestState), want: &str| {
-        let mut s = state();
-        f(&mut s);
-        match validate_entry(&s, XS) {
-            Err(DriverError::UnsupportedState(m)) => assert_eq!(m, want),
-            other => panic!("{want}: got {other:?}"),
-        }
-    };
     refused(
         &|s| s.efer = protocol::EFER_LMA | 1 << 8,
         "long mode (compatibility, EFER 0x500): the executors run no compatibility-mode code yet",
