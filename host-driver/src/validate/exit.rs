@@ -143,6 +143,14 @@ pub(crate) fn validate_exit_state(
                 )
             })?
         };
+        // A mirror slot maps back to a guest selector: for CS and SS it must be one CPL 3 code
+        // could hold (mirror slot 0 is the null selector's).
+        if (i == seg::CS || i == seg::SS) && guest & !3 == 0 {
+            return Err(format!(
+                "{} selector {native:#x} maps back to the null selector",
+                seg::NAMES[i]
+            ));
+        }
         out.segs[i] = Segment {
             selector: guest,
             flags: SEG_NOT_INSTALLED,

@@ -213,7 +213,16 @@ fn exit_validation_rejects_corruption() {
     let mut g = got;
     g.segs[seg::ES].selector = 0x7f;
     assert!(validate_exit_state(&entry, &g, XS).is_err());
-    for (i, bad) in [(seg::SS, 0x28), (seg::SS, 0), (seg::CS, 0x20), (seg::CS, 3)] {
+    // Mirror slot 0 (the null selector's, RPL 3) as CS or SS: a fuzz find, once accepted.
+    let slot0 = (protocol::LDT_MIRROR_BASE << 3) | 4 | 3;
+    for (i, bad) in [
+        (seg::SS, 0x28),
+        (seg::SS, 0),
+        (seg::CS, 0x20),
+        (seg::CS, 3),
+        (seg::CS, slot0),
+        (seg::SS, slot0),
+    ] {
         let mut g = got;
         g.segs[i].selector = bad;
         assert!(
