@@ -32,7 +32,7 @@ fn assert_boundary_state(state: &GuestState, what: &str) {
         r if r == CODE + 3 => assert_eq!(count_a, count_9 + 1, "{what}: at {r:#x}"),
         r => panic!("{what}: RIP {r:#x} is no instruction boundary of the loop"),
     }
-    assert!(count_a > 1 << 32, "{what}: the loop ran");
+    assert!(count_a >= 1 << 32, "{what}: the count went back");
 }
 
 #[test]
@@ -54,9 +54,12 @@ fn the_budget_ends_a_64_bit_loop_at_an_instruction_boundary_with_its_exact_state
             exit.native_time()
         );
         assert_boundary_state(&vm.state, &format!("run {i}"));
-        assert!(vm.state.gprs[0] > last, "run {i}: the loop went on");
+        // A run may end before its first instruction: the budget is wall time, and a loaded
+        // host can hold the guest thread off the CPU between its entry and the guest's code.
+        assert!(vm.state.gprs[0] >= last, "run {i}: the count went back");
         last = vm.state.gprs[0];
     }
+    assert!(last > 1 << 32, "the loop ran");
 }
 
 #[test]

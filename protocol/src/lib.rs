@@ -45,8 +45,8 @@ mod tests;
 /// `"PLX86CTL"`: first field of [`LibArea`].
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PLX86CTL");
 /// Protocol version; bumped on any layout change or new exit reason (6: `GuestState` and the
-/// exit's linear address 64 bits wide).
-pub const VERSION: u32 = 6;
+/// exit's linear address 64 bits wide; 7: the stub's budget timer words).
+pub const VERSION: u32 = 7;
 /// Maximum number of plain-RAM ranges in the RAM map.
 pub const MAX_RAM_RANGES: usize = 64;
 /// Maximum number of MMU commands carried by one request.

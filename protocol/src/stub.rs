@@ -87,6 +87,9 @@ pub mod by_lib {
     pub const ENTRY_ID: usize = 0x1c;
     /// The entry's data segments (`EntrySegs`: selectors DS, ES, FS, GS; FS base; GS base).
     pub const SEGS: usize = 0x20;
+    /// `struct itimerspec`: the run's budget, which the guest thread arms its timer with
+    /// (relative, one-shot) just before it enters.
+    pub const BUDGET: usize = 0x40;
     /// The op batch.
     pub const OPS: usize = 0x100;
     /// The entry `rt_sigframe` (64-byte aligned).
@@ -151,6 +154,9 @@ pub mod by_stub {
     /// `struct timespec`: taken by the handler when it returns to the guest after a Resume
     /// (the mapper's batch done).
     pub const RESUME_TS: usize = 0xe0;
+    /// u32: the id of the guest thread's budget timer (`timer_create` by the launcher:
+    /// CLOCK_MONOTONIC, SIGALRM to the guest thread).
+    pub const TIMER_ID: usize = 0xf0;
     /// The guest thread's BPF program.
     pub const PROG_GUEST: usize = 0x100;
     /// The mapper's BPF program.
@@ -221,7 +227,9 @@ const _: () = {
     assert!(by_lib::OPS + MAX_OPS * 48 <= by_lib::FRAME);
     assert!(by_lib::FRAME % 64 == 0);
     assert!(by_stub::ALTSTACK + by_stub::ALTSTACK_LEN <= STUB_LEN);
-    assert!(by_stub::RESUME_TS + 16 <= by_stub::PROG_GUEST);
+    assert!(by_stub::RESUME_TS + 16 <= by_stub::TIMER_ID);
+    assert!(by_stub::TIMER_ID + 4 <= by_stub::PROG_GUEST);
+    assert!(by_lib::SEGS + 24 <= by_lib::BUDGET && by_lib::BUDGET + 32 <= by_lib::OPS);
     assert!(by_stub::PROG_GUEST + by_stub::PROG_ROOM <= by_stub::PROG_MAPPER);
     assert!(by_stub::PROG_MAPPER + by_stub::PROG_ROOM <= by_stub::IDLE_STACK_TOP - 0x100);
 };

@@ -5,7 +5,7 @@
 //! * Guest thread: a call from outside S's code page is guest code's (64-bit SYSCALL,
 //!   INT 0x80, compat SYSCALL/SYSENTER, vsyscall emulation): `RET_TRAP`, a guest exit. From
 //!   the code page: [`GUEST_THREAD`] (futex wait/wake, rt_sigreturn, sched_yield,
-//!   clock_gettime), anything else kills the process.
+//!   clock_gettime, timer_settime), anything else kills the process.
 //! * Mapper thread: any call from outside the code page, or not in [`MAPPER`], kills.
 //!   Guest code can jump into S's code with any registers; the mapper's arguments come only
 //!   from pages the guest cannot write, and even so mappings stay clear of S's 4 GiB block
@@ -46,6 +46,13 @@ pub const GUEST_THREAD: &[Rule] = &[
         nr: libc::SYS_clock_gettime as u32,
         name: "clock_gettime",
         why: "time the run (no vDSO in the stub)",
+        args: &[],
+    },
+    Rule {
+        nr: libc::SYS_timer_settime as u32,
+        name: "timer_settime",
+        why: "arm the budget's timer at entry (the process's only timer; guest code that \
+              re-arms it moves only its own run's end, which the library's signal bounds)",
         args: &[],
     },
 ];

@@ -10,9 +10,9 @@
 //! segments and `rt_sigreturn`s. Each signal comes back through S (the kernel's frame on the
 //! stub's alternate stack); the monitor classifies it: a fill queues a map op and answers
 //! Resume (the guest thread waits for the mapper and returns through the kernel's frame), an
-//! exit ends the run. At the budget's end the library sends the guest thread SIGALRM with
-//! `tgkill` (`wait.rs`), which the monitor takes as the budget's only when this run sent it
-//! (`signal.rs`).
+//! exit ends the run. The guest thread arms its own timer with the budget as it enters;
+//! the library `tgkill`s SIGALRM only when that has not ended the run a little after the
+//! budget (`wait.rs`); `signal.rs` tells the budget's signals from stale and foreign ones.
 //!
 //! * this file: configuration, start-up, the run and its acceptance;
 //! * `batch.rs`: handing the op queue to the mapper and the verdicts to the guest thread;
@@ -124,6 +124,12 @@ pub struct StubExecutor {
     xsave: XsaveInfo,
     cpuid_faulting: bool,
     library_pid: u32,
+    /// The stub's budget timer (its expiries carry this id).
+    timer_id: u32,
+    /// Whether runs arm the stub's timer (tests turn it off to see the library's signal).
+    stub_timer: bool,
+    /// Runs the library's own signal ended (the stub's timer did not).
+    backstops: u64,
     run_may_have_executed: bool,
 }
 
@@ -213,6 +219,9 @@ impl StubExecutor {
             ),
             cpuid_faulting: report.cpuid_faulting,
             library_pid: std::process::id(),
+            timer_id: report.timer_id,
+            stub_timer: true,
+            backstops: 0,
             run_may_have_executed: false,
         })
     }
@@ -288,6 +297,20 @@ impl StubExecutor {
     #[doc(hidden)]
     pub fn asleep_waiting_for_request(&self) -> bool {
         self.stub_word(stub::SLEEPING) != 0 && self.stub_word(stub::ACK) == self.req
+    }
+
+    /// How many runs the library's own SIGALRM ended because the stub's timer had not
+    /// [`BACKSTOP`](wait::BACKSTOP) after the budget (a host too loaded to deliver it, or guest
+    /// code that re-armed it).
+    pub fn budget_backstops(&self) -> u64 {
+        self.backstops
+    }
+
+    /// Leaves the stub's budget timer disarmed, so that only the library's signal ends a run
+    /// (for tests of that path).
+    #[doc(hidden)]
+    pub fn disarm_stub_timer(&mut self) {
+        self.stub_timer = false;
     }
 
     /// Sends `sig` to the guest thread from the library, outside the budget logic: how a
@@ -369,6 +392,16 @@ impl StubExecutor {
             .atomic_u32(lib::ENTRY_ID)
             .store(id, Ordering::Relaxed);
         let mut run = signal::RunClock::start(budget);
+        let b = if self.stub_timer { run.budget_ns } else { 0 }; // 0 disarms
+                                                                 // struct itimerspec: no interval, the budget from the arming.
+        for (i, v) in [0, 0, b / 1_000_000_000, b % 1_000_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            self.ctl
+                .atomic_u64(lib::BUDGET + 8 * i)
+                .store(v, Ordering::Relaxed);
+        }
         self.clear_timestamps();
         self.monitor.in_guest = true;
         let ran = self.answer(Verdict::Enter).and_then(|()| {
@@ -448,6 +481,7 @@ struct LauncherReport {
     fault_ns: u64,
     cpuid_faulting: bool,
     mapper_tid: i32,
+    timer_id: u32,
 }
 
 impl LauncherReport {
@@ -465,15 +499,21 @@ impl LauncherReport {
             word(stub::FAULT_NS),
         );
         let mapper_tid = ctl.atomic_u32(st(stub::MAPPER_TID)).load(Ordering::Relaxed);
+        let timer_id = ctl.atomic_u32(st(stub::TIMER_ID)).load(Ordering::Relaxed);
         if sw.xstate_size as usize > XSAVE_AREA_SIZE || sw.xstate_size < 576 {
             return Err(DriverError::CorruptedSharedMemory(format!(
                 "XSAVE frame size {}",
                 sw.xstate_size
             )));
         }
-        if cpuid > 1 || icebp > 1 || fault_ns > 1_000_000 || mapper_tid == 0 {
+        if cpuid > 1
+            || icebp > 1
+            || fault_ns > 1_000_000
+            || mapper_tid == 0
+            || timer_id > i32::MAX as u32
+        {
             return Err(DriverError::CorruptedSharedMemory(format!(
-                "start-up report: CPUID faulting {cpuid}, ICEBP {icebp}, fault {fault_ns} ns, mapper {mapper_tid}"
+                "start-up report: CPUID faulting {cpuid}, ICEBP {icebp}, fault {fault_ns} ns, mapper {mapper_tid}, timer {timer_id}"
             )));
         }
         Ok(LauncherReport {
@@ -486,6 +526,7 @@ impl LauncherReport {
             fault_ns,
             cpuid_faulting: cpuid == 1,
             mapper_tid: mapper_tid as i32,
+            timer_id,
         })
     }
 }

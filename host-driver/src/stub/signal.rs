@@ -2,14 +2,16 @@
 //! the budget's signal told from stale and foreign ones, the monitor's verdict, and the run's
 //! times from the stub's own timestamps.
 //!
-//! **The budget's signal.** The library ends a run by `tgkill`ing SIGALRM to the guest thread
-//! (`wait.rs`). A SIGALRM is the budget's only with `SI_TKILL` from this process's pid (both
-//! filled in by the kernel) and only when this run sent one: a signal the library sent in an
-//! earlier run, which came when the guest thread was already in its handler (all signals
-//! blocked there), stays pending and arrives at the next run's first instruction; it is stale
-//! and resumed. Every other SIGALRM is resumed too, and the monitor ignores whatever another
-//! process sends (`si_code` ≤ 0: `SI_USER`, `SI_TKILL`, `SI_QUEUE`): no signal from outside can
-//! end a run or pass for a guest fault.
+//! **The budget's signal.** The guest thread arms its timer with the run's budget just before
+//! it enters; its expiry (`SI_TIMER` with the stub's timer id) ends the run when it comes no
+//! earlier than the budget after the library's verdict: an expiry of an earlier run, which
+//! came when the guest thread was already in its handler (all signals blocked there), stays
+//! pending and arrives at the next run's first instruction; it is stale and resumed. Should
+//! the timer not fire (guest code can reach S's `timer_settime` and disarm it), the library
+//! `tgkill`s SIGALRM a little later (`wait.rs`); that signal counts with `SI_TKILL` from this
+//! process's pid (both filled in by the kernel), only in a run that sent one. Every other
+//! SIGALRM is resumed, and the monitor ignores whatever another process sends (`si_code` ≤ 0);
+//! a forged `SI_TIMER` can at most end a run whose budget is spent, which its state allows.
 //!
 //! **Time.** The stub takes CLOCK_MONOTONIC (the library's clock too) just before it enters the
 //! guest, at each signal and at each return to the guest after a Resume. Native time is from
@@ -38,7 +40,7 @@ pub(super) struct RunClock {
     pub(super) budget_ns: u64,
     /// When the library gave the Enter verdict (CLOCK_MONOTONIC ns).
     pub(super) posted_ns: u64,
-    /// When the budget's signal is due.
+    /// When the library's own signal is due (the budget plus [`super::wait::BACKSTOP`]).
     pub(super) deadline_ns: u64,
     /// When the budget's signal went out (this run sent one).
     pub(super) alarm_sent_ns: Option<u64>,
@@ -56,7 +58,9 @@ impl RunClock {
         RunClock {
             budget_ns,
             posted_ns,
-            deadline_ns: posted_ns.saturating_add(budget_ns),
+            deadline_ns: posted_ns
+                .saturating_add(budget_ns)
+                .saturating_add(super::wait::BACKSTOP.as_nanos() as u64),
             alarm_sent_ns: None,
             fill_signal_ns: None,
             exit_signal_ns: 0,
@@ -147,12 +151,21 @@ impl StubExecutor {
         let sig = self.stub_word(stub::SIG) as i32;
         let mut code = word(8) as i32;
         if sig == libc::SIGALRM {
-            // si_pid of a tgkill is the sender's (thread group) id, filled in by the kernel.
-            let ours = code == libc::SI_TKILL
-                && word(16) == self.library_pid
-                && run.alarm_sent_ns.is_some();
+            // Word 16 is si_tid of a timer's signal, si_pid (the sender's thread group id,
+            // filled in by the kernel) of a tgkill.
+            let ours = match code {
+                libc::SI_TIMER => {
+                    word(16) == self.timer_id
+                        && signal_ns >= run.posted_ns.saturating_add(run.budget_ns)
+                }
+                libc::SI_TKILL => word(16) == self.library_pid && run.alarm_sent_ns.is_some(),
+                _ => false,
+            };
             if !ours {
                 return Ok(SignalAction::Resume);
+            }
+            if code == libc::SI_TKILL {
+                self.backstops += 1;
             }
             // The monitor knows the budget's end as its timer's signal.
             code = libc::SI_TIMER;

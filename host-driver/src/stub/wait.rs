@@ -22,6 +22,9 @@ pub(super) const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often the library looks for the guest thread's entry when the budget would have ended
 /// before it (the entry wakes nobody).
 const AWAIT_ENTRY: Duration = Duration::from_micros(50);
+/// How long after the budget the library sends its own SIGALRM, in case the stub's timer did
+/// not fire (it is late by tens of µs when the host is idle).
+pub(super) const BACKSTOP: Duration = Duration::from_millis(2);
 
 /// Waits until the launcher reports the stub ready (or a failed step, or ends).
 pub(super) fn await_ready(
@@ -132,12 +135,11 @@ impl StubExecutor {
         result
     }
 
-    /// Sends the budget's signal if the run's time is up: `tgkill(stub, guest thread,
-    /// SIGALRM)` (the stub needs no timer of its own). The budget counts from the guest
-    /// thread's entry (its timestamp), so that native time is never shorter than the budget,
-    /// as with today's executor's timer, which it arms just before it enters: a guest thread
-    /// that has not entered yet when the budget would end (a loaded host) is waited for.
-    /// Returns how long to sleep before looking again, `None` once the signal is sent.
+    /// Sends the library's SIGALRM (`tgkill(stub, guest thread)`) if the stub's own timer has
+    /// not ended the run [`BACKSTOP`] after its budget. Counted from the guest thread's entry
+    /// (its timestamp), as the stub's timer is: a guest thread that has not entered yet (a
+    /// loaded host) is waited for. Returns how long to sleep before looking again, `None`
+    /// once the signal is sent.
     fn ring_if_due(
         &mut self,
         run: &mut RunClock,
@@ -150,7 +152,9 @@ impl StubExecutor {
         match self.entered_ns().filter(|&e| e <= now) {
             None => return Ok(Some(AWAIT_ENTRY)),
             Some(entered) => {
-                let from_entry = entered.saturating_add(run.budget_ns);
+                let from_entry = entered
+                    .saturating_add(run.budget_ns)
+                    .saturating_add(BACKSTOP.as_nanos() as u64);
                 if from_entry > now {
                     run.deadline_ns = from_entry;
                     return Ok(Some(Duration::from_nanos(from_entry - now)));

@@ -11,6 +11,8 @@
 //!   it sleeps, wait for a verdict: Resume returns through the kernel's frame, Enter abandons
 //!   it for the library's. It takes CLOCK_MONOTONIC at each signal and at each return to the
 //!   guest, as the entry does, so that the library can tell native time from hand-overs.
+//!   Each entry first arms the budget's timer (SIGALRM to this thread) with the library's
+//!   budget.
 //! * `stub_spawn_mapper` / the mapper loop: a second thread with no stack use that carries
 //!   out the library's op batches.
 
@@ -75,6 +77,14 @@ std::arch::global_asm!(
     // ---- enter the guest from the library's frame ------------------------------------------
     "40:",
     "call 60f", // the mapper has done what the entry needs (LDT, fills, flushes)
+    // Arm the budget's timer (relative, one-shot). A failure is not checked here: the
+    // library's own signal, a little after the budget, ends the run then.
+    "mov edi, [rbx + {stub} + {timer_id}]",
+    "xor esi, esi",
+    "lea rdx, [rbx + {lib} + {budget}]",
+    "xor r10d, r10d",
+    "mov eax, 223", // timer_settime
+    "syscall",
     "lea rsi, [rbx + {stub} + {enter_ts}]",
     "call 65f",
     "mov eax, [rbx + {lib} + {entry_id}]",
@@ -390,6 +400,8 @@ std::arch::global_asm!(
     enter_ts = const by_stub::ENTER_TS,
     signal_ts = const by_stub::SIGNAL_TS,
     resume_ts = const by_stub::RESUME_TS,
+    timer_id = const by_stub::TIMER_ID,
+    budget = const lib::BUDGET,
 );
 
 extern "C" {

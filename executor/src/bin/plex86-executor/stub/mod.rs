@@ -6,8 +6,8 @@
 //! installs its filter. From then on the process holds only S, guest mirrors and
 //! `[vsyscall]`; the monitor runs in the library.
 //!
-//! Exit codes: a failed step exits with its own code (70 + step), or reports through
-//! `stub::READY` once S exists.
+//! Exit codes: a failed step exits with its own code (70 + step: 84 a bad S base, 85 no
+//! budget timer), or reports through `stub::READY` once S exists.
 
 mod asm;
 
@@ -76,6 +76,12 @@ pub fn launch(base_arg: Option<&str>) -> ! {
         Err(libc::ENODEV) => 0,
         Err(_) => fail(12),
     };
+    // The budget's timer: the guest thread (this one) arms it just before each entry, so a
+    // run ends without the library waking (a wake-up here costs a context switch that
+    // toggles CR4.TSD and CPUID faulting: docs/ARCHITECTURE.md, "Costs behind the constants").
+    let Ok(timer) = sys::timer_create(libc::CLOCK_MONOTONIC, libc::SIGALRM) else {
+        fail(15)
+    };
     let code = asm::code();
     if code.bytes.len() > layout::CODE_LEN {
         fail(4);
@@ -100,6 +106,7 @@ pub fn launch(base_arg: Option<&str>) -> ! {
         w(stub::FAULT_NS, fault_ns);
         w(stub::CPUID_FAULTING, cpuid_faulting);
         w(stub::ICEBP_AT, icebp_at);
+        w(stub::TIMER_ID, timer as u32 as u64);
         put_filter(s, stub::FPROG_GUEST, stub::PROG_GUEST, &guest).unwrap_or_else(|()| fail(6));
         put_filter(s, stub::FPROG_MAPPER, stub::PROG_MAPPER, &mapper).unwrap_or_else(|()| fail(6));
     }
