@@ -31,14 +31,15 @@ use std::time::Duration;
 /// The default backend: today's executor, and the stub executor for 64-bit code.
 pub type AutoBackend = ByMode<ExecutorBackend, StubBackend>;
 
-/// Starts the 64-bit executor on a plain-RAM map.
-pub type StartStub<S> = Box<dyn FnMut(&[Range<u64>]) -> Result<S, String> + Send>;
+/// Starts the 64-bit executor on a plain-RAM map, next to the 32-bit one `A` (whose RAM fd it
+/// duplicates).
+pub type StartStub<A, S> = Box<dyn FnMut(&A, &[Range<u64>]) -> Result<S, String> + Send>;
 
 /// 32-bit code on `A`, 64-bit code on `S` (started by `start_stub` at the first 64-bit entry).
 pub struct ByMode<A: Backend, S: Backend> {
     exec: A,
     stub: Option<S>,
-    start_stub: StartStub<S>,
+    start_stub: StartStub<A, S>,
     /// The plain-RAM map the executors run with (the stub starts on it).
     ram_map: Vec<Range<u64>>,
     /// The executor of the last run that took its commands.
@@ -63,7 +64,7 @@ impl<A: Backend, S: Backend> std::fmt::Debug for ByMode<A, S> {
 
 impl<A: Backend, S: Backend> ByMode<A, S> {
     /// Over `exec` (already started on `ram_map`); the stub is started later by `start_stub`.
-    pub fn new(exec: A, ram_map: Vec<Range<u64>>, start_stub: StartStub<S>) -> Self {
+    pub fn new(exec: A, ram_map: Vec<Range<u64>>, start_stub: StartStub<A, S>) -> Self {
         ByMode {
             exec,
             stub: None,
@@ -149,7 +150,7 @@ impl<A: Backend, S: Backend> Backend for ByMode<A, S> {
         if Self::which(state) == Which::Executor || self.stub.is_some() {
             return Ok(None);
         }
-        let stub = (self.start_stub)(&self.ram_map)?;
+        let stub = (self.start_stub)(&self.exec, &self.ram_map)?;
         agrees(&stub, &self.exec)?;
         let started = stub.describe();
         self.stub = Some(stub);
@@ -242,15 +243,14 @@ impl<A: Backend, S: Backend> Backend for ByMode<A, S> {
 }
 
 impl Start for AutoBackend {
-    /// Starts today's executor now; keeps a duplicate of `ram_fd` and `cfg` for the stub.
+    /// Starts today's executor now; keeps `cfg` for the stub, which gets a duplicate of the
+    /// executor's RAM fd when it starts (none is held until then).
     fn start(ram_fd: OwnedFd, cfg: &Config) -> Result<Self, String> {
-        let stub_fd = ram_fd
-            .try_clone()
-            .map_err(|e| format!("duplicating the RAM fd for the stub executor: {e}"))?;
         let exec = ExecutorBackend::spawn(ram_fd, cfg)?;
         let stub_cfg = cfg.clone();
-        let start: StartStub<StubBackend> = Box::new(move |map| {
-            let fd = stub_fd
+        let start: StartStub<ExecutorBackend, StubBackend> = Box::new(move |exec, map| {
+            let fd = exec
+                .ram_fd()
                 .try_clone()
                 .map_err(|e| format!("duplicating the RAM fd: {e}"))?;
             let c = Config {

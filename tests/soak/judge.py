@@ -61,10 +61,7 @@ def judge_growth(values: list[float], warmup: int, rise_tol: float, slope_tol: f
 # (process, metric) -> (rise bound, slope bound per repetition, unit). The values judged are
 # tests/soak/run's per-repetition medians of its samples (RssAnon in MiB). Measured on the
 # 2-core CI machine, 20 repetitions per kernel (reps 3-20 against reps 1-2):
-#   * fds: Bochs 10 and the executor 2 in every repetition (exactly flat). Bochs 11 since the
-#     default backend (issue 15) keeps a duplicate of the RAM fd for starting the stub executor
-#     at a 64-bit entry (686, 2026-12-04: 11, flat; executor RssAnon +0.098 MiB, slope
-#     4.6 KiB per repetition).
+#   * fds: Bochs 10 and the executor 2 in every repetition (exactly flat).
 #   * Bochs RssAnon: flat to the KiB (56.63 MiB).
 #   * executor RssAnon: +0.11 to +0.14 MiB in all, slope 5-9 KiB per repetition, slowing down.
 #     This is its shadow tables (~21 MiB of zeroed memory indexed by page number, see

@@ -86,7 +86,8 @@ fn by_mode_with(stub_xs: XsaveInfo, start_error: Option<&'static str>) -> T {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&starts);
     let mut stub = Some(stub);
-    let start: StartStub<Fake> = Box::new(move |map| {
+    let start: StartStub<Fake, Fake> = Box::new(move |exec, map| {
+        assert_eq!(exec.which, Which::Executor, "started next to the executor");
         seen.lock().unwrap().push(map.to_vec());
         match start_error {
             Some(e) => Err(e.to_string()),
