@@ -42,9 +42,10 @@ pub trait Backend: Send {
     fn code_modes(&self) -> CodeModes {
         CodeModes::Legacy32
     }
-    /// Makes ready the executor that will run `state` (called before every entry). `Ok(Some)`
-    /// names a process it had to start (for the log and statistics); `Err` says why it could
-    /// not (nothing ran).
+    /// Makes ready the executor that will run `state` (called before every entry; only the
+    /// default backend starts one, the stub executor, this way). `Ok(Some(line))`: it started
+    /// one, and `line` says which (logged, counted as `stub_starts`); `Err`: why it could not
+    /// (nothing ran).
     fn prepare(&mut self, _state: &GuestState) -> Result<Option<String>, String> {
         Ok(None)
     }

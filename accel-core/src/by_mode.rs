@@ -150,9 +150,10 @@ impl<A: Backend, S: Backend> Backend for ByMode<A, S> {
         if Self::which(state) == Which::Executor || self.stub.is_some() {
             return Ok(None);
         }
-        let stub = (self.start_stub)(&self.exec, &self.ram_map)?;
-        agrees(&stub, &self.exec)?;
-        let started = stub.describe();
+        let cannot = |e| format!("the stub executor for 64-bit code cannot start: {e}");
+        let stub = (self.start_stub)(&self.exec, &self.ram_map).map_err(cannot)?;
+        agrees(&stub, &self.exec).map_err(cannot)?;
+        let started = format!("64-bit code: started the {}", stub.describe());
         self.stub = Some(stub);
         self.dirty[Which::Stub as usize] = false;
         Ok(Some(started))

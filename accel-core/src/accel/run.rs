@@ -67,16 +67,9 @@ impl<B: Backend> Accelerator<B> {
             Ok(None) => {}
             Ok(Some(started)) => {
                 self.report.stats.stub_starts += 1;
-                self.report
-                    .log
-                    .info(&format!("64-bit code: started the {started}"));
+                self.report.log.info(&started);
             }
-            Err(e) => {
-                return Err(self.fail(
-                    format!("the stub executor for 64-bit code cannot start: {e}"),
-                    false,
-                ))
-            }
+            Err(e) => return Err(self.fail(e, false)),
         }
         // The driver's entry rules for what this backend runs, checked before anything is
         // queued or sent (the driver checks again in `run`).

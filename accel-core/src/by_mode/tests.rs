@@ -149,7 +149,10 @@ fn the_stub_starts_at_the_first_64bit_entry_only() {
     run(&mut t, false, &[]).unwrap();
     assert!(t.b.stub().is_none() && t.starts.lock().unwrap().is_empty());
     assert_eq!(t.b.ran_on(), Which::Executor);
-    assert_eq!(t.b.prepare(&state(true)), Ok(Some("fake stub".into())));
+    assert_eq!(
+        t.b.prepare(&state(true)),
+        Ok(Some("64-bit code: started the fake stub".into()))
+    );
     assert_eq!(t.b.prepare(&state(true)), Ok(None), "started once");
     run(&mut t, true, &[]).unwrap();
     assert_eq!(t.b.ran_on(), Which::Stub);
@@ -169,14 +172,18 @@ fn a_64bit_run_without_a_started_stub_is_refused_not_run() {
 #[test]
 fn a_stub_that_cannot_start_or_disagrees_says_why() {
     let mut t = by_mode_with(layouts::AMD, Some("no stub here"));
-    assert_eq!(t.b.prepare(&state(true)), Err("no stub here".into()));
+    assert_eq!(
+        t.b.prepare(&state(true)),
+        Err("the stub executor for 64-bit code cannot start: no stub here".into())
+    );
     assert!(t.b.stub().is_none());
     let mut other = layouts::AMD;
     other.size += 64;
     let mut t = by_mode_with(other, None);
     let e = t.b.prepare(&state(true)).unwrap_err();
     assert!(
-        e.contains("XSAVE layout") && e.contains("executor's"),
+        e.starts_with("the stub executor for 64-bit code cannot start: its XSAVE layout")
+            && e.contains("executor's"),
         "{e}"
     );
     assert!(t.b.stub().is_none(), "a disagreeing stub is not kept");

@@ -124,7 +124,8 @@ fn guest_escape_and_lost_eip_fail() {
 #[test]
 fn an_executor_that_cannot_start_for_the_state_fails_before_anything_runs() {
     let mut t = accel(vec![]);
-    t.accel.backend.prepare = Some(Err("stub_base 0x… is taken".into()));
+    let why = "the stub executor for 64-bit code cannot start: stub_base 0x… is taken";
+    t.accel.backend.prepare = Some(Err(why.into()));
     let mut cpu = sample_state();
     let before = format!("{cpu:?}");
     match run(&mut t, &mut cpu) {
@@ -132,10 +133,7 @@ fn an_executor_that_cannot_start_for_the_state_fails_before_anything_runs() {
             message,
             lost_native_progress,
         } => {
-            assert_eq!(
-                message,
-                "the stub executor for 64-bit code cannot start: stub_base 0x… is taken"
-            );
+            assert_eq!(message, why);
             assert!(!lost_native_progress);
         }
         o => panic!("{o:?}"),
@@ -150,7 +148,8 @@ fn an_executor_that_cannot_start_for_the_state_fails_before_anything_runs() {
 #[test]
 fn an_executor_started_for_the_state_is_logged_and_counted_with_its_runs() {
     let mut t = accel(vec![step(ExitReason::Privileged)]);
-    t.accel.backend.prepare = Some(Ok(Some("stub executor (pid 7)".into())));
+    let line = "64-bit code: started the stub executor (pid 7)";
+    t.accel.backend.prepare = Some(Ok(Some(line.into())));
     let mut cpu = sample_state();
     assert!(matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }));
     let st = t.accel.stats();
@@ -160,7 +159,7 @@ fn an_executor_started_for_the_state_is_logged_and_counted_with_its_runs() {
         .lock()
         .unwrap()
         .iter()
-        .any(|(l, m)| *l == Level::Info && m == "64-bit code: started the stub executor (pid 7)"));
+        .any(|(l, m)| *l == Level::Info && m == line));
     let json = st.to_json(1);
     assert!(
         json.contains("\"backend_runs\":{\"executor\":1,\"stub\":0},\"stub_starts\":1"),
