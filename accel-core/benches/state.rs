@@ -36,6 +36,9 @@ impl Backend for Idle {
     fn describe(&self) -> String {
         "idle".into()
     }
+    fn ran_on(&self) -> plex86_accel::Which {
+        plex86_accel::Which::Executor
+    }
 }
 
 fn conversions(c: &mut Criterion) {

@@ -11,7 +11,7 @@ mod run;
 
 pub use config::{normalize_ram_map, Config, MAX_RAM_RANGES};
 
-use crate::backend::{Backend, SpawnedBackend};
+use crate::backend::{Backend, Start};
 use crate::cpuid::{self, CpuidFn};
 use crate::decode::GuestMemory;
 use crate::log::Logger;
@@ -89,10 +89,10 @@ impl<B: Backend> std::fmt::Debug for Accelerator<B> {
     }
 }
 
-impl<E: host_driver::NativeExecutor> Accelerator<SpawnedBackend<E>> {
+impl<B: Start> Accelerator<B> {
     /// Starts the accelerator: checks that the guest CPU model `guest_cpuid` emulates what
     /// native user code can use ([`cpuid::admit`]: refused unless `cpu: model=host` or
-    /// `allow_cpu_mismatch`), spawns the executor `E` on `ram_fd` (the library's duplicate of
+    /// `allow_cpu_mismatch`), starts the backend `B` on `ram_fd` (the library's duplicate of
     /// Bochs's fd), maps RAM read-only for the exit statistics, and logs the start-up summary
     /// and the CPUID/XCR0 comparison.
     pub fn new(
@@ -117,7 +117,7 @@ impl<E: host_driver::NativeExecutor> Accelerator<SpawnedBackend<E>> {
             )?,
             None => Vec::new(),
         };
-        let backend = SpawnedBackend::<E>::spawn(ram_fd, cfg)?;
+        let backend = B::start(ram_fd, cfg)?;
         let memory: Option<Box<dyn GuestMemory + Send>> = match crate::sys::RamView::map(
             backend.ram_fd().as_fd(),
             cfg.ram_size,

@@ -42,12 +42,63 @@ pub trait Backend: Send {
     fn code_modes(&self) -> CodeModes {
         CodeModes::Legacy32
     }
+    /// Makes ready the executor that will run `state` (called before every entry; only the
+    /// default backend starts one, the stub executor, this way). `Ok(Some(line))`: it started
+    /// one, and `line` says which (logged, counted as `stub_starts`); `Err`: why it could not
+    /// (nothing ran).
+    fn prepare(&mut self, _state: &GuestState) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    /// Which executor ran the last successful [`Backend::run`], for the statistics.
+    fn ran_on(&self) -> Which;
+}
+
+/// One of the host driver's executors, as the statistics name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// Today's executor (`plex86-executor`, the monitor inside it).
+    Executor = 0,
+    /// The stub executor (`plex86-executor --stub`, the monitor in the library).
+    Stub = 1,
+}
+
+impl Which {
+    /// The statistics' key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Executor => "executor",
+            Which::Stub => "stub",
+        }
+    }
+}
+
+/// The host driver's executors that [`SpawnedBackend`] runs, and which each is.
+pub trait Spawnable: NativeExecutor {
+    /// Which executor this is.
+    const WHICH: Which;
+}
+
+impl Spawnable for Executor {
+    const WHICH: Which = Which::Executor;
+}
+
+impl Spawnable for StubExecutor {
+    const WHICH: Which = Which::Stub;
+}
+
+/// A backend that [`crate::Accelerator::new`] starts: on the library's duplicate of the RAM fd
+/// (which it keeps, for the exit statistics' view of guest RAM).
+pub trait Start: Backend + Sized {
+    /// Starts it as `cfg` says on `ram_fd`.
+    fn start(ram_fd: OwnedFd, cfg: &crate::accel::Config) -> Result<Self, String>;
+    /// The library's duplicate of the RAM fd.
+    fn ram_fd(&self) -> &OwnedFd;
 }
 
 /// A host-driver executor process: today's [`Executor`] ([`ExecutorBackend`]) or the
-/// [`StubExecutor`] ([`StubBackend`], 32-bit guests; `PLEX86_ACCEL_BACKEND=stub`).
+/// [`StubExecutor`] ([`StubBackend`]; everything on it: `PLEX86_ACCEL_BACKEND=stub`).
 #[derive(Debug)]
-pub struct SpawnedBackend<E: NativeExecutor> {
+pub struct SpawnedBackend<E: Spawnable> {
     exe: Option<E>,
     ram_fd: OwnedFd,
     launch: Launch,
@@ -67,10 +118,10 @@ struct Launch {
 /// The sandboxed `plex86-executor` process, the monitor inside it (the default).
 pub type ExecutorBackend = SpawnedBackend<Executor>;
 /// The stub executor: `plex86-executor --stub` runs guest code, the monitor runs in the
-/// library (issue 15; 32-bit guests for now).
+/// library (issue 15; 32-bit and 64-bit code).
 pub type StubBackend = SpawnedBackend<StubExecutor>;
 
-impl<E: NativeExecutor> SpawnedBackend<E> {
+impl<E: Spawnable> SpawnedBackend<E> {
     /// Spawns the executor `cfg` describes on the library's own duplicate of the RAM fd. No
     /// executor path: next to this library (then `$PLEX86_EXECUTOR`), as the host driver
     /// looks.
@@ -90,9 +141,14 @@ impl<E: NativeExecutor> SpawnedBackend<E> {
             launch,
         })
     }
+}
 
-    /// The library's duplicate of the RAM fd.
-    pub fn ram_fd(&self) -> &OwnedFd {
+impl<E: Spawnable> Start for SpawnedBackend<E> {
+    fn start(ram_fd: OwnedFd, cfg: &crate::accel::Config) -> Result<Self, String> {
+        Self::spawn(ram_fd, cfg)
+    }
+
+    fn ram_fd(&self) -> &OwnedFd {
         &self.ram_fd
     }
 }
@@ -132,7 +188,7 @@ impl Launch {
     }
 }
 
-impl<E: NativeExecutor> Backend for SpawnedBackend<E> {
+impl<E: Spawnable> Backend for SpawnedBackend<E> {
     fn xsave_info(&self) -> XsaveInfo {
         self.xsave
     }
@@ -190,5 +246,9 @@ impl<E: NativeExecutor> Backend for SpawnedBackend<E> {
 
     fn code_modes(&self) -> CodeModes {
         self.code_modes
+    }
+
+    fn ran_on(&self) -> Which {
+        E::WHICH
     }
 }

@@ -10,6 +10,8 @@
 //! * [`AccelOps`] — the one interface the C ABI drives, implemented by [`Accelerator`] (the
 //!   real thing, over a [`Backend`]) and [`NullAccel`] (declines every entry: for testing the
 //!   Bochs patches without an executor; chosen with `PLEX86_ACCEL_BACKEND=null`).
+//! * [`Backend`]s: one executor process ([`SpawnedBackend`]: `executor`, `stub`) or, by
+//!   default, [`ByMode`]: 32-bit code on today's executor, 64-bit code on the stub executor.
 //! * [`state`] — Bochs state ⇄ driver state, including the host-layout XSAVE image.
 //! * [`policy`] — the entry policy (pure).
 //! * [`mmu`] — the MMU command queue built from Bochs's notifications.
@@ -24,6 +26,7 @@
 
 mod accel;
 mod backend;
+mod by_mode;
 pub mod cpuid;
 pub mod decode;
 pub mod exits;
@@ -39,8 +42,10 @@ mod sys;
 
 pub use accel::{normalize_ram_map, Accelerator, Config, MAX_RAM_RANGES};
 pub use backend::{
-    default_executor_location, Backend, ExecutorBackend, SpawnedBackend, StubBackend,
+    default_executor_location, Backend, ExecutorBackend, Spawnable, SpawnedBackend, Start,
+    StubBackend, Which,
 };
+pub use by_mode::{AutoBackend, ByMode, StartStub};
 pub use exits::exit_code;
 pub use host_driver::EXECUTOR_NAME;
 pub use null::NullAccel;

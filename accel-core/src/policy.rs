@@ -37,8 +37,8 @@
 //! # Long mode
 //!
 //! ABI 6 hands the library long-mode states too. Only the stub executor runs 64-bit code
-//! (issue 15; `PLEX86_ACCEL_BACKEND=stub` so far): with today's executor [`mode_decline`]
-//! declines 64-bit mode ([`Decline::LongMode64`]), and with either compatibility mode
+//! (issue 15; the default backend starts it at the first 64-bit entry): with today's executor
+//! alone (`PLEX86_ACCEL_BACKEND=executor`) [`mode_decline`] declines 64-bit mode ([`Decline::LongMode64`]), and with either compatibility mode
 //! ([`Decline::LongModeCompat`]), before anything is converted, with the unsupported-state
 //! retry, each counted under its own name. Bochs itself declines, with reasons of its own,
 //! the long-mode features native code would not honour (LA57, LAM, UINTR, PKE, user CET).
@@ -132,7 +132,7 @@ impl Decline {
     pub fn explanation(self) -> Option<&'static str> {
         match self {
             Decline::LongMode64 => {
-                Some("long mode: this executor runs 32-bit code only (64-bit user code is emulated; PLEX86_ACCEL_BACKEND=stub runs it natively)")
+                Some("long mode: this executor runs 32-bit code only (PLEX86_ACCEL_BACKEND=executor; 64-bit user code is emulated; unset or auto runs it natively on the stub executor)")
             }
             Decline::LongModeCompat => {
                 Some("long mode: compatibility-mode user code is not run natively yet (emulated)")

@@ -2,6 +2,7 @@
 //! written as JSON (by hand: the document is small and flat, and serde would be the library's
 //! only use of it).
 
+use crate::backend::Which;
 use crate::decode::InsnKey;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -88,6 +89,11 @@ pub struct Stats {
     /// Accesses to the rest of the stub region's 4 GiB block, never mirrored, emulated one by
     /// one (`NeedsEmulation` exits there).
     pub stub_region_emulated: u64,
+    /// Native runs (RAN) by the executor that ran them (index: [`crate::backend::Which`]).
+    pub backend_runs: [u64; 2],
+    /// Stub executors started at a 64-bit entry by the default backend (not counting
+    /// respawns).
+    pub stub_starts: u64,
     /// Why the accelerator disabled itself, if it did.
     pub failure: Option<String>,
 }
@@ -206,6 +212,8 @@ impl Stats {
             undecoded: 0,
             stub_region_refused: 0,
             stub_region_emulated: 0,
+            backend_runs: [0; 2],
+            stub_starts: 0,
             failure: None,
         }
     }
@@ -293,6 +301,10 @@ impl Stats {
             self.respawns
         ));
         l.push(format!(
+            "  executors: {} runs on the executor, {} on the stub executor ({} started at a 64-bit entry)",
+            self.backend_runs[0], self.backend_runs[1], self.stub_starts
+        ));
+        l.push(format!(
             "  code pages: {} protect requests, {} write-protects sent, {} invalidations reported",
             self.protect_requests, self.write_protects_sent, self.code_page_invalidations
         ));
@@ -371,6 +383,15 @@ impl Stats {
             ]
             .into_iter(),
         );
+        o.counts(
+            "backend_runs",
+            [
+                (Which::Executor.name(), self.backend_runs[0]),
+                (Which::Stub.name(), self.backend_runs[1]),
+            ]
+            .into_iter(),
+        );
+        o.num("stub_starts", self.stub_starts);
         o.counts(
             "code_pages",
             [
@@ -453,6 +474,8 @@ mod tests {
         s.instructions.insert((10, hlt), 2);
         s.instructions.insert((11, movds), 1);
         s.undecoded = 1;
+        s.backend_runs = [4, 2];
+        s.stub_starts = 1;
         s.failure = Some("executor died: \"killed\"\n".into());
         s
     }
@@ -501,6 +524,9 @@ mod tests {
         assert_eq!(v["exit_instructions"]["privileged"]["hlt"], 2);
         assert_eq!(v["exit_instructions"]["segment_load"]["mov ds"], 1);
         assert_eq!(v["exit_instructions"]["undecoded"], 1);
+        assert_eq!(v["backend_runs"]["executor"], 4);
+        assert_eq!(v["backend_runs"]["stub"], 2);
+        assert_eq!(v["stub_starts"], 1);
         assert_eq!(v["failure"], "executor died: \"killed\"\n");
         let ok = Stats::default();
         let v: serde_json::Value = serde_json::from_str(&ok.to_json(0)).unwrap();
@@ -533,15 +559,19 @@ mod tests {
             "  declines: short_burst 1, not_user_mode 2, unknown 2"
         );
         assert!(lines[4].contains("42 demand fills"));
-        assert!(
-            lines[6].contains("hlt 2 (privileged), mov ds 1 (segment_load)"),
-            "{}",
-            lines[6]
+        assert_eq!(
+            lines[5],
+            "  executors: 4 runs on the executor, 2 on the stub executor (1 started at a 64-bit entry)"
         );
-        assert!(lines[7].starts_with("  disabled after: executor died"));
-        assert!(lines.len() <= 8);
+        assert!(
+            lines[7].contains("hlt 2 (privileged), mov ds 1 (segment_load)"),
+            "{}",
+            lines[7]
+        );
+        assert!(lines[8].starts_with("  disabled after: executor died"));
+        assert!(lines.len() <= 9);
         let empty = Stats::default().summary(0);
         assert_eq!(empty[2], "  exits: none");
-        assert_eq!(empty.len(), 6);
+        assert_eq!(empty.len(), 7);
     }
 }

@@ -8,8 +8,9 @@ import math
 import statistics
 
 SYSTEMS = ("native", "bochs", "accel", "stub", "qemu")
-# What ci/bench runs without --systems: "stub" (the accelerator over the stub executor,
-# PLEX86_ACCEL_BACKEND=stub) is for comparing the two executors, on request.
+# What ci/bench runs without --systems: "accel" is the library's default backend (32-bit code on
+# today's executor, 64-bit code on the stub executor); "stub" (everything on the stub executor,
+# PLEX86_ACCEL_BACKEND=stub) is for comparing the two executors on 32-bit guests, on request.
 DEFAULT_SYSTEMS = ("native", "bochs", "accel", "qemu")
 EMULATED = ("bochs", "accel", "stub", "qemu")
 ACCELERATED = ("accel", "stub")

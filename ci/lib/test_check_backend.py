@@ -7,6 +7,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_backend import check  # noqa: E402
 
+DEFAULT_START = ("i[PLEX86] started: executor next to the library (pid 1) for 32-bit code; "
+                 "for 64-bit code the stub executor at the first 64-bit entry\n")
+STUB_STARTED = "i[PLEX86] 64-bit code: started the stub executor next to the library (pid 2)\n"
+
 
 class CheckBackendTest(unittest.TestCase):
     def run_with(self, log: str, stats: dict) -> dict:
@@ -15,6 +19,11 @@ class CheckBackendTest(unittest.TestCase):
         return {"bochs_log": str(d / "bochs.log"), "accel_stats": stats}
 
     def test_named_backend_with_native_runs_passes(self):
+        run = self.run_with("i[PLEX86] started: stub executor next to the library (pid 1)\n",
+                            {"runs": 5, "failures": 0, "backend_runs": {"executor": 0, "stub": 5}})
+        self.assertEqual(check(run, "stub executor"), [])
+
+    def test_statistics_without_backend_runs_need_any_native_runs(self):
         run = self.run_with("i[PLEX86] started: stub executor next to the library (pid 1)\n",
                             {"runs": 5, "failures": 0})
         self.assertEqual(check(run, "stub executor"), [])
@@ -26,6 +35,21 @@ class CheckBackendTest(unittest.TestCase):
         self.assertEqual(len(problems), 3, problems)
         self.assertEqual(check(self.run_with("", {}), "executor")[1],
                          "no native runs in the statistics")
+
+    def test_default_backend_proves_the_stub_by_its_start_and_its_runs(self):
+        stats = {"runs": 4003, "failures": 0, "backend_runs": {"executor": 0, "stub": 4003}}
+        run = self.run_with(DEFAULT_START + STUB_STARTED, stats)
+        self.assertEqual(check(run, "stub executor"), [])
+        # The start-up line alone ("... the stub executor at the first 64-bit entry") does
+        # not count: the stub must have started.
+        self.assertEqual(len(check(self.run_with(DEFAULT_START, stats), "stub executor")), 1)
+
+    def test_runs_on_the_other_executor_do_not_count(self):
+        stats = {"runs": 70, "failures": 0, "backend_runs": {"executor": 70, "stub": 0}}
+        problems = check(self.run_with(DEFAULT_START + STUB_STARTED, stats), "stub executor")
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("no native runs on the stub executor", problems[0])
+        self.assertEqual(check(self.run_with(DEFAULT_START, stats), "executor"), [])
 
 
 if __name__ == "__main__":

@@ -63,6 +63,14 @@ impl<B: Backend> Accelerator<B> {
         self.flush_for_paging_change(key);
         self.report.note_xcr0(effective_xcr0(cpu));
         state::to_guest(cpu, &self.xsave, &mut self.scratch.gs);
+        match self.backend.prepare(&self.scratch.gs) {
+            Ok(None) => {}
+            Ok(Some(started)) => {
+                self.report.stats.stub_starts += 1;
+                self.report.log.info(&started);
+            }
+            Err(e) => return Err(self.fail(e, false)),
+        }
         // The driver's entry rules for what this backend runs, checked before anything is
         // queued or sent (the driver checks again in `run`).
         if let Err(DriverError::UnsupportedState(m)) =
@@ -211,6 +219,7 @@ impl<B: Backend> Accelerator<B> {
         let ticks = ns_to_ticks(ran.native_ns, self.pacing.ips).max(1);
         let seg_reload = state::from_guest(&self.scratch.gs, &self.xsave, cpu);
         stats.runs += 1;
+        stats.backend_runs[self.backend.ran_on() as usize] += 1;
         stats.exit(reason);
         stats.ticks_charged = stats.ticks_charged.saturating_add(ticks);
         if worth_decoding(reason) {

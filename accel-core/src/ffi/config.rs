@@ -6,7 +6,7 @@ use super::BACKEND_ENV;
 use crate::accel::{normalize_ram_map, Accelerator, Config};
 use crate::cpuid::CpuidFn;
 use crate::log::{Level, Logger, Sink};
-use crate::{sys, AccelOps, ExecutorBackend, NullAccel, StubBackend};
+use crate::{sys, AccelOps, AutoBackend, ExecutorBackend, NullAccel, StubBackend};
 use bochs_ffi::{raw, ABI_VERSION};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
@@ -130,10 +130,12 @@ impl Config {
 /// What [`BACKEND_ENV`] selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BackendChoice {
-    /// Unset or empty: today's executor.
+    /// Unset, empty or `auto`: 32-bit code on today's executor, 64-bit code on the stub
+    /// executor, started at the first 64-bit entry ([`AutoBackend`]).
+    Auto,
+    /// `executor`: today's executor only (long mode declined, emulated).
     Executor,
-    /// `stub`: the stub executor (issue 15; 32-bit guests, which are all the library enters
-    /// natively at this step: long mode is declined before a backend sees it).
+    /// `stub`: everything on the stub executor.
     Stub,
     /// `null`: every entry declined, no executor.
     Null,
@@ -143,20 +145,21 @@ enum BackendChoice {
 /// (a misspelt `stub` would otherwise run today's executor unnoticed).
 fn backend_choice(value: Option<&std::ffi::OsStr>) -> Result<BackendChoice, String> {
     match value.map(|v| v.to_str()) {
-        None => Ok(BackendChoice::Executor),
-        Some(Some("" | "executor")) => Ok(BackendChoice::Executor),
+        None | Some(Some("" | "auto")) => Ok(BackendChoice::Auto),
+        Some(Some("executor")) => Ok(BackendChoice::Executor),
         Some(Some("stub")) => Ok(BackendChoice::Stub),
         Some(Some("null")) => Ok(BackendChoice::Null),
         Some(v) => Err(format!(
-            "{BACKEND_ENV}={}: unknown backend (executor, stub or null; unset: executor)",
+            "{BACKEND_ENV}={}: unknown backend (auto, executor, stub or null; unset: auto)",
             v.unwrap_or("<not UTF-8>")
         )),
     }
 }
 
 /// Starts the core `cfg` selects by [`BACKEND_ENV`]: a [`NullAccel`] with `null`, else an
-/// [`Accelerator`] over today's executor or, with `stub`, the stub executor, on a duplicate of
-/// `c.ram_fd`, checked against Bochs's CPUID callback.
+/// [`Accelerator`] over the default [`AutoBackend`], today's executor alone (`executor`) or
+/// the stub executor alone (`stub`), on a duplicate of `c.ram_fd`, checked against Bochs's
+/// CPUID callback.
 fn start_core(
     cfg: &Config,
     c: &raw::plex86_accel_config,
@@ -181,19 +184,14 @@ fn start_core(
         }
     });
     let cpuid: Option<CpuidFn<'_>> = guest_cpuid.as_ref().map(|f| f as CpuidFn<'_>);
+    let log = log.clone();
     Ok(match choice {
-        BackendChoice::Stub => Box::new(Accelerator::<StubBackend>::new(
-            cfg,
-            fd,
-            log.clone(),
-            cpuid,
-        )?),
-        _ => Box::new(Accelerator::<ExecutorBackend>::new(
-            cfg,
-            fd,
-            log.clone(),
-            cpuid,
-        )?),
+        BackendChoice::Auto => Box::new(Accelerator::<AutoBackend>::new(cfg, fd, log, cpuid)?),
+        BackendChoice::Executor => {
+            Box::new(Accelerator::<ExecutorBackend>::new(cfg, fd, log, cpuid)?)
+        }
+        BackendChoice::Stub => Box::new(Accelerator::<StubBackend>::new(cfg, fd, log, cpuid)?),
+        BackendChoice::Null => unreachable!("returned above"),
     })
 }
 
@@ -273,15 +271,17 @@ mod tests {
     #[test]
     fn the_backend_variable_selects_the_backend() {
         let pick = |v: Option<&str>| backend_choice(v.map(OsStr::new));
-        assert_eq!(pick(None), Ok(BackendChoice::Executor));
-        assert_eq!(pick(Some("")), Ok(BackendChoice::Executor));
+        assert_eq!(pick(None), Ok(BackendChoice::Auto));
+        assert_eq!(pick(Some("")), Ok(BackendChoice::Auto));
+        assert_eq!(pick(Some("auto")), Ok(BackendChoice::Auto));
         assert_eq!(pick(Some("executor")), Ok(BackendChoice::Executor));
         assert_eq!(pick(Some("stub")), Ok(BackendChoice::Stub));
         assert_eq!(pick(Some("null")), Ok(BackendChoice::Null));
-        for bad in ["Stub", "stub ", "nul"] {
+        for bad in ["Stub", "stub ", "nul", "Auto"] {
             let e = pick(Some(bad)).unwrap_err();
             assert!(
-                e.contains(BACKEND_ENV) && e.contains("unknown backend"),
+                e.contains(BACKEND_ENV)
+                    && e.contains("unknown backend (auto, executor, stub or null; unset: auto)"),
                 "{e}"
             );
         }

@@ -131,6 +131,11 @@ pub fn init(cfg: &raw::plex86_accel_config) -> Result<*mut raw::plex86_accel, St
 
 impl Guest {
     pub fn new(name: &str) -> Guest {
+        Self::with_executor(name, executor())
+    }
+
+    /// A guest whose accelerator starts `exe` as its executor.
+    pub fn with_executor(name: &str, exe: PathBuf) -> Guest {
         let ram = GuestRam::new(RAM_SIZE).expect("guest RAM");
         let tables = PageTables::new(&ram, Mode::TwoLevel);
         let mut g = Guest {
@@ -168,7 +173,7 @@ impl Guest {
         s.fpu.fcw = 0x37f;
         s.fpu.ftw = 0xffff;
         s.fpu.mxcsr = 0x1f80;
-        let exe = CString::new(executor().into_os_string().into_encoded_bytes()).unwrap();
+        let exe = CString::new(exe.into_os_string().into_encoded_bytes()).unwrap();
         let stats = CString::new(g.stats.clone().into_os_string().into_encoded_bytes()).unwrap();
         let mut cfg = config(&g.ram);
         cfg.executor_path = exe.as_ptr();

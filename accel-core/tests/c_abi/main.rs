@@ -13,8 +13,14 @@ mod bad_input;
 mod runs;
 mod startup;
 
-/// The default backend (today's executor): tests/c_abi_stub.rs runs `runs` over the stub.
-fn select_backend() {}
+/// Today's executor alone (`PLEX86_ACCEL_BACKEND=executor`): tests/c_abi_stub.rs runs `runs`
+/// over the stub, tests/c_abi_auto.rs over the default. Set once, before the first
+/// `plex86_accel_init` of any test, so that no test reads the environment while another
+/// writes it.
+fn select_backend() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var(plex86_accel::ffi::BACKEND_ENV, "executor"));
+}
 
 /// Today's executor runs 32-bit code only.
 const BACKEND_RUNS_64BIT_CODE: bool = false;

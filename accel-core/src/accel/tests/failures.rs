@@ -120,3 +120,49 @@ fn guest_escape_and_lost_eip_fail() {
         o => panic!("{o:?}"),
     }
 }
+
+#[test]
+fn an_executor_that_cannot_start_for_the_state_fails_before_anything_runs() {
+    let mut t = accel(vec![]);
+    let why = "the stub executor for 64-bit code cannot start: stub_base 0x… is taken";
+    t.accel.backend.prepare = Some(Err(why.into()));
+    let mut cpu = sample_state();
+    let before = format!("{cpu:?}");
+    match run(&mut t, &mut cpu) {
+        RunOutcome::Failed {
+            message,
+            lost_native_progress,
+        } => {
+            assert_eq!(message, why);
+            assert!(!lost_native_progress);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(format!("{cpu:?}"), before, "nothing changed");
+    assert!(t.log.lock().unwrap().runs.is_empty(), "nothing sent");
+    assert!(t.accel.is_disabled());
+    let st = t.accel.stats();
+    assert_eq!((st.failures, st.stub_starts, st.runs), (1, 0, 0));
+}
+
+#[test]
+fn an_executor_started_for_the_state_is_logged_and_counted_with_its_runs() {
+    let mut t = accel(vec![step(ExitReason::Privileged)]);
+    let line = "64-bit code: started the stub executor (pid 7)";
+    t.accel.backend.prepare = Some(Ok(Some(line.into())));
+    let mut cpu = sample_state();
+    assert!(matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }));
+    let st = t.accel.stats();
+    assert_eq!((st.stub_starts, st.backend_runs, st.runs), (1, [1, 0], 1));
+    assert!(t
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, m)| *l == Level::Info && m == line));
+    let json = st.to_json(1);
+    assert!(
+        json.contains("\"backend_runs\":{\"executor\":1,\"stub\":0},\"stub_starts\":1"),
+        "{json}"
+    );
+}

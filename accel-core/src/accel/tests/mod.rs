@@ -68,6 +68,8 @@ struct Fake {
     respawn_error: Option<String>,
     xs: XsaveInfo,
     executed: bool,
+    /// What the next `prepare` returns (then `Ok(None)`).
+    prepare: Option<Result<Option<String>, String>>,
 }
 
 impl Backend for Fake {
@@ -122,6 +124,12 @@ impl Backend for Fake {
     fn describe(&self) -> String {
         "fake backend".into()
     }
+    fn ran_on(&self) -> crate::backend::Which {
+        crate::backend::Which::Executor
+    }
+    fn prepare(&mut self, _state: &GuestState) -> Result<Option<String>, String> {
+        self.prepare.take().unwrap_or(Ok(None))
+    }
 }
 
 fn config() -> Config {
@@ -154,6 +162,7 @@ fn accel_with(script: Vec<Step>, cfg: Config, memory: Option<Box<dyn GuestMemory
         respawn_error: None,
         xs: layouts::AMD,
         executed: true,
+        prepare: None,
     };
     let (logger, lines) = Logger::capture();
     T {
