@@ -2,7 +2,8 @@
 //! has them for 32-bit code: the budget's `tgkill` ends an endless loop at an instruction
 //! boundary with its exact 64-bit state, no signal from another process ends a run or passes
 //! for a guest fault, and a stale library SIGALRM is ignored; and 64-bit code that leaves
-//! 64-bit mode (a far jump to the host's compat selector) ends the run as an escape.
+//! 64-bit mode (a far jump to the host's compat selector) ends the run as an escape that the
+//! stub contains: a fresh stub, the guest's state for its #GP(0).
 
 use host_driver::{EscapeKind, ExitReason, GuestState};
 use iced_x86::code_asm::*;
@@ -95,7 +96,7 @@ fn foreign_and_stale_signals_never_end_a_64_bit_run() {
 }
 
 #[test]
-fn leaving_64_bit_mode_by_a_far_jump_to_the_host_s_compat_selector_is_an_escape() {
+fn leaving_64_bit_mode_by_a_far_jump_to_the_host_s_compat_selector_is_a_contained_escape() {
     let mut vm = Vm64::new();
     // 32-bit code below 4 GiB the far jump lands on: a HLT (#GP in compat mode).
     let low = 0x40_0000u64;
@@ -106,6 +107,9 @@ fn leaving_64_bit_mode_by_a_far_jump_to_the_host_s_compat_selector_is_an_escape(
     vm.ram.write(DATA_PHYS + 4, &0x23u16.to_le_bytes());
     vm.code(|a| a.jmp(fword_ptr(rbx)));
     vm.state.gprs[3] = DATA;
+    vm.state.gprs[12] = 0x1234_5678_9abc_def0;
+    let entry = vm.state;
+    let pid = vm.stub.pid();
     let exit = vm.run();
     assert!(
         matches!(
@@ -118,5 +122,22 @@ fn leaving_64_bit_mode_by_a_far_jump_to_the_host_s_compat_selector_is_an_escape(
         "{:?}",
         exit.reason
     );
-    assert!(vm.stub.pid().is_none(), "an escape ends the stub");
+    // Contained: the state at the signal (the HLT's #GP in compatibility mode), 64 bits wide,
+    // with the entry's segments, for the guest's #GP(0); a fresh stub in place of the old.
+    assert!(exit.escape_contained);
+    assert_eq!(vm.state.rip, low, "at the HLT");
+    assert_eq!(vm.state.gprs[3], DATA);
+    assert_eq!(vm.state.gprs[12], 0x1234_5678_9abc_def0, "R12 whole");
+    assert_eq!(
+        vm.state.segs, entry.segs,
+        "the entry's CS/SS (and the rest)"
+    );
+    assert!(
+        vm.stub.pid().is_some() && vm.stub.pid() != pid,
+        "a fresh stub"
+    );
+    // It runs 64-bit code from an empty mirror.
+    vm.code(|a| a.hlt());
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+    assert_eq!(vm.state.rip, CODE);
 }
