@@ -88,6 +88,9 @@ pub struct Stats {
     /// Accesses to the rest of the stub region's 4 GiB block, never mirrored, emulated one by
     /// one (`NeedsEmulation` exits there).
     pub stub_region_emulated: u64,
+    /// Guest escapes the executor contained (the stub: a fresh process, #GP(0) in the guest;
+    /// also counted as `contained_escape` exits).
+    pub escapes_contained: u64,
     /// Why the accelerator disabled itself, if it did.
     pub failure: Option<String>,
 }
@@ -206,6 +209,7 @@ impl Stats {
             undecoded: 0,
             stub_region_refused: 0,
             stub_region_emulated: 0,
+            escapes_contained: 0,
             failure: None,
         }
     }
@@ -309,6 +313,12 @@ impl Stats {
                 self.undecoded
             ));
         }
+        if self.escapes_contained != 0 {
+            l.push(format!(
+                "  escapes contained: {} (each cost the guest process a #GP(0) and the executor its process)",
+                self.escapes_contained
+            ));
+        }
         if let Some(f) = &self.failure {
             l.push(format!("  disabled after: {f}"));
         }
@@ -370,6 +380,10 @@ impl Stats {
                 ("emulated_accesses", self.stub_region_emulated),
             ]
             .into_iter(),
+        );
+        o.counts(
+            "escapes",
+            [("contained", self.escapes_contained)].into_iter(),
         );
         o.counts(
             "code_pages",
@@ -496,6 +510,7 @@ mod tests {
         assert_eq!(v["mmu"]["invlpg"], 5);
         assert_eq!(v["stub_region"]["refused_entries"], 0);
         assert_eq!(v["stub_region"]["emulated_accesses"], 0);
+        assert_eq!(v["escapes"]["contained"], 0);
         assert_eq!(v["code_pages"]["protect_requests"], 7);
         assert_eq!(v["code_pages"]["invalidations"], 2);
         assert_eq!(v["exit_instructions"]["privileged"]["hlt"], 2);
