@@ -5,6 +5,7 @@
 //! 64-bit mode (a far jump to the host's compat selector) ends the run as an escape that the
 //! stub contains: a fresh stub, the guest's state for its #GP(0).
 
+use host_driver::protocol::stub::{by_stub, DEFAULT_BASE, STUB};
 use host_driver::{EscapeKind, ExitReason, GuestState};
 use iced_x86::code_asm::*;
 use std::time::Duration;
@@ -140,4 +141,41 @@ fn leaving_64_bit_mode_by_a_far_jump_to_the_host_s_compat_selector_is_a_containe
     vm.code(|a| a.hlt());
     assert_eq!(vm.run().reason, ExitReason::Privileged);
     assert_eq!(vm.state.rip, CODE);
+}
+
+#[test]
+fn a_stub_word_written_by_guest_code_is_a_contained_escape_at_the_entry_state() {
+    // The guest maps nothing where S is, so its native accesses there reach S's pages: it
+    // publishes a "signal" with an info address no honest stub writes, and loops.
+    let mut vm = Vm64::new();
+    let words = DEFAULT_BASE + STUB;
+    vm.code(|a| {
+        a.mov(rax, words)?;
+        a.mov(qword_ptr(rax + by_stub::INFO as u64), 1i32)?;
+        a.add(dword_ptr(rax + by_stub::EXIT_SEQ as u64), 1i32)?;
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.jmp(l)
+    });
+    vm.state.gprs[12] = 0x1234_5678_9abc_def0;
+    let entry = vm.state;
+    let pid = vm.stub.pid();
+    let exit = vm.run();
+    assert_eq!(
+        exit.reason,
+        ExitReason::GuestEscape {
+            kind: EscapeKind::StubTampered,
+            address: 0,
+            diagnostic: 0
+        }
+    );
+    assert!(exit.escape_contained);
+    assert!(exit.reason.describe().contains("tampered with"));
+    assert_eq!(vm.state, entry, "no trusted state but the entry's");
+    assert!(
+        vm.stub.pid().is_some() && vm.stub.pid() != pid,
+        "a fresh stub"
+    );
+    vm.code(|a| a.hlt());
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
 }

@@ -6,12 +6,14 @@
 //! mirrors, i.e. the guest process's own memory. The process is no longer trusted (its words
 //! in S may have been rewritten), so it is killed and a fresh stub started in its place, with
 //! an empty mirror; the guest gets the state at the signal that caught the escape, where the
-//! emulator raises #GP(0) (docs/ARCHITECTURE.md, "The stub executor"). Today's executor holds
-//! all of guest RAM above 4 GiB and keeps ending on an escape.
+//! emulator raises #GP(0) (docs/ARCHITECTURE.md, "The stub executor"). A run that failed
+//! because the stub's process was tampered with (a corrupted protocol word) is contained
+//! likewise, at the entry state. Today's executor holds all of guest RAM above
+//! 4 GiB and keeps ending on an escape.
 
 use super::StubExecutor;
 use crate::error::DriverError;
-use crate::protocol::{ExitRecord, GuestState};
+use crate::protocol::{EscapeKind, ExitReason, ExitRecord, GuestState};
 use crate::validate::validate_exit_state;
 use crate::ExecutorConfig;
 use std::ops::Range;
@@ -67,10 +69,44 @@ impl StubExecutor {
             validate_exit_state(entry, &self.monitor.exit_state, self.xsave).map_err(|e| {
                 DriverError::CorruptedSharedMemory(format!("the state at a guest escape: {e}"))
             })?;
+        *entry = state;
+        self.replace_and_report()
+    }
+
+    /// The run failed with `error`. When guest code ran in it and the failure is one only
+    /// code in the stub's process can cause (a protocol word no honest stub writes: guest
+    /// code reaches S's pages where its tables map nothing), it is contained as an
+    /// escape ([`EscapeKind::StubTampered`]) at the entry state (the run's `state` is left as
+    /// it was), the only one the library still trusts: no signal frame describes where the
+    /// code was. Otherwise `error`.
+    pub(super) fn contain_tampering(
+        &mut self,
+        error: DriverError,
+    ) -> Result<&ExitRecord, DriverError> {
+        // (A filter kill could be guest code's too, by a jump into S's code page, but so far
+        // nothing shows it is only that: it stops the VM.)
+        let tampered = matches!(error, DriverError::CorruptedSharedMemory(_));
+        if !tampered || !self.run_may_have_executed {
+            return Err(error);
+        }
+        self.kill();
+        // The code pages the monitor logged in the run stay (its log is the library's own);
+        // the stub's timestamps are not believed.
+        let exit = &mut self.monitor.exit;
+        exit.reason = ExitReason::GuestEscape {
+            kind: EscapeKind::StubTampered,
+            address: 0,
+            diagnostic: 0,
+        };
+        (exit.native_ns, exit.fill_ns, exit.demand_fills) = (0, 0, 0);
+        self.replace_and_report()
+    }
+
+    /// Replaces the process and reports the monitor's exit as a contained escape.
+    fn replace_and_report(&mut self) -> Result<&ExitRecord, DriverError> {
         let mut exit = self.monitor.exit.clone();
         self.replace_process()?;
         exit.escape_contained = true;
-        *entry = state;
         self.monitor.exit.clone_from(&exit);
         Ok(&self.monitor.exit)
     }

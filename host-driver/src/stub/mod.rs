@@ -391,7 +391,10 @@ impl StubExecutor {
             })
         });
         self.monitor.in_guest = false;
-        ran?;
+        if let Err(e) = ran {
+            // Guest code may have tampered with the stub: contained like an escape (contain.rs).
+            return self.contain_tampering(e);
+        }
         if !self.monitor.exit_set {
             // As today's library rejects a record without a reason (never from this monitor).
             return Err(self.corrupted("an exit without a reason".into()));
