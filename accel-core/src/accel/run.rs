@@ -264,7 +264,7 @@ impl<B: Backend> Accelerator<B> {
             };
             let (reason, rip) = (self.scratch.exit.reason.describe(), self.scratch.gs.rip);
             self.report.log.error(&format!(
-                "contained guest escape: {reason}; guest CR3 {cr3:#x}, RIP {rip:#x}: the guest process takes #GP(0), the {} replaced its process{more}",
+                "contained guest escape: {reason}; guest CR3 {cr3:#x}, RIP {rip:#x}: the guest process takes #GP(0), its executor process was replaced (now the {}){more}",
                 self.backend.describe()
             ));
         }
