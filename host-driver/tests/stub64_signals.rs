@@ -137,6 +137,7 @@ fn leaving_64_bit_mode_by_a_far_jump_to_the_host_s_compat_selector_is_a_containe
         vm.stub.pid().is_some() && vm.stub.pid() != pid,
         "a fresh stub"
     );
+    assert_eq!(vm.stub.escapes_contained(), 1);
     // It runs 64-bit code from an empty mirror.
     vm.code(|a| a.hlt());
     assert_eq!(vm.run().reason, ExitReason::Privileged);
@@ -176,6 +177,7 @@ fn a_stub_word_written_by_guest_code_is_a_contained_escape_at_the_entry_state() 
         vm.stub.pid().is_some() && vm.stub.pid() != pid,
         "a fresh stub"
     );
+    assert_eq!(vm.stub.escapes_contained(), 1);
     vm.code(|a| a.hlt());
     assert_eq!(vm.run().reason, ExitReason::Privileged);
 }
