@@ -181,3 +181,44 @@ fn a_stub_word_written_by_guest_code_is_a_contained_escape_at_the_entry_state() 
     vm.code(|a| a.hlt());
     assert_eq!(vm.run().reason, ExitReason::Privileged);
 }
+
+#[test]
+fn a_jump_into_the_stub_s_code_at_its_syscall_is_a_contained_escape() {
+    // S's code page is readable natively where the guest maps nothing: the guest finds a
+    // `syscall` (0f 05) there and jumps to it with fork's number, which the guest thread's
+    // filter kills the stub for (from S's code page only futex, rt_sigreturn, sched_yield and
+    // clock_gettime pass).
+    let mut vm = Vm64::new();
+    vm.code(|a| {
+        let (mut scan, mut found) = (a.create_label(), a.create_label());
+        a.mov(rsi, DEFAULT_BASE)?;
+        a.set_label(&mut scan)?;
+        a.cmp(word_ptr(rsi), 0x050f)?;
+        a.je(found)?;
+        a.inc(rsi)?;
+        a.jmp(scan)?;
+        a.set_label(&mut found)?;
+        a.mov(eax, 57)?; // fork
+        a.jmp(rsi)
+    });
+    let entry = vm.state;
+    let pid = vm.stub.pid();
+    let exit = vm.run();
+    assert_eq!(
+        exit.reason,
+        ExitReason::GuestEscape {
+            kind: EscapeKind::StubTampered,
+            address: 0,
+            diagnostic: 0
+        }
+    );
+    assert!(exit.escape_contained);
+    assert_eq!(vm.state, entry, "no trusted state but the entry's");
+    assert!(
+        vm.stub.pid().is_some() && vm.stub.pid() != pid,
+        "a fresh stub"
+    );
+    assert_eq!(vm.stub.escapes_contained(), 1);
+    vm.code(|a| a.hlt());
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+}

@@ -7,12 +7,12 @@
 //! in S may have been rewritten), so it is killed and a fresh stub started in its place, with
 //! an empty mirror; the guest gets the state at the signal that caught the escape, where the
 //! emulator raises #GP(0) (docs/ARCHITECTURE.md, "The stub executor"). A run that failed
-//! because the stub's process was tampered with (a corrupted protocol word) is contained
-//! likewise, at the entry state. Today's executor holds all of guest RAM above
+//! because the stub's process was tampered with (a corrupted protocol word, a filter kill) is
+//! contained likewise, at the entry state. Today's executor holds all of guest RAM above
 //! 4 GiB and keeps ending on an escape.
 
 use super::StubExecutor;
-use crate::error::DriverError;
+use crate::error::{DeathCause, DriverError};
 use crate::protocol::{EscapeKind, ExitReason, ExitRecord, GuestState};
 use crate::validate::validate_exit_state;
 use crate::ExecutorConfig;
@@ -74,8 +74,9 @@ impl StubExecutor {
     }
 
     /// The run failed with `error`. When guest code ran in it and the failure is one only
-    /// code in the stub's process can cause (a protocol word no honest stub writes: guest
-    /// code reaches S's pages where its tables map nothing), it is contained as an
+    /// code in the stub's process can cause (a protocol word no honest stub writes, a call its
+    /// filter kills: guest code reaches S's pages where its tables map nothing), it is
+    /// contained as an
     /// escape ([`EscapeKind::StubTampered`]) at the entry state (the run's `state` is left as
     /// it was), the only one the library still trusts: no signal frame describes where the
     /// code was. Otherwise `error`.
@@ -83,9 +84,13 @@ impl StubExecutor {
         &mut self,
         error: DriverError,
     ) -> Result<&ExitRecord, DriverError> {
-        // (A filter kill could be guest code's too, by a jump into S's code page, but so far
-        // nothing shows it is only that: it stops the VM.)
-        let tampered = matches!(error, DriverError::CorruptedSharedMemory(_));
+        // The stub's own code makes no call its filters kill: such a death is guest code's,
+        // that jumped into S's code page at a `syscall` with a number of its choosing.
+        let tampered = matches!(
+            error,
+            DriverError::CorruptedSharedMemory(_)
+                | DriverError::ExecutorDied(DeathCause::SeccompViolation)
+        );
         if !tampered || !self.run_may_have_executed {
             return Err(error);
         }

@@ -26,8 +26,8 @@ pub enum EscapeKind {
     HostSyscall,
     /// The stub executor's process was tampered with during the run (its library side
     /// reports this kind, never the monitor): it published a protocol word no honest stub
-    /// writes. Guest code reaches S's pages where its tables map nothing
-    /// (docs/ARCHITECTURE.md, "What leaks").
+    /// writes, or its filter killed it for a call the stub's own code never makes. Guest code
+    /// reaches S's pages where its tables map nothing (docs/ARCHITECTURE.md, "What leaks").
     StubTampered,
 }
 
@@ -137,7 +137,7 @@ impl ExitReason {
                 "guest escape: 64-bit host system call from guest address {address:#x}; executor killed"
             ),
             ExitReason::GuestEscape { kind: EscapeKind::StubTampered, .. } => {
-                "guest escape: the stub's process was tampered with (a protocol word no honest stub writes); executor killed".to_string()
+                "guest escape: the stub's process was tampered with (a protocol word no honest stub writes, or a call its filter kills); executor killed".to_string()
             }
             other => format!("{other:?}"),
         }
