@@ -350,7 +350,10 @@ impl StubExecutor {
 
     /// Runs the guest natively from `state` for at most about `budget` of host time, after
     /// applying `commands`, as [`crate::Executor::run`] does. On return `state` holds the
-    /// guest state before the instruction that ended the run.
+    /// guest state before the instruction that ended the run. Unlike today's executor, a
+    /// guest escape (or a stub tampered with by guest code) ends the run with
+    /// [`ExitRecord::escape_contained`]: a fresh stub has replaced this one and `state` is the
+    /// one at which the guest process takes #GP(0) (contain.rs).
     pub fn run(
         &mut self,
         state: &mut GuestState,
