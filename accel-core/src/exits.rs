@@ -3,7 +3,7 @@
 //! constants, so a renumbering in `plex86_accel.h` moves the names with it.
 
 use bochs_ffi::raw;
-use host_driver::ExitReason;
+use host_driver::{ExitReason, ExitRecord};
 
 /// Slots of `enum plex86_accel_exit_reason`.
 pub const EXIT_REASONS: usize = raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_REASONS as usize;
@@ -32,6 +32,7 @@ pub const EXITS: [(u32, &str); EXIT_REASONS] = [
     (raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_FILL_LIMIT, "fill_limit"),
     (raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SINGLE_STEP, "single_step"),
     (raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CPUID, "cpuid"),
+    (raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE, "contained_escape"),
 ];
 
 /// Every `PLEX86_ACCEL_DECLINE_*` with its name in the statistics, in code order (the header
@@ -116,6 +117,18 @@ pub fn exit_code(reason: &ExitReason) -> Option<u32> {
         R::Cpuid => raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CPUID,
         R::GuestEscape { .. } => return None,
     })
+}
+
+/// The header's exit reason for a run's exit record: [`exit_code`], but a guest escape the
+/// executor contained (the stub's: a fresh process, the state for a #GP(0)) is
+/// `PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE`. `None`: an escape that ends the VM.
+pub fn record_exit_code(rec: &ExitRecord) -> Option<u32> {
+    match rec.reason {
+        ExitReason::GuestEscape { .. } if rec.escape_contained => {
+            Some(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE)
+        }
+        ref r => exit_code(r),
+    }
 }
 
 /// Whether the statistics name the instruction behind this exit.

@@ -94,6 +94,9 @@ pub struct Stats {
     /// Stub executors started at a 64-bit entry by the default backend (not counting
     /// respawns).
     pub stub_starts: u64,
+    /// Guest escapes the executor contained (the stub: a fresh process, #GP(0) in the guest;
+    /// also counted as `contained_escape` exits).
+    pub escapes_contained: u64,
     /// Why the accelerator disabled itself, if it did.
     pub failure: Option<String>,
 }
@@ -214,6 +217,7 @@ impl Stats {
             stub_region_emulated: 0,
             backend_runs: [0; 2],
             stub_starts: 0,
+            escapes_contained: 0,
             failure: None,
         }
     }
@@ -321,6 +325,12 @@ impl Stats {
                 self.undecoded
             ));
         }
+        if self.escapes_contained != 0 {
+            l.push(format!(
+                "  escapes contained: {} (each cost the guest process a #GP(0) and the executor its process)",
+                self.escapes_contained
+            ));
+        }
         if let Some(f) = &self.failure {
             l.push(format!("  disabled after: {f}"));
         }
@@ -392,6 +402,10 @@ impl Stats {
             .into_iter(),
         );
         o.num("stub_starts", self.stub_starts);
+        o.counts(
+            "escapes",
+            [("contained", self.escapes_contained)].into_iter(),
+        );
         o.counts(
             "code_pages",
             [
@@ -519,6 +533,7 @@ mod tests {
         assert_eq!(v["mmu"]["invlpg"], 5);
         assert_eq!(v["stub_region"]["refused_entries"], 0);
         assert_eq!(v["stub_region"]["emulated_accesses"], 0);
+        assert_eq!(v["escapes"]["contained"], 0);
         assert_eq!(v["code_pages"]["protect_requests"], 7);
         assert_eq!(v["code_pages"]["invalidations"], 2);
         assert_eq!(v["exit_instructions"]["privileged"]["hlt"], 2);

@@ -17,6 +17,8 @@ fn select_backend() {
 
 /// The stub executor runs 64-bit code (long mode is not declined for its mode).
 const BACKEND_RUNS_64BIT_CODE: bool = true;
+/// The stub executor contains a guest escape: a fresh process, #GP(0) in the guest.
+const BACKEND_CONTAINS_ESCAPES: bool = true;
 
 #[test]
 fn the_stub_runs_the_guest() {

@@ -21,7 +21,8 @@
  *      Bochs emulates exactly that one instruction before it may call plex86_accel_run() again.
  *      Native code may set TF (POPF): the state then has TF set and Bochs treats the boundary
  *      as any with TF set (the instruction at rip is single-stepped), and after an exit
- *      PLEX86_ACCEL_EXIT_SINGLE_STEP it delivers the pending single-step #DB first.
+ *      PLEX86_ACCEL_EXIT_SINGLE_STEP it delivers the pending single-step #DB first; after
+ *      PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE (ABI 8) it emulates nothing and raises #GP(0).
  *      In long mode Bochs also declines CR4.LA57, LAM (CR3 bits 62:61), CR4.UINTR and CR4.PKE,
  *      and in every mode CET with user enables (IA32_U_CET); the library declines long mode
  *      itself as long as it has no 64-bit executor (PLEX86_ACCEL_DECLINE_LONG_MODE_*).
@@ -44,7 +45,7 @@ extern "C" {
 #endif
 
 /* Version of this interface. */
-#define PLEX86_ACCEL_ABI_VERSION 7u
+#define PLEX86_ACCEL_ABI_VERSION 8u
 
 /* The one symbol Bochs resolves first, to learn the library's ABI version. */
 #define PLEX86_ACCEL_VERSION_SYMBOL "plex86_accel_abi_version"
@@ -205,7 +206,8 @@ enum plex86_accel_status {
      retry_after_ticks how many ticks Bochs should emulate before asking again (0: any time). */
   PLEX86_ACCEL_DECLINED = 0,
   /* Ran natively: the state is the one before the instruction at rip, which Bochs emulates
-     (after exit reason PLEX86_ACCEL_EXIT_SINGLE_STEP, after delivering its #DB). */
+     (after exit reason PLEX86_ACCEL_EXIT_SINGLE_STEP, after delivering its #DB; after
+     PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE Bochs raises #GP(0) at the state instead). */
   PLEX86_ACCEL_RAN = 1,
   /* The accelerator failed (executor died, guest escape, corrupted control region). message
      says why. If lost_native_progress is 0 the state is unchanged and emulation may go on;
@@ -266,7 +268,16 @@ enum plex86_accel_exit_reason {
   PLEX86_ACCEL_EXIT_SINGLE_STEP = 16,
   /* CPUID, on hosts with CPUID faulting (see plex86_accel_native_cpuid_is_hosts()). */
   PLEX86_ACCEL_EXIT_CPUID = 17,
-  PLEX86_ACCEL_EXIT_REASONS = 18         /* number of slots */
+  /* ABI 8. Native code tried to escape (it left its code mode by a far transfer to a host
+     selector, made a 64-bit system call from the wrong place, ...), and the library contained
+     it: the executor process it ran in, which held nothing but that guest process's own pages,
+     was replaced. The state is the guest's at the point where the escape was caught (the
+     registers there, CS/SS and the other segments as at entry); Bochs emulates nothing but
+     raises #GP(0) at that state, as a CPU raises it for a far transfer to a selector the guest's
+     tables have no code descriptor for, so that the guest kernel delivers a fault (SIGSEGV) to
+     that process and the VM goes on. Only the stub executor returns it. */
+  PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE = 18,
+  PLEX86_ACCEL_EXIT_REASONS = 19         /* number of slots */
 };
 
 /* plex86_accel_exit.seg_reload bit i (enum plex86_accel_seg_index): the guest loaded that

@@ -3,7 +3,7 @@
 //! normal exit (the executor keeps working), or a "guest escape" exit after which the executor
 //! is gone — and never a host system call executed on the guest's behalf.
 
-use host_driver::{DeathCause, DriverError, EscapeKind, ExitReason, SEG_NOT_INSTALLED};
+use host_driver::{DeathCause, DriverError, EscapeKind, ExitReason, GuestState, SEG_NOT_INSTALLED};
 use iced_x86::code_asm::*;
 use std::time::Duration;
 use test_support::both_executors;
@@ -19,7 +19,14 @@ fn code64(vm: &mut Vm, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86
     vm.ram.write(CODE_PHYS + u64::from(TARGET - CODE), &bytes);
 }
 
-fn expect_escape(vm: &mut Vm, kind: EscapeKind) {
+/// The run ends in a guest escape of `kind`. Today's executor is gone afterwards (it holds
+/// all of guest RAM: the VM must stop) and further runs fail cleanly. The stub contains it: a
+/// fresh stub replaces the one the escape ran in, the state is the guest's for a #GP(0) (the
+/// registers at the signal, 32 bits wide, the entry's segments) and the next run works.
+/// Returns the contained state (stub only).
+fn expect_escape(vm: &mut Vm, kind: EscapeKind) -> Option<GuestState> {
+    let entry = vm.state;
+    let pid = vm.exe.pid();
     let exit = vm
         .exe
         .run(&mut vm.state, Duration::from_millis(200), &[])
@@ -31,11 +38,32 @@ fn expect_escape(vm: &mut Vm, kind: EscapeKind) {
         other => panic!("expected a guest escape, got {other:?}"),
     }
     assert!(exit.reason.describe().starts_with("guest escape"));
-    // The executor is gone; further runs fail cleanly.
-    match vm.exe.run(&mut vm.state, Duration::from_millis(10), &[]) {
-        Err(DriverError::ExecutorDied(DeathCause::KilledByLibrary)) => {}
-        other => panic!("expected a dead executor, got {other:?}"),
+    let stub = executor_kind() == ExecutorKind::Stub;
+    assert_eq!(exit.escape_contained, stub);
+    if !stub {
+        // The executor is gone; further runs fail cleanly.
+        match vm.exe.run(&mut vm.state, Duration::from_millis(10), &[]) {
+            Err(DriverError::ExecutorDied(DeathCause::KilledByLibrary)) => {}
+            other => panic!("expected a dead executor, got {other:?}"),
+        }
+        return None;
     }
+    let contained = vm.state;
+    assert_eq!(contained.segs, entry.segs, "the entry's segments");
+    assert_eq!(contained.gprs[8..], entry.gprs[8..], "R8..R15 untouched");
+    assert!(
+        contained.gprs[..8].iter().all(|r| r >> 32 == 0) && contained.rip >> 32 == 0,
+        "32 bits wide: {contained:x?}"
+    );
+    assert_ne!(vm.exe.pid(), pid, "a fresh stub");
+    vm.code(|a| a.hlt());
+    assert_eq!(
+        vm.run().reason,
+        ExitReason::Privileged,
+        "the fresh stub runs"
+    );
+    assert_eq!(vm.state.rip, u64::from(CODE));
+    Some(contained)
 }
 
 both_executors! {
@@ -44,7 +72,9 @@ both_executors! {
         let mut vm = Vm::new(Mode::TwoLevel);
         code64(&mut vm, |a| a.hlt());
         vm.code(|a| a.jmp_far(0x33, TARGET));
-        expect_escape(&mut vm, EscapeKind::LongMode);
+        if let Some(st) = expect_escape(&mut vm, EscapeKind::LongMode) {
+            assert_eq!(st.rip, u64::from(TARGET), "at the HLT in 64-bit mode");
+        }
     }
 }
 
@@ -72,7 +102,14 @@ both_executors! {
             a.push(TARGET)?;
             a.retf()
         });
-        expect_escape(&mut vm, EscapeKind::LongMode);
+        let entry_esp = vm.state.gprs[4];
+        if let Some(st) = expect_escape(&mut vm, EscapeKind::LongMode) {
+            assert_eq!(
+                (st.rip, st.gprs[4]),
+                (u64::from(TARGET), entry_esp),
+                "in the loop, RETF's operands popped"
+            );
+        }
     }
 }
 
@@ -96,6 +133,12 @@ both_executors! {
                 "{name}: {:?}",
                 exit.reason
             );
+            // Contained on the stub: the registers at the trap, EAX the call's number.
+            assert_eq!(exit.escape_contained, executor_kind() == ExecutorKind::Stub);
+            if exit.escape_contained {
+                assert_eq!(vm.state.gprs[0], u64::from(nr), "{name}");
+                assert_eq!(vm.state.rip, u64::from(TARGET) + 7, "{name}");
+            }
         }
     }
 }

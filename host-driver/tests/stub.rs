@@ -389,16 +389,19 @@ fn a_sigalrm_the_library_sent_outside_the_budget_is_stale_and_ignored() {
 
 #[test]
 fn an_expiry_of_an_earlier_runs_timer_does_not_end_the_next_run() {
-    // Run 1 ends at once (HLT) with its 1 ms timer still armed; it expires while the guest
+    // Run 1 ends at once (HLT) with its 20 ms timer still armed; it expires while the guest
     // thread waits for a verdict, all signals blocked, and stays pending into run 2 (or is
-    // dropped by the kernel when run 2 re-arms the timer).
+    // dropped by the kernel when run 2 re-arms the timer). (20 ms: a loaded host can keep the
+    // guest thread from its first instruction for a millisecond or more.)
     let mut vm = Vm::new(Mode::TwoLevel);
     vm.code(|a| a.hlt());
     let mut stub = stub_for(&vm);
     let mut state = vm.state;
-    let exit = stub.run(&mut state, Duration::from_millis(1), &[]).unwrap();
+    let exit = stub
+        .run(&mut state, Duration::from_millis(20), &[])
+        .unwrap();
     assert_eq!(exit.reason, ExitReason::Privileged);
-    std::thread::sleep(Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(40));
     counting_loop(&mut vm);
     let mut state = vm.state;
     let exit = stub

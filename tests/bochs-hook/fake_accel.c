@@ -48,7 +48,10 @@
  *            state with TF set and EDX = EIP: FAKE_TF_STEP with exit reason
  *            SINGLE_STEP (Bochs must deliver the #DB before emulating anything),
  *            FAKE_TF_ARM with BUDGET_EXPIRED (the instruction at EIP must be
- *            single-stepped). tf-hook checks where its SIGTRAP comes.
+ *            single-stepped). tf-hook checks where its SIGTRAP comes. And with
+ *            FAKE_ESCAPE (ABI 8) it returns exit reason CONTAINED_ESCAPE, TF clear,
+ *            EDX = EIP and ECX = FAKE_ESCAPE_ECX: Bochs must write the state back
+ *            and raise #GP(0) there; tf-hook checks its SIGSEGV.
  * FAKE_ACCEL_INIT_FAIL=1: plex86_accel_init() fails with a message.
  *
  * Every run call's state is checked against its mode (ABI 6): outside long
@@ -82,6 +85,8 @@ enum mode { MODE_DECLINE, MODE_MIXED, MODE_STOP, MODE_FAIL, MODE_FAIL_LOST, MODE
 /* tests/bochs-hook/src/tf-hook.c's EAX values */
 #define FAKE_TF_STEP 0x51e9051eu
 #define FAKE_TF_ARM 0x7fa4a2bdu
+#define FAKE_ESCAPE 0xe5ca9e00u
+#define FAKE_ESCAPE_ECX 0x0c0ffee5u
 
 struct plex86_accel {
   plex86_accel_config config;
@@ -103,6 +108,7 @@ struct plex86_accel {
   uint64_t flush_global, flush_nonglobal, invlpg, protect, protect_distinct, protect_unaligned;
   uint64_t reprotected, code_pages_reported, memmap, violations, ticks_charged;
   uint64_t tf_step, tf_arm; /* tf mode: runs returned with TF set */
+  uint64_t escapes;         /* tf mode: runs returned as contained escapes */
   /* long mode (ABI 6) */
   uint64_t long64_calls, compat_calls, long64_rsp_high, long64_rip_high, long64_fs_base_high;
   uint64_t long64_r8_r15_nonzero, invlpg_high, ran_long64;
@@ -471,6 +477,16 @@ EXPORT void plex86_accel_run(plex86_accel *a, plex86_accel_cpu_state *state, uin
       a->ran++;
       return;
     }
+    if (eax == FAKE_ESCAPE) {
+      /* as if native code had escaped and been caught right here, the executor replaced */
+      exit->status = PLEX86_ACCEL_RAN;
+      exit->reason = PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE;
+      state->gpr[2] = state->rip;
+      state->gpr[1] = FAKE_ESCAPE_ECX;
+      a->escapes++;
+      a->ran++;
+      return;
+    }
     break;
   }
   case MODE_DECLINE:
@@ -600,6 +616,7 @@ EXPORT void plex86_accel_shutdown(plex86_accel *a)
       P("ticks_charged", a->ticks_charged);
       P("tf_step", a->tf_step);
       P("tf_arm", a->tf_arm);
+      P("escapes", a->escapes);
       P("memmap", a->memmap);
       P("violations", a->violations);
       P("shutdown", 1);

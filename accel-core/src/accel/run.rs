@@ -4,7 +4,7 @@
 use super::Accelerator;
 use crate::backend::Backend;
 use crate::decode;
-use crate::exits::{exit_code, worth_decoding};
+use crate::exits::{record_exit_code, worth_decoding};
 use crate::policy::{ns_to_ticks, ticks_to_ns};
 use crate::state::{self, effective_xcr0};
 use crate::{CpuState, RunOutcome};
@@ -32,6 +32,10 @@ impl PagingKey {
         }
     }
 }
+
+/// Log at most this many contained escapes (then only count them): a process that keeps
+/// escaping, with a SIGSEGV handler of its own, must not flood the log.
+const CONTAINED_ESCAPE_LOG_LIMIT: u64 = 16;
 
 /// Why no run: the outcome to return instead (a decline or a failure).
 type NotRun = RunOutcome<'static>;
@@ -90,18 +94,25 @@ impl<B: Backend> Accelerator<B> {
         self.backend.respawn(&m.ram_map)?;
         self.report.stats.respawns += 1;
         m.backend_map = m.ram_map.clone();
-        self.xsave = self.backend.xsave_info();
-        // A fresh executor: empty mirror, no write protections.
-        m.mmu.drop_flushes();
-        for &p in &m.protected {
-            m.mmu.protect(p);
-        }
-        m.last_paging = None;
+        self.fresh_executor();
         self.report.log.info(&format!(
             "memory map changed: restarted the {}",
             self.backend.describe()
         ));
         Ok(())
+    }
+
+    /// A fresh executor process runs the guest from now on (a respawn, or the stub's
+    /// replacement after a contained escape): its mirror is empty and no page is
+    /// write-protected in it, so the protections are queued again.
+    fn fresh_executor(&mut self) {
+        let m = &mut self.mirror;
+        self.xsave = self.backend.xsave_info();
+        m.mmu.drop_flushes();
+        for &p in &m.protected {
+            m.mmu.protect(p);
+        }
+        m.last_paging = None;
     }
 
     /// Flushes the mirror when the paging mode, or CR3 without a flush notification, changed
@@ -193,7 +204,7 @@ impl<B: Backend> Accelerator<B> {
     /// guest cannot be resumed.
     fn hand_back(&mut self, cpu: &mut CpuState) -> RunOutcome<'_> {
         let ran = &self.scratch.exit;
-        let Some(reason) = exit_code(&ran.reason) else {
+        let Some(reason) = record_exit_code(ran) else {
             return self.fail(ran.reason.describe(), true);
         };
         if ran.eip_lost {
@@ -214,8 +225,14 @@ impl<B: Backend> Accelerator<B> {
         for p in code_pages {
             self.mirror.protected.remove(p);
         }
+        let written = code_pages.len() as u64;
+        if ran.escape_contained {
+            // After the written pages left the protected set: the rest is protected again.
+            self.contained_escape(cpu.cr3);
+        }
+        let ran = &self.scratch.exit;
         let stats = &mut self.report.stats;
-        stats.code_page_invalidations += code_pages.len() as u64;
+        stats.code_page_invalidations += written;
         let ticks = ns_to_ticks(ran.native_ns, self.pacing.ips).max(1);
         let seg_reload = state::from_guest(&self.scratch.gs, &self.xsave, cpu);
         stats.runs += 1;
@@ -236,6 +253,29 @@ impl<B: Backend> Accelerator<B> {
             ticks,
             seg_reload,
             code_pages: self.scratch.exit.code_pages.as_slice(),
+        }
+    }
+
+    /// The executor contained a guest escape (the stub: it replaced its process): counted,
+    /// logged (the first few) with the guest's CR3 and where it was caught, and the mirror
+    /// bookkeeping starts over for the fresh process. The guest process takes #GP(0) in Bochs;
+    /// it is entered again only as the policy says, like any other.
+    fn contained_escape(&mut self, cr3: u64) {
+        self.fresh_executor();
+        let stats = &mut self.report.stats;
+        stats.escapes_contained += 1;
+        let n = stats.escapes_contained;
+        if n <= CONTAINED_ESCAPE_LOG_LIMIT {
+            let more = if n == CONTAINED_ESCAPE_LOG_LIMIT {
+                " (further ones are only counted: escapes.contained)"
+            } else {
+                ""
+            };
+            let (reason, rip) = (self.scratch.exit.reason.describe(), self.scratch.gs.rip);
+            self.report.log.error(&format!(
+                "contained guest escape: {reason}; guest CR3 {cr3:#x}, RIP {rip:#x}: the guest process takes #GP(0), its executor process was replaced (now the {}){more}",
+                self.backend.describe()
+            ));
         }
     }
 }

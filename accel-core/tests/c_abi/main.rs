@@ -24,3 +24,5 @@ fn select_backend() {
 
 /// Today's executor runs 32-bit code only.
 const BACKEND_RUNS_64BIT_CODE: bool = false;
+/// Today's executor ends on a guest escape (it holds all of guest RAM): Bochs must stop.
+const BACKEND_CONTAINS_ESCAPES: bool = false;

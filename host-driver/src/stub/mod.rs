@@ -18,7 +18,9 @@
 //! * `batch.rs`: handing the op queue to the mapper and the verdicts to the guest thread;
 //! * `wait.rs`: waiting for the stub: the budget signal, death and stop detection;
 //! * `signal.rs`: one published signal: its frame, the budget's signal, the stub's timestamps;
-//! * `host.rs`: the monitor's [`plex86_monitor::monitor::Host`] over the op queue.
+//! * `host.rs`: the monitor's [`plex86_monitor::monitor::Host`] over the op queue;
+//! * `contain.rs`: a guest escape costs the guest process a #GP(0): a fresh stub replaces
+//!   the one it ran in.
 //!
 //! 64-bit code (CS.L=1 in long mode) runs too: entered on the host's 64-bit CS and SS with
 //! the state's FS/GS bases (WRFSBASE/WRGSBASE in the stub), mirrored through the 4-level
@@ -29,6 +31,7 @@
 //! [`Executor`]: crate::Executor
 
 mod batch;
+mod contain;
 mod host;
 mod signal;
 mod wait;
@@ -131,6 +134,10 @@ pub struct StubExecutor {
     /// Runs the library's own signal ended (the stub's timer did not).
     backstops: u64,
     run_may_have_executed: bool,
+    /// How to start a replacement after a contained escape.
+    relaunch: contain::Relaunch,
+    /// Escapes contained by replacing the process.
+    escapes_contained: u64,
 }
 
 /// Offset in the control memfd of the stub-written word `off`.
@@ -145,6 +152,7 @@ impl StubExecutor {
     pub fn spawn(config: ExecutorConfig<'_>) -> Result<StubExecutor, DriverError> {
         check_config(&config)?;
         let path = locate_executor(&config)?;
+        let relaunch = contain::Relaunch::of(&config, path.clone())?;
         let ctl_fd = sys::memfd(c"plex86-stub-control", layout::CONTROL_LEN as u64)?;
         let ctl = SharedMapping::new(ctl_fd.as_fd(), layout::CONTROL_LEN, 0)?;
         ctl.atomic_u32(lib::SPIN)
@@ -223,6 +231,8 @@ impl StubExecutor {
             stub_timer: true,
             backstops: 0,
             run_may_have_executed: false,
+            relaunch,
+            escapes_contained: 0,
         })
     }
 
@@ -363,7 +373,10 @@ impl StubExecutor {
 
     /// Runs the guest natively from `state` for at most about `budget` of host time, after
     /// applying `commands`, as [`crate::Executor::run`] does. On return `state` holds the
-    /// guest state before the instruction that ended the run.
+    /// guest state before the instruction that ended the run. Unlike today's executor, a
+    /// guest escape (or a stub tampered with by guest code) ends the run with
+    /// [`ExitRecord::escape_contained`]: a fresh stub has replaced this one and `state` is the
+    /// one at which the guest process takes #GP(0) (contain.rs).
     pub fn run(
         &mut self,
         state: &mut GuestState,
@@ -414,16 +427,19 @@ impl StubExecutor {
             })
         });
         self.monitor.in_guest = false;
-        ran?;
+        if let Err(e) = ran {
+            // Guest code may have tampered with the stub: contained like an escape (contain.rs).
+            return self.contain_tampering(e);
+        }
         if !self.monitor.exit_set {
             // As today's library rejects a record without a reason (never from this monitor).
             return Err(self.corrupted("an exit without a reason".into()));
         }
         self.finish_times(&run)?;
         if self.monitor.exit.reason.ends_executor() {
-            // A guest escape: the exit state is not meaningful and the stub is not trusted.
-            self.kill();
-            return Ok(&self.monitor.exit);
+            // A guest escape: the stub is not trusted any more; a fresh one replaces it and
+            // the guest process takes a #GP(0) (contain.rs).
+            return self.contain(state);
         }
         // As for today's executor: the state is checked against the entry and rebuilt in the
         // guest's terms (native selectors back to the guest's, XSAVE normalised).

@@ -35,7 +35,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         }
         if mc.cs != self.installed[seg::CS] {
             let diagnostic = ((ctx.sig as u32) << 16) | u32::from(mc.cs);
-            self.escape(EscapeKind::LongMode, mc.rip, diagnostic);
+            self.escape(ctx, EscapeKind::LongMode, mc.rip, diagnostic);
             return Some(Outcome::Exit);
         }
         None
@@ -54,7 +54,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             return self.vsyscall(ctx);
         }
         if ctx.uc.mc.rip != after || self.code_bytes_before(after, 2) != Some([0x0f, 0x05]) {
-            self.escape(EscapeKind::HostSyscall, after, 0);
+            self.escape(ctx, EscapeKind::HostSyscall, after, 0);
             return Outcome::Exit;
         }
         self.set_exit(ExitReason::SystemCall {

@@ -17,7 +17,7 @@ mod signal;
 mod tests;
 
 use crate::decode::IcebpRip;
-use crate::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, UserDesc};
+use crate::frame::{EntryFrame, EntrySegs, FpxSwBytes, KStack, SignalContext, UserDesc};
 use crate::shadow::{MirrorOps, Shadow};
 use guest_paging::{self as paging, LongRegs, PagingRegs, PhysMemory};
 use plex86_protocol::{
@@ -263,13 +263,22 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         });
     }
 
-    fn escape(&mut self, kind: EscapeKind, address: u64, diagnostic: u32) {
+    /// Ends the run as an escape. The exit state is the registers at the signal in the
+    /// entry's code width (what [`Self::capture_state`] takes) with the entry's segments as
+    /// installed: the stub executor hands it back for the guest's #GP(0) when it contains the
+    /// escape (today's executor's library ignores it).
+    fn escape(&mut self, ctx: &SignalContext<'_>, kind: EscapeKind, address: u64, diagnostic: u32) {
         self.set_exit(ExitReason::GuestEscape {
             kind,
             address,
             diagnostic,
         });
-        self.exit_state = self.entry;
+        self.capture_state(ctx);
+        for (i, s) in self.exit_state.segs.iter_mut().enumerate() {
+            *s = self.entry.segs[i];
+            s.selector = self.installed[i];
+            s.flags = 0;
+        }
         self.escaped = true;
     }
 }

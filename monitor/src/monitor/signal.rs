@@ -104,7 +104,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             return self.escape_check_64(ctx);
         }
         if ctx.sig == libc::SIGSYS && ctx.arch == AUDIT_ARCH_X86_64 {
-            self.escape(EscapeKind::HostSyscall, ctx.call_addr, 0);
+            self.escape(ctx, EscapeKind::HostSyscall, ctx.call_addr, 0);
             return Some(Outcome::Exit);
         }
         if mc.cs == HOST_CS32 && (mc.rip >> 32 != 0 || self.in_vdso_low(mc.rip)) {
@@ -113,7 +113,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         if mc.cs == HOST_CS64 || mc.rip >> 32 != 0 {
             // Diagnostics: the signal and the code selector it interrupted.
             let diagnostic = ((ctx.sig as u32) << 16) | u32::from(mc.cs);
-            self.escape(EscapeKind::LongMode, mc.rip, diagnostic);
+            self.escape(ctx, EscapeKind::LongMode, mc.rip, diagnostic);
             return Some(Outcome::Exit);
         }
         None
@@ -310,7 +310,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// 64-bit code; for 32-bit code their low halves (what the guest has in that mode; the
     /// upper halves are the host's view), and R8..R15 stay the entry's, which 32-bit code
     /// cannot reach.
-    fn capture_state(&mut self, ctx: &SignalContext<'_>) {
+    pub(super) fn capture_state(&mut self, ctx: &SignalContext<'_>) {
         let mc = &ctx.uc.mc;
         let code64 = self.code64();
         let out = &mut self.exit_state;

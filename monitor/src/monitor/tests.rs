@@ -353,6 +353,19 @@ fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
         "{:?}",
         m.exit.reason
     );
+    // Its state is the registers at the signal with the entry's segments as installed (the
+    // stub's library hands it back for the guest's #GP(0)).
+    let st = &m.exit_state;
+    assert_eq!(st.gprs[gpr::EAX], 0xdead_beef_1234_5678);
+    assert_eq!(st.gprs[gpr::R8..], uc.mc.r);
+    assert_eq!(st.rip, 0x7fff_1234_5010);
+    assert_eq!(
+        st.segs[seg::CS].selector,
+        0x33,
+        "the installed CS, not 0x23"
+    );
+    assert_eq!(st.segs[seg::SS].selector, m.frame.uc.mc.ss);
+    assert!(m.escaped);
 }
 
 /// A monitor entered in 64-bit code whose linear page `LONG_PAGE` maps physical 0x10000

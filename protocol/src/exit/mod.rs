@@ -75,6 +75,8 @@ pub mod escape {
     pub const LONG_MODE: u32 = 1;
     /// A 64-bit system call was made from an address below 4 GiB.
     pub const HOST_SYSCALL: u32 = 2;
+    /// The stub's process was tampered with (the stub executor's library side only).
+    pub const STUB_TAMPERED: u32 = 3;
 }
 
 /// Access kinds in [`RawExit::access`].

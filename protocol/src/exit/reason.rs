@@ -24,6 +24,11 @@ pub enum EscapeKind {
     LongMode,
     /// A 64-bit system call was made from an address below 4 GiB.
     HostSyscall,
+    /// The stub executor's process was tampered with during the run (its library side
+    /// reports this kind, never the monitor): it published a protocol word no honest stub
+    /// writes, or its filter killed it for a call the stub's own code never makes. Guest code
+    /// reaches S's pages where its tables map nothing (docs/ARCHITECTURE.md, "What leaks").
+    StubTampered,
 }
 
 /// Why a native run ended. The guest state is the one *before* the instruction named here,
@@ -131,6 +136,9 @@ impl ExitReason {
             ExitReason::GuestEscape { kind: EscapeKind::HostSyscall, address, .. } => format!(
                 "guest escape: 64-bit host system call from guest address {address:#x}; executor killed"
             ),
+            ExitReason::GuestEscape { kind: EscapeKind::StubTampered, .. } => {
+                "guest escape: the stub's process was tampered with (a protocol word no honest stub writes, or a call its filter kills); executor killed".to_string()
+            }
             other => format!("{other:?}"),
         }
     }
@@ -206,6 +214,7 @@ impl ExitReason {
                 kind: match raw.vector {
                     escape::LONG_MODE => EscapeKind::LongMode,
                     escape::HOST_SYSCALL => EscapeKind::HostSyscall,
+                    escape::STUB_TAMPERED => EscapeKind::StubTampered,
                     v => return Err(format!("escape kind {v}")),
                 },
                 address: raw.detail,
@@ -304,6 +313,7 @@ impl ExitReason {
                 raw.vector = match kind {
                     EscapeKind::LongMode => escape::LONG_MODE,
                     EscapeKind::HostSyscall => escape::HOST_SYSCALL,
+                    EscapeKind::StubTampered => escape::STUB_TAMPERED,
                 };
                 raw.detail = address;
                 raw.error_code = diagnostic;
@@ -424,6 +434,11 @@ mod tests {
             GuestEscape {
                 kind: EscapeKind::LongMode,
                 address: 0x1_0000_0000,
+                diagnostic: 0,
+            },
+            GuestEscape {
+                kind: EscapeKind::StubTampered,
+                address: 0,
                 diagnostic: 0,
             },
         ]);

@@ -103,6 +103,12 @@ pub struct ExitRecord {
     /// emulator cannot resume exactly; guests must not execute these instructions natively
     /// (see docs/ARCHITECTURE.md).
     pub eip_lost: bool,
+    /// Set by the stub executor's library side, never on the wire: the run ended in a
+    /// [`ExitReason::GuestEscape`] that it contained. It replaced its process (a fresh one,
+    /// with an empty mirror and no write protections) and the state is the guest's at the
+    /// signal that caught the escape, where the emulator raises #GP(0) (docs/ARCHITECTURE.md,
+    /// "The stub executor").
+    pub escape_contained: bool,
     /// Write-protected pages written during the run.
     pub code_pages: CodeLog,
 }
@@ -121,6 +127,7 @@ impl Clone for ExitRecord {
         self.demand_fills = source.demand_fills;
         self.ecx_clobbered = source.ecx_clobbered;
         self.eip_lost = source.eip_lost;
+        self.escape_contained = source.escape_contained;
         self.code_pages.clone_from(&source.code_pages);
     }
 }
@@ -135,6 +142,7 @@ impl ExitRecord {
             demand_fills: 0,
             ecx_clobbered: false,
             eip_lost: false,
+            escape_contained: false,
             code_pages: CodeLog::EMPTY,
         }
     }
@@ -148,6 +156,7 @@ impl ExitRecord {
         self.demand_fills = 0;
         self.ecx_clobbered = false;
         self.eip_lost = false;
+        self.escape_contained = false;
         self.code_pages.clear();
     }
 

@@ -8,8 +8,11 @@
  *         ran with TF. Bochs must deliver that #DB at once: the SIGTRAP's EIP is EDX.
  *   arm   (EAX = FAKE_TF_ARM): exit reason BUDGET_EXPIRED with TF set. The instruction at
  *         EDX runs with TF: the SIGTRAP's EIP is the instruction after it.
+ *   escape (EAX = FAKE_ESCAPE): exit reason CONTAINED_ESCAPE (ABI 8) with ECX =
+ *         FAKE_ESCAPE_ECX. Bochs must write the state back and raise #GP(0) there: a
+ *         SIGSEGV (SI_KERNEL, trap 13, error code 0) at EDX, ECX the fake's.
  * Prints one "tf-hook: <case> ok" or "tf-hook: <case> FAIL ..." line per case; exit status 0
- * when both are ok. Without acceleration (or with a fake that never triggers) no trap comes:
+ * when all are ok. Without acceleration (or with a fake that never triggers) no trap comes:
  * each case gives up after a while ("no trap").
  */
 #define _GNU_SOURCE
@@ -21,6 +24,8 @@
 
 #define FAKE_TF_STEP 0x51e9051eu
 #define FAKE_TF_ARM 0x7fa4a2bdu
+#define FAKE_ESCAPE 0xe5ca9e00u
+#define FAKE_ESCAPE_ECX 0x0c0ffee5u
 
 /* tf_spin(magic, limit): EAX = magic; counts ECX up to limit in the loop tf_inc/tf_jmp (the
    trap handler leaves it through tf_done); returns ECX. */
@@ -43,6 +48,7 @@ __asm__(".text\n"
         "  ret\n");
 
 static volatile unsigned trap_eip, trap_edx, traps;
+static volatile unsigned segv_ecx, segv_trapno, segv_err, segv_code;
 
 static void on_trap(int sig, siginfo_t *si, void *p)
 {
@@ -56,6 +62,18 @@ static void on_trap(int sig, siginfo_t *si, void *p)
   g[REG_EFL] &= ~0x100; /* no more single steps */
   g[REG_EAX] = 0;       /* nor triggers of the fake (tf_done is a CPL 3 entry: a run call) */
   g[REG_EIP] = (greg_t) (unsigned long) tf_done; /* leave the loop */
+}
+
+/* The contained escape's #GP: records what the fault says, then leaves the loop. */
+static void on_segv(int sig, siginfo_t *si, void *p)
+{
+  ucontext_t *uc = p;
+  greg_t *g = uc->uc_mcontext.gregs;
+  segv_ecx = (unsigned) g[REG_ECX];
+  segv_trapno = (unsigned) g[REG_TRAPNO];
+  segv_err = (unsigned) g[REG_ERR];
+  segv_code = (unsigned) si->si_code;
+  on_trap(sig, si, p);
 }
 
 /* The instruction after the one at eip in the loop. */
@@ -76,6 +94,13 @@ static int run_case(const char *name, unsigned magic, int step)
     return 1;
   }
   unsigned want = step ? trap_edx : next_insn(trap_edx);
+  if (magic == FAKE_ESCAPE &&
+      (segv_ecx != FAKE_ESCAPE_ECX || segv_trapno != 13 || segv_err != 0 || segv_code != SI_KERNEL)) {
+    printf("tf-hook: %s FAIL: SIGSEGV with ECX %#x, trap %u, error code %#x, si_code %#x "
+           "(expected %#x, 13, 0, SI_KERNEL)\n", name, segv_ecx, segv_trapno, segv_err,
+           segv_code, FAKE_ESCAPE_ECX);
+    return 1;
+  }
   if (trap_eip != want) {
     printf("tf-hook: %s FAIL: SIGTRAP at EIP %#x, expected %#x (fake stopped at %#x; loop "
            "%#x/%#x/%#x)\n", name, trap_eip, want, trap_edx, (unsigned) (unsigned long) tf_inc,
@@ -93,8 +118,12 @@ int main(void)
   sa.sa_sigaction = on_trap;
   sa.sa_flags = SA_SIGINFO;
   sigaction(SIGTRAP, &sa, NULL);
+  sa.sa_sigaction = on_segv;
+  sigaction(SIGSEGV, &sa, NULL);
   setvbuf(stdout, NULL, _IONBF, 0);
   int bad = run_case("step", FAKE_TF_STEP, 1);
   bad |= run_case("arm", FAKE_TF_ARM, 0);
+  /* the #GP comes at the state's EIP, as the step case's #DB does */
+  bad |= run_case("escape", FAKE_ESCAPE, 1);
   return bad;
 }

@@ -166,3 +166,97 @@ fn an_executor_started_for_the_state_is_logged_and_counted_with_its_runs() {
         "{json}"
     );
 }
+
+#[test]
+fn a_contained_escape_is_a_ran_exit_for_a_gp_counted_logged_and_the_mirror_starts_over() {
+    let escape = ExitReason::GuestEscape {
+        kind: EscapeKind::LongMode,
+        address: 0x3f00_0000_0040,
+        diagnostic: 0x000b_0033,
+    };
+    // The backend replaced its process and returns the registers at the signal.
+    let mut s = step(escape);
+    s.contained = true;
+    s.pages = vec![0x0012_3000];
+    s.mutate = Some(Box::new(|g: &mut GuestState| {
+        g.gprs[0] = 0x1234;
+        g.rip = 0x0804_9abc;
+    }));
+    let mut t = accel(vec![s]);
+    t.accel.protect_code_page(0x0012_3000);
+    t.accel.protect_code_page(0x0012_5000);
+    let mut cpu = sample_state();
+    let cr3 = cpu.cr3;
+    match run(&mut t, &mut cpu) {
+        RunOutcome::Ran {
+            reason, code_pages, ..
+        } => {
+            assert_eq!(
+                reason,
+                raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE
+            );
+            assert_eq!(code_pages, &[0x0012_3000], "written pages still reported");
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(
+        (cpu.gpr[0], cpu.rip),
+        (0x1234, 0x0804_9abc),
+        "the state at the signal"
+    );
+    assert!(!t.accel.is_disabled());
+    let st = t.accel.stats();
+    assert_eq!(st.escapes_contained, 1);
+    assert_eq!(
+        st.exits[raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE as usize],
+        1
+    );
+    let lines = t.lines.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|(l, m)| *l == Level::Error
+            && m.starts_with(
+                "contained guest escape: guest escape: guest code reached 64-bit mode"
+            )
+            && m.contains(&format!("guest CR3 {cr3:#x}, RIP 0x8049abc"))),
+        "{lines:?}"
+    );
+    // The next run goes to the fresh process: the page not written is protected again there
+    // (the written one is no longer protected), and it runs as any other.
+    run(&mut t, &mut cpu);
+    assert_eq!(
+        commands_of(&t, 1),
+        vec![MmuCommand::WriteProtectPhysPage(0x0012_5000)]
+    );
+    assert_eq!(t.accel.stats().runs, 2);
+}
+
+#[test]
+fn contained_escapes_are_logged_a_few_times_then_only_counted() {
+    let escape = ExitReason::GuestEscape {
+        kind: EscapeKind::HostSyscall,
+        address: 0x1_0000_0000,
+        diagnostic: 0,
+    };
+    let script = (0..20)
+        .map(|_| {
+            let mut s = step(escape);
+            s.contained = true;
+            s
+        })
+        .collect();
+    let mut t = accel(script);
+    let mut cpu = sample_state();
+    for _ in 0..20 {
+        assert!(matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }));
+    }
+    assert_eq!(t.accel.stats().escapes_contained, 20);
+    let lines = t.lines.lock().unwrap();
+    let logged: Vec<_> = lines
+        .iter()
+        .filter(|(_, m)| m.starts_with("contained guest escape"))
+        .collect();
+    assert_eq!(logged.len(), 16);
+    assert!(logged[15]
+        .1
+        .ends_with("(further ones are only counted: escapes.contained)"));
+}

@@ -28,6 +28,8 @@ struct Step {
     native_ns: u64,
     pages: Vec<u64>,
     eip_lost: bool,
+    /// The backend contained a guest escape (the stub's replacement of its process).
+    contained: bool,
     fills: u32,
     fill_ns: u64,
     mutate: Option<Mutate>,
@@ -41,6 +43,7 @@ fn step(reason: ExitReason) -> Step {
         native_ns: 1_000_000,
         pages: vec![],
         eip_lost: false,
+        contained: false,
         fills: 0,
         fill_ns: 0,
         mutate: None,
@@ -101,6 +104,7 @@ impl Backend for Fake {
             fill_ns: s.fill_ns,
             demand_fills: s.fills,
             eip_lost: s.eip_lost,
+            escape_contained: s.contained,
             ..ExitRecord::new(reason)
         };
         for &p in &s.pages {

@@ -1,0 +1,126 @@
+//! Escapes of 64-bit code on the stub (issue 15, item 5): each costs the guest process a
+//! #GP(0), not the VM. Code that leaves 64-bit mode (a far jump to the host's compat
+//! selector) ends the run with the state at the signal; code that tampers with the stub
+//! through S's pages (a fake signal published in its words, a jump to the `syscall` in its
+//! code page) ends it at the entry state; each time a fresh stub runs the next entry. (A test
+//! binary of its own: its guest code spins until the library notices, which would starve the
+//! budget tests' 1 ms runs on a 2-vCPU machine.)
+
+use host_driver::protocol::stub::{by_stub, DEFAULT_BASE, STUB};
+use host_driver::{EscapeKind, ExitReason};
+use iced_x86::code_asm::*;
+use test_support::vm64::layout64::*;
+use test_support::vm64::*;
+
+#[test]
+fn leaving_64_bit_mode_by_a_far_jump_to_the_host_s_compat_selector_is_a_contained_escape() {
+    let mut vm = Vm64::new();
+    // 32-bit code below 4 GiB the far jump lands on: a HLT (#GP in compat mode).
+    let low = 0x40_0000u64;
+    vm.map(low, CODE_PHYS + 0x8000, test_support::pagetables::bits::URW);
+    vm.ram.write(CODE_PHYS + 0x8000, &[0xf4]);
+    // m16:32 far pointer: offset, then selector 0x23.
+    vm.ram.write(DATA_PHYS, &(low as u32).to_le_bytes());
+    vm.ram.write(DATA_PHYS + 4, &0x23u16.to_le_bytes());
+    vm.code(|a| a.jmp(fword_ptr(rbx)));
+    vm.state.gprs[3] = DATA;
+    vm.state.gprs[12] = 0x1234_5678_9abc_def0;
+    let entry = vm.state;
+    let pid = vm.stub.pid();
+    let exit = vm.run();
+    assert!(
+        matches!(
+            exit.reason,
+            ExitReason::GuestEscape {
+                kind: EscapeKind::LongMode,
+                ..
+            }
+        ),
+        "{:?}",
+        exit.reason
+    );
+    // Contained: the state at the signal (the HLT's #GP in compatibility mode), 64 bits wide,
+    // with the entry's segments, for the guest's #GP(0); a fresh stub in place of the old.
+    assert!(exit.escape_contained);
+    assert_eq!(vm.state.rip, low, "at the HLT");
+    assert_eq!(vm.state.gprs[3], DATA);
+    assert_eq!(vm.state.gprs[12], 0x1234_5678_9abc_def0, "R12 whole");
+    assert_eq!(
+        vm.state.segs, entry.segs,
+        "the entry's CS/SS (and the rest)"
+    );
+    assert_a_fresh_stub_runs(&mut vm, pid);
+}
+
+/// A fresh stub (not the process `pid`), one escape contained, runs 64-bit code from an empty
+/// mirror.
+fn assert_a_fresh_stub_runs(vm: &mut Vm64, pid: Option<u32>) {
+    assert!(
+        vm.stub.pid().is_some() && vm.stub.pid() != pid,
+        "a fresh stub"
+    );
+    assert_eq!(vm.stub.escapes_contained(), 1);
+    vm.code(|a| a.hlt());
+    assert_eq!(vm.run().reason, ExitReason::Privileged);
+    assert_eq!(vm.state.rip, CODE);
+}
+
+/// The run ends in a contained `StubTampered` escape at the entry state; a fresh stub runs the
+/// next entry.
+fn expect_tampering_contained(vm: &mut Vm64) {
+    let entry = vm.state;
+    let pid = vm.stub.pid();
+    let exit = vm.run();
+    assert_eq!(
+        exit.reason,
+        ExitReason::GuestEscape {
+            kind: EscapeKind::StubTampered,
+            address: 0,
+            diagnostic: 0
+        }
+    );
+    assert!(exit.escape_contained);
+    assert!(exit.reason.describe().contains("tampered with"));
+    assert_eq!(vm.state, entry, "no trusted state but the entry's");
+    assert_a_fresh_stub_runs(vm, pid);
+}
+
+#[test]
+fn a_stub_word_written_by_guest_code_is_a_contained_escape_at_the_entry_state() {
+    // The guest maps nothing where S is, so its native accesses there reach S's pages: it
+    // publishes a "signal" with an info address no honest stub writes, and loops.
+    let mut vm = Vm64::new();
+    let words = DEFAULT_BASE + STUB;
+    vm.code(|a| {
+        a.mov(rax, words)?;
+        a.mov(qword_ptr(rax + by_stub::INFO as u64), 1i32)?;
+        a.add(dword_ptr(rax + by_stub::EXIT_SEQ as u64), 1i32)?;
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.jmp(l)
+    });
+    vm.state.gprs[12] = 0x1234_5678_9abc_def0;
+    expect_tampering_contained(&mut vm);
+}
+
+#[test]
+fn a_jump_into_the_stub_s_code_at_its_syscall_is_a_contained_escape() {
+    // S's code page is readable natively where the guest maps nothing: the guest finds a
+    // `syscall` (0f 05) there and jumps to it with fork's number, which the guest thread's
+    // filter kills the stub for (from S's code page only futex, rt_sigreturn, sched_yield and
+    // clock_gettime pass).
+    let mut vm = Vm64::new();
+    vm.code(|a| {
+        let (mut scan, mut found) = (a.create_label(), a.create_label());
+        a.mov(rsi, DEFAULT_BASE)?;
+        a.set_label(&mut scan)?;
+        a.cmp(word_ptr(rsi), 0x050f)?;
+        a.je(found)?;
+        a.inc(rsi)?;
+        a.jmp(scan)?;
+        a.set_label(&mut found)?;
+        a.mov(eax, 57)?; // fork
+        a.jmp(rsi)
+    });
+    expect_tampering_contained(&mut vm);
+}
