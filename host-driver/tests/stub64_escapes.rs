@@ -124,3 +124,49 @@ fn a_jump_into_the_stub_s_code_at_its_syscall_is_a_contained_escape() {
     });
     expect_tampering_contained(&mut vm);
 }
+
+#[test]
+fn a_guest_thread_hung_in_the_stub_s_futex_wait_with_signals_blocked_is_a_contained_escape() {
+    // The guest forges an rt_sigreturn frame on its stack: all signals blocked, RIP at a
+    // `syscall` in S's code page, registers for a futex wait on a zero word with no timeout;
+    // then jumps to that `syscall` with rt_sigreturn's number. The guest thread sleeps for
+    // good, the budget's signals pending: after the library's grace (4 s) it is not stopped,
+    // so only guest code can have done it.
+    let mut vm = Vm64::new();
+    const MC: i32 = 40; // uc_mcontext in struct ucontext
+    let reg = |i: i32| MC + 8 * i; // r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags
+    vm.code(|a| {
+        let (mut scan, mut found) = (a.create_label(), a.create_label());
+        a.mov(rsi, DEFAULT_BASE)?;
+        a.set_label(&mut scan)?;
+        a.cmp(word_ptr(rsi), 0x050f)?;
+        a.je(found)?;
+        a.inc(rsi)?;
+        a.jmp(scan)?;
+        a.set_label(&mut found)?;
+        a.sub(rsp, 0x400)?;
+        a.and(rsp, -16)?;
+        a.mov(rdi, rsp)?;
+        a.xor(eax, eax)?;
+        a.mov(ecx, 0x160 / 8)?;
+        a.rep().stosq()?; // the frame, zeroed (a zero futex word at +0x150 too)
+        a.mov(rdi, rsp)?;
+        a.mov(dword_ptr(rdi + 24), 2)?; // uc_stack.ss_flags = SS_DISABLE
+        a.lea(rax, ptr(rdi + 0x150))?;
+        a.mov(qword_ptr(rdi + reg(8)), rax)?; // rdi: the futex word
+        a.mov(qword_ptr(rdi + reg(13)), 202)?; // rax: futex (rsi FUTEX_WAIT, rdx 0, r10 NULL)
+        a.mov(qword_ptr(rdi + reg(15)), rdi)?; // rsp
+        a.mov(qword_ptr(rdi + reg(16)), rsi)?; // rip: the `syscall`
+        a.mov(qword_ptr(rdi + reg(17)), 0x202)?; // eflags
+        a.mov(word_ptr(rdi + MC + 144), 0x33)?; // cs
+        a.mov(qword_ptr(rdi + 296), -1)?; // uc_sigmask: all
+        a.mov(eax, 15)?; // rt_sigreturn
+        a.jmp(rsi)
+    });
+    let t0 = std::time::Instant::now();
+    expect_tampering_contained(&mut vm);
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_secs(4),
+        "after the grace"
+    );
+}

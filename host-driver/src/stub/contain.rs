@@ -75,8 +75,8 @@ impl StubExecutor {
 
     /// The run failed with `error`. When guest code ran in it and the failure is one only
     /// code in the stub's process can cause (a protocol word no honest stub writes, a call its
-    /// filter kills: guest code reaches S's pages where its tables map nothing), it is
-    /// contained as an
+    /// filter kills, a guest thread that is not stopped yet never answers the budget's signal:
+    /// guest code reaches S's pages where its tables map nothing), it is contained as an
     /// escape ([`EscapeKind::StubTampered`]) at the entry state (the run's `state` is left as
     /// it was), the only one the library still trusts: no signal frame describes where the
     /// code was. Otherwise `error`.
@@ -85,12 +85,14 @@ impl StubExecutor {
         error: DriverError,
     ) -> Result<&ExitRecord, DriverError> {
         // The stub's own code makes no call its filters kill: such a death is guest code's,
-        // that jumped into S's code page at a `syscall` with a number of its choosing.
-        let tampered = matches!(
-            error,
+        // that jumped into S's code page at a `syscall` with a number of its choosing. Nor
+        // does it leave the budget's signal unanswered while it is not stopped.
+        let tampered = match error {
             DriverError::CorruptedSharedMemory(_)
-                | DriverError::ExecutorDied(DeathCause::SeccompViolation)
-        );
+            | DriverError::ExecutorDied(DeathCause::SeccompViolation) => true,
+            DriverError::ExecutorUnresponsive(_) => self.guest_thread_hung,
+            _ => false,
+        };
         if !tampered || !self.run_may_have_executed {
             return Err(error);
         }

@@ -138,6 +138,8 @@ pub struct StubExecutor {
     relaunch: contain::Relaunch,
     /// Escapes contained by replacing the process.
     escapes_contained: u64,
+    /// The guest thread, not stopped, left the budget's signal unanswered in this run.
+    guest_thread_hung: bool,
 }
 
 /// Offset in the control memfd of the stub-written word `off`.
@@ -233,6 +235,7 @@ impl StubExecutor {
             run_may_have_executed: false,
             relaunch,
             escapes_contained: 0,
+            guest_thread_hung: false,
         })
     }
 
@@ -384,6 +387,7 @@ impl StubExecutor {
         commands: &[MmuCommand],
     ) -> Result<&ExitRecord, DriverError> {
         self.run_may_have_executed = false;
+        self.guest_thread_hung = false;
         self.check_alive()?;
         validate_entry_for(state, self.xsave, self.code_modes())?;
         if state.code64() && self.guest_maps_s(state) {

@@ -125,6 +125,10 @@ impl StubExecutor {
                 None => Some(started + RESPONSE_GRACE.as_nanos() as u64),
             };
             if answer_by.is_some_and(|t| sys::monotonic_ns() > t) {
+                // Not stopped (check_running ends a stop sooner), yet the guest thread did not
+                // answer the budget's signal: only guest code that jumped into S (a futex
+                // wait with all signals blocked by a forged rt_sigreturn frame) does that.
+                self.guest_thread_hung = run.is_some();
                 self.kill();
                 break Err(DriverError::ExecutorUnresponsive(RESPONSE_GRACE));
             }
