@@ -18,6 +18,7 @@
 //! * `batch.rs`: handing the op queue to the mapper and the verdicts to the guest thread;
 //! * `wait.rs`: waiting for the stub: the budget signal, death and stop detection;
 //! * `signal.rs`: one published signal: its frame, the budget's signal, the stub's timestamps;
+//! * `published.rs`: the reading of a published signal, a pure function of the stub's pages;
 //! * `host.rs`: the monitor's [`plex86_monitor::monitor::Host`] over the op queue.
 //!
 //! 64-bit code (CS.L=1 in long mode) runs too: entered on the host's 64-bit CS and SS with
@@ -29,8 +30,9 @@
 //! [`Executor`]: crate::Executor
 
 mod batch;
-mod host;
-mod signal;
+pub(crate) mod host;
+pub(crate) mod published;
+pub(crate) mod signal;
 mod wait;
 
 use crate::child::ChildProcess;
@@ -46,7 +48,7 @@ use crate::{ExecutorConfig, XsaveInfo};
 use host::StubHost;
 use plex86_monitor::decode::IcebpRip;
 use plex86_monitor::frame::{EntryFrame, FpxSwBytes, KStack};
-use plex86_monitor::monitor::{HostParams, Monitor};
+use plex86_monitor::monitor::{GuestRam, HostParams, Monitor};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -252,30 +254,6 @@ impl StubExecutor {
         CodeModes::Legacy32AndLong64
     }
 
-    /// Whether 64-bit `state`'s page tables map any page where S lies (present at every
-    /// level, whatever its permissions). Native code there would use S's pages, not the
-    /// guest's: such a process runs emulated. (Pages elsewhere in S's 4 GiB block are never
-    /// mirrored, so their accesses are emulated one by one.)
-    fn guest_maps_s(&self, state: &GuestState) -> bool {
-        use guest_paging::{walk64, Access, LongRegs, WalkError};
-        let regs = LongRegs::new(
-            state.cr3,
-            state.cr4,
-            state.efer,
-            plex86_monitor::monitor::GUEST_MAXPHYADDR,
-        );
-        (self.base..self.base + layout::S_LEN)
-            .step_by(4096)
-            .any(|page| {
-                match walk64(&self.monitor.ram, &regs, page, Access::Read, false) {
-                    Ok(_) => true,
-                    // A present page the walk refuses (supervisor, reserved bits) is mapped too.
-                    Err(WalkError::Fault(code)) => code & 1 != 0,
-                    Err(_) => false,
-                }
-            })
-    }
-
     /// The stub's process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
         self.child.pid().map(|_| self.pid)
@@ -373,7 +351,7 @@ impl StubExecutor {
         self.run_may_have_executed = false;
         self.check_alive()?;
         validate_entry_for(state, self.xsave, self.code_modes())?;
-        if state.code64() && self.guest_maps_s(state) {
+        if state.code64() && guest_maps_s(&self.monitor.ram, self.base, state) {
             return Err(DriverError::StubRegionMapped { base: self.base });
         }
         self.place()?;
@@ -415,27 +393,24 @@ impl StubExecutor {
         });
         self.monitor.in_guest = false;
         ran?;
-        if !self.monitor.exit_set {
-            // As today's library rejects a record without a reason (never from this monitor).
-            return Err(self.corrupted("an exit without a reason".into()));
+        match accept_run(
+            &mut self.monitor,
+            &signal::Live(&self.ctl),
+            &run,
+            state,
+            self.xsave,
+        ) {
+            Err(e) => Err(self.corrupted(e)),
+            Ok(None) => {
+                // A guest escape: the exit state is not meaningful and the stub is not trusted.
+                self.kill();
+                Ok(&self.monitor.exit)
+            }
+            Ok(Some(after)) => {
+                *state = after;
+                Ok(&self.monitor.exit)
+            }
         }
-        self.finish_times(&run)?;
-        if self.monitor.exit.reason.ends_executor() {
-            // A guest escape: the exit state is not meaningful and the stub is not trusted.
-            self.kill();
-            return Ok(&self.monitor.exit);
-        }
-        // As for today's executor: the state is checked against the entry and rebuilt in the
-        // guest's terms (native selectors back to the guest's, XSAVE normalised).
-        let after = match validate_exit_state(state, &self.monitor.exit_state, self.xsave) {
-            Ok(s) => s,
-            Err(e) => return Err(self.corrupted(e)),
-        };
-        if let Err(e) = check_reason_against_state(&self.monitor.exit.reason, state, &after) {
-            return Err(self.corrupted(e));
-        }
-        *state = after;
-        Ok(&self.monitor.exit)
     }
 
     /// After [`StubExecutor::run`] failed: whether guest code may have run natively in it
@@ -465,6 +440,57 @@ impl StubExecutor {
         self.kill();
         DriverError::CorruptedSharedMemory(what)
     }
+}
+
+/// Whether 64-bit `state`'s page tables map any page where S (at `base`) lies (present at
+/// every level, whatever its permissions). Native code there would use S's pages, not the
+/// guest's: such a process runs emulated. (Pages elsewhere in S's 4 GiB block are never
+/// mirrored, so their accesses are emulated one by one.)
+pub(crate) fn guest_maps_s(
+    ram: &impl guest_paging::PhysMemory,
+    base: u64,
+    state: &GuestState,
+) -> bool {
+    use guest_paging::{walk64, Access, LongRegs, WalkError};
+    let regs = LongRegs::new(
+        state.cr3,
+        state.cr4,
+        state.efer,
+        plex86_monitor::monitor::GUEST_MAXPHYADDR,
+    );
+    (base..base + layout::S_LEN).step_by(4096).any(|page| {
+        match walk64(ram, &regs, page, Access::Read, false) {
+            Ok(_) => true,
+            // A present page the walk refuses (supervisor, reserved bits) is mapped too.
+            Err(WalkError::Fault(code)) => code & 1 != 0,
+            Err(_) => false,
+        }
+    })
+}
+
+/// The checks of a run the monitor ended (entered with `entry`): its times from the stub's
+/// timestamps, then, as for today's executor, the state against the entry, rebuilt in the
+/// guest's terms (native selectors back to the guest's, XSAVE normalised). `None` after a
+/// guest escape (the state is not meaningful; the caller kills the stub); `Err` says why no
+/// honest stub could have left this.
+pub(crate) fn accept_run<R: GuestRam>(
+    m: &mut Monitor<R, StubHost>,
+    pages: &(impl published::Pages + ?Sized),
+    run: &signal::RunClock,
+    entry: &GuestState,
+    xsave: XsaveInfo,
+) -> Result<Option<GuestState>, String> {
+    if !m.exit_set {
+        // As today's library rejects a record without a reason (never from this monitor).
+        return Err("an exit without a reason".into());
+    }
+    signal::finish_times(m, pages, run)?;
+    if m.exit.reason.ends_executor() {
+        return Ok(None);
+    }
+    let after = validate_exit_state(entry, &m.exit_state, xsave)?;
+    check_reason_against_state(&m.exit.reason, entry, &after)?;
+    Ok(Some(after))
 }
 
 impl Drop for StubExecutor {
