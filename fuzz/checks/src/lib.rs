@@ -17,17 +17,27 @@
 //! * [`control_region`]: `host_driver::fuzzing::accept_exit` (the library's validation of the
 //!   executor's exit record) on arbitrary and mutated records: each is rejected as
 //!   `CorruptedSharedMemory` or yields a state that meets the documented invariants.
+//! * [`stub_region`]: `host_driver::fuzzing::accept_stub_signal` (the stub executor's reading
+//!   of a signal published in its guest-writable pages, the monitor's verdict and the exit
+//!   checks) on honest pages, patched ones and raw bytes, for 32-bit and 64-bit entries.
 
 #![warn(missing_docs)]
 
 pub mod control_region;
 pub mod decoder;
 pub mod seeds;
+pub mod stub_region;
 pub mod walker;
 pub mod walker64;
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/regressions/*`).
-pub const TARGETS: [&str; 4] = ["walker", "walker64", "decoder", "control_region"];
+pub const TARGETS: [&str; 5] = [
+    "walker",
+    "walker64",
+    "decoder",
+    "control_region",
+    "stub_region",
+];
 
 /// What a check did with an input (a violated invariant is a panic, not an outcome).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +56,7 @@ pub fn check(target: &str, data: &[u8]) -> Outcome {
         "walker64" => walker64::check(data),
         "decoder" => decoder::check(data),
         "control_region" => control_region::check(data),
+        "stub_region" => stub_region::check(data),
         other => panic!("unknown fuzz target {other:?} (known: {TARGETS:?})"),
     }
 }

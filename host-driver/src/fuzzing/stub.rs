@@ -55,8 +55,8 @@ pub struct StubRunContext {
 pub enum StubResponse {
     /// The guest goes on (a fill, an ignored or stale signal).
     Resumed,
-    /// The run ended with this exit and state.
-    Exit(Accepted),
+    /// The run ended with this exit and state (boxed: a state is 4.5 KiB).
+    Exit(Box<Accepted>),
 }
 
 /// A signal an honest stub publishes for an unchanged entry state.
@@ -284,10 +284,10 @@ impl StubRun {
         m.in_guest = false;
         let state = accept_run(m, &bytes[..], &run, &self.entry, c.xsave)
             .map_err(DriverError::CorruptedSharedMemory)?;
-        Ok(StubResponse::Exit(Accepted {
+        Ok(StubResponse::Exit(Box::new(Accepted {
             exit: m.exit.clone(),
             state: state.unwrap_or(self.entry),
-        }))
+        })))
     }
 }
 

@@ -118,8 +118,8 @@ impl Setup {
             ram_size,
             xsave: xs,
         };
-        // A 32-bit state (long mode is refused at entry until the executors run it): EAX..EDI,
-        // EIP and EFLAGS zero-extended, R8..R15 zero.
+        // A 32-bit state (today's executor refuses long mode; stub_region makes 64-bit ones):
+        // EAX..EDI, EIP and EFLAGS zero-extended, R8..R15 zero.
         let mut entry = GuestState::default();
         for g in entry.gprs[..gpr::LEGACY_COUNT].iter_mut() {
             *g = u64::from(r.u32());

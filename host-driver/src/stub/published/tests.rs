@@ -201,15 +201,17 @@ fn native_time_runs_from_an_entry_inside_the_run() {
 
 #[test]
 fn the_ucontext_codec_follows_the_kernels_layout() {
-    let mut uc = KUcontext::default();
-    uc.flags = 1;
+    let mut uc = KUcontext {
+        flags: 1,
+        sigmask: 0x44,
+        ..KUcontext::default()
+    };
     uc.stack.flags = -2;
     uc.mc.r[7] = 0x15;
     uc.mc.rip = 0x1111;
     uc.mc.ss = 0x2b;
     uc.mc.fpstate = 0x2222;
     uc.mc.reserved[7] = 0x33;
-    uc.sigmask = 0x44;
     let b = ucontext_bytes(&uc);
     let at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
     let mc = std::mem::offset_of!(KUcontext, mc);
