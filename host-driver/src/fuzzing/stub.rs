@@ -8,12 +8,12 @@ use crate::protocol::stub::{self as layout, by_stub as stub};
 use crate::stub::host::StubHost;
 use crate::stub::published::{ucontext_bytes, Known};
 use crate::stub::signal::{take_signal, RunClock};
-use crate::stub::{accept_run, guest_maps_s, DEFAULT_FILL_AHEAD};
+use crate::stub::{accept_run, guest_maps_s, stub_monitor};
 use crate::validate::{validate_entry_for, CodeModes};
 use crate::{DriverError, GuestState, XsaveInfo};
 use plex86_monitor::decode::IcebpRip;
-use plex86_monitor::frame::{FpxSwBytes, KStack, SignalAction};
-use plex86_monitor::monitor::{GuestRam, HostParams, Monitor};
+use plex86_monitor::frame::{FpxSwBytes, SignalAction};
+use plex86_monitor::monitor::{GuestRam, Monitor};
 use std::cell::RefCell;
 
 /// Size of the stub-written pages: what [`StubRun::accept`] reads.
@@ -158,33 +158,19 @@ impl StubRun {
         if entry.code64() && guest_maps_s(&ram, ctx.base, entry) {
             return Err(DriverError::StubRegionMapped { base: ctx.base });
         }
-        let size = ctx.xsave.size;
-        let params = HostParams {
-            sw: FpxSwBytes {
-                extended_size: size + 4,
-                xstate_size: size,
-                xfeatures: ctx.xsave.features,
-            },
-            altstack: KStack {
-                sp: ctx.base + layout::STUB + stub::ALTSTACK as u64,
-                flags: 0,
-                pad: 0,
-                size: stub::ALTSTACK_LEN as u64,
-            },
-            clock: libc::CLOCK_MONOTONIC,
-            timer: 0,
-            vdso: 0,
-            amd: ctx.amd,
+        let sw = FpxSwBytes {
+            extended_size: ctx.xsave.size + 4,
+            xstate_size: ctx.xsave.size,
+            xfeatures: ctx.xsave.features,
         };
         let ranges = [crate::protocol::RamRange {
             start: 0,
             end: ctx.ram_size,
         }];
-        let mut m = Monitor::new(ram, StubHost::new(ctx.base), ctx.ram_size, &ranges, params);
+        let mut m = stub_monitor(ram, ctx.base, ctx.ram_size, &ranges, sw, ctx.amd);
         m.icebp_rip = IcebpRip::After;
         m.fault_ns = ctx.fault_ns;
         m.max_fills = ctx.max_fills;
-        m.fill_ahead = DEFAULT_FILL_AHEAD;
         m.entry = *entry;
         m.prepare_entry()
             .map_err(|e| DriverError::Io(std::io::Error::from_raw_os_error(e)))?;

@@ -175,30 +175,17 @@ impl StubExecutor {
                 end: r.end,
             })
             .collect();
-        let params = HostParams {
-            sw: report.sw,
-            altstack: KStack {
-                sp: base + layout::STUB + stub::ALTSTACK as u64,
-                flags: 0,
-                pad: 0,
-                size: stub::ALTSTACK_LEN as u64,
-            },
-            clock: libc::CLOCK_MONOTONIC,
-            timer: 0,
-            vdso: 0,
-            amd: host_is_amd(),
-        };
-        let mut monitor = Monitor::new(
+        let mut monitor = stub_monitor(
             ram_map,
-            StubHost::new(base),
+            base,
             config.ram_size,
             &ranges,
-            params,
+            report.sw,
+            host_is_amd(),
         );
         monitor.icebp_rip = report.icebp_rip;
         monitor.fault_ns = report.fault_ns;
         monitor.max_fills = config.max_fills_per_run;
-        monitor.fill_ahead = DEFAULT_FILL_AHEAD;
         Ok(StubExecutor {
             pid: child.id(),
             child: ChildProcess::new(child),
@@ -440,6 +427,34 @@ impl StubExecutor {
         self.kill();
         DriverError::CorruptedSharedMemory(what)
     }
+}
+
+/// The monitor of a stub with S at `base` whose kernel frames have `sw`'s XSAVE parameters:
+/// the alternate stack in S, the stub's fill-ahead.
+pub(crate) fn stub_monitor<R: GuestRam>(
+    ram: R,
+    base: u64,
+    ram_size: u64,
+    ranges: &[RamRange],
+    sw: FpxSwBytes,
+    amd: bool,
+) -> Box<Monitor<R, StubHost>> {
+    let params = HostParams {
+        sw,
+        altstack: KStack {
+            sp: base + layout::STUB + stub::ALTSTACK as u64,
+            flags: 0,
+            pad: 0,
+            size: stub::ALTSTACK_LEN as u64,
+        },
+        clock: libc::CLOCK_MONOTONIC,
+        timer: 0,
+        vdso: 0,
+        amd,
+    };
+    let mut m = Monitor::new(ram, StubHost::new(base), ram_size, ranges, params);
+    m.fill_ahead = DEFAULT_FILL_AHEAD;
+    m
 }
 
 /// Whether 64-bit `state`'s page tables map any page where S (at `base`) lies (present at

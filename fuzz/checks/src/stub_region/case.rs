@@ -3,7 +3,7 @@
 //! the pages an input makes of them ([`StubCase`]).
 
 use crate::control_region::case::Setup as RegionSetup;
-use crate::{Reader, Writer};
+use crate::{encode_case, parse_case, read_patch_bytes, write_patch_bytes, Patch, Reader, Writer};
 use host_driver::fuzzing::{HonestSignal, StubRun, StubRunContext, STUB_PAGES_LEN};
 use host_driver::{DriverError, GuestState};
 use plex86_protocol::stub::{by_stub, DEFAULT_BASE, STUB};
@@ -160,14 +160,19 @@ const REGIONS: [Region; 5] = [
     Region::Anywhere,
 ];
 
-/// The response part of a case.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Body {
-    /// The pages are zero but for these bytes: the first 256 at their start, the rest where
-    /// the honest ucontext lies.
-    Raw(Vec<u8>),
-    /// The honest pages with these (region, offset, bytes) patches applied in order.
-    Patches(Vec<(u8, u16, Vec<u8>)>),
+/// The response part of a case: raw bytes (the pages are zero but for them: the first 256 at
+/// their start, the rest where the honest ucontext lies), or the honest pages with (region,
+/// offset, bytes) patches applied in order.
+pub type Body = crate::Body<(u8, u16, Vec<u8>)>;
+
+impl Patch for (u8, u16, Vec<u8>) {
+    fn read(r: &mut Reader<'_>) -> Self {
+        let (region, off) = (r.u8(), r.u16());
+        (region, off, read_patch_bytes(r))
+    }
+    fn write(&self, w: &mut Writer) {
+        write_patch_bytes(w.u8(self.0).u16(self.1), &self.2);
+    }
 }
 
 /// A stub-region case.
@@ -183,45 +188,13 @@ impl StubCase {
     /// Decodes a case: a mode byte (odd: raw), the header, the body (patches are
     /// `region: u8, offset: u16, len - 1: u8 (low 4 bits), bytes`).
     pub fn parse(data: &[u8]) -> Self {
-        let mut r = Reader::new(data);
-        let raw = r.u8() & 1 != 0;
-        let header: Vec<u8> = (0..HEADER_LEN).map(|_| r.u8()).collect();
-        let body = if raw {
-            Body::Raw(r.rest().to_vec())
-        } else {
-            let mut patches = vec![];
-            while !r.rest().is_empty() {
-                let (region, off) = (r.u8(), r.u16());
-                let len = usize::from(r.u8() & 0xf) + 1;
-                patches.push((region, off, (0..len).map(|_| r.u8()).collect()));
-            }
-            Body::Patches(patches)
-        };
+        let (header, body) = parse_case(data, HEADER_LEN);
         StubCase { header, body }
     }
 
     /// Encodes the case as fuzz input.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.u8(matches!(self.body, Body::Raw(_)) as u8);
-        let mut header = self.header.clone();
-        header.resize(HEADER_LEN, 0);
-        w.bytes(&header);
-        match &self.body {
-            Body::Raw(b) => {
-                w.bytes(b);
-            }
-            Body::Patches(ps) => {
-                for (region, off, bytes) in ps {
-                    assert!((1..=16).contains(&bytes.len()), "a patch is 1..=16 bytes");
-                    w.u8(*region)
-                        .u16(*off)
-                        .u8(bytes.len() as u8 - 1)
-                        .bytes(bytes);
-                }
-            }
-        }
-        w.0
+        encode_case(&self.header, HEADER_LEN, &self.body)
     }
 
     /// The pages this case's body makes for `setup`, and whether they are byte for byte the

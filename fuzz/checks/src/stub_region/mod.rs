@@ -123,6 +123,20 @@ mod tests {
     }
 
     #[test]
+    fn cases_round_trip_through_their_encoding() {
+        let case = StubCase {
+            header: vec![7; HEADER_LEN],
+            body: Body::Patches(vec![(1, 10, vec![1]), (4, u16::MAX, vec![2; 16])]),
+        };
+        assert_eq!(StubCase::parse(&case.encode()), case);
+        let raw = StubCase {
+            header: vec![9; HEADER_LEN],
+            body: Body::Raw(vec![1, 2, 3]),
+        };
+        assert_eq!(StubCase::parse(&raw.encode()), raw);
+    }
+
+    #[test]
     fn a_ucontext_address_outside_the_alternate_stack_is_corruption() {
         for code64 in [false, true] {
             let (header, s) = setups(5, code64, 1).remove(0);
