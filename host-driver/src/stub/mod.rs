@@ -25,7 +25,11 @@
 //! the state's FS/GS bases (WRFSBASE/WRGSBASE in the stub), mirrored through the 4-level
 //! walker, its exits read whole and its FS/GS bases at the exit taken from the handler's
 //! RDFSBASE/RDGSBASE. Not yet (issue 15's later steps): compatibility mode, the vsyscall
-//! page's rewind, validation of the stub's pages beyond bounds.
+//! page's rewind.
+//!
+//! The stub-written pages are RW to guest code: every byte the library reads there after a
+//! signal is checked by `published.rs` (or, for the state, by the exit checks after the
+//! monitor), and the whole path is fuzzed through `crate::fuzzing` (`stub_region`).
 //!
 //! [`Executor`]: crate::Executor
 
