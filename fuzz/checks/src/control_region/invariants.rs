@@ -94,8 +94,8 @@ pub(crate) fn check_state(entry: &GuestState, xs: &XsaveInfo, ram_size: u64, a: 
             assert!(is_canonical(b), "{} base {b:#x} accepted", seg::NAMES[i]);
         }
         assert!(st.rflags >> 32 == 0, "RFLAGS {:#x} accepted", st.rflags);
-        // A #PF Bochs delivers names a canonical address. (An access to emulate may name any:
-        // an LA57 host's #PF can, and Bochs then raises the #GP itself.)
+        // A #PF exit names a canonical address: the 4-level walk faults at no other. (An access
+        // to emulate may name any: an LA57 host's #PF can, and Bochs raises the #GP itself.)
         if let ExitReason::PageFault { linear, .. } = a.exit.reason {
             assert!(is_canonical(linear), "#PF at {linear:#x} accepted");
         }
