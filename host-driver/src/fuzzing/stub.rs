@@ -285,3 +285,6 @@ pub fn accept_stub_signal(
 ) -> Result<StubResponse, DriverError> {
     StubRun::new(entry, ctx)?.accept(pages)
 }
+
+#[cfg(test)]
+mod tests;
