@@ -80,7 +80,8 @@ impl Setup {
         } else {
             (block << 32) | (u64::from(r.u16() % 2048) << 21)
         };
-        let budget_ns = r.u64() >> (24 + r.u8() % 40);
+        // (at least 1 ns, as `StubExecutor::run` makes it)
+        let budget_ns = (r.u64() >> (24 + r.u8() % 40)).max(1);
         let posted_ns = 1 + (r.u64() >> 2);
         let kind = r.u8();
         let signal = match kind % 4 {
