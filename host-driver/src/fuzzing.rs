@@ -4,8 +4,16 @@
 //! the `fuzzing` feature.
 //!
 //! [`accept_exit`] is the very check [`crate::Executor::run`] applies to the executor's
-//! response (the executor is killed when it fails). The other pure pieces the fuzz targets
+//! response (the executor is killed when it fails). [`accept_stub_signal`] is the stub
+//! executor's: its reading of a signal published in the stub's pages (which guest code can
+//! write), the monitor's classification and the checks of an exit. The other pure pieces the fuzz targets
 //! exercise are public anyway: `guest_paging::walk` and `plex86_monitor::decode::classify_gp`.
+
+mod stub;
+
+pub use stub::{
+    accept_stub_signal, HonestSignal, StubResponse, StubRun, StubRunContext, STUB_PAGES_LEN,
+};
 
 use crate::protocol::view::{pod_bytes, pod_bytes_mut, Pod};
 use crate::protocol::{ExecArea, ExitRecord};

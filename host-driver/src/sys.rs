@@ -284,15 +284,6 @@ impl SharedMapping {
         unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
     }
 
-    /// Copies a plain-data value out of the mapping at `offset`.
-    pub(crate) fn read_plain<T: Plain>(&self, offset: usize) -> T {
-        assert!(offset
-            .checked_add(size_of::<T>())
-            .is_some_and(|e| e <= self.len));
-        // SAFETY: in range (checked); `T: Plain` is valid for any bit pattern; unaligned read.
-        unsafe { std::ptr::read_unaligned(self.ptr.as_ptr().add(offset).cast::<T>()) }
-    }
-
     /// Copies a plain-data value into the mapping at `offset`.
     pub(crate) fn write_plain<T: Plain>(&self, offset: usize, v: &T) {
         assert!(offset

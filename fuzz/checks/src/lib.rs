@@ -17,17 +17,27 @@
 //! * [`control_region`]: `host_driver::fuzzing::accept_exit` (the library's validation of the
 //!   executor's exit record) on arbitrary and mutated records: each is rejected as
 //!   `CorruptedSharedMemory` or yields a state that meets the documented invariants.
+//! * [`stub_region`]: `host_driver::fuzzing::accept_stub_signal` (the stub executor's reading
+//!   of a signal published in its guest-writable pages, the monitor's verdict and the exit
+//!   checks) on honest pages, patched ones and raw bytes, for 32-bit and 64-bit entries.
 
 #![warn(missing_docs)]
 
 pub mod control_region;
 pub mod decoder;
 pub mod seeds;
+pub mod stub_region;
 pub mod walker;
 pub mod walker64;
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/regressions/*`).
-pub const TARGETS: [&str; 4] = ["walker", "walker64", "decoder", "control_region"];
+pub const TARGETS: [&str; 5] = [
+    "walker",
+    "walker64",
+    "decoder",
+    "control_region",
+    "stub_region",
+];
 
 /// What a check did with an input (a violated invariant is a panic, not an outcome).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +56,7 @@ pub fn check(target: &str, data: &[u8]) -> Outcome {
         "walker64" => walker64::check(data),
         "decoder" => decoder::check(data),
         "control_region" => control_region::check(data),
+        "stub_region" => stub_region::check(data),
         other => panic!("unknown fuzz target {other:?} (known: {TARGETS:?})"),
     }
 }
@@ -123,4 +134,67 @@ impl Writer {
         self.0.extend_from_slice(v);
         self
     }
+}
+
+/// The response part of a case (control_region, stub_region): raw bytes, or patches `P` of
+/// the honest response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body<P> {
+    /// The response is these bytes (each target says where they go).
+    Raw(Vec<u8>),
+    /// The honest response with these patches applied in order.
+    Patches(Vec<P>),
+}
+
+/// A patch of a [`Body`] as fuzz input holds it: its target's own fields, then
+/// `len - 1: u8 (low 4 bits), bytes`.
+pub(crate) trait Patch: Sized {
+    fn read(r: &mut Reader<'_>) -> Self;
+    fn write(&self, w: &mut Writer);
+}
+
+/// Decodes a case: a mode byte (odd: raw body), a header of `header_len` bytes
+/// (zero-extended), then the body (patches until the input ends).
+pub(crate) fn parse_case<P: Patch>(data: &[u8], header_len: usize) -> (Vec<u8>, Body<P>) {
+    let mut r = Reader::new(data);
+    let raw = r.u8() & 1 != 0;
+    let header = (0..header_len).map(|_| r.u8()).collect();
+    let body = if raw {
+        Body::Raw(r.rest().to_vec())
+    } else {
+        let mut patches = vec![];
+        while !r.rest().is_empty() {
+            patches.push(P::read(&mut r));
+        }
+        Body::Patches(patches)
+    };
+    (header, body)
+}
+
+/// Encodes what [`parse_case`] decodes.
+pub(crate) fn encode_case<P: Patch>(header: &[u8], header_len: usize, body: &Body<P>) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(matches!(body, Body::Raw(_)) as u8);
+    let mut header = header.to_vec();
+    header.resize(header_len, 0);
+    w.bytes(&header);
+    match body {
+        Body::Raw(b) => {
+            w.bytes(b);
+        }
+        Body::Patches(ps) => ps.iter().for_each(|p| p.write(&mut w)),
+    }
+    w.0
+}
+
+/// A patch's bytes: `len - 1: u8 (low 4 bits), bytes`.
+pub(crate) fn read_patch_bytes(r: &mut Reader<'_>) -> Vec<u8> {
+    let len = usize::from(r.u8() & 0xf) + 1;
+    (0..len).map(|_| r.u8()).collect()
+}
+
+/// Writes what [`read_patch_bytes`] reads back.
+pub(crate) fn write_patch_bytes(w: &mut Writer, bytes: &[u8]) {
+    assert!((1..=16).contains(&bytes.len()), "a patch is 1..=16 bytes");
+    w.u8(bytes.len() as u8 - 1).bytes(bytes);
 }

@@ -263,6 +263,35 @@ fn control_region_seeds() -> Vec<Vec<u8>> {
     out
 }
 
+/// Honest pages for 32-bit and 64-bit entries and each signal kind (as patches: none), some
+/// with one patch in each region, some as raw bytes.
+fn stub_region_seeds() -> Vec<Vec<u8>> {
+    use crate::stub_region::{self as sr, StubCase};
+    let mut out = vec![];
+    let mut rng = Rng::new(4);
+    let mut made = 0;
+    for _ in 0..2000 {
+        if made == 48 {
+            break;
+        }
+        let mut header = rng.bytes(sr::HEADER_LEN);
+        // Alternate 32-bit and 64-bit entries, and the four signal kinds.
+        let tail = crate::control_region::HEADER_LEN;
+        header[tail] = made as u8 & 1;
+        let Some((setup, _)) = sr::Setup::from_header(&header) else {
+            continue;
+        };
+        made += 1;
+        let body = match made % 4 {
+            0 => sr::Body::Raw(setup.honest[..0x100].to_vec()),
+            1 => sr::Body::Patches(vec![(made as u8 % 5, rng.next_u64() as u16, vec![0x41])]),
+            _ => sr::Body::Patches(vec![]),
+        };
+        out.push(StubCase { header, body }.encode());
+    }
+    out
+}
+
 /// The seeds of `target`.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
@@ -270,6 +299,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "walker64" => walker64_seeds(),
         "decoder" => decoder_seeds(),
         "control_region" => control_region_seeds(),
+        "stub_region" => stub_region_seeds(),
         other => panic!("unknown fuzz target {other:?}"),
     }
 }

@@ -140,6 +140,33 @@ fn the_1gib_regression_still_builds_its_case() {
     assert_eq!(t.size, PageSize::Size1G);
 }
 
+/// `stub_region/needs-emulation-non-canonical-64-bit` still builds its case: a 64-bit entry
+/// whose pages the library takes as a `NeedsEmulation` exit at an address that is not
+/// canonical with 4 levels.
+#[test]
+fn the_non_canonical_emulation_regression_still_builds_its_case() {
+    use fuzz_checks::stub_region::{Setup, StubCase};
+    use guest_paging::is_canonical;
+    use host_driver::fuzzing::StubResponse;
+    use host_driver::ExitReason;
+
+    let f = regressions_dir().join("stub_region/needs-emulation-non-canonical-64-bit");
+    let case = StubCase::parse(&std::fs::read(&f).expect("the saved input"));
+    let (setup, run) = Setup::from_header(&case.header).expect("a runnable entry state");
+    assert!(setup.entry.code64());
+    let (pages, honest) = case.pages(&setup);
+    assert!(!honest);
+    match run.accept(&pages) {
+        Ok(StubResponse::Exit(a)) => match a.exit.reason {
+            ExitReason::NeedsEmulation { linear, .. } => {
+                assert!(!is_canonical(linear), "{linear:#x}")
+            }
+            r => panic!("{r:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn an_unknown_target_is_an_error() {
     let r = std::panic::catch_unwind(|| fuzz_checks::check("no-such-target", &[]));

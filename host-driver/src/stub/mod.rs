@@ -18,6 +18,7 @@
 //! * `batch.rs`: handing the op queue to the mapper and the verdicts to the guest thread;
 //! * `wait.rs`: waiting for the stub: the budget signal, death and stop detection;
 //! * `signal.rs`: one published signal: its frame, the budget's signal, the stub's timestamps;
+//! * `published.rs`: the reading of a published signal, a pure function of the stub's pages;
 //! * `host.rs`: the monitor's [`plex86_monitor::monitor::Host`] over the op queue;
 //! * `contain.rs`: a guest escape costs the guest process a #GP(0): a fresh stub replaces
 //!   the one it ran in.
@@ -26,14 +27,19 @@
 //! the state's FS/GS bases (WRFSBASE/WRGSBASE in the stub), mirrored through the 4-level
 //! walker, its exits read whole and its FS/GS bases at the exit taken from the handler's
 //! RDFSBASE/RDGSBASE. Not yet (issue 15's later steps): compatibility mode, the vsyscall
-//! page's rewind, validation of the stub's pages beyond bounds.
+//! page's rewind.
+//!
+//! The stub-written pages are RW to guest code: every byte the library reads there after a
+//! signal is checked by `published.rs` (or, for the state, by the exit checks after the
+//! monitor), and the whole path is fuzzed through `crate::fuzzing` (`stub_region`).
 //!
 //! [`Executor`]: crate::Executor
 
 mod batch;
 mod contain;
-mod host;
-mod signal;
+pub(crate) mod host;
+pub(crate) mod published;
+pub(crate) mod signal;
 mod wait;
 
 use crate::child::ChildProcess;
@@ -49,7 +55,7 @@ use crate::{ExecutorConfig, XsaveInfo};
 use host::StubHost;
 use plex86_monitor::decode::IcebpRip;
 use plex86_monitor::frame::{EntryFrame, FpxSwBytes, KStack};
-use plex86_monitor::monitor::{HostParams, Monitor};
+use plex86_monitor::monitor::{GuestRam, HostParams, Monitor};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -183,30 +189,17 @@ impl StubExecutor {
                 end: r.end,
             })
             .collect();
-        let params = HostParams {
-            sw: report.sw,
-            altstack: KStack {
-                sp: base + layout::STUB + stub::ALTSTACK as u64,
-                flags: 0,
-                pad: 0,
-                size: stub::ALTSTACK_LEN as u64,
-            },
-            clock: libc::CLOCK_MONOTONIC,
-            timer: 0,
-            vdso: 0,
-            amd: host_is_amd(),
-        };
-        let mut monitor = Monitor::new(
+        let mut monitor = stub_monitor(
             ram_map,
-            StubHost::new(base),
+            base,
             config.ram_size,
             &ranges,
-            params,
+            report.sw,
+            host_is_amd(),
         );
         monitor.icebp_rip = report.icebp_rip;
         monitor.fault_ns = report.fault_ns;
         monitor.max_fills = config.max_fills_per_run;
-        monitor.fill_ahead = DEFAULT_FILL_AHEAD;
         Ok(StubExecutor {
             pid: child.id(),
             child: ChildProcess::new(child),
@@ -263,30 +256,6 @@ impl StubExecutor {
     /// process holds only S, in a 4 GiB block the mirror never uses, and the guest's mirrors).
     pub fn code_modes(&self) -> CodeModes {
         CodeModes::Legacy32AndLong64
-    }
-
-    /// Whether 64-bit `state`'s page tables map any page where S lies (present at every
-    /// level, whatever its permissions). Native code there would use S's pages, not the
-    /// guest's: such a process runs emulated. (Pages elsewhere in S's 4 GiB block are never
-    /// mirrored, so their accesses are emulated one by one.)
-    fn guest_maps_s(&self, state: &GuestState) -> bool {
-        use guest_paging::{walk64, Access, LongRegs, WalkError};
-        let regs = LongRegs::new(
-            state.cr3,
-            state.cr4,
-            state.efer,
-            plex86_monitor::monitor::GUEST_MAXPHYADDR,
-        );
-        (self.base..self.base + layout::S_LEN)
-            .step_by(4096)
-            .any(|page| {
-                match walk64(&self.monitor.ram, &regs, page, Access::Read, false) {
-                    Ok(_) => true,
-                    // A present page the walk refuses (supervisor, reserved bits) is mapped too.
-                    Err(WalkError::Fault(code)) => code & 1 != 0,
-                    Err(_) => false,
-                }
-            })
     }
 
     /// The stub's process id (while it runs).
@@ -390,7 +359,7 @@ impl StubExecutor {
         self.guest_thread_hung = false;
         self.check_alive()?;
         validate_entry_for(state, self.xsave, self.code_modes())?;
-        if state.code64() && self.guest_maps_s(state) {
+        if state.code64() && guest_maps_s(&self.monitor.ram, self.base, state) {
             return Err(DriverError::StubRegionMapped { base: self.base });
         }
         self.place()?;
@@ -435,27 +404,22 @@ impl StubExecutor {
             // Guest code may have tampered with the stub: contained like an escape (contain.rs).
             return self.contain_tampering(e);
         }
-        if !self.monitor.exit_set {
-            // As today's library rejects a record without a reason (never from this monitor).
-            return Err(self.corrupted("an exit without a reason".into()));
-        }
-        self.finish_times(&run)?;
-        if self.monitor.exit.reason.ends_executor() {
+        match accept_run(
+            &mut self.monitor,
+            &signal::Live(&self.ctl),
+            &run,
+            state,
+            self.xsave,
+        ) {
+            Err(e) => Err(self.corrupted(e)),
             // A guest escape: the stub is not trusted any more; a fresh one replaces it and
             // the guest process takes a #GP(0) (contain.rs).
-            return self.contain(state);
+            Ok(None) => self.contain(state),
+            Ok(Some(after)) => {
+                *state = after;
+                Ok(&self.monitor.exit)
+            }
         }
-        // As for today's executor: the state is checked against the entry and rebuilt in the
-        // guest's terms (native selectors back to the guest's, XSAVE normalised).
-        let after = match validate_exit_state(state, &self.monitor.exit_state, self.xsave) {
-            Ok(s) => s,
-            Err(e) => return Err(self.corrupted(e)),
-        };
-        if let Err(e) = check_reason_against_state(&self.monitor.exit.reason, state, &after) {
-            return Err(self.corrupted(e));
-        }
-        *state = after;
-        Ok(&self.monitor.exit)
     }
 
     /// After [`StubExecutor::run`] failed: whether guest code may have run natively in it
@@ -485,6 +449,85 @@ impl StubExecutor {
         self.kill();
         DriverError::CorruptedSharedMemory(what)
     }
+}
+
+/// The monitor of a stub with S at `base` whose kernel frames have `sw`'s XSAVE parameters:
+/// the alternate stack in S, the stub's fill-ahead.
+pub(crate) fn stub_monitor<R: GuestRam>(
+    ram: R,
+    base: u64,
+    ram_size: u64,
+    ranges: &[RamRange],
+    sw: FpxSwBytes,
+    amd: bool,
+) -> Box<Monitor<R, StubHost>> {
+    let params = HostParams {
+        sw,
+        altstack: KStack {
+            sp: base + layout::STUB + stub::ALTSTACK as u64,
+            flags: 0,
+            pad: 0,
+            size: stub::ALTSTACK_LEN as u64,
+        },
+        clock: libc::CLOCK_MONOTONIC,
+        timer: 0,
+        vdso: 0,
+        amd,
+    };
+    let mut m = Monitor::new(ram, StubHost::new(base), ram_size, ranges, params);
+    m.fill_ahead = DEFAULT_FILL_AHEAD;
+    m
+}
+
+/// Whether 64-bit `state`'s page tables map any page where S (at `base`) lies (present at
+/// every level, whatever its permissions). Native code there would use S's pages, not the
+/// guest's: such a process runs emulated. (Pages elsewhere in S's 4 GiB block are never
+/// mirrored, so their accesses are emulated one by one.)
+pub(crate) fn guest_maps_s(
+    ram: &impl guest_paging::PhysMemory,
+    base: u64,
+    state: &GuestState,
+) -> bool {
+    use guest_paging::{walk64, Access, LongRegs, WalkError};
+    let regs = LongRegs::new(
+        state.cr3,
+        state.cr4,
+        state.efer,
+        plex86_monitor::monitor::GUEST_MAXPHYADDR,
+    );
+    (base..base + layout::S_LEN).step_by(4096).any(|page| {
+        match walk64(ram, &regs, page, Access::Read, false) {
+            Ok(_) => true,
+            // A present page the walk refuses (supervisor, reserved bits) is mapped too.
+            Err(WalkError::Fault(code)) => code & 1 != 0,
+            Err(_) => false,
+        }
+    })
+}
+
+/// The checks of a run the monitor ended (entered with `entry`): its times from the stub's
+/// timestamps, then, as for today's executor, the state against the entry, rebuilt in the
+/// guest's terms (native selectors back to the guest's, XSAVE normalised). `None` after a
+/// guest escape (the state is not meaningful; the caller kills the stub); `Err` says why no
+/// honest stub could have left this.
+pub(crate) fn accept_run<R: GuestRam>(
+    m: &mut Monitor<R, StubHost>,
+    pages: &(impl published::Pages + ?Sized),
+    run: &signal::RunClock,
+    entry: &GuestState,
+    xsave: XsaveInfo,
+) -> Result<Option<GuestState>, String> {
+    if !m.exit_set {
+        // As today's library rejects a record without a reason (never from this monitor).
+        return Err("an exit without a reason".into());
+    }
+    signal::finish_times(m, pages, run)?;
+    if m.exit.reason.ends_executor() {
+        return Ok(None);
+    }
+    let after = validate_exit_state(entry, &m.exit_state, xsave)?;
+    check_reason_against_state(&m.exit.reason, entry, &after)?;
+    Ok(Some(after))
 }
 
 impl Drop for StubExecutor {

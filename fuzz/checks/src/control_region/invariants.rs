@@ -2,8 +2,9 @@
 //! [`crate::control_region`]).
 
 use super::case::Setup;
+use guest_paging::is_canonical;
 use host_driver::fuzzing::{guest_selector, native_selector, Accepted};
-use host_driver::{GuestState, Segment, XsaveImage, SEG_NOT_INSTALLED};
+use host_driver::{ExitReason, GuestState, Segment, XsaveImage, XsaveInfo, SEG_NOT_INSTALLED};
 use plex86_protocol::xsave::{header, sw};
 use plex86_protocol::{gpr, seg, ExecArea, RawReason, Status, MAX_CODE_PAGES};
 
@@ -50,18 +51,25 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
     }
     assert_ne!(area.exit.reason, RawReason::GuestEscape as u32);
     let n = area.exit.n_code_pages as usize;
-    assert!(n <= MAX_CODE_PAGES, "{n} code pages accepted");
     assert_eq!(a.exit.code_pages.as_slice(), &area.exit.code_pages[..n]);
+    assert_eq!(a.state.gprs, area.state.gprs);
+    assert_eq!(a.state.rip, area.state.rip);
+    check_state(entry, &ctx.xsave, ctx.ram_size, a);
+}
+
+/// The invariants of an accepted exit's state and code pages that hold whichever executor
+/// reported it (today's, or the stub through `stub_region`), for a run entered with `entry`
+/// on a host transferring `xs` with `ram_size` bytes of guest RAM.
+pub(crate) fn check_state(entry: &GuestState, xs: &XsaveInfo, ram_size: u64, a: &Accepted) {
+    let n = a.exit.code_pages.as_slice().len();
+    assert!(n <= MAX_CODE_PAGES, "{n} code pages accepted");
     for &p in a.exit.code_pages.as_slice() {
         assert!(
-            p % 4096 == 0 && p < ctx.ram_size,
-            "code page {p:#x} accepted (RAM size {:#x})",
-            ctx.ram_size
+            p % 4096 == 0 && p < ram_size,
+            "code page {p:#x} accepted (RAM size {ram_size:#x})"
         );
     }
     let st = &a.state;
-    assert_eq!(st.gprs, area.state.gprs);
-    assert_eq!(st.rip, area.state.rip);
     if !entry.code64() {
         // 32-bit code: nothing in the upper halves, R8..R15 untouched.
         assert!(
@@ -76,6 +84,20 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
         assert_eq!(st.gprs[gpr::R8..], entry.gprs[gpr::R8..], "R8..R15 changed");
         if let Some(linear) = a.exit.reason.linear() {
             assert!(linear >> 32 == 0, "linear address {linear:#x} accepted");
+        }
+    } else {
+        // 64-bit code: what it can hold is canonical (RIP, the FS/GS bases WRFSBASE takes),
+        // RFLAGS is 32 bits wide.
+        assert!(is_canonical(st.rip), "RIP {:#x} accepted", st.rip);
+        for i in [seg::FS, seg::GS] {
+            let b = st.segs[i].base;
+            assert!(is_canonical(b), "{} base {b:#x} accepted", seg::NAMES[i]);
+        }
+        assert!(st.rflags >> 32 == 0, "RFLAGS {:#x} accepted", st.rflags);
+        // A #PF exit names a canonical address: the 4-level walk faults at no other. (An access
+        // to emulate may name any: an LA57 host's #PF can, and Bochs raises the #GP itself.)
+        if let ExitReason::PageFault { linear, .. } = a.exit.reason {
+            assert!(is_canonical(linear), "#PF at {linear:#x} accepted");
         }
     }
     let f = st.rflags;
@@ -106,12 +128,20 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
     );
     for (i, (o, e)) in st.segs.iter().zip(&entry.segs).enumerate() {
         let name = seg::NAMES[i];
-        assert_eq!(
-            (o.attr, o.limit, o.base, o.reserved),
-            (e.attr, e.limit, e.base, e.reserved),
-            "{name}: descriptor changed"
+        // (64-bit code may move its FS/GS bases.)
+        let base_kept = o.base == e.base || (entry.code64() && (i == seg::FS || i == seg::GS));
+        assert!(
+            (o.attr, o.limit, o.reserved) == (e.attr, e.limit, e.reserved) && base_kept,
+            "{name}: descriptor changed: {o:x?} after {e:x?}"
         );
         match o.flags {
+            0 if entry.code64() && (i == seg::FS || i == seg::GS) => {
+                // 64-bit code's FS/GS bases are its own (checked canonical above).
+                assert_eq!(
+                    o.selector, e.selector,
+                    "{name}: unflagged, another selector"
+                );
+            }
             0 => assert_eq!(o, e, "{name}: unflagged but not the entry's register"),
             SEG_NOT_INSTALLED => assert_eq!(
                 o.selector & 4,
@@ -126,10 +156,8 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
         let sel = st.segs[i].selector;
         assert!(
             sel & 3 == 3 && sel & !3 != 0,
-            "{} selector {sel:#06x} accepted: native CPL 3 code cannot change CPL \
-             (the executor reported {:#06x})",
+            "{} selector {sel:#06x} accepted: native CPL 3 code cannot change CPL",
             seg::NAMES[i],
-            area.state.segs[i].selector
         );
     }
     let (img, old) = (&st.xsave, &entry.xsave);
@@ -145,7 +173,7 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
         old.0[sw::START..sw::END],
         "software-available bytes"
     );
-    let size = ctx.xsave.size as usize;
+    let size = xs.size as usize;
     assert!(
         img.0[size..] == old.0[size..],
         "bytes beyond the transferred size"
@@ -161,7 +189,7 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
     if clear(1) {
         assert!(img.0[160..416].iter().all(|&b| b == 0), "XMM not initial");
     }
-    for (bit, &(off, len)) in ctx.xsave.components.iter().enumerate().skip(2) {
+    for (bit, &(off, len)) in xs.components.iter().enumerate().skip(2) {
         if clear(bit as u32) {
             let (off, len) = (off as usize, len as usize);
             assert!(
@@ -174,7 +202,7 @@ pub(super) fn check_accepted(s: &Setup, area: &ExecArea, a: &Accepted) {
     // What accel-core hands Bochs: Bochs reloads exactly the flagged registers and stops on
     // a CS or SS that is not RPL 3.
     let mut cpu = cpu_state(entry);
-    let reload = plex86_accel::state::from_guest(st, &ctx.xsave, &mut cpu);
+    let reload = plex86_accel::state::from_guest(st, xs, &mut cpu);
     let flagged = st
         .segs
         .iter()
