@@ -26,8 +26,8 @@
 //! 64-bit code (CS.L=1 in long mode) runs too: entered on the host's 64-bit CS and SS with
 //! the state's FS/GS bases (WRFSBASE/WRGSBASE in the stub), mirrored through the 4-level
 //! walker, its exits read whole and its FS/GS bases at the exit taken from the handler's
-//! RDFSBASE/RDGSBASE. Not yet (issue 15's later steps): compatibility mode, the vsyscall
-//! page's rewind.
+//! RDFSBASE/RDGSBASE; a call into the vsyscall page is rewound to the guest's fetch there.
+//! Not yet (issue 15's later steps): compatibility mode.
 //!
 //! The stub-written pages are RW to guest code: every byte the library reads there after a
 //! signal is checked by `published.rs` (or, for the state, by the exit checks after the
