@@ -259,10 +259,11 @@ impl StubExecutor {
             .store(p.stub, Ordering::Relaxed);
     }
 
-    /// The code this executor runs natively: 32-bit code and 64-bit code in long mode (its
-    /// process holds only S, in a 4 GiB block the mirror never uses, and the guest's mirrors).
+    /// The code this executor runs natively: 32-bit code, and in long mode 64-bit and
+    /// compatibility-mode code (its process holds only S, in a 4 GiB block above 4 GiB the
+    /// mirror never uses, and the guest's mirrors; its monitor walks 4-level tables).
     pub fn code_modes(&self) -> CodeModes {
-        CodeModes::Legacy32AndLong64
+        CodeModes::Legacy32Long64AndCompat
     }
 
     /// Whether 64-bit `state`'s page tables map any page where S lies (present at every

@@ -70,7 +70,7 @@ fn the_stub_enters_64_bit_code_and_today_s_executor_refuses_it() {
 fn the_stub_refuses_what_it_cannot_load_and_names_it() {
     stub_refuses(
         &|s| s.segs[seg::CS] = Segment::flat_code(0x23),
-        "long mode (compatibility, EFER 0xd00): the executors run no compatibility-mode code yet",
+        "long mode (compatibility, EFER 0xd00): this executor runs no compatibility-mode code",
     );
     stub_refuses(
         &|s| s.rip = 0x8000_0000_0000,
