@@ -4,8 +4,8 @@
   python3 ci/lib/check_backend.py RUN.json executor
 
 The library names what runs guest code in its start-up log line ("started: stub executor ...")
-or, for the stub executor that the default backend starts at the first 64-bit entry, in
-"64-bit code: started the stub executor ...". The statistics must show native runs on that
+or, for the stub executor that the default backend starts at the first long-mode entry, in
+"long-mode code: started the stub executor ...". The statistics must show native runs on that
 executor (`backend_runs`; older statistics without it: any native runs), else the suite could
 have passed fully emulated or on the other executor.
 """
