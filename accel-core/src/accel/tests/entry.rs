@@ -402,6 +402,13 @@ fn compat_mode_runs_on_a_backend_that_runs_it() {
     assert_eq!(cpu.gpr[9], r9);
     let st = t.accel.stats();
     assert_eq!((st.runs, st.declines.iter().sum::<u64>()), (1, 0));
+    assert_eq!(st.compat_runs, 1, "counted as compatibility-mode code");
+    let mut cpu = sample_long_state();
+    assert!(!matches!(
+        run(&mut t, &mut cpu),
+        RunOutcome::Declined { .. }
+    ));
+    assert_eq!(t.accel.stats().compat_runs, 1, "64-bit code is not");
 }
 
 #[test]

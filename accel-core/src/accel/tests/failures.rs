@@ -162,7 +162,9 @@ fn an_executor_started_for_the_state_is_logged_and_counted_with_its_runs() {
         .any(|(l, m)| *l == Level::Info && m == line));
     let json = st.to_json(1);
     assert!(
-        json.contains("\"backend_runs\":{\"executor\":1,\"stub\":0},\"stub_starts\":1"),
+        json.contains(
+            "\"backend_runs\":{\"executor\":1,\"stub\":0},\"compat_runs\":0,\"stub_starts\":1"
+        ),
         "{json}"
     );
 }
