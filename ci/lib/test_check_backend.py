@@ -5,7 +5,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_backend import check  # noqa: E402
+from check_backend import check, check_compat  # noqa: E402
 
 DEFAULT_START = ("i[PLEX86] started: executor next to the library (pid 1) for 32-bit code; "
                  "for long-mode code (64-bit and compatibility mode) the stub executor at the first long-mode entry\n")
@@ -50,6 +50,15 @@ class CheckBackendTest(unittest.TestCase):
         self.assertEqual(len(problems), 1, problems)
         self.assertIn("no native runs on the stub executor", problems[0])
         self.assertEqual(check(self.run_with(DEFAULT_START, stats), "executor"), [])
+
+    def test_compat_needs_compat_runs_and_no_compat_decline(self):
+        ok = {"compat_runs": 12, "declines": {"long_mode_compat": 0, "short_burst": 3}}
+        self.assertEqual(check_compat({"accel_stats": ok}), [])
+        none = {"compat_runs": 0, "declines": {"long_mode_compat": 4}}
+        problems = check_compat({"accel_stats": none})
+        self.assertEqual(len(problems), 2, problems)
+        self.assertIn("4 long_mode_compat decline(s)", problems[1])
+        self.assertEqual(len(check_compat({"accel_stats": {"runs": 9}})), 1, "older statistics")
 
 
 if __name__ == "__main__":
