@@ -8,7 +8,8 @@ use crate::error::DriverError;
 use crate::protocol::{self, gpr, native_selector, seg, GuestState, Segment};
 use crate::XsaveInfo;
 
-const XS: XsaveInfo = XsaveInfo {
+/// A host's XSAVE layout for the rules (tests_compat.rs uses it too).
+pub(super) const XS: XsaveInfo = XsaveInfo {
     size: 2688,
     features: 0xe7,
     components: [(0, 0); 8],

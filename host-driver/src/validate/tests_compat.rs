@@ -4,16 +4,11 @@
 //! are checked exactly as 32-bit code's.
 
 use super::exit::{check_reason_against_state, validate_exit_state};
+use super::tests64::XS;
 use super::*;
 use crate::error::DriverError;
 use crate::protocol::{self, gpr, native_selector, seg, GuestState, Segment};
-use crate::{Access, ExitReason, XsaveInfo};
-
-const XS: XsaveInfo = XsaveInfo {
-    size: 2688,
-    features: 0xe7,
-    components: [(0, 0); 8],
-};
+use crate::{Access, ExitReason};
 
 /// A compat process as an amd64 Linux guest has it: CS 0x23 (32-bit), SS/DS/ES 0x2b, FS null,
 /// GS its TLS entry 0x63; 4-level paging with NX, a PML4 above 4 GiB, R8..R15 the 64-bit
