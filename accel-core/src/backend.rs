@@ -37,8 +37,10 @@ pub trait Backend: Send {
     fn cpuid_faulting(&self) -> bool {
         false
     }
-    /// What guest code it runs natively: 64-bit code (long mode, CS.L=1) only with
-    /// [`CodeModes::Legacy32AndLong64`]; otherwise such states are declined (`long_mode_64`).
+    /// What guest code it runs natively: 64-bit code (long mode, CS.L=1) and
+    /// compatibility-mode code (long mode, CS.L=0) only when [`CodeModes::long64`] and
+    /// [`CodeModes::compat`] say so; otherwise such states are declined (`long_mode_64`,
+    /// `long_mode_compat`).
     fn code_modes(&self) -> CodeModes {
         CodeModes::Legacy32
     }

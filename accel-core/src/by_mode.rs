@@ -1,6 +1,8 @@
-//! The default backend (`PLEX86_ACCEL_BACKEND` unset or `auto`): 32-bit code on today's
-//! executor, 64-bit code on the stub executor, which starts at the first 64-bit entry (a
-//! 32-bit guest never pays for a second process).
+//! The default backend (`PLEX86_ACCEL_BACKEND` unset or `auto`): 32-bit code outside long
+//! mode on today's executor; long-mode code, 64-bit and compatibility-mode (a 32-bit process
+//! of a 64-bit guest, which today's executor cannot run: its monitor walks 2-level and PAE
+//! tables only, and its own code lives above 4 GiB), on the stub executor, which starts at
+//! the first long-mode entry (a 32-bit guest never pays for a second process).
 //!
 //! Coherence. The accelerator keeps one queue of MMU commands and hands it to whichever
 //! executor runs next; the other one misses those commands. Two rules keep its mirror right:
@@ -8,8 +10,8 @@
 //! * **Flush on switch**: an executor that may hold mirror entries and did not run the last
 //!   run gets a `FlushAll` before its next run. Everything it missed (INVLPGs, flushes, CR3
 //!   changes) only removes entries, so dropping all of them covers it. Runs switch rarely (an
-//!   amd64 guest's user code is all 64-bit; a 686 guest's all 32-bit), so the refills cost
-//!   nothing measurable.
+//!   amd64 guest's user code, 64-bit or compatibility-mode, all runs on the stub; a 686
+//!   guest's all on today's executor), so the refills cost nothing measurable.
 //! * **Write protections are replayed**: a flush keeps them, so the protections sent to one
 //!   executor are kept for the other (`pending`) and sent with its next run, from the first
 //!   one on (a freshly started stub gets every protection sent so far). A page that native
@@ -28,14 +30,15 @@ use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-/// The default backend: today's executor, and the stub executor for 64-bit code.
+/// The default backend: today's executor, and the stub executor for long-mode code.
 pub type AutoBackend = ByMode<ExecutorBackend, StubBackend>;
 
-/// Starts the 64-bit executor on a plain-RAM map, next to the 32-bit one `A` (whose RAM fd it
+/// Starts the long-mode executor on a plain-RAM map, next to the 32-bit one `A` (whose RAM fd it
 /// duplicates).
 pub type StartStub<A, S> = Box<dyn FnMut(&A, &[Range<u64>]) -> Result<S, String> + Send>;
 
-/// 32-bit code on `A`, 64-bit code on `S` (started by `start_stub` at the first 64-bit entry).
+/// 32-bit code outside long mode on `A`, long-mode code on `S` (started by `start_stub` at
+/// the first long-mode entry).
 pub struct ByMode<A: Backend, S: Backend> {
     exec: A,
     stub: Option<S>,
@@ -83,13 +86,13 @@ impl<A: Backend, S: Backend> ByMode<A, S> {
         &self.exec
     }
 
-    /// The 64-bit executor, once started.
+    /// The long-mode executor, once started.
     pub fn stub(&self) -> Option<&S> {
         self.stub.as_ref()
     }
 
     fn which(state: &GuestState) -> Which {
-        if state.code64() {
+        if state.long_mode() {
             Which::Stub
         } else {
             Which::Executor
@@ -150,10 +153,10 @@ impl<A: Backend, S: Backend> Backend for ByMode<A, S> {
         if Self::which(state) == Which::Executor || self.stub.is_some() {
             return Ok(None);
         }
-        let cannot = |e| format!("the stub executor for 64-bit code cannot start: {e}");
+        let cannot = |e| format!("the stub executor for long-mode code cannot start: {e}");
         let stub = (self.start_stub)(&self.exec, &self.ram_map).map_err(cannot)?;
         agrees(&stub, &self.exec).map_err(cannot)?;
-        let started = format!("64-bit code: started the {}", stub.describe());
+        let started = format!("long-mode code: started the {}", stub.describe());
         self.stub = Some(stub);
         self.dirty[Which::Stub as usize] = false;
         Ok(Some(started))
@@ -176,7 +179,7 @@ impl<A: Backend, S: Backend> Backend for ByMode<A, S> {
                 Some(s) => s.run(state, budget, sent),
                 None => {
                     return Err(DriverError::UnsupportedState(
-                        "64-bit code, and the stub executor has not been started".into(),
+                        "long-mode code, and the stub executor has not been started".into(),
                     ))
                 }
             },
@@ -222,10 +225,10 @@ impl<A: Backend, S: Backend> Backend for ByMode<A, S> {
     fn describe(&self) -> String {
         let stub = match &self.stub {
             Some(s) => s.describe(),
-            None => "the stub executor at the first 64-bit entry".to_string(),
+            None => "the stub executor at the first long-mode entry".to_string(),
         };
         format!(
-            "{} for 32-bit code; for 64-bit code {stub}",
+            "{} for 32-bit code; for long-mode code (64-bit and compatibility mode) {stub}",
             self.exec.describe()
         )
     }
@@ -235,7 +238,7 @@ impl<A: Backend, S: Backend> Backend for ByMode<A, S> {
     }
 
     fn code_modes(&self) -> CodeModes {
-        CodeModes::Legacy32AndLong64
+        CodeModes::Legacy32Long64AndCompat
     }
 
     fn ran_on(&self) -> Which {

@@ -36,9 +36,10 @@
 //!
 //! # Long mode
 //!
-//! ABI 6 hands the library long-mode states too. Only the stub executor runs 64-bit code
-//! (issue 15; the default backend starts it at the first 64-bit entry): with today's executor
-//! alone (`PLEX86_ACCEL_BACKEND=executor`) [`mode_decline`] declines 64-bit mode ([`Decline::LongMode64`]), and with either compatibility mode
+//! ABI 6 hands the library long-mode states too. Only the stub executor runs long-mode code,
+//! 64-bit and compatibility-mode (issue 15; the default backend starts it at the first
+//! long-mode entry): with today's executor alone (`PLEX86_ACCEL_BACKEND=executor`)
+//! [`mode_decline`] declines 64-bit mode ([`Decline::LongMode64`]) and compatibility mode
 //! ([`Decline::LongModeCompat`]), before anything is converted, with the unsupported-state
 //! retry, each counted under its own name. Bochs itself declines, with reasons of its own,
 //! the long-mode features native code would not honour (LA57, LAM, UINTR, PKE, user CET).
@@ -101,7 +102,8 @@ pub enum Decline {
     Backoff,
     /// 64-bit mode, with an executor that runs 32-bit code only.
     LongMode64,
-    /// Compatibility mode (a 32-bit process of a 64-bit guest): not run natively yet.
+    /// Compatibility mode (a 32-bit process of a 64-bit guest), with an executor that does
+    /// not run it.
     LongModeCompat,
 }
 
@@ -135,7 +137,7 @@ impl Decline {
                 Some("long mode: this executor runs 32-bit code only (PLEX86_ACCEL_BACKEND=executor; 64-bit user code is emulated; unset or auto runs it natively on the stub executor)")
             }
             Decline::LongModeCompat => {
-                Some("long mode: compatibility-mode user code is not run natively yet (emulated)")
+                Some("long mode: this executor runs no compatibility-mode code (PLEX86_ACCEL_BACKEND=executor; 32-bit processes of a 64-bit guest are emulated; unset or auto runs them natively on the stub executor)")
             }
             _ => None,
         }
@@ -143,15 +145,15 @@ impl Decline {
 }
 
 /// The decline for a CPU mode (`plex86_accel_cpu_state.mode`) the library cannot run natively:
-/// 64-bit mode unless the backend runs 64-bit code (`code_modes`: the stub executor) and
-/// compatibility mode have reasons of their own; real and V8086 mode (which Bochs never
+/// 64-bit mode and compatibility mode, unless the backend runs them (`code_modes`: the stub
+/// executor), have reasons of their own; real and V8086 mode (which Bochs never
 /// offers) and unknown values are unsupported states. `None` for 32-bit protected mode.
 pub fn mode_decline(mode: u32, code_modes: host_driver::CodeModes) -> Option<Decline> {
-    let runs_64bit_code = code_modes == host_driver::CodeModes::Legacy32AndLong64;
     match mode {
         raw::plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED => None,
-        raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64 if runs_64bit_code => None,
+        raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64 if code_modes.long64() => None,
         raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64 => Some(Decline::LongMode64),
+        raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT if code_modes.compat() => None,
         raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT => Some(Decline::LongModeCompat),
         _ => Some(Decline::Unsupported),
     }
@@ -506,13 +508,29 @@ mod tests {
                 Legacy32AndLong64
             ),
             None,
-            "the stub executor runs 64-bit code"
+            "64-bit code without compatibility mode"
+        );
+        // The stub executor (and the default backend) runs both.
+        let all = host_driver::CodeModes::Legacy32Long64AndCompat;
+        for m in [
+            plex86_accel_mode_PLEX86_ACCEL_MODE_PROTECTED,
+            plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_64,
+            plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT,
+        ] {
+            assert_eq!(mode_decline(m, all), None, "mode {m}");
+        }
+        assert_eq!(
+            mode_decline(plex86_accel_mode_PLEX86_ACCEL_MODE_REAL, all),
+            Some(Decline::Unsupported)
         );
         assert!(Decline::LongMode64
             .explanation()
             .unwrap()
             .starts_with("long mode: this executor runs 32-bit code only"));
-        assert!(Decline::LongModeCompat.explanation().is_some());
+        assert!(Decline::LongModeCompat
+            .explanation()
+            .unwrap()
+            .starts_with("long mode: this executor runs no compatibility-mode code"));
         assert_eq!(Decline::Backoff.explanation(), None);
     }
 }

@@ -91,7 +91,10 @@ pub struct Stats {
     pub stub_region_emulated: u64,
     /// Native runs (RAN) by the executor that ran them (index: [`crate::backend::Which`]).
     pub backend_runs: [u64; 2],
-    /// Stub executors started at a 64-bit entry by the default backend (not counting
+    /// Native runs of compatibility-mode code (32-bit processes of a 64-bit guest; on the
+    /// stub executor, counted in `backend_runs` too).
+    pub compat_runs: u64,
+    /// Stub executors started at a long-mode entry by the default backend (not counting
     /// respawns).
     pub stub_starts: u64,
     /// Guest escapes the executor contained (the stub: a fresh process, #GP(0) in the guest;
@@ -216,6 +219,7 @@ impl Stats {
             stub_region_refused: 0,
             stub_region_emulated: 0,
             backend_runs: [0; 2],
+            compat_runs: 0,
             stub_starts: 0,
             escapes_contained: 0,
             failure: None,
@@ -305,8 +309,8 @@ impl Stats {
             self.respawns
         ));
         l.push(format!(
-            "  executors: {} runs on the executor, {} on the stub executor ({} started at a 64-bit entry)",
-            self.backend_runs[0], self.backend_runs[1], self.stub_starts
+            "  executors: {} runs on the executor, {} on the stub executor ({} of compatibility-mode code; {} started at a long-mode entry)",
+            self.backend_runs[0], self.backend_runs[1], self.compat_runs, self.stub_starts
         ));
         l.push(format!(
             "  code pages: {} protect requests, {} write-protects sent, {} invalidations reported",
@@ -401,6 +405,7 @@ impl Stats {
             ]
             .into_iter(),
         );
+        o.num("compat_runs", self.compat_runs);
         o.num("stub_starts", self.stub_starts);
         o.counts(
             "escapes",
@@ -490,6 +495,7 @@ mod tests {
         s.undecoded = 1;
         s.backend_runs = [4, 2];
         s.stub_starts = 1;
+        s.compat_runs = 1;
         s.failure = Some("executor died: \"killed\"\n".into());
         s
     }
@@ -542,6 +548,7 @@ mod tests {
         assert_eq!(v["backend_runs"]["executor"], 4);
         assert_eq!(v["backend_runs"]["stub"], 2);
         assert_eq!(v["stub_starts"], 1);
+        assert_eq!(v["compat_runs"], 1);
         assert_eq!(v["failure"], "executor died: \"killed\"\n");
         let ok = Stats::default();
         let v: serde_json::Value = serde_json::from_str(&ok.to_json(0)).unwrap();
@@ -576,7 +583,7 @@ mod tests {
         assert!(lines[4].contains("42 demand fills"));
         assert_eq!(
             lines[5],
-            "  executors: 4 runs on the executor, 2 on the stub executor (1 started at a 64-bit entry)"
+            "  executors: 4 runs on the executor, 2 on the stub executor (1 of compatibility-mode code; 1 started at a long-mode entry)"
         );
         assert!(
             lines[7].contains("hlt 2 (privileged), mov ds 1 (segment_load)"),

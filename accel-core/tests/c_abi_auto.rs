@@ -39,13 +39,16 @@ fn the_stub_starts_at_the_first_64bit_entry_and_32bit_code_stays_on_the_executor
     g.code(|a| a.hlt());
     assert!(
         g.logged("started: executor")
-            && g.logged("for 64-bit code the stub executor at the first 64-bit entry"),
+            && g.logged("for long-mode code (64-bit and compatibility mode) the stub executor at the first long-mode entry"),
         "{}",
         g.describe()
     );
     let legacy = g.state;
     assert_eq!(g.run(), RAN, "{}", g.describe());
-    assert!(!g.logged("64-bit code: started"), "no stub for 32-bit code");
+    assert!(
+        !g.logged("long-mode code: started"),
+        "no stub for 32-bit code"
+    );
     make_64bit(&mut g);
     let long64 = g.run();
     assert!(
@@ -55,7 +58,7 @@ fn the_stub_starts_at_the_first_64bit_entry_and_32bit_code_stays_on_the_executor
         "long mode is not declined by default"
     );
     assert!(
-        g.logged("64-bit code: started the stub executor"),
+        g.logged("long-mode code: started the stub executor"),
         "{}",
         g.describe()
     );
@@ -106,10 +109,10 @@ fn a_stub_that_cannot_start_fails_at_the_first_64bit_entry() {
     assert_eq!(format!("{:?}", g.state), before, "nothing changed");
     let msg = g.message();
     assert!(
-        msg.starts_with("the stub executor for 64-bit code cannot start:"),
+        msg.starts_with("the stub executor for long-mode code cannot start:"),
         "{msg}"
     );
-    assert!(g.logged("accelerator disabled: the stub executor for 64-bit code cannot start"));
+    assert!(g.logged("accelerator disabled: the stub executor for long-mode code cannot start"));
     let v = g.shutdown();
     assert_eq!(v["stub_starts"], 0);
     assert_eq!(v["backend_runs"]["executor"], 1);

@@ -148,12 +148,12 @@ fn a_c_program_drives_the_library() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("smoke ok"));
-    // The default backend: today's executor now, the stub executor at the first 64-bit entry
-    // (the smoke program makes none).
+    // The default backend: today's executor now, the stub executor at the first long-mode
+    // entry (the smoke program makes none).
     assert!(
         text.contains("log 1: started: executor next to the library")
             && text.contains(
-                "for 32-bit code; for 64-bit code the stub executor at the first 64-bit entry"
+                "for 32-bit code; for long-mode code (64-bit and compatibility mode) the stub executor at the first long-mode entry"
             ),
         "{text}"
     );

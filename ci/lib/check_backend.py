@@ -1,13 +1,14 @@
 """Checks that an accelerated ci/run-guest run used the named executor and ran guest code on it.
 
-  python3 ci/lib/check_backend.py RUN.json "stub executor"
+  python3 ci/lib/check_backend.py RUN.json "stub executor" [--compat]
   python3 ci/lib/check_backend.py RUN.json executor
 
 The library names what runs guest code in its start-up log line ("started: stub executor ...")
-or, for the stub executor that the default backend starts at the first 64-bit entry, in
-"64-bit code: started the stub executor ...". The statistics must show native runs on that
+or, for the stub executor that the default backend starts at the first long-mode entry, in
+"long-mode code: started the stub executor ...". The statistics must show native runs on that
 executor (`backend_runs`; older statistics without it: any native runs), else the suite could
-have passed fully emulated or on the other executor.
+have passed fully emulated or on the other executor. With --compat the statistics must also
+show native runs of compatibility-mode code (`compat_runs`) and no `long_mode_compat` decline.
 """
 import json
 import sys
@@ -36,12 +37,31 @@ def check(run: dict, backend: str) -> list[str]:
     return problems
 
 
+def check_compat(run: dict) -> list[str]:
+    """With --compat: compatibility-mode code (32-bit processes of a 64-bit guest) ran natively
+    (`compat_runs`) and none of it was declined for its mode (`long_mode_compat`)."""
+    stats = run.get("accel_stats") or {}
+    problems = []
+    if not stats.get("compat_runs"):
+        problems.append(f"no native runs of compatibility-mode code (compat_runs "
+                        f"{stats.get('compat_runs')})")
+    declined = (stats.get("declines") or {}).get("long_mode_compat")
+    if declined:
+        problems.append(f"{declined} long_mode_compat decline(s)")
+    return problems
+
+
 def main() -> int:
-    if len(sys.argv) != 3 or sys.argv[2] not in KEYS:
+    args = sys.argv[1:]
+    compat = "--compat" in args
+    if compat:
+        args.remove("--compat")
+    if len(args) != 2 or args[1] not in KEYS:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
-    path, backend = sys.argv[1], sys.argv[2]
-    problems = check(json.loads(Path(path).read_text()), backend)
+    path, backend = args
+    run = json.loads(Path(path).read_text())
+    problems = check(run, backend) + (check_compat(run) if compat else [])
     for p in problems:
         print(f"{path}: {p}")
     if not problems:

@@ -428,6 +428,13 @@ def cmd_run(argv: list[str]) -> int:
                     help="kernel flavour: 686 or 686-pae (i386, required), amd64 (amd64, the default)")
     ap.add_argument("--accel", choices=("on", "off"), required=True)
     ap.add_argument("--programs", help="list passed to suite-run --only; 'none' skips the suite")
+    ap.add_argument("--suite32", action="store_true",
+                    help="amd64: run the i386 suite's static programs (/suite32: 32-bit processes, "
+                         "compatibility mode) instead of the x86-64 suite; their native oracle is "
+                         "ci/run-native's i386 results. On AMD hosts add --append clearcpuid=110: "
+                         "the guest kernel's 32-bit vDSO then uses INT 0x80, not SYSCALL (its "
+                         "SYSCALL32 feature, bit 3*32+14), which the host CPU model leaves out "
+                         "in 32-bit code (#UD, the program dies of SIGILL)")
     ap.add_argument("--add", metavar="DIR", help="directory copied to /extra in the guest")
     ap.add_argument("--run", metavar="CMD", help="command run as `cd /extra && sh -c CMD` after the suite")
     ap.add_argument("--timeout", type=float, default=1800.0)
@@ -454,6 +461,8 @@ def cmd_run(argv: list[str]) -> int:
 
     if a.add and not a.run:
         die("--add needs --run CMD", 2)
+    if a.suite32 and a.arch != "amd64":
+        die("--suite32 needs --arch amd64 (the i386 guest runs the i386 suite itself)", 2)
     add_dir = Path(a.add).resolve() if a.add else None
     if add_dir is not None and not add_dir.is_dir():
         die(f"--add {a.add}: not a directory", 2)
@@ -501,6 +510,8 @@ def cmd_run(argv: list[str]) -> int:
     t_iso0 = time.monotonic()
     progs = a.programs
     spec = ["# written by ci/run-guest"]
+    if a.suite32:
+        spec.append("SUITE_DIR=/suite32")
     if progs is not None and progs.strip().lower() == "none":
         spec.append("SUITE=0")
     else:

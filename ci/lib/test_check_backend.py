@@ -5,11 +5,11 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_backend import check  # noqa: E402
+from check_backend import check, check_compat  # noqa: E402
 
 DEFAULT_START = ("i[PLEX86] started: executor next to the library (pid 1) for 32-bit code; "
-                 "for 64-bit code the stub executor at the first 64-bit entry\n")
-STUB_STARTED = "i[PLEX86] 64-bit code: started the stub executor next to the library (pid 2)\n"
+                 "for long-mode code (64-bit and compatibility mode) the stub executor at the first long-mode entry\n")
+STUB_STARTED = "i[PLEX86] long-mode code: started the stub executor next to the library (pid 2)\n"
 
 
 class CheckBackendTest(unittest.TestCase):
@@ -40,7 +40,7 @@ class CheckBackendTest(unittest.TestCase):
         stats = {"runs": 4003, "failures": 0, "backend_runs": {"executor": 0, "stub": 4003}}
         run = self.run_with(DEFAULT_START + STUB_STARTED, stats)
         self.assertEqual(check(run, "stub executor"), [])
-        # The start-up line alone ("... the stub executor at the first 64-bit entry") does
+        # The start-up line alone ("... the stub executor at the first long-mode entry") does
         # not count: the stub must have started.
         self.assertEqual(len(check(self.run_with(DEFAULT_START, stats), "stub executor")), 1)
 
@@ -50,6 +50,15 @@ class CheckBackendTest(unittest.TestCase):
         self.assertEqual(len(problems), 1, problems)
         self.assertIn("no native runs on the stub executor", problems[0])
         self.assertEqual(check(self.run_with(DEFAULT_START, stats), "executor"), [])
+
+    def test_compat_needs_compat_runs_and_no_compat_decline(self):
+        ok = {"compat_runs": 12, "declines": {"long_mode_compat": 0, "short_burst": 3}}
+        self.assertEqual(check_compat({"accel_stats": ok}), [])
+        none = {"compat_runs": 0, "declines": {"long_mode_compat": 4}}
+        problems = check_compat({"accel_stats": none})
+        self.assertEqual(len(problems), 2, problems)
+        self.assertIn("4 long_mode_compat decline(s)", problems[1])
+        self.assertEqual(len(check_compat({"accel_stats": {"runs": 9}})), 1, "older statistics")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ fn wide(i: usize) -> u64 {
 #[test]
 fn a_run_enters_with_all_sixteen_registers_and_exits_at_hlt_with_them_whole() {
     let mut vm = Vm64::new();
-    assert_eq!(vm.stub.code_modes(), CodeModes::Legacy32AndLong64);
+    assert_eq!(vm.stub.code_modes(), CodeModes::Legacy32Long64AndCompat);
     let bytes = vm.code(|a| {
         a.nop()?;
         a.hlt()
@@ -123,14 +123,20 @@ fn today_s_executor_refuses_64_bit_code_with_its_reason() {
     }
 }
 
-/// The stub refuses compatibility mode (issue 15's step 4) and what it cannot load.
+/// The stub refuses what it cannot load: compatibility-mode code at a 64-bit RIP (it runs
+/// compatibility mode below 4 GiB: stub_compat.rs), a non-canonical FS base.
 #[test]
-fn the_stub_refuses_compatibility_mode_and_non_canonical_bases() {
+fn the_stub_refuses_a_wide_eip_in_compatibility_mode_and_non_canonical_bases() {
     let mut vm = Vm64::new();
     let mut compat = vm.state;
     compat.segs[1] = host_driver::Segment::flat_code(0x23);
+    compat.gprs[4] = 0x1000; // a 32-bit ESP: the EIP is what is refused
     let e = vm.stub.run(&mut compat, BUDGET, &[]).unwrap_err();
-    assert!(e.to_string().contains("compatibility"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("EIP 0x555555550000 has an upper half"),
+        "{e}"
+    );
     let mut bad = vm.state;
     bad.segs[4].base = 0x8000_0000_0000;
     let e = vm.stub.run(&mut bad, BUDGET, &[]).unwrap_err();

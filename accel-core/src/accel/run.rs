@@ -237,6 +237,9 @@ impl<B: Backend> Accelerator<B> {
         let seg_reload = state::from_guest(&self.scratch.gs, &self.xsave, cpu);
         stats.runs += 1;
         stats.backend_runs[self.backend.ran_on() as usize] += 1;
+        if self.scratch.gs.long_mode() && !self.scratch.gs.code64() {
+            stats.compat_runs += 1;
+        }
         stats.exit(reason);
         stats.ticks_charged = stats.ticks_charged.saturating_add(ticks);
         if worth_decoding(reason) {

@@ -140,24 +140,54 @@ fn the_states_are_what_the_routing_assumes() {
 #[test]
 fn the_stub_starts_at_the_first_64bit_entry_only() {
     let mut t = by_mode();
-    assert_eq!(t.b.code_modes(), CodeModes::Legacy32AndLong64);
+    assert_eq!(t.b.code_modes(), CodeModes::Legacy32Long64AndCompat);
     assert!(t
         .b
         .describe()
-        .ends_with("for 64-bit code the stub executor at the first 64-bit entry"));
+        .ends_with("for long-mode code (64-bit and compatibility mode) the stub executor at the first long-mode entry"));
     assert_eq!(t.b.prepare(&state(false)), Ok(None));
     run(&mut t, false, &[]).unwrap();
     assert!(t.b.stub().is_none() && t.starts.lock().unwrap().is_empty());
     assert_eq!(t.b.ran_on(), Which::Executor);
     assert_eq!(
         t.b.prepare(&state(true)),
-        Ok(Some("64-bit code: started the fake stub".into()))
+        Ok(Some("long-mode code: started the fake stub".into()))
     );
     assert_eq!(t.b.prepare(&state(true)), Ok(None), "started once");
     run(&mut t, true, &[]).unwrap();
     assert_eq!(t.b.ran_on(), Which::Stub);
     assert_eq!((sent(&t.exec).len(), sent(&t.stub).len()), (1, 1));
-    assert!(t.b.describe().ends_with("for 64-bit code fake stub"));
+    assert!(t
+        .b
+        .describe()
+        .ends_with("for long-mode code (64-bit and compatibility mode) fake stub"));
+}
+
+/// Compatibility-mode code (long mode, CS.L=0) goes to the stub too: today's executor cannot
+/// walk long mode's tables. It starts the stub as 64-bit code would, and runs switching
+/// between the two modes in one address space stay on the stub (no flush).
+#[test]
+fn compat_code_starts_and_runs_on_the_stub() {
+    let mut t = by_mode();
+    let mut compat = GuestState {
+        efer: 0x500,
+        ..GuestState::default()
+    };
+    assert!(compat.long_mode() && !compat.code64());
+    assert_eq!(
+        t.b.prepare(&compat),
+        Ok(Some("long-mode code: started the fake stub".into()))
+    );
+    t.b.run(&mut compat, Duration::from_millis(1), &[]).unwrap();
+    assert_eq!(t.b.ran_on(), Which::Stub);
+    run(&mut t, true, &[]).unwrap();
+    t.b.run(&mut compat, Duration::from_millis(1), &[]).unwrap();
+    assert_eq!(sent(&t.exec).len(), 0, "today's executor ran nothing");
+    assert_eq!(
+        sent(&t.stub),
+        vec![vec![]; 3],
+        "three runs, no flush between them"
+    );
 }
 
 #[test]
@@ -174,7 +204,7 @@ fn a_stub_that_cannot_start_or_disagrees_says_why() {
     let mut t = by_mode_with(layouts::AMD, Some("no stub here"));
     assert_eq!(
         t.b.prepare(&state(true)),
-        Err("the stub executor for 64-bit code cannot start: no stub here".into())
+        Err("the stub executor for long-mode code cannot start: no stub here".into())
     );
     assert!(t.b.stub().is_none());
     let mut other = layouts::AMD;
@@ -182,7 +212,7 @@ fn a_stub_that_cannot_start_or_disagrees_says_why() {
     let mut t = by_mode_with(other, None);
     let e = t.b.prepare(&state(true)).unwrap_err();
     assert!(
-        e.starts_with("the stub executor for 64-bit code cannot start: its XSAVE layout")
+        e.starts_with("the stub executor for long-mode code cannot start: its XSAVE layout")
             && e.contains("executor's"),
         "{e}"
     );

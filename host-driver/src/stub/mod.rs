@@ -27,7 +27,8 @@
 //! the state's FS/GS bases (WRFSBASE/WRGSBASE in the stub), mirrored through the 4-level
 //! walker, its exits read whole and its FS/GS bases at the exit taken from the handler's
 //! RDFSBASE/RDGSBASE; a call into the vsyscall page is rewound to the guest's fetch there.
-//! Not yet (issue 15's later steps): compatibility mode.
+//! Compatibility-mode code (32-bit processes of a 64-bit guest) runs as 32-bit code does,
+//! its fills through the 4-level walker.
 //!
 //! The stub-written pages are RW to guest code: every byte the library reads there after a
 //! signal is checked by `published.rs` (or, for the state, by the exit checks after the
@@ -252,10 +253,11 @@ impl StubExecutor {
             .store(p.stub, Ordering::Relaxed);
     }
 
-    /// The code this executor runs natively: 32-bit code and 64-bit code in long mode (its
-    /// process holds only S, in a 4 GiB block the mirror never uses, and the guest's mirrors).
+    /// The code this executor runs natively: 32-bit code, and in long mode 64-bit and
+    /// compatibility-mode code (its process holds only S, in a 4 GiB block above 4 GiB the
+    /// mirror never uses, and the guest's mirrors; its monitor walks 4-level tables).
     pub fn code_modes(&self) -> CodeModes {
-        CodeModes::Legacy32AndLong64
+        CodeModes::Legacy32Long64AndCompat
     }
 
     /// The stub's process id (while it runs).

@@ -20,9 +20,26 @@ pub enum CodeModes {
     /// 32-bit code outside long mode: today's executor, whose own code lives above 4 GiB
     /// where 64-bit guest code would run.
     Legacy32,
-    /// That, and 64-bit code in long mode (CS.L=1): the stub executor, whose process holds
-    /// nothing but S and the guest's mirrors. Compatibility mode is refused still.
+    /// That, and 64-bit code in long mode (CS.L=1), compatibility mode refused: what the
+    /// stub executor ran before issue 15's compatibility-mode step (kept for callers that
+    /// want no compatibility-mode code natively).
     Legacy32AndLong64,
+    /// That, and compatibility mode (long mode, CS.L=0 D=1: a 32-bit process of a 64-bit
+    /// guest): the stub executor, whose process holds nothing but S and the guest's mirrors
+    /// (S above 4 GiB, where no 32-bit code reaches), and whose monitor walks 4-level tables.
+    Legacy32Long64AndCompat,
+}
+
+impl CodeModes {
+    /// Runs 64-bit code.
+    pub fn long64(self) -> bool {
+        self != CodeModes::Legacy32
+    }
+
+    /// Runs compatibility-mode code.
+    pub fn compat(self) -> bool {
+        self == CodeModes::Legacy32Long64AndCompat
+    }
 }
 
 /// Checks that `state` can be entered natively on a host transferring `xs` by today's
@@ -44,8 +61,10 @@ pub fn validate_entry_for(
 }
 
 fn check_entry(state: &GuestState, xs: XsaveInfo, modes: CodeModes) -> Result<(), String> {
-    if state.code64() && modes == CodeModes::Legacy32AndLong64 {
+    if state.code64() && modes.long64() {
         long64_rule(state)?;
+    } else if state.long_mode() && !state.code64() && modes.compat() {
+        compat_rule(state)?;
     } else {
         width_rule(state)?;
     }
@@ -76,6 +95,12 @@ fn long64_rule(state: &GuestState) -> Result<(), String> {
             return Err(format!("{} base {base:#x} is not canonical", seg::NAMES[i]));
         }
     }
+    long_paging_rule(state)
+}
+
+/// Long mode's paging, as the 4-level walker mirrors it: paging on with PAE, no 5-level
+/// paging.
+fn long_paging_rule(state: &GuestState) -> Result<(), String> {
     if state.cr0 & CR0_PG == 0 || state.cr4 & CR4_PAE == 0 {
         return Err(format!(
             "long mode without paging (CR0 {:#x}, CR4 {:#x})",
@@ -88,9 +113,38 @@ fn long64_rule(state: &GuestState) -> Result<(), String> {
     Ok(())
 }
 
-/// Outside 64-bit code on an executor that runs it, the executors run 32-bit code only
-/// (compatibility mode waits for issue 15's step 4, and today's executor refuses long mode
-/// for good): a long-mode state is refused, and a 32-bit one must hold nothing 32-bit code
+/// Compatibility-mode code on an executor that runs it: 32-bit code as outside long mode
+/// (EAX..EDI, EIP and EFLAGS 32 bits wide, the segment descriptors 32-bit ones for the LDT
+/// mirror), under long mode's paging. CR3 may be wide (the PML4 lies anywhere in guest RAM)
+/// and R8..R15 may hold anything: 32-bit code cannot reach them, so the monitor enters with
+/// them zero and the exit keeps the entry's. A null FS/GS is not used by compatibility-mode
+/// code (a null-selector access faults as in legacy mode), so only a loaded segment's base
+/// must fit a descriptor's 32 bits.
+fn compat_rule(state: &GuestState) -> Result<(), String> {
+    long_paging_rule(state)?;
+    if !state.segs[seg::CS].db() {
+        return Err("16-bit code in compatibility mode (CS.D=0) is not run natively".into());
+    }
+    if let Some(why) = upper_half_in_32_bit_state(state) {
+        return Err(why);
+    }
+    for (name, cr) in [("CR0", state.cr0), ("CR4", state.cr4)] {
+        if cr >> 32 != 0 {
+            return Err(format!("{name} {cr:#x} has an upper half"));
+        }
+    }
+    if let Some(i) = (0..6).find(|&i| !state.segs[i].is_null() && state.segs[i].base >> 32 != 0) {
+        return Err(format!(
+            "{} base {:#x} is at or above 4 GiB in compatibility mode",
+            seg::NAMES[i],
+            state.segs[i].base
+        ));
+    }
+    Ok(())
+}
+
+/// Outside the long-mode code an executor runs, the executors run 32-bit code only (today's
+/// executor refuses long mode for good): a long-mode state is refused, and a 32-bit one must hold nothing 32-bit code
 /// does not have. Bochs exports zero there, so anything else is a translation bug, which must
 /// not reach native code.
 fn width_rule(state: &GuestState) -> Result<(), String> {
@@ -100,7 +154,7 @@ fn width_rule(state: &GuestState) -> Result<(), String> {
         } else {
             (
                 "compatibility",
-                "the executors run no compatibility-mode code yet",
+                "this executor runs no compatibility-mode code",
             )
         };
         return Err(format!("long mode ({mode}, EFER {:#x}): {who}", state.efer));

@@ -58,7 +58,8 @@ pub(crate) fn check_exit(
 
 /// What an exit's reason says about the state it came with, checked: a single step leaves TF
 /// set (only an instruction run with TF set single-steps, and nothing but a #DB clears it),
-/// and a memory exit of 32-bit code names a 32-bit address.
+/// and a memory exit of 32-bit code names a 32-bit address (compatibility-mode code's too:
+/// its linear addresses are 32 bits wide).
 pub(crate) fn check_reason_against_state(
     reason: &ExitReason,
     entry: &GuestState,
@@ -68,8 +69,8 @@ pub(crate) fn check_reason_against_state(
         return Err(format!("single-step exit with EFLAGS {:#x}", state.rflags));
     }
     match reason.linear() {
-        Some(linear) if linear >> 32 != 0 && !entry.long_mode() => Err(format!(
-            "linear address {linear:#x} of an exit outside long mode"
+        Some(linear) if linear >> 32 != 0 && !entry.code64() => Err(format!(
+            "linear address {linear:#x} of an exit outside 64-bit code"
         )),
         _ => Ok(()),
     }

@@ -7,6 +7,8 @@ mod exit;
 mod tests;
 #[cfg(test)]
 mod tests64;
+#[cfg(test)]
+mod tests_compat;
 
 pub use entry::{validate_entry, validate_entry_for, CodeModes};
 pub use exit::RunContext;

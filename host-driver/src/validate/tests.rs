@@ -257,7 +257,7 @@ fn exit_validation_rejects_corruption() {
 fn entry_rules_refuse_long_mode_and_wide_values_outside_it() {
     refused(
         &|s| s.efer = protocol::EFER_LMA | 1 << 8,
-        "long mode (compatibility, EFER 0x500): the executors run no compatibility-mode code yet",
+        "long mode (compatibility, EFER 0x500): this executor runs no compatibility-mode code",
     );
     refused(
         &|s| {

@@ -8,7 +8,8 @@ use crate::error::DriverError;
 use crate::protocol::{self, gpr, native_selector, seg, GuestState, Segment};
 use crate::XsaveInfo;
 
-const XS: XsaveInfo = XsaveInfo {
+/// A host's XSAVE layout for the rules (tests_compat.rs uses it too).
+pub(super) const XS: XsaveInfo = XsaveInfo {
     size: 2688,
     features: 0xe7,
     components: [(0, 0); 8],
@@ -70,7 +71,7 @@ fn the_stub_enters_64_bit_code_and_today_s_executor_refuses_it() {
 fn the_stub_refuses_what_it_cannot_load_and_names_it() {
     stub_refuses(
         &|s| s.segs[seg::CS] = Segment::flat_code(0x23),
-        "long mode (compatibility, EFER 0xd00): the executors run no compatibility-mode code yet",
+        "long mode (compatibility, EFER 0xd00): this executor runs no compatibility-mode code",
     );
     stub_refuses(
         &|s| s.rip = 0x8000_0000_0000,

@@ -95,9 +95,12 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         self.install_segments()?;
         let st = &self.entry;
         self.regs = st.legacy_paging_regs();
+        // Long mode's tables whatever the code: compatibility-mode code's 32-bit addresses
+        // go through the same 4 levels.
         self.long_regs = st
-            .code64()
+            .long_mode()
             .then(|| LongRegs::new(st.cr3, st.cr4, st.efer, GUEST_MAXPHYADDR));
+        self.code64 = st.code64();
         // Outside 64-bit code only EAX..EDI exist, zero-extended (the entry rules refuse
         // anything in the upper halves or in R8..R15 there); 64-bit code gets all 16.
         let code64 = st.code64();

@@ -129,9 +129,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         }
     }
 
-    /// The guest's translation of `linear` for `access`: 4 levels in 64-bit code (2 MiB and
-    /// 1 GiB pages come back as their 4 KiB piece with the size recorded, for INVLPG), the
-    /// 32-bit walker's 2 levels or PAE otherwise. A/D bits are set as the CPU would
+    /// The guest's translation of `linear` for `access`: 4 levels in long mode, 64-bit or
+    /// compatibility-mode code (2 MiB and 1 GiB pages come back as their 4 KiB piece with the
+    /// size recorded, for INVLPG), the 32-bit walker's 2 levels or PAE otherwise. A/D bits are set as the CPU would
     /// (`update_ad`) by both.
     fn walk(&self, linear: u64, access: Access, update_ad: bool) -> Result<Translation, WalkError> {
         match &self.long_regs {

@@ -88,9 +88,12 @@ pub struct Monitor<R, H> {
     /// The mirror record.
     pub shadow: Shadow,
     regs: PagingRegs,
-    /// The 4-level walker's registers while the entry is in 64-bit code (`None` otherwise:
-    /// the 32-bit walker's `regs` apply).
+    /// The 4-level walker's registers while the entry is in long mode, 64-bit or
+    /// compatibility-mode code (`None` otherwise: the 32-bit walker's `regs` apply).
     long_regs: Option<LongRegs>,
+    /// The entry is 64-bit code (CS.L=1 in long mode): its exits are read whole. Compatibility-
+    /// mode code is 32-bit code here but for its walker.
+    code64: bool,
     /// Native selectors installed for ES, CS, SS, DS, FS, GS.
     installed: [u16; 6],
     /// CS's base for the 32-bit walker's linear addresses (0 in 64-bit code, which has none).
@@ -179,6 +182,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             shadow: Shadow::new(ram_pages as usize),
             regs: PagingRegs::default(),
             long_regs: None,
+            code64: false,
             installed: [0; 6],
             cs_base: 0,
             ldt: [None; 6],
@@ -227,12 +231,12 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// read.
     fn read_code(&self, rip: u64, buf: &mut [u8; 15]) -> usize {
         let ram_only = |pa: u64, b: &mut [u8]| self.is_ram(pa >> 12) && self.ram.read(pa, b);
+        let lin32 = self.cs_base.wrapping_add(rip as u32);
         match &self.long_regs {
-            Some(long) => paging::read_linear64(&self.ram, long, rip, buf, ram_only),
-            None => {
-                let lin = self.cs_base.wrapping_add(rip as u32);
-                paging::read_linear(&self.ram, &self.regs, lin, buf, ram_only)
-            }
+            Some(long) if self.code64 => paging::read_linear64(&self.ram, long, rip, buf, ram_only),
+            // Compatibility mode: a 32-bit linear address through the 4-level tables.
+            Some(long) => paging::read_linear64(&self.ram, long, u64::from(lin32), buf, ram_only),
+            None => paging::read_linear(&self.ram, &self.regs, lin32, buf, ram_only),
         }
     }
 
@@ -247,7 +251,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// Whether the run's entry is 64-bit code (its exits are then read whole).
     #[inline]
     fn code64(&self) -> bool {
-        self.long_regs.is_some()
+        self.code64
     }
 
     #[inline]

@@ -350,7 +350,7 @@ fn long_mode_is_declined_with_named_counted_reasons() {
         1,
         "logged once"
     );
-    assert_eq!(said("compatibility-mode user code"), 1);
+    assert_eq!(said("this executor runs no compatibility-mode code"), 1);
     drop(lines);
     // The names in the statistics.
     let json = t.accel.stats().to_json(1);
@@ -359,6 +359,56 @@ fn long_mode_is_declined_with_named_counted_reasons() {
     // A 32-bit state still runs.
     let mut cpu = sample_state();
     assert!(matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }));
+}
+
+/// A 32-bit process of a 64-bit guest (compatibility mode) on a backend that runs it (the
+/// stub): not declined for its mode; the backend gets it in long mode with 32-bit code's
+/// values, and the exit comes back as 32-bit code's (EAX..EDI's low halves, R8..R15 Bochs's).
+#[test]
+fn compat_mode_runs_on_a_backend_that_runs_it() {
+    use test_support::guest_state::sample_long_state;
+    let mut t = accel(vec![Step {
+        mutate: Some(Box::new(|s: &mut GuestState| {
+            s.gprs[0] = 0x1234;
+            s.rip += 2;
+        })),
+        ..step(ExitReason::Privileged)
+    }]);
+    t.accel.backend.code_modes = host_driver::CodeModes::Legacy32Long64AndCompat;
+    let mut cpu = sample_long_state();
+    cpu.mode = raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT;
+    cpu.seg[1].attr = (cpu.seg[1].attr & !(1 << 13)) | 1 << 14; // L=0, D=1
+    cpu.seg[1].selector = 0x23;
+    for i in [4, 5] {
+        cpu.seg[i] = cpu.seg[3]; // flat data selectors, as a compat process's TLS
+    }
+    for g in cpu.gpr[..8].iter_mut() {
+        *g &= 0xffff_ffff;
+    }
+    cpu.rip = 0x0804_9000;
+    cpu.rflags = 0x202;
+    let r9 = cpu.gpr[9];
+    assert!(matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }));
+    let log = t.log.lock().unwrap();
+    let entered = &log.runs[0].2;
+    assert!(entered.long_mode() && !entered.code64());
+    assert_eq!(
+        entered.cr3, 0x0000_0001_2345_6005,
+        "the PML4 above 4 GiB, PCID 5"
+    );
+    assert_eq!(entered.gprs[9], r9, "R9 as Bochs has it");
+    drop(log);
+    assert_eq!((cpu.gpr[0], cpu.rip), (0x1234, 0x0804_9002));
+    assert_eq!(cpu.gpr[9], r9);
+    let st = t.accel.stats();
+    assert_eq!((st.runs, st.declines.iter().sum::<u64>()), (1, 0));
+    assert_eq!(st.compat_runs, 1, "counted as compatibility-mode code");
+    let mut cpu = sample_long_state();
+    assert!(!matches!(
+        run(&mut t, &mut cpu),
+        RunOutcome::Declined { .. }
+    ));
+    assert_eq!(t.accel.stats().compat_runs, 1, "64-bit code is not");
 }
 
 #[test]

@@ -124,7 +124,7 @@ fn guest_escape_and_lost_eip_fail() {
 #[test]
 fn an_executor_that_cannot_start_for_the_state_fails_before_anything_runs() {
     let mut t = accel(vec![]);
-    let why = "the stub executor for 64-bit code cannot start: stub_base 0x… is taken";
+    let why = "the stub executor for long-mode code cannot start: stub_base 0x… is taken";
     t.accel.backend.prepare = Some(Err(why.into()));
     let mut cpu = sample_state();
     let before = format!("{cpu:?}");
@@ -148,7 +148,7 @@ fn an_executor_that_cannot_start_for_the_state_fails_before_anything_runs() {
 #[test]
 fn an_executor_started_for_the_state_is_logged_and_counted_with_its_runs() {
     let mut t = accel(vec![step(ExitReason::Privileged)]);
-    let line = "64-bit code: started the stub executor (pid 7)";
+    let line = "long-mode code: started the stub executor (pid 7)";
     t.accel.backend.prepare = Some(Ok(Some(line.into())));
     let mut cpu = sample_state();
     assert!(matches!(run(&mut t, &mut cpu), RunOutcome::Ran { .. }));
@@ -162,7 +162,9 @@ fn an_executor_started_for_the_state_is_logged_and_counted_with_its_runs() {
         .any(|(l, m)| *l == Level::Info && m == line));
     let json = st.to_json(1);
     assert!(
-        json.contains("\"backend_runs\":{\"executor\":1,\"stub\":0},\"stub_starts\":1"),
+        json.contains(
+            "\"backend_runs\":{\"executor\":1,\"stub\":0},\"compat_runs\":0,\"stub_starts\":1"
+        ),
         "{json}"
     );
 }

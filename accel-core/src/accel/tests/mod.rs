@@ -73,6 +73,8 @@ struct Fake {
     executed: bool,
     /// What the next `prepare` returns (then `Ok(None)`).
     prepare: Option<Result<Option<String>, String>>,
+    /// What it runs natively (today's executor's by default).
+    code_modes: host_driver::CodeModes,
 }
 
 impl Backend for Fake {
@@ -134,6 +136,9 @@ impl Backend for Fake {
     fn prepare(&mut self, _state: &GuestState) -> Result<Option<String>, String> {
         self.prepare.take().unwrap_or(Ok(None))
     }
+    fn code_modes(&self) -> host_driver::CodeModes {
+        self.code_modes
+    }
 }
 
 fn config() -> Config {
@@ -167,6 +172,7 @@ fn accel_with(script: Vec<Step>, cfg: Config, memory: Option<Box<dyn GuestMemory
         xs: layouts::AMD,
         executed: true,
         prepare: None,
+        code_modes: host_driver::CodeModes::Legacy32,
     };
     let (logger, lines) = Logger::capture();
     T {
