@@ -374,17 +374,7 @@ fn a_sigalrm_the_library_sent_outside_the_budget_is_stale_and_ignored() {
     let mut state = vm.state;
     // Pending before the run: delivered at its first instruction.
     stub.signal_guest_thread(libc::SIGALRM).unwrap();
-    let exit = stub
-        .run(&mut state, Duration::from_millis(50), &[])
-        .expect("run")
-        .clone();
-    assert_eq!(exit.reason, ExitReason::BudgetExpired);
-    assert!(
-        exit.native_time() >= Duration::from_millis(50),
-        "the stale signal did not end the run: {:?}",
-        exit.native_time()
-    );
-    assert_boundary_state(&state, "after a stale signal");
+    assert_whole_budget_runs(&mut stub, &mut state, "a stale signal");
 }
 
 #[test]
@@ -404,17 +394,21 @@ fn an_expiry_of_an_earlier_runs_timer_does_not_end_the_next_run() {
     std::thread::sleep(Duration::from_millis(40));
     counting_loop(&mut vm);
     let mut state = vm.state;
-    let exit = stub
-        .run(&mut state, Duration::from_millis(50), &[])
-        .expect("run")
-        .clone();
+    assert_whole_budget_runs(&mut stub, &mut state, "a stale expiry");
+}
+
+/// A 50 ms run of [`counting_loop`] ends by its budget, not earlier by `what`, at an
+/// instruction boundary.
+fn assert_whole_budget_runs(stub: &mut StubExecutor, state: &mut GuestState, what: &str) {
+    let budget = Duration::from_millis(50);
+    let exit = stub.run(state, budget, &[]).expect("run").clone();
     assert_eq!(exit.reason, ExitReason::BudgetExpired);
     assert!(
-        exit.native_time() >= Duration::from_millis(50),
-        "the stale expiry ended the run: {:?}",
+        exit.native_time() >= budget,
+        "{what} ended the run: {:?}",
         exit.native_time()
     );
-    assert_boundary_state(&state, "after a stale expiry");
+    assert_boundary_state(state, &format!("after {what}"));
 }
 
 #[test]

@@ -111,14 +111,7 @@ fn a_jump_into_the_stub_s_code_at_its_syscall_is_a_contained_escape() {
     // clock_gettime pass).
     let mut vm = Vm64::new();
     vm.code(|a| {
-        let (mut scan, mut found) = (a.create_label(), a.create_label());
-        a.mov(rsi, DEFAULT_BASE)?;
-        a.set_label(&mut scan)?;
-        a.cmp(word_ptr(rsi), 0x050f)?;
-        a.je(found)?;
-        a.inc(rsi)?;
-        a.jmp(scan)?;
-        a.set_label(&mut found)?;
+        find_syscall_in_s(a)?;
         a.mov(eax, 57)?; // fork
         a.jmp(rsi)
     });
@@ -136,14 +129,7 @@ fn a_guest_thread_hung_in_the_stub_s_futex_wait_with_signals_blocked_is_a_contai
     const MC: i32 = 40; // uc_mcontext in struct ucontext
     let reg = |i: i32| MC + 8 * i; // r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags
     vm.code(|a| {
-        let (mut scan, mut found) = (a.create_label(), a.create_label());
-        a.mov(rsi, DEFAULT_BASE)?;
-        a.set_label(&mut scan)?;
-        a.cmp(word_ptr(rsi), 0x050f)?;
-        a.je(found)?;
-        a.inc(rsi)?;
-        a.jmp(scan)?;
-        a.set_label(&mut found)?;
+        find_syscall_in_s(a)?;
         a.sub(rsp, 0x400)?;
         a.and(rsp, -16)?;
         a.mov(rdi, rsp)?;
@@ -169,4 +155,17 @@ fn a_guest_thread_hung_in_the_stub_s_futex_wait_with_signals_blocked_is_a_contai
         t0.elapsed() >= std::time::Duration::from_secs(4),
         "after the grace"
     );
+}
+
+/// Guest code that scans S's code page (readable natively where the guest maps nothing) for
+/// a `syscall` (0f 05) and leaves its address in RSI.
+fn find_syscall_in_s(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let (mut scan, mut found) = (a.create_label(), a.create_label());
+    a.mov(rsi, DEFAULT_BASE)?;
+    a.set_label(&mut scan)?;
+    a.cmp(word_ptr(rsi), 0x050f)?;
+    a.je(found)?;
+    a.inc(rsi)?;
+    a.jmp(scan)?;
+    a.set_label(&mut found)
 }
