@@ -110,6 +110,8 @@ fn blank_exit() -> raw::plex86_accel_exit {
         retry_after_ticks: 0,
         lost_native_progress: 0,
         n_code_pages: 0,
+        contained: 0,
+        reserved: 0,
         code_pages: std::ptr::null(),
         message: [0; 256],
     }
@@ -137,11 +139,13 @@ fn fill_exit(exit: &mut raw::plex86_accel_exit, outcome: RunOutcome<'_>) {
             ticks,
             seg_reload,
             code_pages,
+            contained,
         } => {
             exit.status = raw::plex86_accel_status_PLEX86_ACCEL_RAN;
             exit.reason = reason;
             exit.ticks = ticks;
             exit.seg_reload = seg_reload;
+            exit.contained = u32::from(contained);
             exit.n_code_pages = u32::try_from(code_pages.len()).unwrap_or(u32::MAX);
             exit.code_pages = if code_pages.is_empty() {
                 std::ptr::null()

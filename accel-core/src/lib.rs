@@ -73,6 +73,9 @@ pub enum RunOutcome<'a> {
         seg_reload: u32,
         /// Physical pages Bochs holds decoded code for that native code wrote.
         code_pages: &'a [u64],
+        /// The run's executor held nothing but the guest process's pages (the stub): a state
+        /// Bochs cannot vouch for makes it raise #GP(0), not stop.
+        contained: bool,
     },
     /// The accelerator failed and disabled itself.
     Failed {

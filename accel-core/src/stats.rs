@@ -94,6 +94,9 @@ pub struct Stats {
     /// Native runs of compatibility-mode code (32-bit processes of a 64-bit guest; on the
     /// stub executor, counted in `backend_runs` too).
     pub compat_runs: u64,
+    /// Native runs of long-mode code that ended on a code segment the code loaded itself: it
+    /// switched between 64-bit and compatibility mode natively (Bochs reloads CS).
+    pub mode_switch_runs: u64,
     /// Stub executors started at a long-mode entry by the default backend (not counting
     /// respawns).
     pub stub_starts: u64,
@@ -220,6 +223,7 @@ impl Stats {
             stub_region_emulated: 0,
             backend_runs: [0; 2],
             compat_runs: 0,
+            mode_switch_runs: 0,
             stub_starts: 0,
             escapes_contained: 0,
             failure: None,
@@ -309,8 +313,12 @@ impl Stats {
             self.respawns
         ));
         l.push(format!(
-            "  executors: {} runs on the executor, {} on the stub executor ({} of compatibility-mode code; {} started at a long-mode entry)",
-            self.backend_runs[0], self.backend_runs[1], self.compat_runs, self.stub_starts
+            "  executors: {} runs on the executor, {} on the stub executor ({} of compatibility-mode code, {} switched modes natively; {} started at a long-mode entry)",
+            self.backend_runs[0],
+            self.backend_runs[1],
+            self.compat_runs,
+            self.mode_switch_runs,
+            self.stub_starts
         ));
         l.push(format!(
             "  code pages: {} protect requests, {} write-protects sent, {} invalidations reported",
@@ -406,6 +414,7 @@ impl Stats {
             .into_iter(),
         );
         o.num("compat_runs", self.compat_runs);
+        o.num("mode_switch_runs", self.mode_switch_runs);
         o.num("stub_starts", self.stub_starts);
         o.counts(
             "escapes",
@@ -496,6 +505,7 @@ mod tests {
         s.backend_runs = [4, 2];
         s.stub_starts = 1;
         s.compat_runs = 1;
+        s.mode_switch_runs = 3;
         s.failure = Some("executor died: \"killed\"\n".into());
         s
     }
@@ -549,6 +559,7 @@ mod tests {
         assert_eq!(v["backend_runs"]["stub"], 2);
         assert_eq!(v["stub_starts"], 1);
         assert_eq!(v["compat_runs"], 1);
+        assert_eq!(v["mode_switch_runs"], 3);
         assert_eq!(v["failure"], "executor died: \"killed\"\n");
         let ok = Stats::default();
         let v: serde_json::Value = serde_json::from_str(&ok.to_json(0)).unwrap();
@@ -583,7 +594,7 @@ mod tests {
         assert!(lines[4].contains("42 demand fills"));
         assert_eq!(
             lines[5],
-            "  executors: 4 runs on the executor, 2 on the stub executor (1 of compatibility-mode code; 1 started at a long-mode entry)"
+            "  executors: 4 runs on the executor, 2 on the stub executor (1 of compatibility-mode code, 3 switched modes natively; 1 started at a long-mode entry)"
         );
         assert!(
             lines[7].contains("hlt 2 (privileged), mov ds 1 (segment_load)"),

@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 /* Version of this interface. */
-#define PLEX86_ACCEL_ABI_VERSION 8u
+#define PLEX86_ACCEL_ABI_VERSION 9u
 
 /* The one symbol Bochs resolves first, to learn the library's ABI version. */
 #define PLEX86_ACCEL_VERSION_SYMBOL "plex86_accel_abi_version"
@@ -282,7 +282,13 @@ enum plex86_accel_exit_reason {
 
 /* plex86_accel_exit.seg_reload bit i (enum plex86_accel_seg_index): the guest loaded that
    segment register natively with a selector the monitor did not install; its descriptor cache
-   must be reloaded from the guest's own descriptor tables for the new selector value. */
+   must be reloaded from the guest's own descriptor tables for the new selector value. For CS
+   (ABI 9) the returned cache is the host descriptor native code ran on since (flat; L=1 for
+   64-bit code, D=1 for 32-bit code): long-mode code switches between 64-bit and compatibility
+   mode natively by a far transfer to the host's other user code selector. Bochs takes the
+   state only if the guest's descriptor is of the same kind (L and D equal; outside 64-bit
+   code base 0 and a 4 GiB limit), and then in the mode it selects. The registers are whole
+   (64 bits) when the run entered or left in 64-bit code. */
 
 typedef struct plex86_accel_exit {
   uint32_t status;          /* enum plex86_accel_status */
@@ -293,6 +299,13 @@ typedef struct plex86_accel_exit {
   uint64_t retry_after_ticks;
   uint32_t lost_native_progress; /* with FAILED: nonzero when guest state may have changed */
   uint32_t n_code_pages;
+  /* ABI 9, with RAN: nonzero when the run's executor held nothing but the guest process's own
+     pages (the stub executor). A returned state Bochs cannot vouch for (a seg_reload selector
+     the guest could not have loaded, or a reloaded CS of another kind than the host's code
+     segment native code ran on) is then that process's doing: Bochs raises #GP(0) at it, with
+     the entry's segments, as after PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE, instead of stopping. */
+  uint32_t contained;
+  uint32_t reserved;        /* zero */
   /* Guest-physical page addresses of pages that Bochs holds decoded code for and that native
      code wrote during the run: Bochs must invalidate its decoded code for exactly these pages
      before emulating anything. Points into library memory valid until the next call. */

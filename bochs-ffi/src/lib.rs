@@ -48,7 +48,7 @@ mod tests {
             plex86_accel_cpu_state as S, plex86_accel_fpu_state as F, plex86_accel_segment as G,
         };
         use std::mem::{align_of, offset_of, size_of};
-        assert_eq!(ABI_VERSION, 8);
+        assert_eq!(ABI_VERSION, 9);
         let seg = [
             offset_of!(G, selector),
             offset_of!(G, attr),
@@ -96,6 +96,29 @@ mod tests {
             [0, 128, 136, 144, 148, 152, 296, 304, 312, 320, 328, 336, 344]
         );
         assert_eq!((size_of::<S>(), align_of::<S>()), (2608, 8));
+    }
+
+    /// The exit record's layout (`contained` since ABI 9).
+    #[test]
+    fn exit_layout_is_pinned() {
+        use raw::plex86_accel_exit as E;
+        use std::mem::{align_of, offset_of, size_of};
+        let exit = [
+            offset_of!(E, status),
+            offset_of!(E, reason),
+            offset_of!(E, decline_reason),
+            offset_of!(E, seg_reload),
+            offset_of!(E, ticks),
+            offset_of!(E, retry_after_ticks),
+            offset_of!(E, lost_native_progress),
+            offset_of!(E, n_code_pages),
+            offset_of!(E, contained),
+            offset_of!(E, reserved),
+            offset_of!(E, code_pages),
+            offset_of!(E, message),
+        ];
+        assert_eq!(exit, [0, 4, 8, 12, 16, 24, 32, 36, 40, 44, 48, 56]);
+        assert_eq!((size_of::<E>(), align_of::<E>()), (312, 8));
     }
 
     #[test]

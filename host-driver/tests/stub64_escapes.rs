@@ -1,55 +1,83 @@
 //! Escapes of 64-bit code on the stub (issue 15, item 5): each costs the guest process a
-//! #GP(0), not the VM. Code that leaves 64-bit mode (a far jump to the host's compat
-//! selector) ends the run with the state at the signal; code that tampers with the stub
-//! through S's pages (a fake signal published in its words, a jump to the `syscall` in its
-//! code page) ends it at the entry state; each time a fresh stub runs the next entry. (A test
+//! #GP(0), not the VM. Code that tampers with the stub through S's pages (a fake signal
+//! published in its words, a jump to the `syscall` in its code page) ends the run at the entry
+//! state; each time a fresh stub runs the next entry. A far transfer between the host's user
+//! code selectors is no escape but a mode switch, which the run follows. (A test
 //! binary of its own: its guest code spins until the library notices, which would starve the
 //! budget tests' 1 ms runs on a 2-vCPU machine.)
 
 use host_driver::protocol::stub::{by_stub, DEFAULT_BASE, STUB};
-use host_driver::{EscapeKind, ExitReason};
+use host_driver::{EscapeKind, ExitReason, Segment, SEG_NOT_INSTALLED};
 use iced_x86::code_asm::*;
 use test_support::vm64::layout64::*;
 use test_support::vm64::*;
 
 #[test]
-fn leaving_64_bit_mode_by_a_far_jump_to_the_host_s_compat_selector_is_a_contained_escape() {
+fn far_transfers_between_the_host_s_user_code_selectors_switch_modes_natively() {
     let mut vm = Vm64::new();
-    // 32-bit code below 4 GiB the far jump lands on: a HLT (#GP in compat mode).
+    // Below 4 GiB, where a 32-bit far pointer reaches: at `low` a HLT (#GP in compatibility
+    // mode); at `low + 0x10` 32-bit code far-jumping to 0x33:`low + 0x20`, where 64-bit code
+    // loads RAX whole and halts.
     let low = 0x40_0000u64;
     vm.map(low, CODE_PHYS + 0x8000, test_support::pagetables::bits::URW);
-    vm.ram.write(CODE_PHYS + 0x8000, &[0xf4]);
-    // m16:32 far pointer: offset, then selector 0x23.
+    let mut page = vec![0u8; 0x30];
+    page[0] = 0xf4;
+    page[0x10] = 0xea;
+    page[0x11..0x15].copy_from_slice(&((low + 0x20) as u32).to_le_bytes());
+    page[0x15..0x17].copy_from_slice(&0x33u16.to_le_bytes());
+    page[0x20..0x22].copy_from_slice(&[0x48, 0xb8]);
+    page[0x22..0x2a].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+    page[0x2a] = 0xf4;
+    vm.ram.write(CODE_PHYS + 0x8000, &page);
+    // 64-bit code: jmp far [rbx] with m16:32 0x23:`low`.
     vm.ram.write(DATA_PHYS, &(low as u32).to_le_bytes());
     vm.ram.write(DATA_PHYS + 4, &0x23u16.to_le_bytes());
     vm.code(|a| a.jmp(fword_ptr(rbx)));
     vm.state.gprs[3] = DATA;
     vm.state.gprs[12] = 0x1234_5678_9abc_def0;
-    let entry = vm.state;
     let pid = vm.stub.pid();
     let exit = vm.run();
-    assert!(
-        matches!(
-            exit.reason,
-            ExitReason::GuestEscape {
-                kind: EscapeKind::LongMode,
-                ..
-            }
-        ),
-        "{:?}",
-        exit.reason
-    );
-    // Contained: the state at the signal (the HLT's #GP in compatibility mode), 64 bits wide,
-    // with the entry's segments, for the guest's #GP(0); a fresh stub in place of the old.
-    assert!(exit.escape_contained);
+    // The HLT's #GP in compatibility mode: CS the host's 0x23 for Bochs to reload (its kind
+    // flat 32-bit code), the registers whole, no escape, the same stub.
+    assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
+    assert!(!exit.escape_contained);
     assert_eq!(vm.state.rip, low, "at the HLT");
-    assert_eq!(vm.state.gprs[3], DATA);
     assert_eq!(vm.state.gprs[12], 0x1234_5678_9abc_def0, "R12 whole");
+    let code_seg = vm.state.segs[1];
     assert_eq!(
-        vm.state.segs, entry.segs,
-        "the entry's CS/SS (and the rest)"
+        (
+            code_seg.selector,
+            code_seg.attr,
+            code_seg.base,
+            code_seg.limit
+        ),
+        (0x23, 0xc0fb, 0, 0xf_ffff)
     );
-    assert_a_fresh_stub_runs(&mut vm, pid);
+    assert_eq!(code_seg.flags, SEG_NOT_INSTALLED);
+    assert!(!vm.state.code64());
+
+    // From compatibility mode (the guest's 0x23 entered as such) to 64-bit code.
+    vm.state.segs[1] = Segment::flat_code(0x23);
+    vm.state.gprs = [0; 16];
+    vm.state.gprs[4] = 0x40_0ff0;
+    vm.state.gprs[12] = 0x0fed_cba9_8765_4321;
+    vm.state.rip = low + 0x10;
+    let exit = vm.run();
+    assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
+    assert_eq!(vm.state.rip, low + 0x2a, "at the 64-bit HLT");
+    assert_eq!(vm.state.gprs[0], 0x1122_3344_5566_7788, "RAX whole");
+    assert_eq!(
+        vm.state.gprs[12], 0x0fed_cba9_8765_4321,
+        "R12 entered and kept"
+    );
+    let code_seg = vm.state.segs[1];
+    assert_eq!(
+        (code_seg.selector, code_seg.attr, code_seg.flags),
+        (0x33, 0xa0fb, SEG_NOT_INSTALLED)
+    );
+    assert!(vm.state.code64());
+    assert_eq!(vm.stub.pid(), pid, "no escape: the same stub");
+    assert_eq!(vm.stub.escapes_contained(), 0);
 }
 
 /// A fresh stub (not the process `pid`), one escape contained, runs 64-bit code from an empty

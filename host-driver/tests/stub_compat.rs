@@ -6,7 +6,7 @@
 //! host's 64-bit selector contained.
 
 use host_driver::protocol::EFER_LMA;
-use host_driver::{Access, CodeModes, EscapeKind, ExitReason, Segment, SyscallInstruction};
+use host_driver::{Access, CodeModes, ExitReason, Segment, SyscallInstruction};
 use iced_x86::code_asm::*;
 use std::time::Duration;
 use test_support::pagetables::bits::{A, D, NX, P, URW, US};
@@ -238,14 +238,19 @@ fn the_budget_ends_a_compat_loop_at_an_instruction_boundary() {
     assert!(vm.state.gprs[0] >> 32 == 0);
 }
 
-/// 32-bit code that far-jumps to selector 0x33 reaches the host's 64-bit code segment (the
-/// guest's own 0x33 is its 64-bit CS too, but the emulator must decide that): an escape,
-/// contained (a fresh stub, the state at the signal for the guest's #GP(0)).
+/// 32-bit code that far-jumps to selector 0x33 reaches the host's 64-bit code segment, as a
+/// Linux guest's would reach its own: a mode switch the run follows (no escape, the same
+/// stub); CS comes back for the emulator to reload, with the host descriptor's kind (L=1),
+/// and the registers whole, R8..R15 as the entry gave them.
 #[test]
-fn a_far_jump_to_0x33_from_compat_code_is_a_contained_escape() {
+fn a_far_jump_to_0x33_from_compat_code_switches_to_64_bit_code() {
     let mut vm = compat_vm();
     let target = CODE32 + 0x800;
-    vm.ram.write(CODE_PHYS + PHYS_OFF + 0x800, &[0xf4]); // HLT: #GP in 64-bit mode
+    // 64-bit code there: RAX whole, then HLT (#GP).
+    let mut code64 = vec![0x48, 0xb8];
+    code64.extend_from_slice(&0xa1b2_c3d4_e5f6_0718u64.to_le_bytes());
+    code64.push(0xf4);
+    vm.ram.write(CODE_PHYS + PHYS_OFF + 0x800, &code64);
     let jmp: Vec<u8> = [0xea]
         .into_iter()
         .chain((target as u32).to_le_bytes())
@@ -254,29 +259,22 @@ fn a_far_jump_to_0x33_from_compat_code_is_a_contained_escape() {
     vm.ram.write(CODE_PHYS + PHYS_OFF, &jmp);
     vm.state.rip = CODE32;
     vm.state.gprs[3] = 0x3333;
-    let entry = vm.state;
+    vm.state.gprs[9] = 0x9999_0000_0000_0009;
     let pid = vm.stub.pid();
     let exit = vm.run();
-    assert!(
-        matches!(
-            exit.reason,
-            ExitReason::GuestEscape {
-                kind: EscapeKind::LongMode,
-                ..
-            }
-        ),
-        "{:?}",
-        exit.reason
-    );
-    assert!(exit.escape_contained);
-    assert_eq!(vm.state.rip, target, "at the HLT, 32 bits wide");
+    assert_eq!(exit.reason, ExitReason::Privileged, "{:?}", exit.reason);
+    assert!(!exit.escape_contained);
+    assert_eq!(vm.state.rip, target + 10, "at the 64-bit HLT");
+    assert_eq!(vm.state.gprs[0], 0xa1b2_c3d4_e5f6_0718, "RAX whole");
     assert_eq!(vm.state.gprs[3], 0x3333);
-    assert_eq!(vm.state.segs, entry.segs, "the entry's segments");
-    assert!(
-        vm.stub.pid().is_some() && vm.stub.pid() != pid,
-        "a fresh stub"
+    assert_eq!(
+        vm.state.gprs[9], 0x9999_0000_0000_0009,
+        "R9 entered and kept"
     );
-    code32(&mut vm, |a| a.hlt());
-    assert_eq!(vm.run().reason, ExitReason::Privileged);
-    assert_eq!(vm.state.rip, CODE32);
+    let code_seg = vm.state.segs[1];
+    assert_eq!(
+        (code_seg.selector, code_seg.attr, code_seg.flags),
+        (0x33, 0xa0fb, host_driver::SEG_NOT_INSTALLED)
+    );
+    assert_eq!(vm.stub.pid(), pid, "the same stub");
 }

@@ -157,6 +157,10 @@ pub mod by_stub {
     /// u32: the id of the guest thread's budget timer (`timer_create` by the launcher:
     /// CLOCK_MONOTONIC, SIGALRM to the guest thread).
     pub const TIMER_ID: usize = 0xf0;
+    /// u64: where the launcher's vDSO was (AT_SYSINFO_EHDR; 0 without one). The stub unmaps
+    /// it, but the kernel's compat fast-syscall return (SYSENTER on Intel) still lands at its
+    /// landing pad's offset from there, which the monitor must recognise.
+    pub const VDSO_BASE: usize = 0xf8;
     /// The guest thread's BPF program.
     pub const PROG_GUEST: usize = 0x100;
     /// The mapper's BPF program.

@@ -2,7 +2,7 @@
 //! cost, and the state and exit handed back to Bochs.
 
 use super::Accelerator;
-use crate::backend::Backend;
+use crate::backend::{Backend, Which};
 use crate::decode;
 use crate::exits::{record_exit_code, worth_decoding};
 use crate::policy::{ns_to_ticks, ticks_to_ns};
@@ -237,8 +237,13 @@ impl<B: Backend> Accelerator<B> {
         let seg_reload = state::from_guest(&self.scratch.gs, &self.xsave, cpu);
         stats.runs += 1;
         stats.backend_runs[self.backend.ran_on() as usize] += 1;
-        if self.scratch.gs.long_mode() && !self.scratch.gs.code64() {
+        let gs = &self.scratch.gs;
+        if gs.long_mode() && !gs.code64() {
             stats.compat_runs += 1;
+        }
+        let cs = &gs.segs[host_driver::protocol::seg::CS];
+        if gs.long_mode() && cs.flags & host_driver::SEG_NOT_INSTALLED != 0 {
+            stats.mode_switch_runs += 1;
         }
         stats.exit(reason);
         stats.ticks_charged = stats.ticks_charged.saturating_add(ticks);
@@ -256,6 +261,7 @@ impl<B: Backend> Accelerator<B> {
             ticks,
             seg_reload,
             code_pages: self.scratch.exit.code_pages.as_slice(),
+            contained: self.backend.ran_on() == Which::Stub,
         }
     }
 

@@ -19,7 +19,7 @@ fn init_rejects_bad_configurations_clearly() {
         init(&c).map(|a| plex86_accel_shutdown(a)).unwrap_err()
     };
     let e = bad(&|c| c.abi_version = 1);
-    assert!(e.contains("abi_version is 1") && e.contains("ABI 8"), "{e}");
+    assert!(e.contains("abi_version is 1") && e.contains("ABI 9"), "{e}");
     let e = bad(&|c| c.struct_size = 100);
     let size = std::mem::size_of::<raw::plex86_accel_config>();
     assert!(
@@ -135,5 +135,5 @@ fn run_and_notifications_reject_bad_pointers() {
 
 #[test]
 fn abi_version() {
-    assert_eq!(plex86_accel_abi_version(), 8);
+    assert_eq!(plex86_accel_abi_version(), 9);
 }

@@ -167,7 +167,7 @@ impl StubRun {
             start: 0,
             end: ctx.ram_size,
         }];
-        let mut m = stub_monitor(ram, ctx.base, ctx.ram_size, &ranges, sw, ctx.amd);
+        let mut m = stub_monitor(ram, ctx.base, ctx.ram_size, &ranges, sw, ctx.amd, 0);
         m.icebp_rip = IcebpRip::After;
         m.fault_ns = ctx.fault_ns;
         m.max_fills = ctx.max_fills;

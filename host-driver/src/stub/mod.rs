@@ -197,6 +197,7 @@ impl StubExecutor {
             &ranges,
             report.sw,
             host_is_amd(),
+            report.vdso,
         );
         monitor.icebp_rip = report.icebp_rip;
         monitor.fault_ns = report.fault_ns;
@@ -462,6 +463,7 @@ pub(crate) fn stub_monitor<R: GuestRam>(
     ranges: &[RamRange],
     sw: FpxSwBytes,
     amd: bool,
+    vdso: u64,
 ) -> Box<Monitor<R, StubHost>> {
     let params = HostParams {
         sw,
@@ -473,7 +475,7 @@ pub(crate) fn stub_monitor<R: GuestRam>(
         },
         clock: libc::CLOCK_MONOTONIC,
         timer: 0,
-        vdso: 0,
+        vdso,
         amd,
     };
     let mut m = Monitor::new(ram, StubHost::new(base), ram_size, ranges, params);
@@ -547,6 +549,7 @@ struct LauncherReport {
     cpuid_faulting: bool,
     mapper_tid: i32,
     timer_id: u32,
+    vdso: u64,
 }
 
 impl LauncherReport {
@@ -565,6 +568,7 @@ impl LauncherReport {
         );
         let mapper_tid = ctl.atomic_u32(st(stub::MAPPER_TID)).load(Ordering::Relaxed);
         let timer_id = ctl.atomic_u32(st(stub::TIMER_ID)).load(Ordering::Relaxed);
+        let vdso = word(stub::VDSO_BASE);
         if sw.xstate_size as usize > XSAVE_AREA_SIZE || sw.xstate_size < 576 {
             return Err(DriverError::CorruptedSharedMemory(format!(
                 "XSAVE frame size {}",
@@ -576,9 +580,11 @@ impl LauncherReport {
             || fault_ns > 1_000_000
             || mapper_tid == 0
             || timer_id > i32::MAX as u32
+            || vdso % 4096 != 0
+            || vdso >= layout::USER_END
         {
             return Err(DriverError::CorruptedSharedMemory(format!(
-                "start-up report: CPUID faulting {cpuid}, ICEBP {icebp}, fault {fault_ns} ns, mapper {mapper_tid}, timer {timer_id}"
+                "start-up report: CPUID faulting {cpuid}, ICEBP {icebp}, fault {fault_ns} ns, mapper {mapper_tid}, timer {timer_id}, vDSO {vdso:#x}"
             )));
         }
         Ok(LauncherReport {
@@ -592,6 +598,7 @@ impl LauncherReport {
             cpuid_faulting: cpuid == 1,
             mapper_tid: mapper_tid as i32,
             timer_id,
+            vdso,
         })
     }
 }

@@ -116,10 +116,11 @@ fn long_paging_rule(state: &GuestState) -> Result<(), String> {
 /// Compatibility-mode code on an executor that runs it: 32-bit code as outside long mode
 /// (EAX..EDI, EIP and EFLAGS 32 bits wide, the segment descriptors 32-bit ones for the LDT
 /// mirror), under long mode's paging. CR3 may be wide (the PML4 lies anywhere in guest RAM)
-/// and R8..R15 may hold anything: 32-bit code cannot reach them, so the monitor enters with
-/// them zero and the exit keeps the entry's. A null FS/GS is not used by compatibility-mode
-/// code (a null-selector access faults as in legacy mode), so only a loaded segment's base
-/// must fit a descriptor's 32 bits.
+/// and R8..R15 may hold anything: 32-bit code cannot reach them (the exit keeps the entry's),
+/// but it may switch to 64-bit code natively, so the monitor enters with them as they are. A
+/// null FS/GS is not used by compatibility-mode code (a null-selector access faults as in
+/// legacy mode), but 64-bit code it switches to uses its base (a 64-bit TLS base), which
+/// must be canonical for WRFSBASE; a loaded segment's base must fit a descriptor's 32 bits.
 fn compat_rule(state: &GuestState) -> Result<(), String> {
     long_paging_rule(state)?;
     if !state.segs[seg::CS].db() {
@@ -131,6 +132,16 @@ fn compat_rule(state: &GuestState) -> Result<(), String> {
     for (name, cr) in [("CR0", state.cr0), ("CR4", state.cr4)] {
         if cr >> 32 != 0 {
             return Err(format!("{name} {cr:#x} has an upper half"));
+        }
+    }
+    for i in [seg::FS, seg::GS] {
+        let s = &state.segs[i];
+        if s.is_null() && !guest_paging::is_canonical(s.base) {
+            return Err(format!(
+                "{} base {:#x} is not canonical",
+                seg::NAMES[i],
+                s.base
+            ));
         }
     }
     if let Some(i) = (0..6).find(|&i| !state.segs[i].is_null() && state.segs[i].base >> 32 != 0) {

@@ -69,7 +69,7 @@ pub(crate) fn check_reason_against_state(
         return Err(format!("single-step exit with EFLAGS {:#x}", state.rflags));
     }
     match reason.linear() {
-        Some(linear) if linear >> 32 != 0 && !entry.code64() => Err(format!(
+        Some(linear) if linear >> 32 != 0 && !entry.code64() && !state.code64() => Err(format!(
             "linear address {linear:#x} of an exit outside 64-bit code"
         )),
         _ => Ok(()),
@@ -84,7 +84,12 @@ pub(crate) fn validate_exit_state(
     xs: XsaveInfo,
 ) -> Result<GuestState, String> {
     let mut out = *entry;
-    if !entry.code64() {
+    // Long-mode code may switch between 64-bit and compatibility mode natively (a far transfer
+    // to the host's other user code selector): the run was 64-bit code if it entered or left
+    // as such.
+    let left64 = entry.long_mode() && got.segs[seg::CS].selector == HOST_CS64;
+    let code64 = entry.code64() || left64;
+    if !code64 {
         // 32-bit code has nothing more, and cannot reach R8..R15 (64-bit code would have been
         // an escape).
         if let Some(why) = upper_half_in_32_bit_state(got) {
@@ -104,7 +109,6 @@ pub(crate) fn validate_exit_state(
         return Err(format!("EFLAGS {f:#x}"));
     }
     out.rflags = f;
-    let code64 = entry.code64();
     for i in 0..6 {
         let (e, g) = (&entry.segs[i], &got.segs[i]);
         // 64-bit code moves its FS/GS bases itself (WRFSBASE, a selector load): reported back,
@@ -158,6 +162,12 @@ pub(crate) fn validate_exit_state(
             base: g.base,
             ..*e
         };
+        if i == seg::CS && native & 4 == 0 {
+            // The host's code descriptor native code ran on since: the emulator reloads the
+            // guest's and takes the state only if it is of the same kind.
+            out.segs[i] = host_code_segment(native, entry.long_mode())
+                .ok_or_else(|| format!("CS selector {native:#x} is no host code selector"))?;
+        }
     }
     let img = &got.xsave;
     if img.xcomp_bv() != 0 || img.xstate_bv() & !entry.xcr0 != 0 {
@@ -193,8 +203,30 @@ fn entry_native_selector(entry: &GuestState, i: usize) -> u16 {
     }
 }
 
+/// The descriptor cache, flagged for reload, of a CS that native code loaded from the host's
+/// GDT: its two user code segments, both flat, 64-bit (only in long mode: outside it the
+/// monitor ends such a run as an escape) and 32-bit. `None` for any other selector.
+fn host_code_segment(native: u16, long_mode: bool) -> Option<Segment> {
+    // Present, DPL 3, code, readable, accessed; G; L (64-bit) or D (32-bit).
+    let attr = match native {
+        HOST_CS64 if long_mode => 0xa0fb,
+        HOST_CS32 => 0xc0fb,
+        _ => return None,
+    };
+    Some(Segment {
+        selector: native,
+        attr,
+        limit: 0xf_ffff,
+        flags: SEG_NOT_INSTALLED,
+        reserved: 0,
+        base: 0,
+    })
+}
+
 /// The host's 64-bit user code selector, 64-bit guest code's CS.
 const HOST_CS64: u16 = 0x33;
+/// The host's 32-bit user code selector (`__USER32_CS`).
+const HOST_CS32: u16 = 0x23;
 /// The host's user data selector, 64-bit guest code's SS.
 const HOST_SS64: u16 = 0x2b;
 

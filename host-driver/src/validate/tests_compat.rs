@@ -87,6 +87,10 @@ fn the_stub_refuses_compat_states_it_cannot_run_and_names_why() {
         "GS base 0x100000000 is at or above 4 GiB in compatibility mode",
     );
     stub_refuses(
+        &|s| s.segs[seg::FS].base = 0x8000_0000_0000,
+        "FS base 0x800000000000 is not canonical",
+    );
+    stub_refuses(
         &|s| s.cr4 |= 1 << 12,
         "CR4.LA57: 5-level paging is not mirrored",
     );
@@ -153,4 +157,81 @@ fn a_compat_exit_is_checked_as_32_bit_code_s() {
     let mut entry64 = entry;
     entry64.segs[seg::CS] = Segment::flat_code64(0x33);
     check_reason_against_state(&pf(0x7f00_0000_0000), &entry64, &state).expect("64-bit code");
+}
+
+/// The host's user code selectors as an exit reports them: the selector for the emulator to
+/// reload from the guest's GDT, with the host descriptor's kind for it to compare.
+fn host_cs(selector: u16, attr: u16) -> Segment {
+    Segment {
+        selector,
+        attr,
+        limit: 0xf_ffff,
+        base: 0,
+        flags: protocol::SEG_NOT_INSTALLED,
+        reserved: 0,
+    }
+}
+
+#[test]
+fn long_mode_code_that_switched_modes_natively_comes_back_on_the_host_s_kind_of_cs() {
+    // Compatibility mode to 64-bit code (a far transfer to 0x33): whole registers, a moved FS
+    // base and 64-bit addresses are then the run's.
+    let entry = compat();
+    let mut got = reported(&entry);
+    got.segs[seg::CS].selector = 0x33;
+    got.gprs[gpr::R9] = 7;
+    got.gprs[gpr::EAX] = 1 << 40;
+    got.segs[seg::FS].base = 0x7f00_0000_0000;
+    let out = validate_exit_state(&entry, &got, XS).expect("a switch to 64-bit code");
+    assert_eq!(out.segs[seg::CS], host_cs(0x33, 0xa0fb));
+    assert!(out.code64());
+    assert_eq!((out.gprs[gpr::R9], out.gprs[gpr::EAX]), (7, 1 << 40));
+    assert_eq!(out.segs[seg::FS].base, 0x7f00_0000_0000);
+    let pf = ExitReason::PageFault {
+        linear: 0x7f00_0000_0000,
+        access: Access::Read,
+        error_code: 4,
+    };
+    check_reason_against_state(&pf, &entry, &out).expect("64-bit code's address");
+
+    // 64-bit code to compatibility mode (a far transfer to 0x23).
+    let mut entry64 = entry;
+    entry64.segs[seg::CS] = Segment::flat_code64(0x33);
+    let mut got = reported(&entry64);
+    got.segs[seg::CS].selector = 0x23;
+    got.gprs[gpr::R9] = 1 << 50;
+    let out = validate_exit_state(&entry64, &got, XS).expect("a switch to compatibility mode");
+    assert_eq!(out.segs[seg::CS], host_cs(0x23, 0xc0fb));
+    assert!(!out.code64());
+    assert_eq!(
+        out.gprs[gpr::R9],
+        1 << 50,
+        "64-bit code ran first: whole registers"
+    );
+
+    // Any other GDT selector is no code segment of the host's.
+    let mut bad = reported(&entry64);
+    bad.segs[seg::CS].selector = 0x2b;
+    assert_eq!(
+        validate_exit_state(&entry64, &bad, XS).unwrap_err(),
+        "CS selector 0x2b is no host code selector"
+    );
+}
+
+#[test]
+fn outside_long_mode_only_the_host_s_32_bit_cs_can_come_back() {
+    let mut entry = compat();
+    entry.efer = 0;
+    entry.cr3 = 0x1000;
+    entry.gprs[gpr::R9] = 0;
+    let mut got = reported(&entry);
+    got.segs[seg::CS].selector = 0x23;
+    let out = validate_exit_state(&entry, &got, XS).expect("the emulator judges it");
+    assert_eq!(out.segs[seg::CS], host_cs(0x23, 0xc0fb));
+    // 64-bit mode outside long mode is an escape the monitor ends the run with, never an exit.
+    got.segs[seg::CS].selector = 0x33;
+    assert_eq!(
+        validate_exit_state(&entry, &got, XS).unwrap_err(),
+        "CS selector 0x33 is no host code selector"
+    );
 }

@@ -101,13 +101,15 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             .long_mode()
             .then(|| LongRegs::new(st.cr3, st.cr4, st.efer, GUEST_MAXPHYADDR));
         self.code64 = st.code64();
-        // Outside 64-bit code only EAX..EDI exist, zero-extended (the entry rules refuse
-        // anything in the upper halves or in R8..R15 there); 64-bit code gets all 16.
-        let code64 = st.code64();
+        // Outside long mode only EAX..EDI exist, zero-extended (the entry rules refuse
+        // anything in the upper halves or in R8..R15 there). In long mode all 16 go in, for
+        // compatibility-mode code too: it cannot reach R8..R15, but it may switch to 64-bit
+        // code, which finds them as the guest left them.
+        let long = st.long_mode();
         let g = |i: usize| st.gprs[i];
         let fpstate_addr = self.frame.fpstate_addr();
         let mc = &mut self.frame.uc.mc;
-        mc.r = if code64 {
+        mc.r = if long {
             std::array::from_fn(|i| g(gpr::R8 + i))
         } else {
             [0; 8]
@@ -150,14 +152,15 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
         fp[sw::XSTATE_SIZE + 4..sw::END].fill(0);
         put(fp, n, &FP_XSTATE_MAGIC2.to_le_bytes());
         // 32-bit code: a null FS/GS gets base 0, not whatever the CPU leaves (see
-        // plex86_enter). 64-bit code gets the state's bases whatever the selector: a 64-bit
+        // plex86_enter). Long-mode code gets the state's bases whatever the selector: a 64-bit
         // process's TLS base rides on a null FS (the entry rules have checked them
-        // canonical, as WRFSBASE needs). Nothing else the guest can read in 64-bit mode holds
+        // canonical, as WRFSBASE needs), and compatibility-mode code that switches to 64-bit
+        // code must find it there. Nothing else the guest can read in 64-bit mode holds
         // a host value: every GPR, RFLAGS and the XSAVE state come from this frame; DS/ES/SS/
         // CS bases are not readable in 64-bit mode (and are the guest's descriptors' anyway).
         let base = |i: usize| {
             let s = &self.entry.segs[i];
-            if s.is_null() && !code64 {
+            if s.is_null() && !self.entry.long_mode() {
                 0
             } else {
                 s.base

@@ -30,7 +30,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             // emulation refuses): the guest's own fetch, which its tables judge.
             return Some(self.page_fault(mc.rip, PF_USER_FETCH));
         }
-        if mc.cs == HOST_CS32 && ctx.sig == libc::SIGSYS {
+        // Intel's SYSENTER from 64-bit code: trapped by seccomp at the landing pad, or, when
+        // the kernel could not read [ESP], faulting at its low 32 bits in compatibility mode.
+        if mc.cs == HOST_CS32 && (ctx.sig == libc::SIGSYS || self.in_vdso_low(mc.rip)) {
             return Some(self.compat_fast_syscall(ctx));
         }
         if mc.cs != self.installed[seg::CS] {

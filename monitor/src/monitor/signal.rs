@@ -99,6 +99,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// signal interrupted the guest's own code.
     #[inline]
     fn escape_check(&mut self, ctx: &mut SignalContext<'_>) -> Option<Outcome> {
+        if self.long_regs.is_some() {
+            self.follow_mode_switch(ctx);
+        }
         let mc = &ctx.uc.mc;
         if self.code64() {
             return self.escape_check_64(ctx);
@@ -117,6 +120,26 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             return Some(Outcome::Exit);
         }
         None
+    }
+
+    /// In long mode, guest code may switch between 64-bit and compatibility mode itself, by a
+    /// far transfer to the host's other user code selector (Linux's 0x23 and 0x33, a Debian
+    /// guest's too): the monitor goes on in the mode the signal found, as the CPU did. The
+    /// exit reports that selector for the emulator to reload from the guest's own GDT, with the
+    /// host descriptor's kind, which the guest's must match (else the emulator contains the
+    /// run as an escape). The compat fast-syscall return (Intel's SYSENTER from 64-bit code
+    /// lands on CS 0x23 in the vDSO's image) is no switch.
+    fn follow_mode_switch(&mut self, ctx: &SignalContext<'_>) {
+        let (cs, rip) = (ctx.uc.mc.cs, ctx.uc.mc.rip);
+        let to64 = match (self.code64, cs) {
+            (true, HOST_CS32) if rip >> 32 == 0 && !self.in_vdso_low(rip) => false,
+            (false, HOST_CS64) => true,
+            _ => return,
+        };
+        self.code64 = to64;
+        self.installed[seg::CS] = cs;
+        // Both host descriptors are flat.
+        self.cs_base = 0;
     }
 
     /// The compat fast-syscall path (SYSCALL on AMD, SYSENTER on Intel): the kernel has set RIP
@@ -312,7 +335,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// cannot reach.
     pub(super) fn capture_state(&mut self, ctx: &SignalContext<'_>) {
         let mc = &ctx.uc.mc;
-        let code64 = self.code64();
+        // A run that was in 64-bit code at any time reports whole registers (compatibility-mode
+        // code leaves R8..R15 and the upper halves as 64-bit code set them).
+        let code64 = self.code64() || self.entry.code64();
         let out = &mut self.exit_state;
         *out = self.entry;
         let width = |v: u64| if code64 { v } else { v & LOW32 };
@@ -361,7 +386,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// land after the kernel's compat fast-syscall return (a 64-bit landing pad, truncated by
     /// an IRET to compatibility mode). A guest that jumped to the host's 32-bit code selector
     /// and faulted there is taken for the same, and its run fails the same way.
-    fn in_vdso_low(&self, rip: u64) -> bool {
+    pub(super) fn in_vdso_low(&self, rip: u64) -> bool {
         self.vdso != 0 && (rip as u32).wrapping_sub(self.vdso as u32) < VDSO_SPAN
     }
 }

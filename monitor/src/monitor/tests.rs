@@ -338,7 +338,8 @@ fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
         "and its SS, the guest's being 0x2b too"
     );
 
-    // Any other code selector: the guest left 64-bit mode, which no exit describes.
+    // The host's 32-bit CS with RIP above 4 GiB: no far transfer lands there (compatibility
+    // mode's RIP is 32 bits wide), so it is no mode switch, and no exit describes it.
     m.prepare_entry().unwrap();
     uc.mc.cs = 0x23;
     assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
@@ -365,6 +366,70 @@ fn a_64_bit_state_enters_and_leaves_with_all_sixteen_registers_whole() {
         "the installed CS, not 0x23"
     );
     assert_eq!(st.segs[seg::SS].selector, m.frame.uc.mc.ss);
+    assert!(m.escaped);
+}
+
+#[test]
+fn long_mode_code_that_switches_modes_natively_goes_on_in_the_new_mode() {
+    // 64-bit code far-returned to 0x23: the budget ends the run in compatibility mode, the
+    // registers whole (R8..R15 as 64-bit code left them), CS the host's 0x23.
+    let mut m = monitor();
+    m.entry.efer = EFER_LMA | 1 << 8;
+    m.entry.cr4 = 0x20;
+    m.entry.segs[seg::CS] = Segment::flat_code64(0x33);
+    m.entry.segs[seg::SS] = Segment::flat_data(0x2b);
+    m.entry.rip = 0x7fff_1234_5000;
+    m.prepare_entry().unwrap();
+    let mut uc = KUcontext::default();
+    uc.mc.cs = 0x23;
+    uc.mc.rip = 0x0804_8010;
+    uc.mc.rax = 0x1234;
+    uc.mc.r = std::array::from_fn(|i| 0x8000_0000_0000_0000 | i as u64);
+    assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
+    assert_eq!(m.exit.reason, ExitReason::BudgetExpired);
+    assert!(!m.escaped);
+    let st = &m.exit_state;
+    assert_eq!(st.segs[seg::CS].selector, 0x23);
+    assert_eq!((st.rip, st.gprs[gpr::EAX]), (0x0804_8010, 0x1234));
+    assert_eq!(st.gprs[gpr::R8..], uc.mc.r);
+
+    // Compatibility-mode code enters with the guest's R8..R15 and its null FS's 64-bit base
+    // (64-bit code it switches to finds them), and a far transfer to 0x33 is 64-bit code.
+    let mut m = monitor();
+    m.entry.efer = EFER_LMA | 1 << 8;
+    m.entry.cr4 = 0x20;
+    m.entry.segs[seg::CS] = Segment::flat_code(0x23);
+    m.entry.segs[seg::SS] = Segment::flat_data(0x2b);
+    m.entry.segs[seg::FS] = Segment {
+        base: 0x7f00_0000_1000,
+        ..Segment::null(0)
+    };
+    m.entry.gprs[gpr::R9] = 0xdead_beef_0000_0001;
+    m.entry.rip = 0x0804_8000;
+    m.prepare_entry().unwrap();
+    assert_eq!(m.frame.uc.mc.r[1], 0xdead_beef_0000_0001);
+    assert_eq!(m.entry_data_segs.fs_base, 0x7f00_0000_1000);
+    let mut uc = KUcontext::default();
+    uc.mc.cs = 0x33;
+    uc.mc.rip = 0x7fff_1234_5010;
+    uc.mc.rax = 1 << 40;
+    uc.mc.r[1] = 7;
+    assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
+    assert_eq!(m.exit.reason, ExitReason::BudgetExpired);
+    assert!(!m.escaped);
+    let st = &m.exit_state;
+    assert_eq!(st.segs[seg::CS].selector, 0x33);
+    assert_eq!(
+        (st.rip, st.gprs[gpr::EAX], st.gprs[gpr::R9]),
+        (0x7fff_1234_5010, 1 << 40, 7)
+    );
+
+    // Outside long mode 0x33 is an escape still.
+    let mut m = monitor();
+    let mut uc = KUcontext::default();
+    uc.mc.cs = 0x33;
+    uc.mc.rip = 0x0804_8000;
+    assert_eq!(budget_signal(&mut m, &mut uc), SignalAction::ExitToHost);
     assert!(m.escaped);
 }
 

@@ -23,7 +23,8 @@ fn ran_maps_reason_ticks_and_state() {
             reason: 10,
             ticks: 60_000,
             seg_reload: 0,
-            code_pages: &[]
+            code_pages: &[],
+            contained: false,
         }
     );
     assert_eq!(cpu.gpr[0], 0xdead_beef);
@@ -149,7 +150,8 @@ fn at_least_one_tick_is_charged() {
             reason: 0,
             ticks: 1,
             seg_reload: 0,
-            code_pages: &[]
+            code_pages: &[],
+            contained: false,
         }
     );
 }

@@ -163,7 +163,7 @@ fn an_executor_started_for_the_state_is_logged_and_counted_with_its_runs() {
     let json = st.to_json(1);
     assert!(
         json.contains(
-            "\"backend_runs\":{\"executor\":1,\"stub\":0},\"compat_runs\":0,\"stub_starts\":1"
+            "\"backend_runs\":{\"executor\":1,\"stub\":0},\"compat_runs\":0,\"mode_switch_runs\":0,\"stub_starts\":1"
         ),
         "{json}"
     );

@@ -195,6 +195,7 @@ fn run(t: &mut T, cpu: &mut CpuState) -> RunOutcome<'static> {
             ticks,
             seg_reload,
             code_pages,
+            contained,
         } => {
             // Leak the slice to keep the helper simple: tests are short.
             RunOutcome::Ran {
@@ -202,6 +203,7 @@ fn run(t: &mut T, cpu: &mut CpuState) -> RunOutcome<'static> {
                 ticks,
                 seg_reload,
                 code_pages: Vec::leak(code_pages.to_vec()),
+                contained,
             }
         }
         RunOutcome::Declined {

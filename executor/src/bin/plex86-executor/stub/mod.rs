@@ -107,6 +107,7 @@ pub fn launch(base_arg: Option<&str>) -> ! {
         w(stub::CPUID_FAULTING, cpuid_faulting);
         w(stub::ICEBP_AT, icebp_at);
         w(stub::TIMER_ID, timer as u32 as u64);
+        w(stub::VDSO_BASE, sys::vdso_base());
         put_filter(s, stub::FPROG_GUEST, stub::PROG_GUEST, &guest).unwrap_or_else(|()| fail(6));
         put_filter(s, stub::FPROG_MAPPER, stub::PROG_MAPPER, &mapper).unwrap_or_else(|()| fail(6));
     }
