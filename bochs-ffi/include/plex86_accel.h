@@ -288,7 +288,7 @@ enum plex86_accel_exit_reason {
    mode natively by a far transfer to the host's other user code selector. Bochs takes the
    state only if the guest's descriptor is of the same kind (L and D equal; outside 64-bit
    code base 0 and a 4 GiB limit), and then in the mode it selects. The registers are whole
-   (64 bits) when the run entered or left in 64-bit code. */
+   (64 bits) when the run entered in 64-bit code or CS comes back for reload in long mode. */
 
 typedef struct plex86_accel_exit {
   uint32_t status;          /* enum plex86_accel_status */

@@ -85,10 +85,13 @@ pub(crate) fn validate_exit_state(
 ) -> Result<GuestState, String> {
     let mut out = *entry;
     // Long-mode code may switch between 64-bit and compatibility mode natively (a far transfer
-    // to the host's other user code selector): the run was 64-bit code if it entered or left
-    // as such.
-    let left64 = entry.long_mode() && got.segs[seg::CS].selector == HOST_CS64;
-    let code64 = entry.code64() || left64;
+    // to the host's other user code selector): such a run, and one that entered in 64-bit
+    // code, reports whole registers.
+    let cs = got.segs[seg::CS].selector;
+    let switched = entry.long_mode()
+        && (cs == HOST_CS64 || cs == HOST_CS32)
+        && cs != entry_native_selector(entry, seg::CS);
+    let code64 = entry.code64() || switched;
     if !code64 {
         // 32-bit code has nothing more, and cannot reach R8..R15 (64-bit code would have been
         // an escape).

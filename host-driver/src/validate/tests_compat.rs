@@ -209,6 +209,15 @@ fn long_mode_code_that_switched_modes_natively_comes_back_on_the_host_s_kind_of_
         "64-bit code ran first: whole registers"
     );
 
+    // Compatibility mode there and back (64-bit code between): whole registers too.
+    let mut got = reported(&entry);
+    got.segs[seg::CS].selector = 0x23;
+    got.gprs[gpr::R9] = 3;
+    got.gprs[gpr::EBX] = 1 << 33;
+    let out = validate_exit_state(&entry, &got, XS).expect("compat, 64-bit, compat again");
+    assert_eq!(out.segs[seg::CS], host_cs(0x23, 0xc0fb));
+    assert_eq!((out.gprs[gpr::R9], out.gprs[gpr::EBX]), (3, 1 << 33));
+
     // Any other GDT selector is no code segment of the host's.
     let mut bad = reported(&entry64);
     bad.segs[seg::CS].selector = 0x2b;

@@ -101,6 +101,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             .long_mode()
             .then(|| LongRegs::new(st.cr3, st.cr4, st.efer, GUEST_MAXPHYADDR));
         self.code64 = st.code64();
+        self.mode_switched = false;
         // Outside long mode only EAX..EDI exist, zero-extended (the entry rules refuse
         // anything in the upper halves or in R8..R15 there). In long mode all 16 go in, for
         // compatibility-mode code too: it cannot reach R8..R15, but it may switch to 64-bit

@@ -94,6 +94,8 @@ pub struct Monitor<R, H> {
     /// The entry is 64-bit code (CS.L=1 in long mode): its exits are read whole. Compatibility-
     /// mode code is 32-bit code here but for its walker.
     code64: bool,
+    /// The run switched between 64-bit and compatibility mode natively (its exit reads whole).
+    mode_switched: bool,
     /// Native selectors installed for ES, CS, SS, DS, FS, GS.
     installed: [u16; 6],
     /// CS's base for the 32-bit walker's linear addresses (0 in 64-bit code, which has none).
@@ -183,6 +185,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             regs: PagingRegs::default(),
             long_regs: None,
             code64: false,
+            mode_switched: false,
             installed: [0; 6],
             cs_base: 0,
             ldt: [None; 6],

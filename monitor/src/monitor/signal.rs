@@ -137,6 +137,7 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             _ => return,
         };
         self.code64 = to64;
+        self.mode_switched = true;
         self.installed[seg::CS] = cs;
         // Both host descriptors are flat.
         self.cs_base = 0;
@@ -335,9 +336,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     /// cannot reach.
     pub(super) fn capture_state(&mut self, ctx: &SignalContext<'_>) {
         let mc = &ctx.uc.mc;
-        // A run that was in 64-bit code at any time reports whole registers (compatibility-mode
-        // code leaves R8..R15 and the upper halves as 64-bit code set them).
-        let code64 = self.code64() || self.entry.code64();
+        // A run that entered in 64-bit code or switched modes reports whole registers
+        // (compatibility-mode code leaves R8..R15 and the upper halves as 64-bit code set them).
+        let code64 = self.entry.code64() || self.mode_switched;
         let out = &mut self.exit_state;
         *out = self.entry;
         let width = |v: u64| if code64 { v } else { v & LOW32 };
