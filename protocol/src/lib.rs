@@ -34,7 +34,10 @@ pub use exit::{
     SyscallInstruction, EXIT_ECX_CLOBBERED, EXIT_EIP_LOST, EXIT_HAS_ERROR_CODE,
 };
 pub use region::{CommandKind, ExecArea, LibArea, RamRange, RawCommand, Request, Status};
-pub use selectors::{guest_selector, native_selector, LDT_MIRROR_BASE, LDT_MIRROR_ENTRIES};
+pub use selectors::{
+    guest_selector, native_selector, HOST_CS32, HOST_CS64, HOST_SS64, LDT_MIRROR_BASE,
+    LDT_MIRROR_ENTRIES,
+};
 pub use state::{gpr, seg, GuestState, Segment, EFER_LMA, SEG_NOT_INSTALLED};
 pub use wire::UnknownValue;
 pub use xsave::XsaveImage;

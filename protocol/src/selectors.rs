@@ -10,6 +10,15 @@ pub const LDT_MIRROR_BASE: u16 = 448;
 /// are emulated.
 pub const LDT_MIRROR_ENTRIES: u16 = 64;
 
+/// The host's 64-bit user code selector (Linux's `__USER_CS`): 64-bit guest code runs on it.
+pub const HOST_CS64: u16 = 0x33;
+/// The host's 32-bit user code selector (`__USER32_CS`; the kernel's compat syscall frames
+/// carry it).
+pub const HOST_CS32: u16 = 0x23;
+/// The host's user data selector (`__USER_DS`): 64-bit guest code's SS when the guest's is
+/// 0x2b too.
+pub const HOST_SS64: u16 = 0x2b;
+
 /// The native selector installed for a guest GDT selector: the mirror's LDT index, TI = 1, the
 /// guest's RPL; null selectors stay null. `guest`'s index must be below
 /// [`LDT_MIRROR_ENTRIES`] (checked at entry).

@@ -89,13 +89,19 @@ fn long64_rule(state: &GuestState) -> Result<(), String> {
     if !is_canonical(state.rip) {
         return Err(format!("RIP {:#x} is not canonical", state.rip));
     }
+    fs_gs_bases_canonical(state)?;
+    long_paging_rule(state)
+}
+
+/// FS's and GS's bases canonical, as the stub's WRFSBASE/WRGSBASE at entry needs them.
+fn fs_gs_bases_canonical(state: &GuestState) -> Result<(), String> {
     for i in [seg::FS, seg::GS] {
         let base = state.segs[i].base;
         if !is_canonical(base) {
             return Err(format!("{} base {base:#x} is not canonical", seg::NAMES[i]));
         }
     }
-    long_paging_rule(state)
+    Ok(())
 }
 
 /// Long mode's paging, as the 4-level walker mirrors it: paging on with PAE, no 5-level
@@ -134,16 +140,6 @@ fn compat_rule(state: &GuestState) -> Result<(), String> {
             return Err(format!("{name} {cr:#x} has an upper half"));
         }
     }
-    for i in [seg::FS, seg::GS] {
-        let s = &state.segs[i];
-        if s.is_null() && !guest_paging::is_canonical(s.base) {
-            return Err(format!(
-                "{} base {:#x} is not canonical",
-                seg::NAMES[i],
-                s.base
-            ));
-        }
-    }
     if let Some(i) = (0..6).find(|&i| !state.segs[i].is_null() && state.segs[i].base >> 32 != 0) {
         return Err(format!(
             "{} base {:#x} is at or above 4 GiB in compatibility mode",
@@ -151,7 +147,8 @@ fn compat_rule(state: &GuestState) -> Result<(), String> {
             state.segs[i].base
         ));
     }
-    Ok(())
+    // (A loaded segment's base is below 4 GiB by now: only a null one's can be wide.)
+    fs_gs_bases_canonical(state)
 }
 
 /// Outside the long-mode code an executor runs, the executors run 32-bit code only (today's

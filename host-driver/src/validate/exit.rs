@@ -5,7 +5,7 @@ use super::{upper_half_in_32_bit_state, EFL_IOPL, EFL_RESERVED_ZERO, EFL_RF, EFL
 use crate::protocol::xsave::{fx, header, sw, xfeature, FCW_INIT};
 use crate::protocol::{
     gpr, guest_selector, native_selector, seg, ExecArea, ExitReason, ExitRecord, GuestState,
-    Segment, Status, SEG_NOT_INSTALLED,
+    Segment, Status, HOST_CS32, HOST_CS64, HOST_SS64, SEG_NOT_INSTALLED,
 };
 use crate::XsaveInfo;
 
@@ -225,13 +225,6 @@ fn host_code_segment(native: u16, long_mode: bool) -> Option<Segment> {
         base: 0,
     })
 }
-
-/// The host's 64-bit user code selector, 64-bit guest code's CS.
-const HOST_CS64: u16 = 0x33;
-/// The host's 32-bit user code selector (`__USER32_CS`).
-const HOST_CS32: u16 = 0x23;
-/// The host's user data selector, 64-bit guest code's SS.
-const HOST_SS64: u16 = 0x2b;
 
 /// Writes the initial values into the areas of components whose XSTATE_BV bit is clear, so
 /// that equal states have equal images.

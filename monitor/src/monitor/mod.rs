@@ -24,13 +24,7 @@ use plex86_protocol::{
     self as protocol, CommandKind, EscapeKind, ExitReason, ExitRecord, GuestState, RawExit,
 };
 
-/// The host's 64-bit user code selector (`__USER_CS`): 64-bit guest code runs on it.
-const HOST_CS64: u16 = 0x33;
-/// The host's 32-bit user code selector (`__USER32_CS`; the kernel's compat syscall frames
-/// carry it).
-const HOST_CS32: u16 = 0x23;
-/// The host's user data selector (`__USER_DS`): 64-bit guest code's SS.
-const HOST_SS64: u16 = 0x2b;
+use plex86_protocol::{HOST_CS32, HOST_CS64, HOST_SS64};
 /// The guest's physical-address width for the 4-level walker. 52, the architectural maximum,
 /// rather than the width Bochs's CPU model reports (40 unless built for 52): with a wider
 /// width than the guest's, an entry with bits set between the two is not a reserved-bit
