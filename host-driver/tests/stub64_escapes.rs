@@ -7,7 +7,7 @@
 //! budget tests' 1 ms runs on a 2-vCPU machine.)
 
 use host_driver::protocol::stub::{by_stub, DEFAULT_BASE, STUB};
-use host_driver::{EscapeKind, ExitReason, Segment, SEG_NOT_INSTALLED};
+use host_driver::{EscapeKind, ExitReason, Segment};
 use iced_x86::code_asm::*;
 use test_support::vm64::layout64::*;
 use test_support::vm64::*;
@@ -43,17 +43,7 @@ fn far_transfers_between_the_host_s_user_code_selectors_switch_modes_natively() 
     assert!(!exit.escape_contained);
     assert_eq!(vm.state.rip, low, "at the HLT");
     assert_eq!(vm.state.gprs[12], 0x1234_5678_9abc_def0, "R12 whole");
-    let code_seg = vm.state.segs[1];
-    assert_eq!(
-        (
-            code_seg.selector,
-            code_seg.attr,
-            code_seg.base,
-            code_seg.limit
-        ),
-        (0x23, 0xc0fb, 0, 0xf_ffff)
-    );
-    assert_eq!(code_seg.flags, SEG_NOT_INSTALLED);
+    assert_host_cs_for_reload(&vm.state, 0x23, 0xc0fb);
     assert!(!vm.state.code64());
 
     // From compatibility mode (the guest's 0x23 entered as such) to 64-bit code.
@@ -70,11 +60,7 @@ fn far_transfers_between_the_host_s_user_code_selectors_switch_modes_natively() 
         vm.state.gprs[12], 0x0fed_cba9_8765_4321,
         "R12 entered and kept"
     );
-    let code_seg = vm.state.segs[1];
-    assert_eq!(
-        (code_seg.selector, code_seg.attr, code_seg.flags),
-        (0x33, 0xa0fb, SEG_NOT_INSTALLED)
-    );
+    assert_host_cs_for_reload(&vm.state, 0x33, 0xa0fb);
     assert!(vm.state.code64());
     assert_eq!(vm.stub.pid(), pid, "no escape: the same stub");
     assert_eq!(vm.stub.escapes_contained(), 0);

@@ -271,10 +271,6 @@ fn a_far_jump_to_0x33_from_compat_code_switches_to_64_bit_code() {
         vm.state.gprs[9], 0x9999_0000_0000_0009,
         "R9 entered and kept"
     );
-    let code_seg = vm.state.segs[1];
-    assert_eq!(
-        (code_seg.selector, code_seg.attr, code_seg.flags),
-        (0x33, 0xa0fb, host_driver::SEG_NOT_INSTALLED)
-    );
+    test_support::vm64::assert_host_cs_for_reload(&vm.state, 0x33, 0xa0fb);
     assert_eq!(vm.stub.pid(), pid, "the same stub");
 }

@@ -133,6 +133,18 @@ pub fn state64() -> GuestState {
     s
 }
 
+/// Asserts that CS came back for the emulator to reload (a far transfer to the host's user
+/// code selector `selector`), with that host descriptor's kind: flat, access rights `attr`
+/// (0xa0fb for 64-bit code, 0xc0fb for 32-bit code).
+pub fn assert_host_cs_for_reload(state: &GuestState, selector: u16, attr: u16) {
+    let cs = state.segs[1];
+    assert_eq!(
+        (cs.selector, cs.attr, cs.base, cs.limit, cs.flags),
+        (selector, attr, 0, 0xf_ffff, host_driver::SEG_NOT_INSTALLED),
+        "CS for reload as the host's {selector:#x}"
+    );
+}
+
 /// Finds `needle` in assembled bytes (for "RIP at instruction X" assertions).
 pub fn offset_in(hay: &[u8], needle: &[u8]) -> u64 {
     hay.windows(needle.len())
