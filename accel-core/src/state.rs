@@ -352,14 +352,21 @@ pub fn read_xsave_regs(
 
 const EFLAGS_RF: u64 = 1 << 16;
 
-/// The vector registers a state's code has: all 32 in 64-bit code, ZMM0-7 otherwise
-/// (compatibility mode included: Bochs exports and takes back only those there).
+/// The vector registers a state carries: all 32 in long mode, compatibility mode included
+/// (native code may switch to 64-bit mode and back; ABI 9), ZMM0-7 outside it.
 fn vector_regs(gs: &GuestState) -> usize {
-    if gs.code64() {
+    if gs.long_mode() {
         LONG_VECTOR_REGS
     } else {
         LEGACY_VECTOR_REGS
     }
+}
+
+/// A long-mode run that came back with CS for reload switched modes natively (the host's other
+/// user code selector, [`SEG_NOT_INSTALLED`]): its registers are whole, whichever mode it left
+/// in.
+fn switched_modes(gs: &GuestState) -> bool {
+    gs.long_mode() && gs.segs[seg::CS].flags & SEG_NOT_INSTALLED != 0
 }
 
 /// Bochs state → driver state (entry), in the state's mode (see the module documentation):
@@ -400,12 +407,14 @@ pub fn to_guest(cpu: &CpuState, xs: &XsaveInfo, out: &mut GuestState) {
 /// Driver state → Bochs state (exit): writes what the executor is the reference for (see the
 /// module documentation) and returns the `seg_reload` mask (bit i: segment register i holds a
 /// selector the monitor did not install; its new selector is in `cpu.seg[i].selector` and its
-/// descriptor cache must be reloaded by Bochs). 64-bit code's registers are written whole,
-/// with its FS and GS bases and ZMM0-31; for 32-bit code only the low 32 bits of EAX..EDI,
-/// RIP and RFLAGS and ZMM0-7 are written: everything 32-bit code does not have keeps Bochs's
-/// value.
+/// descriptor cache must be reloaded by Bochs; for CS the cache written is the host descriptor
+/// native code ran on since, whose kind Bochs checks against the guest's). 64-bit code's
+/// registers, and those of a run that switched modes, are written whole, with the FS and GS
+/// bases; for 32-bit code only the low 32 bits of EAX..EDI, RIP and RFLAGS are written:
+/// everything 32-bit code does not have keeps Bochs's value. ZMM0-31 in long mode (what
+/// compatibility-mode code cannot reach comes back as it went in), else ZMM0-7.
 pub fn from_guest(gs: &GuestState, xs: &XsaveInfo, cpu: &mut CpuState) -> u32 {
-    if gs.code64() {
+    if gs.code64() || switched_modes(gs) {
         cpu.gpr = gs.gprs;
         cpu.rip = gs.rip;
         cpu.rflags = gs.rflags;
@@ -424,6 +433,9 @@ pub fn from_guest(gs: &GuestState, xs: &XsaveInfo, cpu: &mut CpuState) -> u32 {
         if s.flags & SEG_NOT_INSTALLED != 0 {
             reload |= 1 << i;
             d.selector = s.selector;
+            if i == seg::CS {
+                (d.attr, d.limit, d.base, d.valid) = (s.attr, s.limit, s.base, 1);
+            }
         }
     }
     read_xsave_regs(&gs.xsave, gs.xcr0, xs, &mut cpu.fpu, vector_regs(gs));

@@ -104,7 +104,8 @@ typedef struct plex86_accel_fpu_state {
   uint8_t st[8][16];
   /* ZMM0..ZMM31: XMM in bytes 0-15, the upper YMM half in 16-31, the upper ZMM half in 32-63.
      Only registers 0-7 exist outside 64-bit mode; Bochs exports and takes back the registers
-     it has (8, 16 or 32, of 16, 32 or 64 bytes), zero elsewhere. */
+     it has (16 or 32, of 16, 32 or 64 bytes) in long mode, compatibility mode included (ABI 9:
+     its code may switch to 64-bit mode natively), 0-7 outside it, zero elsewhere. */
   uint8_t zmm[32][64];
   uint64_t opmask[8]; /* k0..k7 */
 } plex86_accel_fpu_state;
@@ -288,7 +289,9 @@ enum plex86_accel_exit_reason {
    mode natively by a far transfer to the host's other user code selector. Bochs takes the
    state only if the guest's descriptor is of the same kind (L and D equal; outside 64-bit
    code base 0 and a 4 GiB limit), and then in the mode it selects. The registers are whole
-   (64 bits) when the run entered in 64-bit code or CS comes back for reload in long mode. */
+   (64 bits) when the run entered in 64-bit code or CS comes back for reload in long mode
+   (whichever mode it left in). In long mode the vector registers go in and come back whole
+   (ZMM0-31), compatibility mode included: what its code cannot reach comes back as it went. */
 
 typedef struct plex86_accel_exit {
   uint32_t status;          /* enum plex86_accel_status */

@@ -183,11 +183,13 @@ fn a_compatibility_mode_state_goes_in_whole_and_comes_back_as_32_bit_code() {
         assert!(gs.long_mode() && !gs.code64());
         assert_eq!(gs.gprs, cpu.gpr);
         assert_eq!(gs.segs[FS].base, cpu.seg[FS].base);
-        assert!(
-            gs.xsave.0[fx::XMM + 16 * 8..fx::XMM_END]
+        assert_eq!(
+            &gs.xsave.0[fx::XMM + 16 * 8..fx::XMM_END],
+            &cpu.fpu.zmm[8..16]
                 .iter()
-                .all(|&b| b == 0),
-            "XMM8-15 are not compatibility-mode code's"
+                .flat_map(|z| z[..16].to_vec())
+                .collect::<Vec<_>>()[..],
+            "XMM8-15 go in too: native code may switch to 64-bit mode"
         );
         for (i, g) in gs.gprs.iter_mut().enumerate() {
             *g = (*g & !LOW32) | u64::from(!(cpu.gpr[i] as u32));
@@ -209,9 +211,72 @@ fn a_compatibility_mode_state_goes_in_whole_and_comes_back_as_32_bit_code() {
             back.seg[FS].base, cpu.seg[FS].base,
             "not 64-bit code's to change"
         );
-        assert_eq!(back.fpu.zmm[8..], cpu.fpu.zmm[8..], "ZMM8-31 kept");
+        assert_eq!(
+            back.fpu.zmm[8..],
+            cpu.fpu.zmm[8..],
+            "ZMM8-31 come back as they went in"
+        );
         assert_eq!(back.fpu.zmm[..8], cpu.fpu.zmm[..8], "ZMM0-7 round-trip");
     }
+}
+
+/// A long-mode run that switched modes natively comes back with CS for reload, carrying the
+/// host descriptor it ran on since (Bochs checks its kind against the guest's), and with
+/// every register whole, whichever mode it left in: the 64-bit part may have changed what
+/// compatibility-mode code cannot reach.
+#[test]
+fn a_run_that_switched_modes_comes_back_whole_with_the_host_code_descriptor() {
+    let mut v = Values(9);
+    let long64 = random_long_state(&mut v);
+    let mut compat = long64;
+    compat.mode = bochs_ffi::raw::plex86_accel_mode_PLEX86_ACCEL_MODE_LONG_COMPAT;
+    compat.seg[seg::CS].attr = (compat.seg[seg::CS].attr & !(1 << 13)) | 1 << 14;
+    compat.seg[seg::CS].selector = 0x23;
+    compat.rip &= 0xffff_ffff;
+    // (entry, the host code descriptor the run left on)
+    for (entry, (sel, attr)) in [(compat, (0x33, 0xa0fb)), (long64, (0x23, 0xc0fb))] {
+        for xs in [INTEL, AMD] {
+            let mut gs = Box::new(GuestState::default());
+            to_guest(&entry, &xs, &mut gs);
+            for g in gs.gprs.iter_mut() {
+                *g = !*g;
+            }
+            gs.rip = 0x1000;
+            gs.segs[FS].base ^= 0x1000;
+            gs.segs[seg::CS] = Segment {
+                selector: sel,
+                attr,
+                limit: 0xf_ffff,
+                base: 0,
+                flags: SEG_NOT_INSTALLED,
+                reserved: 0,
+            };
+            let zmm16 = fx_zmm16_offset(&xs);
+            gs.xsave.0[zmm16] ^= 0xff;
+            let mut back = entry;
+            assert_eq!(from_guest(&gs, &xs, &mut back), 1 << seg::CS);
+            let want: Vec<u64> = entry.gpr.iter().map(|g| !g).collect();
+            assert_eq!(back.gpr[..], want[..], "whole, R8-R15 too ({sel:#x})");
+            assert_eq!(back.rip, 0x1000);
+            assert_eq!(back.seg[FS].base, entry.seg[FS].base ^ 0x1000);
+            let cs = back.seg[seg::CS];
+            assert_eq!(
+                (cs.selector, cs.attr, cs.limit, cs.base, cs.valid),
+                (sel, attr, 0xf_ffff, 0, 1),
+                "the host descriptor, for Bochs's kind check"
+            );
+            assert_eq!(
+                back.fpu.zmm[16][0],
+                entry.fpu.zmm[16][0] ^ 0xff,
+                "ZMM16 whole"
+            );
+        }
+    }
+}
+
+/// Where ZMM16's first byte lies in the host's XSAVE layout (the Hi16_ZMM component).
+fn fx_zmm16_offset(xs: &XsaveInfo) -> usize {
+    xs.components[7].0 as usize
 }
 
 /// Outside long mode only the low halves are the guest's: whatever lies above them (Bochs

@@ -8,9 +8,10 @@
  * (lretq) to 32-bit code at 0x23.  That code runs a checksum loop writing a buffer page it
  * has not touched before (a page fault taken in compatibility mode), in some rounds makes
  * int $0x80 getpid (i386 number 20), and far-returns (lret) to 64-bit code at 0x33, which
- * records R8..R15: 32-bit code cannot reach them, so they keep the values 64-bit code set
- * (but after int $0x80, whose kernel entry clears them: those rounds leave them out).
- * The result is the checksums, R8..R15 and whether int $0x80 returned the process's pid.
+ * records R8..R15 and XMM8..XMM15: 32-bit code cannot reach them, so they keep the values
+ * 64-bit code set (but R8..R15 after int $0x80, whose kernel entry clears them: those rounds
+ * leave them out).  The result is the checksums, R8..R15 and whether int $0x80 returned the
+ * process's pid.
  */
 #include "common.h"
 #include <sys/mman.h>
@@ -23,7 +24,7 @@
 #define PAGE 4096
 
 /* out[0..7] R8..R15 after the round trip, out[8] the checksum (EAX), out[9] EDX (getpid's
- * result when asked for, else 0). */
+ * result when asked for, else 0), out[10..17] XMM8..XMM15's low halves. */
 uint64_t roundtrip(uint32_t seed, uint32_t iters, uint32_t buf, uint32_t stack_top,
                    uint64_t *out, uint32_t getpid32);
 
@@ -58,6 +59,8 @@ __asm__(
     "  movabs $0x5152535455565758, %r13\n"
     "  movabs $0x6162636465666768, %r14\n"
     "  movabs $0x7172737475767778, %r15\n"
+    "  movq %r8, %xmm8\n movq %r9, %xmm9\n movq %r10, %xmm10\n movq %r11, %xmm11\n"
+    "  movq %r12, %xmm12\n movq %r13, %xmm13\n movq %r14, %xmm14\n movq %r15, %xmm15\n"
     "  lretq\n"
     ".code32\n"
     "compat_code:\n"
@@ -86,6 +89,9 @@ __asm__(
     "  mov %r8, 0(%rbx)\n mov %r9, 8(%rbx)\n mov %r10, 16(%rbx)\n mov %r11, 24(%rbx)\n"
     "  mov %r12, 32(%rbx)\n mov %r13, 40(%rbx)\n mov %r14, 48(%rbx)\n mov %r15, 56(%rbx)\n"
     "  mov %rax, 64(%rbx)\n mov %rdx, 72(%rbx)\n"
+    "  movq %xmm8, 80(%rbx)\n movq %xmm9, 88(%rbx)\n movq %xmm10, 96(%rbx)\n"
+    "  movq %xmm11, 104(%rbx)\n movq %xmm12, 112(%rbx)\n movq %xmm13, 120(%rbx)\n"
+    "  movq %xmm14, 128(%rbx)\n movq %xmm15, 136(%rbx)\n"
     "  xor %ecx, %ecx\n mov %ecx, %ds\n mov %ecx, %es\n"
     "  pop %r15\n pop %r14\n pop %r13\n pop %r12\n pop %rbp\n pop %rbx\n"
     "  ret\n"
@@ -111,9 +117,9 @@ int main(void)
     }
     uint32_t pid = (uint32_t)getpid();
     uint64_t sum = 0;
-    int regs_kept = 0, pid_ok = 0, calls = 0;
+    int regs_kept = 0, xmm_kept = 0, pid_ok = 0, calls = 0;
     for (uint32_t r = 0; r < ROUNDS; r++) {
-        uint64_t out[10];
+        uint64_t out[18];
         uint32_t with_call = r % 3 == 0;
         /* short rounds switch back within one native run, long ones outlast a budget */
         uint32_t iters = (r % 8 == 7) ? 400000 : 200 + r * 37;
@@ -126,6 +132,7 @@ int main(void)
         } else {
             regs_kept += memcmp(out, R8_15, sizeof(R8_15)) == 0;
         }
+        xmm_kept += memcmp(out + 10, R8_15, sizeof(R8_15)) == 0;
         for (int i = 0; i < 8 && !with_call; i++)
             sum = sum * 31 + out[i];
     }
@@ -133,10 +140,10 @@ int main(void)
     for (uint32_t r = 0; r < ROUNDS; r++)
         for (uint32_t o = 0; o < 1024; o += 4)
             touched = touched * 33 + *(uint32_t *)(buf + r * PAGE + o);
-    printf("info: %d rounds, %d with int $0x80 (pid right in %d), R8..R15 kept in %d\n",
-           ROUNDS, calls, pid_ok, regs_kept);
-    if (pid_ok != calls || regs_kept != ROUNDS - calls) {
-        printf("result: FAIL-pid%d-regs%d\n", pid_ok, regs_kept);
+    printf("info: %d rounds, %d with int $0x80 (pid right in %d), R8..R15 kept in %d, "
+           "XMM8..XMM15 in %d\n", ROUNDS, calls, pid_ok, regs_kept, xmm_kept);
+    if (pid_ok != calls || regs_kept != ROUNDS - calls || xmm_kept != ROUNDS) {
+        printf("result: FAIL-pid%d-regs%d-xmm%d\n", pid_ok, regs_kept, xmm_kept);
         return 1;
     }
     printf("result: %016llx-%016llx\n", (unsigned long long)sum, (unsigned long long)touched);
