@@ -216,7 +216,7 @@ impl<B: Backend> Accelerator<B> {
             };
             return self.fail(
                 format!(
-                    "{insn} executed natively: the host kernel's compat fast-syscall path discarded EIP and ECX, so the guest cannot be resumed (the guest CPU model must not offer {insn} in 32-bit mode)"
+                    "{insn} executed natively: the host kernel's compat fast-syscall path discarded EIP and ECX, so the guest cannot be resumed (the guest CPU model must not offer {insn} in 32-bit mode; a 64-bit Linux guest's 32-bit processes use it whatever CPUID says: boot it with clearcpuid=110,111 so that its 32-bit vDSO uses INT 0x80)"
                 ),
                 true,
             );
