@@ -3,7 +3,7 @@
 //! constants, so a renumbering in `plex86_accel.h` moves the names with it.
 
 use bochs_ffi::raw;
-use host_driver::{ExitReason, ExitRecord};
+use host_driver::{ExitReason, ExitRecord, SyscallInstruction};
 
 /// Slots of `enum plex86_accel_exit_reason`.
 pub const EXIT_REASONS: usize = raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_REASONS as usize;
@@ -33,6 +33,7 @@ pub const EXITS: [(u32, &str); EXIT_REASONS] = [
     (raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SINGLE_STEP, "single_step"),
     (raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CPUID, "cpuid"),
     (raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE, "contained_escape"),
+    (raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SYSENTER, "sysenter"),
 ];
 
 /// Every `PLEX86_ACCEL_DECLINE_*` with its name in the statistics, in code order (the header
@@ -127,8 +128,25 @@ pub fn record_exit_code(rec: &ExitRecord) -> Option<u32> {
         ExitReason::GuestEscape { .. } if rec.escape_contained => {
             Some(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE)
         }
+        ExitReason::SystemCall {
+            instruction: SyscallInstruction::Sysenter,
+        } if sysenter_without_eip(rec) => {
+            Some(raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SYSENTER)
+        }
         ref r => exit_code(r),
     }
+}
+
+/// A SYSENTER whose EIP the host kernel discarded but whose registers are whole (the stub's,
+/// of compatibility-mode code: ECX intact): Bochs carries it out without fetching it
+/// (`PLEX86_ACCEL_EXIT_SYSENTER`). With ECX lost too it cannot be resumed.
+pub fn sysenter_without_eip(rec: &ExitRecord) -> bool {
+    rec.eip_lost
+        && !rec.ecx_clobbered
+        && rec.reason
+            == ExitReason::SystemCall {
+                instruction: SyscallInstruction::Sysenter,
+            }
 }
 
 /// Whether the statistics name the instruction behind this exit.

@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 /* Version of this interface. */
-#define PLEX86_ACCEL_ABI_VERSION 9u
+#define PLEX86_ACCEL_ABI_VERSION 10u
 
 /* The one symbol Bochs resolves first, to learn the library's ABI version. */
 #define PLEX86_ACCEL_VERSION_SYMBOL "plex86_accel_abi_version"
@@ -278,7 +278,14 @@ enum plex86_accel_exit_reason {
      tables have no code descriptor for, so that the guest kernel delivers a fault (SIGSEGV) to
      that process and the VM goes on. Only the stub executor returns it. */
   PLEX86_ACCEL_EXIT_CONTAINED_ESCAPE = 18,
-  PLEX86_ACCEL_EXIT_REASONS = 19         /* number of slots */
+  /* ABI 10. Compatibility-mode code executed SYSENTER natively (a 64-bit Linux guest's 32-bit
+     vDSO does so on an Intel CPU, whatever CPUID says). The host kernel's fast-syscall path
+     discards EIP and ESP, which SYSENTER neither saves nor depends on: the registers, flags and
+     segments are the guest's at the instruction, but EIP (0) and ESP. Bochs carries out
+     SYSENTER at that state itself (CS, SS, EIP and ESP from the MSRs), as if it had fetched
+     it. Only the stub executor returns it. */
+  PLEX86_ACCEL_EXIT_SYSENTER = 19,
+  PLEX86_ACCEL_EXIT_REASONS = 20         /* number of slots */
 };
 
 /* plex86_accel_exit.seg_reload bit i (enum plex86_accel_seg_index): the guest loaded that

@@ -48,7 +48,7 @@ mod tests {
             plex86_accel_cpu_state as S, plex86_accel_fpu_state as F, plex86_accel_segment as G,
         };
         use std::mem::{align_of, offset_of, size_of};
-        assert_eq!(ABI_VERSION, 9);
+        assert_eq!(ABI_VERSION, 10);
         let seg = [
             offset_of!(G, selector),
             offset_of!(G, attr),

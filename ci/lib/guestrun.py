@@ -431,12 +431,11 @@ def cmd_run(argv: list[str]) -> int:
     ap.add_argument("--suite32", action="store_true",
                     help="amd64: run the i386 suite's static programs (/suite32: 32-bit processes, "
                          "compatibility mode) instead of the x86-64 suite; their native oracle is "
-                         "ci/run-native's i386 results. With --accel on add --append clearcpuid=110,111: "
-                         "the guest kernel's 32-bit vDSO then uses INT 0x80, not SYSCALL (AMD, its "
-                         "SYSCALL32 feature, bit 3*32+14) or SYSENTER (Intel, SYSENTER32, bit "
-                         "3*32+15), which native code cannot hand back (the run stops saying so); "
-                         "on AMD hosts plain Bochs needs 110 too (SYSCALL is left out of 32-bit "
-                         "code: #UD, SIGILL)")
+                         "ci/run-native's i386 results. On AMD hosts add --append clearcpuid=110: the "
+                         "guest kernel's 32-bit vDSO then uses INT 0x80, not SYSCALL (its "
+                         "SYSCALL32 feature, bit 3*32+14), which the host CPU model leaves out "
+                         "in 32-bit code (#UD, SIGILL) and native code could not hand back "
+                         "(on Intel hosts its SYSENTER is carried out by Bochs)")
     ap.add_argument("--add", metavar="DIR", help="directory copied to /extra in the guest")
     ap.add_argument("--run", metavar="CMD", help="command run as `cd /extra && sh -c CMD` after the suite")
     ap.add_argument("--timeout", type=float, default=1800.0)

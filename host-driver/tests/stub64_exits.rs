@@ -304,7 +304,10 @@ fn sysenter_in_64_bit_code_is_ud_on_amd_and_the_eip_lost_stop_on_intel() {
                 instruction: SyscallInstruction::Sysenter
             }
         );
-        assert!(exit.eip_lost);
+        assert!(
+            exit.eip_lost && exit.ecx_clobbered,
+            "64-bit code's: R8..R15 and the upper halves are lost too"
+        );
     }
 }
 

@@ -144,6 +144,58 @@ fn int_0x80_from_compat_code_is_an_exact_exit_at_the_instruction() {
     assert!(!exit.ecx_clobbered && !exit.eip_lost);
 }
 
+/// SYSENTER from compatibility mode takes the host kernel's compat fast-syscall path on Intel:
+/// EIP and ESP are discarded, which SYSENTER neither saves nor depends on, so the exit carries
+/// the rest whole (ECX intact, EBP the stack the vDSO's convention put there, EAX the number)
+/// for the emulator to carry out SYSENTER (ABI 10). On AMD it is #UD at the instruction.
+#[test]
+fn compat_sysenter_exits_with_every_register_it_depends_on() {
+    let mut vm = compat_vm();
+    let bytes = code32(&mut vm, |a| {
+        a.mov(eax, 20u32)?; // getpid, were it executed by the host
+        a.mov(ebx, 0x11u32)?;
+        a.mov(ecx, 0x22u32)?;
+        a.mov(edx, 0x33u32)?;
+        a.mov(esi, 0x44u32)?;
+        a.mov(edi, 0x55u32)?;
+        a.mov(ebp, 0x66u32)?;
+        // __kernel_vsyscall's frame: the kernel takes the stack from EBP and EBP from [EBP]
+        a.push(ecx)?;
+        a.push(edx)?;
+        a.push(ebp)?;
+        a.mov(ebp, esp)?;
+        a.sysenter()?;
+        a.hlt()
+    });
+    let before = vm.state;
+    let exit = vm.run();
+    if test_support::cpuinfo::is_amd() {
+        assert_eq!(exit.reason, ExitReason::InvalidOpcode);
+        assert_eq!(vm.state.rip, CODE32 + offset_in(&bytes, &[0x0f, 0x34]));
+        return;
+    }
+    assert_eq!(
+        exit.reason,
+        ExitReason::SystemCall {
+            instruction: SyscallInstruction::Sysenter
+        }
+    );
+    assert!(exit.eip_lost && !exit.ecx_clobbered);
+    let esp_at_sysenter = before.gprs[4] - 12;
+    let g = &vm.state.gprs;
+    assert_eq!(
+        (g[0], g[3], g[1], g[2], g[6], g[7]),
+        (20, 0x11, 0x22, 0x33, 0x44, 0x55),
+        "EAX, EBX, ECX, EDX, ESI, EDI"
+    );
+    assert_eq!(g[5], esp_at_sysenter, "EBP as SYSENTER found it");
+    assert_eq!(
+        g[8..],
+        before.gprs[8..],
+        "R8..R15 are not compatibility-mode code's"
+    );
+}
+
 /// SYSCALL from compatibility mode takes the host kernel's compat fast-syscall path on AMD
 /// (EIP and ECX discarded before seccomp traps it): the exit says so, exactly as for a
 /// 32-bit guest's on the stub; on Intel it is #UD at the instruction.

@@ -207,16 +207,16 @@ impl<B: Backend> Accelerator<B> {
         let Some(reason) = record_exit_code(ran) else {
             return self.fail(ran.reason.describe(), true);
         };
-        if ran.eip_lost {
-            let insn = match ran.reason {
+        if ran.eip_lost && !crate::exits::sysenter_without_eip(ran) {
+            let why = match ran.reason {
                 ExitReason::SystemCall {
                     instruction: SyscallInstruction::Sysenter,
-                } => "SYSENTER",
-                _ => "SYSCALL",
+                } => "SYSENTER executed natively (from 64-bit code, after a mode switch, with TF set or with an unreadable stack: only compatibility-mode code's is carried out)",
+                _ => "SYSCALL executed natively in 32-bit code (the guest CPU model must not offer it there; a 64-bit Linux guest on an AMD CPU uses it for its 32-bit processes whatever CPUID says: boot it with clearcpuid=110 so that its 32-bit vDSO uses INT 0x80)",
             };
             return self.fail(
                 format!(
-                    "{insn} executed natively: the host kernel's compat fast-syscall path discarded EIP and ECX, so the guest cannot be resumed (the guest CPU model must not offer {insn} in 32-bit mode; a 64-bit Linux guest's 32-bit processes use it whatever CPUID says: boot it with clearcpuid=110,111 so that its 32-bit vDSO uses INT 0x80)"
+                    "{why}: the host kernel's compat fast-syscall path discarded EIP and ECX, so the guest cannot be resumed"
                 ),
                 true,
             );

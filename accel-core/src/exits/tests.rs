@@ -185,8 +185,47 @@ fn every_exit_reason_has_a_header_code() {
             (_, code) => assert_eq!(code, exit_code(r), "{r:?}"),
         }
         assert_eq!(record_exit_code(&ExitRecord::new(*r)), exit_code(r));
+        // The stub's SYSENTER of compatibility-mode code: EIP lost, ECX intact.
+        let mut rec = ExitRecord::new(*r);
+        rec.eip_lost = true;
+        if let Some(code) = record_exit_code(&rec) {
+            codes.insert(code);
+        }
     }
     assert_eq!(codes.len(), EXIT_REASONS, "every header exit is reachable");
+}
+
+/// A SYSENTER whose EIP the host discarded is carried out by Bochs only when the rest of the
+/// state is whole (the stub's, ECX intact); SYSCALL, or ECX lost, stays the stop it was.
+#[test]
+fn only_a_whole_sysenter_without_eip_is_bochs_s_to_carry_out() {
+    let sysenter = ExitReason::SystemCall {
+        instruction: SyscallInstruction::Sysenter,
+    };
+    let syscall = ExitReason::SystemCall {
+        instruction: SyscallInstruction::Syscall,
+    };
+    let record = |r, eip_lost, ecx_clobbered| {
+        let mut rec = ExitRecord::new(r);
+        (rec.eip_lost, rec.ecx_clobbered) = (eip_lost, ecx_clobbered);
+        rec
+    };
+    let sys = raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SYSTEM_CALL;
+    let cases = [
+        (
+            record(sysenter, true, false),
+            true,
+            raw::plex86_accel_exit_reason_PLEX86_ACCEL_EXIT_SYSENTER,
+        ),
+        (record(sysenter, true, true), false, sys),
+        (record(sysenter, false, false), false, sys),
+        (record(syscall, true, false), false, sys),
+        (record(syscall, true, true), false, sys),
+    ];
+    for (rec, whole, code) in cases {
+        assert_eq!(sysenter_without_eip(&rec), whole, "{rec:?}");
+        assert_eq!(record_exit_code(&rec), Some(code), "{rec:?}");
+    }
 }
 
 #[test]

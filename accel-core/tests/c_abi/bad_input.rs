@@ -19,7 +19,10 @@ fn init_rejects_bad_configurations_clearly() {
         init(&c).map(|a| plex86_accel_shutdown(a)).unwrap_err()
     };
     let e = bad(&|c| c.abi_version = 1);
-    assert!(e.contains("abi_version is 1") && e.contains("ABI 9"), "{e}");
+    assert!(
+        e.contains("abi_version is 1") && e.contains("ABI 10"),
+        "{e}"
+    );
     let e = bad(&|c| c.struct_size = 100);
     let size = std::mem::size_of::<raw::plex86_accel_config>();
     assert!(
@@ -69,7 +72,7 @@ fn init_rejects_bad_configurations_clearly() {
     let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
     assert_eq!(msg.to_str().unwrap(), "config ");
     let mut c = config(&ram);
-    c.abi_version = 8;
+    c.abi_version = 9;
     // SAFETY: no error buffer: only the result tells.
     assert!(unsafe { plex86_accel_init(&c, std::ptr::null_mut(), 0) }.is_null());
     // A failure after the configuration was read is logged through its callback too.
@@ -135,5 +138,5 @@ fn run_and_notifications_reject_bad_pointers() {
 
 #[test]
 fn abi_version() {
-    assert_eq!(plex86_accel_abi_version(), 9);
+    assert_eq!(plex86_accel_abi_version(), 10);
 }

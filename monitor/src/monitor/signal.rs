@@ -12,6 +12,7 @@ use plex86_protocol::{gpr, seg, EscapeKind, ExitReason, SyscallInstruction};
 /// An upper bound of the vDSO's text: the compat landing pad lies within it.
 const VDSO_SPAN: u32 = 64 << 10;
 const EFL_RF: u64 = 1 << 16;
+const EFL_TF: u64 = 1 << 8;
 /// The low half of a 64-bit register: all 32-bit code has of it.
 const LOW32: u64 = 0xffff_ffff;
 
@@ -144,8 +145,9 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
     }
 
     /// The compat fast-syscall path (SYSCALL on AMD, SYSENTER on Intel): the kernel has set RIP
-    /// to its vDSO landing pad, CS/SS to its own selectors, stored the guest's EBP in the RCX
-    /// slot and loaded EBP from [ESP]. The return EIP (hardware RCX) is gone. With SIGSYS the
+    /// to its vDSO landing pad and CS/SS to its own selectors; for SYSCALL it stored the
+    /// guest's EBP in the RCX slot and loaded EBP from [ESP], and the return EIP (hardware
+    /// RCX) is gone; for SYSENTER see below. With SIGSYS the
     /// call was trapped by seccomp (EAX = its number); otherwise reading [ESP] failed, the
     /// kernel returned -EFAULT without a system call and the IRET to the landing pad faulted
     /// (EAX is then -EFAULT, not the guest's): on AMD at the 64-bit pad, on Intel at its low
@@ -158,16 +160,31 @@ impl<R: GuestRam, H: Host> Monitor<R, H> {
             SyscallInstruction::Sysenter
         };
         self.set_exit(ExitReason::SystemCall { instruction });
-        self.exit.ecx_clobbered = true;
         self.exit.eip_lost = true;
+        // SYSENTER of compatibility-mode code, trapped by seccomp: SYSENTER saves nothing and
+        // its effect depends on no register but the MSRs, so only EIP and ESP are lost and
+        // neither matters. The host kernel took the user stack from EBP (the vDSO's
+        // convention) into RSP and reloaded EBP from it; ECX and EDX are the guest's.
+        // R8..R15 and the upper halves (the kernel's entry clears them) are not this code's.
+        // The emulator carries out SYSENTER at this state (ABI 10).
+        let sysenter_exact = !self.amd
+            && ctx.sig == libc::SIGSYS
+            && !self.entry.code64()
+            && !self.mode_switched
+            && ctx.uc.mc.eflags & EFL_TF == 0;
+        self.exit.ecx_clobbered = !sysenter_exact;
         self.capture_state(ctx);
         let st = &mut self.exit_state;
         st.rip = 0;
         if ctx.sig == libc::SIGSYS {
             st.gprs[gpr::EAX] = u64::from(ctx.syscall as u32);
         }
-        st.gprs[gpr::ECX] = 0;
-        st.gprs[gpr::EBP] = u64::from(rcx as u32);
+        if sysenter_exact {
+            st.gprs[gpr::EBP] = u64::from(ctx.uc.mc.rsp as u32);
+        } else {
+            st.gprs[gpr::ECX] = 0;
+            st.gprs[gpr::EBP] = u64::from(rcx as u32);
+        }
         st.segs[seg::CS].selector = self.installed[seg::CS];
         st.segs[seg::SS].selector = self.installed[seg::SS];
         Outcome::Exit

@@ -98,10 +98,12 @@ pub struct ExitRecord {
     pub demand_fills: u32,
     /// The reported ECX is not the pre-instruction value (clobbered by SYSCALL).
     pub ecx_clobbered: bool,
-    /// EIP (reported as 0) and ECX are lost: the host kernel's compat fast-syscall path
-    /// (SYSCALL on AMD hosts, SYSENTER on Intel hosts) discards them before any trap. The
-    /// emulator cannot resume exactly; guests must not execute these instructions natively
-    /// (see docs/ARCHITECTURE.md).
+    /// EIP (reported as 0) is lost: the host kernel's compat fast-syscall path (SYSCALL on AMD
+    /// hosts, SYSENTER on Intel hosts) discards it before any trap. With ECX lost too
+    /// (`ecx_clobbered`) the emulator cannot resume exactly. Only the stub reports SYSENTER
+    /// of compatibility-mode code with ECX intact: SYSENTER saves nothing and depends on no
+    /// register, so the emulator carries it out at the reported state (see
+    /// docs/ARCHITECTURE.md).
     pub eip_lost: bool,
     /// Set by the stub executor's library side, never on the wire: the run ended in a
     /// [`ExitReason::GuestEscape`] that it contained. It replaced its process (a fresh one,
