@@ -3,7 +3,9 @@
 
 use super::{st, StubExecutor};
 use crate::error::DriverError;
-use crate::protocol::stub::{by_lib as lib, by_stub as stub, MapOp, Verdict, MAX_OPS};
+use crate::protocol::stub::{
+    by_lib as lib, by_stub as stub, MapOp, Verdict, MAX_OPS, OP_LDT, OP_MMAP,
+};
 use crate::sys;
 use std::sync::atomic::{fence, Ordering};
 
@@ -14,8 +16,26 @@ impl StubExecutor {
     /// start, because with a batch it is the mapper, once done, that wakes a sleeping guest
     /// thread (one hand-over fewer per fill than a wake by the library, which would find the
     /// batch not done yet).
+    ///
+    /// An entry may be another guest process's, and the op batches lie in S, where guest code
+    /// can read them: before `Enter` the last batch is scrubbed, and the ops that drop or
+    /// protect mirrors (which name the previous process's pages) are carried out and scrubbed
+    /// first; only the entry's own fills and LDT descriptors travel with the verdict.
     pub(super) fn answer(&mut self, v: Verdict) -> Result<(), DriverError> {
-        let batch = self.stage_ops()?;
+        if v == Verdict::Enter {
+            self.await_mapper_done()?;
+            let ops = &self.monitor.host.ops;
+            if let Some(last) = ops
+                .iter()
+                .rposition(|op| op.kind != OP_MMAP && op.kind != OP_LDT)
+            {
+                if self.stage_ops(last + 1)? {
+                    self.start_mapper();
+                    self.await_mapper_done()?;
+                }
+            }
+        }
+        let batch = self.stage_ops(usize::MAX)?;
         self.ctl
             .atomic_u32(lib::VERDICT)
             .store(v as u32, Ordering::Relaxed);
@@ -37,26 +57,28 @@ impl StubExecutor {
     /// Hands every queued op to the mapper and waits until it has carried them out (no
     /// verdict: MMU commands between runs).
     pub(super) fn flush_ops(&mut self) -> Result<(), DriverError> {
-        if self.stage_ops()? {
+        if self.stage_ops(usize::MAX)? {
             self.start_mapper();
             self.await_mapper_done()?;
         }
         Ok(())
     }
 
-    /// Writes the queued ops as batches: all but the last are carried out at once, the last
-    /// is written and made the one the guest thread waits for ([`lib::RESUME_AFTER`]); the
-    /// caller starts the mapper on it. `Ok(false)`: nothing queued.
-    fn stage_ops(&mut self) -> Result<bool, DriverError> {
+    /// Writes the first `limit` queued ops (all, at most) as batches: all but the last are
+    /// carried out at once, the last is written and made the one the guest thread waits for
+    /// ([`lib::RESUME_AFTER`]); the caller starts the mapper on it. `Ok(false)`: nothing
+    /// queued.
+    fn stage_ops(&mut self, limit: usize) -> Result<bool, DriverError> {
+        let mut left = limit.min(self.monitor.host.ops.len());
         loop {
-            if self.monitor.host.ops.is_empty() {
+            if left == 0 {
                 return Ok(false);
             }
             // The mapper reads the batch while it works: the previous one must be done.
             self.await_mapper_done()?;
             // (The check may have queued a flush after a failed mapping.)
             let ops = &mut self.monitor.host.ops;
-            let n = ops.len().min(MAX_OPS);
+            let n = left.min(ops.len()).min(MAX_OPS);
             for (i, op) in ops.iter().take(n).enumerate() {
                 self.ctl
                     .write_plain(lib::OPS + i * std::mem::size_of::<MapOp>(), op);
@@ -65,11 +87,13 @@ impl StubExecutor {
                 .atomic_u32(lib::MAP_COUNT)
                 .store(n as u32, Ordering::Relaxed);
             ops.drain(..n);
+            left -= n;
+            self.map_len = n;
             self.map_seq = self.map_seq.wrapping_add(1);
             self.ctl
                 .atomic_u32(lib::RESUME_AFTER)
                 .store(self.map_seq, Ordering::Relaxed);
-            if self.monitor.host.ops.is_empty() {
+            if left == 0 {
                 return Ok(true);
             }
             self.start_mapper();
@@ -98,6 +122,16 @@ impl StubExecutor {
             return Ok(());
         }
         self.map_checked = seq;
+        // Done with: scrubbed (see `answer`).
+        for i in 0..self.map_len {
+            self.ctl.write_plain(
+                lib::OPS + i * std::mem::size_of::<MapOp>(),
+                &MapOp::default(),
+            );
+        }
+        self.ctl
+            .atomic_u32(lib::MAP_COUNT)
+            .store(0, Ordering::Relaxed);
         let err = -(self.stub_word(stub::MAP_ERR) as i32);
         match err {
             0 => Ok(()),

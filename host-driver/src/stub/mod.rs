@@ -124,8 +124,10 @@ pub struct StubExecutor {
     exit_seen: u32,
     /// The last op batch handed to the mapper.
     map_seq: u32,
-    /// The batch whose outcome (`MAP_ERR`) has been looked at.
+    /// The batch whose outcome (`MAP_ERR`) has been looked at (and whose ops were scrubbed).
     map_checked: u32,
+    /// Ops in the last batch handed to the mapper.
+    map_len: usize,
     polling: Polling,
     placement: Placement,
     pinned_to: Option<usize>,
@@ -214,6 +216,7 @@ impl StubExecutor {
             exit_seen: 0,
             map_seq: 0,
             map_checked: 0,
+            map_len: 0,
             polling: DEFAULT_POLLING,
             placement: DEFAULT_PLACEMENT,
             pinned_to: None,

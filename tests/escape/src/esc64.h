@@ -110,12 +110,15 @@ static inline void esc_init(void)
     accel_seen = wait_native(20);
 }
 
+/* Stretches a probe waits for at most (a failed try is ~20 ms of emulated guest time). */
+static unsigned probe_tries = 50;
+
 /* Counts a probe; under acceleration it first waits for a native stretch, so that the probe's
  * instruction runs natively (counted when it did). */
 static inline void probe_start(void)
 {
     probes_run++;
-    probes_native += accel_seen && wait_native(50);
+    probes_native += accel_seen && wait_native(probe_tries);
 }
 
 /* A raw return value as the guest sees it: "ok" (or "ok=N" with show_value), else the errno

@@ -9,7 +9,8 @@
 //! * `stub_handler` (guest thread, each signal, on the alternate stack): publish the frame's
 //!   address, the data selectors and FS/GS bases, bump the exit sequence, wake the library if
 //!   it sleeps, wait for a verdict: Resume returns through the kernel's frame, Enter abandons
-//!   it for the library's. It takes CLOCK_MONOTONIC at each signal and at each return to the
+//!   it for the library's (after scrubbing the last exit's frame and words: the entry may be
+//!   another guest process's). It takes CLOCK_MONOTONIC at each signal and at each return to the
 //!   guest, as the entry does, so that the library can tell native time from hand-overs.
 //!   Each entry first arms the budget's timer (SIGALRM to this thread) with the library's
 //!   budget.
@@ -104,6 +105,25 @@ std::arch::global_asm!(
     "wrfsbase rax",
     "mov rax, [rbx + {lib} + {segs} + 16]",
     "wrgsbase rax",
+    // Scrub what the last exit left in S (its kernel frame on the alternate stack, above this
+    // stack's lowest use, and the words published from it): this entry may be another guest
+    // process's, which could read them natively. No stack is used from here on.
+    "lea rdi, [rsp - 64]",
+    "and rdi, -64",
+    "lea rax, [rbx + {stub} + {altstack}]",
+    "cmp rdi, rax",
+    "cmovb rdi, rax",
+    "lea rcx, [rbx + {stub} + {altstack} + {altstack_len}]",
+    "sub rcx, rdi",
+    "shr rcx, 3",
+    "xor eax, eax",
+    "rep stosq",
+    "mov [rbx + {stub} + {sig}], eax",
+    "mov [rbx + {stub} + {info}], rax",
+    "mov [rbx + {stub} + {uc}], rax",
+    "mov [rbx + {stub} + {ssegs}], rax",
+    "mov [rbx + {stub} + {fs_base}], rax",
+    "mov [rbx + {stub} + {gs_base}], rax",
     "lea rsp, [rbx + {lib} + {frame} + 8]",
     "mov eax, 15", // rt_sigreturn
     "syscall",
@@ -402,6 +422,8 @@ std::arch::global_asm!(
     resume_ts = const by_stub::RESUME_TS,
     timer_id = const by_stub::TIMER_ID,
     budget = const lib::BUDGET,
+    altstack = const by_stub::ALTSTACK,
+    altstack_len = const by_stub::ALTSTACK_LEN,
 );
 
 extern "C" {
