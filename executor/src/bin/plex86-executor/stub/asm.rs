@@ -78,6 +78,10 @@ std::arch::global_asm!(
     // ---- enter the guest from the library's frame ------------------------------------------
     "40:",
     "call 60f", // the mapper has done what the entry needs (LDT, fills, flushes)
+    // The entry timestamp comes before the timer is armed, so that a run the timer ends
+    // measures at least its budget.
+    "lea rsi, [rbx + {stub} + {enter_ts}]",
+    "call 65f",
     // Arm the budget's timer (relative, one-shot). A failure is not checked here: the
     // library's own signal, a little after the budget, ends the run then.
     "mov edi, [rbx + {stub} + {timer_id}]",
@@ -86,8 +90,6 @@ std::arch::global_asm!(
     "xor r10d, r10d",
     "mov eax, 223", // timer_settime
     "syscall",
-    "lea rsi, [rbx + {stub} + {enter_ts}]",
-    "call 65f",
     "mov eax, [rbx + {lib} + {entry_id}]",
     "pushfq",
     "and dword ptr [rsp], 0xffdfffff",
