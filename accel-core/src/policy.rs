@@ -23,11 +23,21 @@
 //! run the next entry waits for Bochs to emulate [`BACKOFF_START_TICKS`] ticks, doubling with
 //! every further short run up to [`BACKOFF_MAX_TICKS`]; one longer run resets it. Demand
 //! fills are not guest work: the time the executor measured for them (its handler plus a fault
-//! round trip calibrated at start-up, more as the mirror's mappings grow) is subtracted. A short run without fills that the budget ended says nothing about the guest
-//! code and neither arms nor resets. At the cap an
-//! entry is tried once per million ticks (milliseconds of emulation), so a program that turns
-//! to compute is run natively again within milliseconds, and a program that never does pays
-//! one short run per million ticks.
+//! round trip calibrated at start-up, more as the mirror's mappings grow) is subtracted. A short
+//! run without fills that the budget ended says nothing about the guest code on its own and
+//! neither arms nor resets; its work is carried over to the next run if that one resumes where
+//! it stopped (same CR3 and RIP: only the timer event came between), so that a stretch of guest
+//! work cut into pieces by frequent timer events is judged whole. (A serial console sending
+//! output ends a slice at every character, 87 µs at 115200 baud: without the carry, a compute
+//! loop's pieces ending at an RDTSC or a system call looked short, the back-off climbed to its
+//! cap and the loop ran emulated while the console was busy.) At the cap an entry is tried
+//! after an eighth to the whole of a million ticks (milliseconds of emulation; the eighths
+//! taken in an order that spreads them, [`CAP_EIGHTHS`]), so a program that turns to compute is
+//! run natively again within milliseconds, and a program that never does pays one short run
+//! per ~560,000 ticks. A fixed distance locked onto loops whose exits come a little more than
+//! the cap apart: a loop with an RDTSC every 1.2 million instructions was tried 1 million
+//! ticks after each, the run from there to the next RDTSC was short every time, and the loop
+//! stayed emulated for as long as it ran.
 //!
 //! A state the driver cannot run (an LDT selector, a conforming code segment, …) usually
 //! persists for a while, so such declines ask Bochs to emulate [`UNSUPPORTED_RETRY_NS`] worth of
@@ -68,6 +78,9 @@ pub const MAX_FILLS_PER_RUN: u32 = 64;
 pub const BACKOFF_START_TICKS: u64 = 1_000;
 /// Largest back-off distance, in guest ticks.
 pub const BACKOFF_MAX_TICKS: u64 = 1_000_000;
+/// At the cap, successive distances in eighths of [`BACKOFF_MAX_TICKS`]: every eighth once per
+/// cycle, neighbours far apart.
+pub const CAP_EIGHTHS: [u64; 8] = [8, 3, 6, 1, 5, 2, 7, 4];
 /// After an unsupported-state decline, emulate this long before asking again.
 pub const UNSUPPORTED_RETRY_NS: u64 = 50_000;
 
@@ -265,6 +278,32 @@ impl HotSpaces {
     }
 }
 
+/// Where a native run began or ended: the address space and the instruction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Place {
+    /// The guest's CR3 (the address space).
+    pub cr3: u64,
+    /// The instruction pointer.
+    pub rip: u64,
+}
+
+/// One native run as the back-off judges it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSample {
+    /// Host nanoseconds of the run, fills included.
+    pub native_ns: u64,
+    /// Nanoseconds the executor measured for the run's demand fills.
+    pub fill_ns: u64,
+    /// Demand fills of the run.
+    pub demand_fills: u32,
+    /// The budget (the next timer event) ended the run.
+    pub budget_expired: bool,
+    /// Where the run was entered.
+    pub entry: Place,
+    /// Where it stopped (the instruction it ended before).
+    pub exit: Place,
+}
+
 /// The adaptive back-off after native runs that were too short to pay off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backoff {
@@ -272,38 +311,53 @@ pub struct Backoff {
     armed_ticks: u64,
     /// The current back-off distance; 0 after a run that paid off.
     distance: u64,
+    /// Guest work of short runs the budget ended, and where the last of them stopped: a run
+    /// entered there continues that stretch of work.
+    carry: Option<(Place, u64)>,
+    /// Short runs at the cap so far (picks the next of [`CAP_EIGHTHS`]).
+    at_cap: usize,
 }
 
 impl Backoff {
-    /// Records a native run of `native_ns`, of which `demand_fills` fills took `fill_ns`, that
-    /// ended for `budget_expired` or another reason. A run that mostly mirrored pages did little
-    /// guest work, however long it took. A short run without fills that the budget ended says
-    /// nothing about the guest code (the next timer event was close): it neither arms nor
-    /// resets. With fills it does: a run the budget ended while it mostly mirrored pages (a
-    /// loop touching fresh pages) is exactly what the back-off is for.
-    pub fn record_run(
-        &mut self,
-        native_ns: u64,
-        fill_ns: u64,
-        demand_fills: u32,
-        budget_expired: bool,
-    ) -> RunVerdict {
-        let fills_ns = fill_ns.saturating_add(u64::from(demand_fills) * UNTIMED_FILL_NS);
-        let work_ns = native_ns.saturating_sub(fills_ns);
+    /// Records a native run. A run that mostly mirrored pages did little guest work, however
+    /// long it took. A short run without fills that the budget ended says nothing about the
+    /// guest code on its own (the next timer event was close): it neither arms nor resets, and
+    /// its work counts towards the next run if that one is entered where it stopped. With
+    /// fills it does arm: a run the budget ended while it mostly mirrored pages (a loop
+    /// touching fresh pages) is exactly what the back-off is for.
+    pub fn record_run(&mut self, run: RunSample) -> RunVerdict {
+        let fills_ns = run
+            .fill_ns
+            .saturating_add(u64::from(run.demand_fills) * UNTIMED_FILL_NS);
+        let carried = match self.carry.take() {
+            Some((at, ns)) if at == run.entry => ns,
+            _ => 0,
+        };
+        let work_ns = run
+            .native_ns
+            .saturating_sub(fills_ns)
+            .saturating_add(carried);
         if work_ns >= SHORT_RUN_NS {
             self.distance = 0;
             self.armed_ticks = 0;
             RunVerdict::PaidOff
-        } else if !budget_expired || demand_fills > 0 {
+        } else if run.budget_expired && run.demand_fills == 0 {
+            self.carry = Some((run.exit, work_ns));
+            RunVerdict::Neutral
+        } else {
             self.distance = if self.distance == 0 {
                 BACKOFF_START_TICKS
             } else {
                 (self.distance * 2).min(BACKOFF_MAX_TICKS)
             };
-            self.armed_ticks = self.distance;
+            self.armed_ticks = if self.distance < BACKOFF_MAX_TICKS {
+                self.distance
+            } else {
+                let eighths = CAP_EIGHTHS[self.at_cap % CAP_EIGHTHS.len()];
+                self.at_cap = self.at_cap.wrapping_add(1);
+                BACKOFF_MAX_TICKS / 8 * eighths
+            };
             RunVerdict::Short
-        } else {
-            RunVerdict::Neutral
         }
     }
 
@@ -422,43 +476,176 @@ mod tests {
         assert!(!h.contains(0x1000));
     }
 
+    /// A run elsewhere each time (no carry between them unless a test asks for it).
+    fn run(native_ns: u64, fill_ns: u64, demand_fills: u32, budget_expired: bool) -> RunSample {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0x1000);
+        let rip = NEXT.fetch_add(0x10, Ordering::Relaxed);
+        RunSample {
+            native_ns,
+            fill_ns,
+            demand_fills,
+            budget_expired,
+            entry: Place { cr3: 0x5000, rip },
+            exit: Place {
+                cr3: 0x5000,
+                rip: rip + 8,
+            },
+        }
+    }
+
     #[test]
     fn backoff_doubles_after_short_runs_up_to_the_cap_and_resets() {
         let mut b = Backoff::default();
         assert_eq!(b.take(), None, "not armed at start");
-        b.record_run(SHORT_RUN_NS - 1, 0, 0, false);
+        b.record_run(run(SHORT_RUN_NS - 1, 0, 0, false));
         assert_eq!(b.take(), Some(BACKOFF_START_TICKS));
         assert_eq!(b.take(), None, "one decline per short run");
-        b.record_run(1_000, 0, 0, false);
+        b.record_run(run(1_000, 0, 0, false));
         assert_eq!(b.take(), Some(2 * BACKOFF_START_TICKS));
         for _ in 0..40 {
-            b.record_run(1_000, 0, 0, false);
+            b.record_run(run(1_000, 0, 0, false));
         }
-        assert_eq!(b.take(), Some(BACKOFF_MAX_TICKS));
-        b.record_run(1_000, 0, 0, true);
+        let at_cap = b.take().unwrap();
+        assert!(at_cap <= BACKOFF_MAX_TICKS && at_cap % (BACKOFF_MAX_TICKS / 8) == 0);
+        b.record_run(run(1_000, 0, 0, true));
         assert_eq!(
             b.take(),
             None,
             "a short run ended by the budget does not arm..."
         );
-        b.record_run(1_000, 0, 0, false);
-        assert_eq!(b.take(), Some(BACKOFF_MAX_TICKS), "...nor reset");
-        b.record_run(SHORT_RUN_NS, 0, 0, true);
+        b.record_run(run(1_000, 0, 0, false));
+        assert!(b.take().unwrap() >= BACKOFF_MAX_TICKS / 8, "...nor reset");
+        b.record_run(run(SHORT_RUN_NS, 0, 0, true));
         assert_eq!(b.take(), None);
-        b.record_run(1_000, 0, 0, false);
+        b.record_run(run(1_000, 0, 0, false));
         assert_eq!(
             b.take(),
             Some(BACKOFF_START_TICKS),
             "a long run ended by the budget resets"
         );
-        b.record_run(SHORT_RUN_NS - 1 + 30_000, 30_000, 3, true);
+        b.record_run(run(SHORT_RUN_NS - 1 + 30_000, 30_000, 3, true));
         assert_eq!(
             b.take(),
             Some(2 * BACKOFF_START_TICKS),
             "fills are no guest work, also when the budget ended the run"
         );
-        b.record_run(SHORT_RUN_NS, 0, 0, false);
+        b.record_run(run(SHORT_RUN_NS, 0, 0, false));
         assert_eq!(b.take(), None, "a run that paid off resets");
+    }
+
+    #[test]
+    fn at_the_cap_the_distance_takes_every_eighth_in_turn() {
+        let mut b = Backoff::default();
+        while b.distance < BACKOFF_MAX_TICKS {
+            b.record_run(run(1_000, 0, 0, false));
+        }
+        let first = b.take().unwrap();
+        assert_eq!(
+            first, BACKOFF_MAX_TICKS,
+            "the first time at the cap: the whole of it"
+        );
+        let mut seen = vec![first];
+        for _ in 1..8 {
+            b.record_run(run(1_000, 0, 0, false));
+            seen.push(b.take().unwrap());
+        }
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        let eighths: Vec<u64> = (1..=8).map(|k| k * BACKOFF_MAX_TICKS / 8).collect();
+        assert_eq!(sorted, eighths, "each eighth once per cycle: {seen:?}");
+        assert!(
+            seen.windows(2)
+                .all(|w| w[0].abs_diff(w[1]) >= 2 * BACKOFF_MAX_TICKS / 8),
+            "neighbours far apart: {seen:?}"
+        );
+        b.record_run(run(SHORT_RUN_NS, 0, 0, false));
+        b.record_run(run(1_000, 0, 0, false));
+        assert_eq!(
+            b.take(),
+            Some(BACKOFF_START_TICKS),
+            "a run that paid off resets"
+        );
+    }
+
+    #[test]
+    fn a_stretch_cut_by_the_budget_is_judged_whole() {
+        // A compute loop while the serial console sends: the budget ends the run every 87 µs,
+        // and the piece ending at the loop's RDTSC is short on its own.
+        let at = |rip| Place { cr3: 0x5000, rip };
+        let piece = |ns, budget, from, to| RunSample {
+            native_ns: ns,
+            budget_expired: budget,
+            entry: at(from),
+            exit: at(to),
+            ..RunSample::default()
+        };
+        let mut b = Backoff::default();
+        assert_eq!(
+            b.record_run(piece(20_000, true, 0x100, 0x140)),
+            RunVerdict::Neutral
+        );
+        assert_eq!(
+            b.record_run(piece(9_000, true, 0x140, 0x120)),
+            RunVerdict::Neutral
+        );
+        assert_eq!(
+            b.record_run(piece(5_000, false, 0x120, 0x200)),
+            RunVerdict::PaidOff,
+            "20 + 9 + 5 µs of one stretch pay off"
+        );
+        assert_eq!(b.take(), None);
+        // Only a run that resumes where the budget stopped the last one continues it.
+        assert_eq!(
+            b.record_run(piece(20_000, true, 0x100, 0x140)),
+            RunVerdict::Neutral
+        );
+        assert_eq!(
+            b.record_run(piece(20_000, false, 0x300, 0x310)),
+            RunVerdict::Short,
+            "elsewhere: a new stretch"
+        );
+        assert_eq!(b.take(), Some(BACKOFF_START_TICKS));
+        assert_eq!(
+            b.record_run(piece(20_000, true, 0x100, 0x140)),
+            RunVerdict::Neutral
+        );
+        let other_process = RunSample {
+            entry: Place {
+                cr3: 0x6000,
+                rip: 0x140,
+            },
+            ..piece(20_000, false, 0, 0)
+        };
+        assert_eq!(
+            b.record_run(other_process),
+            RunVerdict::Short,
+            "another address space"
+        );
+        // A carry is used once.
+        assert_eq!(
+            b.record_run(piece(20_000, true, 0x100, 0x140)),
+            RunVerdict::Neutral
+        );
+        assert_eq!(
+            b.record_run(piece(1_000, false, 0x140, 0x150)),
+            RunVerdict::Short
+        );
+        assert_eq!(
+            b.record_run(piece(1_000, false, 0x150, 0x160)),
+            RunVerdict::Short
+        );
+        // A budget-ended run that mirrored pages arms as before, and carries nothing.
+        let fills = RunSample {
+            fill_ns: 25_000,
+            demand_fills: 2,
+            ..piece(30_000, true, 0x100, 0x140)
+        };
+        assert_eq!(b.record_run(fills), RunVerdict::Short);
+        assert_eq!(
+            b.record_run(piece(30_000, false, 0x140, 0x150)),
+            RunVerdict::Short
+        );
     }
 
     #[test]

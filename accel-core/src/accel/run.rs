@@ -5,7 +5,7 @@ use super::Accelerator;
 use crate::backend::{Backend, Which};
 use crate::decode;
 use crate::exits::{record_exit_code, worth_decoding};
-use crate::policy::{ns_to_ticks, ticks_to_ns};
+use crate::policy::{ns_to_ticks, ticks_to_ns, Place, RunSample};
 use crate::state::{self, effective_xcr0};
 use crate::{CpuState, RunOutcome};
 use host_driver::{DriverError, ExitReason, MmuCommand, SyscallInstruction};
@@ -182,12 +182,20 @@ impl<B: Backend> Accelerator<B> {
                 stats.stub_region_emulated += 1;
             }
         }
-        let verdict = self.pacing.backoff.record_run(
-            ran.native_ns,
-            ran.fill_ns,
-            ran.demand_fills,
-            matches!(ran.reason, ExitReason::BudgetExpired),
-        );
+        let verdict = self.pacing.backoff.record_run(RunSample {
+            native_ns: ran.native_ns,
+            fill_ns: ran.fill_ns,
+            demand_fills: ran.demand_fills,
+            budget_expired: matches!(ran.reason, ExitReason::BudgetExpired),
+            entry: Place {
+                cr3: cpu.cr3,
+                rip: cpu.rip,
+            },
+            exit: Place {
+                cr3: cpu.cr3,
+                rip: self.scratch.gs.rip,
+            },
+        });
         self.pacing.hot.record(cpu.cr3, verdict);
     }
 
