@@ -4,9 +4,16 @@
     ci/bench [--arch i386|amd64] [--runs N] [--kernel 686|686-pae|amd64]
              [--systems native,bochs,accel,qemu] [--out DIR] [--programs LIST] [--no-build]
              [--timeout SECONDS] [--order fixed|alternate] [--no-chart] [--no-profile]
+             [--no-workloads]
+
+Benchmarks: the real-workload set (tests/workloads/programs: a gcc compile, Perl, xz,
+SQLite, built from Debian packages by ci/build-workloads and overlaid on the guest) first,
+then the suite's micro-benchmarks (tests/guest/programs' benchmark lines); --no-workloads
+leaves the real ones out, --programs picks from both.
 
 Systems:
-  native  ci/run-native (the i386 binaries on this host; also the correctness oracle)
+  native  ci/run-native (the guest's binaries on this host, the real workloads chrooted in their
+          root; also the correctness oracle)
   bochs   ci/run-guest --accel off (plain Bochs)
   accel   ci/run-guest --accel on (Bochs + plex86-accel)
   qemu    qemu-system-i386 -accel tcg booting the same kernel, base initramfs and run spec
@@ -19,7 +26,8 @@ Runs are interleaved: round 1 runs every system once, then round 2, ...  With --
 alternate (what ci/demo uses) the emulated systems run in reverse order in even rounds
 (round 1: native, bochs, accel; round 2: native, accel, bochs; ...), so that neither always
 runs first after the build or right after the other.  Each run's JSON
-goes to OUT/runs/, and OUT gets report.md, report.json and chart.png (gnuplot).  Times are
+goes to OUT/runs/, and OUT gets report.md, report.json, chart-real.png (the real workloads)
+and chart.png (the micro-benchmarks; gnuplot).  Times are
 host wall-clock seconds between a program's @@BEGIN and @@END lines as seen by the host;
 boot is host seconds from starting the emulator to the guest's @@INIT line.
 
@@ -52,6 +60,7 @@ import suite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "tests" / "guest" / "programs"
+WORKLOADS_MANIFEST = ROOT / "tests" / "workloads" / "programs"  # the real-workload set
 
 # QEMU settings (see run_qemu); the system emulator per guest arch
 QEMU_BIN = {"i386": QEMU, "amd64": "qemu-system-x86_64"}
@@ -243,9 +252,10 @@ def arch_args(arch: str) -> list[str]:
     return [] if arch == "i386" else ["--arch", arch]
 
 
-def run_native(out_json: Path, programs: str, no_build: bool, arch: str = "i386") -> dict | None:
+def run_native(out_json: Path, programs: str, no_build: bool, arch: str = "i386",
+               workloads: bool = False) -> dict | None:
     cmd = [str(ROOT / "ci" / "run-native"), *arch_args(arch), "--programs", programs,
-           "--json", str(out_json), "--quiet"]
+           "--json", str(out_json), "--quiet"] + (["--workloads"] if workloads else [])
     if no_build:
         cmd.append("--no-build")
     subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -253,11 +263,13 @@ def run_native(out_json: Path, programs: str, no_build: bool, arch: str = "i386"
 
 
 def run_bochs(out_json: Path, kernel: str, accel: bool, programs: str, timeout: float,
-              arch: str = "i386", backend: str | None = None) -> dict | None:
-    """One ci/run-guest boot; `backend`: the library's PLEX86_ACCEL_BACKEND (None: its default)."""
+              arch: str = "i386", backend: str | None = None, workloads: bool = False) -> dict | None:
+    """One ci/run-guest boot; `backend`: the library's PLEX86_ACCEL_BACKEND (None: its default);
+    `workloads`: the guest gets the real-workload set too (--workloads)."""
     cmd = [str(ROOT / "ci" / "run-guest"), *arch_args(arch), "--kernel", kernel,
            "--accel", "on" if accel else "off",
            "--programs", programs, "--no-build", "--timeout", str(timeout), "--json", str(out_json)]
+    cmd += ["--workloads"] if workloads else []
     env = {k: v for k, v in os.environ.items() if k != "PLEX86_ACCEL_BACKEND"}
     if backend is not None:
         env["PLEX86_ACCEL_BACKEND"] = backend
@@ -295,10 +307,11 @@ def qemu_append(cmdline: str) -> str:
     return " ".join(w for w in cmdline.split() if not w.startswith("tsc_early_khz="))
 
 
-def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float, arch: str = "i386") -> dict:
+def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float, arch: str = "i386",
+             workloads: bool = False) -> dict:
     """Boots the guest under QEMU TCG (qemu-system-i386; amd64: qemu-system-x86_64) with the
-    same kernel, base initramfs and run spec (SUITE_ONLY=programs) as ci/run-guest, and writes
-    run-guest's JSON shape."""
+    same kernel, base initramfs (and the workloads' one) and run spec (SUITE_ONLY=programs) as
+    ci/run-guest, and writes run-guest's JSON shape."""
     g = guestrun.ARCHES[arch]["out"]
     base_img, vmlinuz = g / "iso" / "base.img", g / "iso" / f"vmlinuz-{kernel}"
     for p in (base_img, vmlinuz, g / "cmdline"):
@@ -309,10 +322,14 @@ def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float, arch: s
     rundir = guestrun.TARGET / "run" / run_id
     rundir.mkdir(parents=True)
     spec = ["# written by ci/bench (qemu)", "SUITE=1", f"SUITE_ONLY={shlex.quote(programs)}"]
+    initrds = [("base.img", base_img)]
+    if workloads:
+        spec.append("WORKLOADS=1")
+        initrds.append(("workloads.img", guestrun.workloads_img(arch)))
     run_img = rundir / "run.img"
     guestrun.build_run_img(run_img, "\n".join(spec) + "\n", None)
     iso = rundir / "guest.iso"
-    guestrun.make_iso(iso, vmlinuz, [("base.img", base_img), ("run.img", run_img)], append,
+    guestrun.make_iso(iso, vmlinuz, initrds + [("run.img", run_img)], append,
                       rundir / "isolinux.cfg")
     serial = rundir / "serial.txt"
     serial.touch()
@@ -354,14 +371,15 @@ def run_qemu(out_json: Path, kernel: str, programs: str, timeout: float, arch: s
 
 
 def run_profile(out: Path, kernel: str, benchmarks: list[str], timeout: float,
-                problems: list[str], arch: str = "i386") -> dict:
+                problems: list[str], arch: str = "i386", workloads: bool = False) -> dict:
     """One accelerated boot running no program, then one per benchmark: each benchmark's own
-    accelerator statistics (time_split). Appends unusable runs to problems."""
+    accelerator statistics (time_split). Appends unusable runs to problems. With `workloads`
+    every boot has the real-workload set's initramfs, so that the baseline boot is alike."""
     def boot(name: str, programs: str):
         path = out / "runs" / f"profile-{name}.json"
         path.unlink(missing_ok=True)
         t0 = time.monotonic()
-        data = run_bochs(path, kernel, True, programs, timeout, arch)
+        data = run_bochs(path, kernel, True, programs, timeout, arch, workloads=workloads)
         probs = run_problems("accel", data) + ([] if (data or {}).get("accel_stats") else ["no accel_stats"])
         problems.extend(f"profile {name}: {p}" for p in probs)
         log(f"profile {name}: {time.monotonic() - t0:.0f} s")
@@ -410,7 +428,7 @@ def ensure_tools(systems: list[str], chart: bool = True, arch: str = "i386") -> 
                          "or leave qemu out with --systems native,bochs,accel")
 
 
-def build(systems: list[str], arch: str = "i386") -> None:
+def build(systems: list[str], arch: str = "i386", workloads: bool = False) -> None:
     steps = []
     if "bochs" in systems:
         steps.append([str(ROOT / "ci" / "build-bochs"), "--variant", "plain"])
@@ -420,6 +438,8 @@ def build(systems: list[str], arch: str = "i386") -> None:
         steps.append(["cargo", "build", "--release", "-q", "-p", "plex86-executor"])
     # also builds the suite for ci/run-native
     steps.append(guestrun.build_guest_cmd(arch))
+    if workloads:
+        steps.append(guestrun.build_workloads_cmd(arch))
     for cmd in steps:
         log(" ".join(cmd[:1] + cmd[1:]).replace(str(ROOT) + "/", ""))
         r = subprocess.run(cmd, cwd=ROOT, stdout=sys.stderr)
@@ -427,10 +447,19 @@ def build(systems: list[str], arch: str = "i386") -> None:
             raise SystemExit(f"bench: {' '.join(cmd)} failed ({r.returncode})")
 
 
-def draw_chart(rep: dict, out: Path) -> str | None:
-    data, script, png = out / "chart.dat", out / "chart.gp", out / "chart.png"
-    data.write_text(gnuplot_data(rep))
-    script.write_text(gnuplot_script(rep, str(data), str(png)))
+def micro_benchmarks(rep: dict) -> list[str]:
+    """The suite's micro-benchmarks of a report (its benchmarks but the real workloads)."""
+    return [b for b in rep["benchmarks"] if b not in (rep.get("workloads") or [])]
+
+
+def draw_chart(rep: dict, out: Path, benchmarks: list[str], name: str) -> str | None:
+    """A chart of the benchmarks' medians (gnuplot) as OUT/name; None if gnuplot failed."""
+    stem = name.removesuffix(".png")
+    data, script, png = out / f"{stem}.dat", out / f"{stem}.gp", out / name
+    real = bool(benchmarks) and all(b in (rep.get("workloads") or []) for b in benchmarks)
+    data.write_text(gnuplot_data(rep, benchmarks))
+    script.write_text(gnuplot_script(rep, str(data), str(png), benchmarks,
+                                     "Real workloads" if real else "Workload-suite micro-benchmarks"))
     r = subprocess.run(["gnuplot", str(script)], stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
         log(f"gnuplot failed: {r.stderr.strip()[-500:]}")
@@ -449,7 +478,10 @@ def main(argv: list[str]) -> int:
                     help=f"a subset of {','.join(SYSTEMS)} (default {','.join(DEFAULT_SYSTEMS)}; "
                     "stub: the accelerator over the stub executor)")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
-    ap.add_argument("--programs", help="benchmarks to run (default: the manifest's benchmark lines)")
+    ap.add_argument("--programs", help="benchmarks to run (default: the real-workload set's and the "
+                    "suite manifest's benchmark lines)")
+    ap.add_argument("--no-workloads", dest="workloads", action="store_false",
+                    help="leave the real-workload set (tests/workloads) out")
     ap.add_argument("--no-build", action="store_true", help="skip the initial build step")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per emulated run (s)")
     ap.add_argument("--no-profile", dest="profile", action="store_false",
@@ -469,13 +501,18 @@ def main(argv: list[str]) -> int:
     if bad or not systems or a.runs < 1:
         ap.error(f"--systems takes a subset of {','.join(SYSTEMS)}; --runs ≥ 1")
     systems = [s for s in SYSTEMS if s in systems]  # canonical order
-    benchmarks = manifest_benchmarks(MANIFEST.read_text())
+    real = manifest_benchmarks(WORKLOADS_MANIFEST.read_text()) if a.workloads else []
+    benchmarks = real + manifest_benchmarks(MANIFEST.read_text())
     if a.programs:
         wanted = [p for p in a.programs.split(",") if p]
         unknown = [p for p in wanted if p not in benchmarks]
         if unknown:
-            ap.error(f"not benchmarks of {MANIFEST}: {', '.join(unknown)}")
+            ap.error(f"not benchmarks of {MANIFEST}"
+                     + (f" or {WORKLOADS_MANIFEST}" if a.workloads else " (--no-workloads)")
+                     + f": {', '.join(unknown)}")
         benchmarks = [b for b in benchmarks if b in wanted]
+    real = [b for b in real if b in benchmarks]
+    wl = bool(real)  # whether the runs need the real-workload set
     programs = ",".join(benchmarks)
     out = Path(a.out).resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -483,7 +520,7 @@ def main(argv: list[str]) -> int:
     ensure_tools(systems, a.chart, a.arch)
     t_build = time.monotonic()
     if not a.no_build:
-        build(systems, a.arch)
+        build(systems, a.arch, wl)
         log(f"builds: {time.monotonic() - t_build:.0f} s")
     build_s = round(time.monotonic() - t_build, 1)
     t_rounds = time.monotonic()
@@ -495,7 +532,8 @@ def main(argv: list[str]) -> int:
     oracle_label = None
     if "native" not in systems:  # an untimed native run, only as the oracle
         log("native oracle run (not in --systems, so not timed)")
-        oracle = run_native(out / "runs" / "oracle-native.json", programs, no_build=True, arch=a.arch)
+        oracle = run_native(out / "runs" / "oracle-native.json", programs, no_build=True, arch=a.arch,
+                            workloads=wl)
         oracle_label = "an untimed native run before round 1"
         if oracle is None or run_problems("native", oracle):
             problems.append(f"native oracle: {'; '.join(run_problems('native', oracle))}")
@@ -507,12 +545,12 @@ def main(argv: list[str]) -> int:
             ru0, st0 = os.times(), _proc_stat()
             t0 = time.monotonic()
             if s == "native":
-                data = run_native(path, programs, no_build=True, arch=a.arch)
+                data = run_native(path, programs, no_build=True, arch=a.arch, workloads=wl)
             elif s == "qemu":
-                data = run_qemu(path, a.kernel, programs, a.timeout, a.arch)
+                data = run_qemu(path, a.kernel, programs, a.timeout, a.arch, workloads=wl)
             else:
                 data = run_bochs(path, a.kernel, s in ACCELERATED, programs, a.timeout, a.arch,
-                                 backend="stub" if s == "stub" else None)
+                                 backend="stub" if s == "stub" else None, workloads=wl)
             wall = time.monotonic() - t0
             ru1, st1 = os.times(), _proc_stat()
             rec = summarize_run(s, rnd, data, benchmarks)
@@ -539,7 +577,7 @@ def main(argv: list[str]) -> int:
     rounds_s = round(time.monotonic() - t_rounds, 1)
     profile = {}
     if "accel" in systems and a.profile:
-        profile = run_profile(out, a.kernel, benchmarks, a.timeout, problems, a.arch)
+        profile = run_profile(out, a.kernel, benchmarks, a.timeout, problems, a.arch, workloads=wl)
     med = compute_medians(runs, systems, benchmarks)
     host = {}
     try:
@@ -553,14 +591,17 @@ def main(argv: list[str]) -> int:
                    "qemu_command": " ".join(qemu_command(Path("RUN/guest.iso"), Path("RUN/serial.txt"), a.arch))
                    + f" (kernel cmdline: {guestrun.ARCHES[a.arch]['out'].relative_to(ROOT)}/cmdline"
                    " without tsc_early_khz=)"},
-        "systems": systems, "benchmarks": benchmarks, "oracle": oracle_label,
+        "systems": systems, "benchmarks": benchmarks, "workloads": real, "oracle": oracle_label,
         "runs": runs, "medians": med, "ratios": compute_ratios(med, benchmarks),
         "targets": evaluate_targets(med), "problems": problems, "profile": profile,
     }
-    rep["chart"] = draw_chart(rep, out) if a.chart else None
+    micro = micro_benchmarks(rep)
+    rep["chart"] = draw_chart(rep, out, micro, "chart.png") if a.chart and micro else None
+    rep["chart_real"] = (draw_chart(rep, out, real, "chart-real.png")
+                         if a.chart and real else None)
     (out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(rep))
-    log(f"report: {out / 'report.md'}; chart: {rep['chart']}")
+    log(f"report: {out / 'report.md'}; charts: {rep['chart_real'] or ''} {rep['chart'] or ''}")
     for t in rep["targets"]:
         log(f"target {t['id']}: {t['status']} ({fmt_x(t['ratio'])})")
     if problems:

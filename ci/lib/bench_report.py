@@ -119,11 +119,16 @@ def render_markdown(rep: dict) -> str:
         extra.append(("stub_over_native", "stub / native"))
     head += "".join(f" {label} |" for _, label in extra)
     rule += "---:|" * len(extra)
-    L += [head, rule]
-    for b in benchmarks:
-        row = f"| {b} |" + "".join(f" {fmt_s(med[s]['times'].get(b))} |" for s in systems)
-        row += "".join(f" {fmt_x(rat[b].get(k))} |" for k, _ in extra)
-        L.append(row)
+    for title, group in benchmark_groups(rep):
+        if title:
+            L += [f"## {title}", ""]
+        L += [head, rule]
+        for b in group:
+            row = f"| {b} |" + "".join(f" {fmt_s(med[s]['times'].get(b))} |" for s in systems)
+            row += "".join(f" {fmt_x(rat[b].get(k))} |" for k, _ in extra)
+            L.append(row)
+        L.append("")
+    L.pop()
     emu = [s for s in systems if s in EMULATED]
     if emu:
         L += ["", "Boot to init (host seconds from starting the emulator to the guest's `@@INIT` line), medians:", ""]
@@ -174,23 +179,37 @@ def render_markdown(rep: dict) -> str:
     for r in rep["runs"]:
         L.append(f"| {r['round']} | {r['system']} | " + " | ".join(fmt_s(r["times"].get(b)) for b in benchmarks)
                  + f" | {fmt_s(r.get('boot_s'))} | {fmt_s(r.get('wall_s'))} |")
-    if rep.get("chart"):
-        L += ["", f"Chart: `{rep['chart']}` (log scale)."]
+    charts = [c for c in (rep.get("chart_real"), rep.get("chart")) if c]
+    if charts:
+        L += ["", "Charts (log scale): " + ", ".join(f"`{c}`" for c in charts) + "."]
     return "\n".join(L) + "\n"
 
 
-def gnuplot_data(rep: dict) -> str:
+def benchmark_groups(rep: dict) -> list[tuple[str | None, list[str]]]:
+    """The report's benchmarks as (title, names): the real workloads first, then the suite's
+    micro-benchmarks; one untitled group when there is only one kind."""
+    real = [b for b in rep["benchmarks"] if b in (rep.get("workloads") or [])]
+    micro = [b for b in rep["benchmarks"] if b not in real]
+    if not real or not micro:
+        return [(None, real or micro)]
+    return [("Real workloads", real), ("Micro-benchmarks", micro)]
+
+
+def gnuplot_data(rep: dict, benchmarks: list[str]) -> str:
     """Whitespace-separated table for gnuplot: benchmark, then one median per system ("NaN" if missing)."""
     lines = ["# bench " + " ".join(rep["systems"])]
-    for b in rep["benchmarks"]:
+    for b in benchmarks:
         vals = [rep["medians"][s]["times"].get(b) for s in rep["systems"]]
         lines.append(b + " " + " ".join("NaN" if v is None else f"{v:.6g}" for v in vals))
     return "\n".join(lines) + "\n"
 
 
-def gnuplot_script(rep: dict, data_path: str, png_path: str) -> str:
+def gnuplot_script(rep: dict, data_path: str, png_path: str, benchmarks: list[str],
+                   title: str) -> str:
+    """A clustered histogram of `benchmarks`' medians, one bar per system, titled `title`."""
     cols = len(rep["systems"])
-    vals = [v for s in rep["systems"] for v in rep["medians"][s]["times"].values() if v]
+    vals = [v for s in rep["systems"] for b, v in rep["medians"][s]["times"].items()
+            if v and b in benchmarks]
     lo = 10 ** math.floor(math.log10(min(vals))) if vals else 0.01
     hi = 10 ** math.ceil(math.log10(max(vals))) if vals else 100
     colors = {"native": "#4daf4a", "bochs": "#e41a1c", "accel": "#377eb8", "stub": "#984ea3",
@@ -201,7 +220,7 @@ def gnuplot_script(rep: dict, data_path: str, png_path: str) -> str:
     return "\n".join([
         "set terminal pngcairo size 1100,600 font 'Sans,11'",
         f"set output '{png_path}'",
-        f"set title 'Workload-suite benchmarks, {rep.get('config', {}).get('kernel', '')} kernel "
+        f"set title '{title}, {rep.get('config', {}).get('kernel', '')} kernel "
         f"(median of {rep.get('config', {}).get('runs', '?')} run(s); lower is better)'",
         "set style data histogram",
         "set style histogram cluster gap 1",

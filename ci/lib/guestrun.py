@@ -95,6 +95,19 @@ MEGS = 512  # guest RAM in MiB, the default of --megs
 MEGS_MIN, MEGS_MAX = 128, 2048
 
 
+def build_workloads_cmd(arch: str) -> list[str]:
+    """The ci/build-workloads command line of an arch."""
+    return [str(ROOT / "ci" / "build-workloads"), "--arch", arch]
+
+
+def workloads_img(arch: str) -> Path:
+    """The real-workload set's initramfs (ci/build-workloads); dies if it is missing."""
+    img = ARCHES[arch]["out"] / "workloads" / "workloads.img"
+    if not img.exists():
+        die(f"{img} is missing: run ci/build-workloads --arch {arch}")
+    return img
+
+
 def megs_arg(text: str) -> int:
     """argparse type of --megs: guest RAM in MiB, an integer in [MEGS_MIN, MEGS_MAX]."""
     if not text.isascii() or not text.isdigit():  # int() would take " 5", "+5" and "5_12"
@@ -436,6 +449,10 @@ def cmd_run(argv: list[str]) -> int:
                          "SYSCALL32 feature, bit 3*32+14), which the host CPU model leaves out "
                          "in 32-bit code (#UD, SIGILL) and native code could not hand back "
                          "(on Intel hosts its SYSENTER is carried out by Bochs)")
+    ap.add_argument("--workloads", action="store_true",
+                    help="also the real-workload set (tests/workloads: gcc, perl, xz, sqlite; "
+                         "ci/build-workloads): its programs follow the suite's, and --programs "
+                         "may name them")
     ap.add_argument("--add", metavar="DIR", help="directory copied to /extra in the guest")
     ap.add_argument("--run", metavar="CMD", help="command run as `cd /extra && sh -c CMD` after the suite")
     ap.add_argument("--timeout", type=float, default=1800.0)
@@ -464,6 +481,8 @@ def cmd_run(argv: list[str]) -> int:
         die("--add needs --run CMD", 2)
     if a.suite32 and a.arch != "amd64":
         die("--suite32 needs --arch amd64 (the i386 guest runs the i386 suite itself)", 2)
+    if a.suite32 and a.workloads:
+        die("--workloads runs the guest's own architecture's set; it does not go with --suite32", 2)
     add_dir = Path(a.add).resolve() if a.add else None
     if add_dir is not None and not add_dir.is_dir():
         die(f"--add {a.add}: not a directory", 2)
@@ -476,6 +495,8 @@ def cmd_run(argv: list[str]) -> int:
             steps.append(["cargo", "build", "--release", "-q", "-p", "accel-core", "--lib"])
             steps.append(["cargo", "build", "--release", "-q", "-p", "plex86-executor"])
         steps.append(build_guest_cmd(a.arch))
+        if a.workloads:
+            steps.append(build_workloads_cmd(a.arch))
         for cmd in steps:  # each is idempotent and fast when nothing changed
             r = subprocess.run(cmd, stdout=sys.stderr, cwd=ROOT)
             if r.returncode != 0:
@@ -513,6 +534,10 @@ def cmd_run(argv: list[str]) -> int:
     spec = ["# written by ci/run-guest"]
     if a.suite32:
         spec.append("SUITE_DIR=/suite32")
+    initrds = [("base.img", base_img)]
+    if a.workloads:
+        spec.append("WORKLOADS=1")
+        initrds.append(("workloads.img", workloads_img(a.arch)))
     if progs is not None and progs.strip().lower() == "none":
         spec.append("SUITE=0")
     else:
@@ -523,8 +548,7 @@ def cmd_run(argv: list[str]) -> int:
     run_img = rundir / "run.img"
     build_run_img(run_img, "\n".join(spec) + "\n", add_dir)
     iso = rundir / "guest.iso"
-    make_iso(iso, vmlinuz, [("base.img", base_img), ("run.img", run_img)], append,
-             rundir / "isolinux.cfg")
+    make_iso(iso, vmlinuz, initrds + [("run.img", run_img)], append, rundir / "isolinux.cfg")
     iso_s = time.monotonic() - t_iso0
 
     serial = rundir / "serial.txt"

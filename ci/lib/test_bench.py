@@ -220,14 +220,43 @@ class Pure(unittest.TestCase):
     def test_gnuplot_data_and_script(self):
         rep = synthetic_report()
         rep["medians"]["qemu"]["times"]["bench-mixed"] = None
-        data = bench.gnuplot_data(rep).splitlines()
+        data = bench.gnuplot_data(rep, BENCHES).splitlines()
         self.assertEqual(data[0], "# bench native bochs accel qemu")
         self.assertEqual(data[1].split(), ["bench-compute", "1", "51", "1.05", "4"])
         self.assertTrue(data[5].endswith(" NaN"))
-        gp = bench.gnuplot_script(rep, "d.dat", "c.png")
+        gp = bench.gnuplot_script(rep, "d.dat", "c.png", BENCHES, "Micro-benchmarks")
         self.assertIn("set logscale y", gp)
         self.assertIn("set yrange [0.01:100]", gp)
+        self.assertIn("set title 'Micro-benchmarks, 686-pae kernel", gp)
         self.assertEqual(gp.count("xtic(1)"), 4)
+        # A chart of a subset: its rows and its range come from that subset only.
+        self.assertEqual(len(bench.gnuplot_data(rep, ["bench-syscall"]).splitlines()), 2)
+        gp = bench.gnuplot_script(rep, "d.dat", "c.png", ["bench-syscall"], "x")
+        self.assertIn("set yrange [0.01:10]", gp)
+
+    def test_real_workloads_lead_the_report(self):
+        # ci/bench with the real-workload set: their table first, then the micro-benchmarks',
+        # each with every system's medians and the ratios; both charts named.
+        rep = synthetic_report()
+        real = {"native": 0.8, "bochs": 80.0, "accel": 8.0, "qemu": 24.0}
+        for r in rep["runs"]:
+            r["times"]["real-gcc"] = real[r["system"]]
+        benches = ["real-gcc"] + BENCHES
+        rep["benchmarks"], rep["workloads"] = benches, ["real-gcc"]
+        rep["medians"] = bench.compute_medians(rep["runs"], rep["systems"], benches)
+        rep["ratios"] = bench.compute_ratios(rep["medians"], benches)
+        rep["chart_real"] = "target/bench/chart-real.png"
+        self.assertEqual(bench.micro_benchmarks(rep), BENCHES)
+        md = bench.render_markdown(rep)
+        real_at, micro_at = md.index("## Real workloads"), md.index("## Micro-benchmarks")
+        self.assertLess(real_at, micro_at)
+        row = md.index("| real-gcc | 0.800 | 80.00 | 8.00 | 24.00 | 10.00× | 10.00× | 3.00× |")
+        self.assertTrue(real_at < row < micro_at)
+        self.assertGreater(md.index("| bench-compute | 1.00 |"), micro_at)
+        self.assertIn("`target/bench/chart-real.png`, `target/bench/chart.png`", md)
+        # Only one kind: one untitled table.
+        rep["workloads"] = []
+        self.assertNotIn("## Real workloads", bench.render_markdown(rep))
 
     def test_qemu_append_and_command(self):
         self.assertEqual(bench.qemu_append("console=ttyS0,115200 quiet tsc_early_khz=60000 x"),
