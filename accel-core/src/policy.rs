@@ -28,9 +28,8 @@
 //! neither arms nor resets; its work is carried over to the next run if that one resumes where
 //! it stopped (same CR3 and RIP: only the timer event came between), so that a stretch of guest
 //! work cut into pieces by frequent timer events is judged whole. (A serial console sending
-//! output ends a slice at every character, 87 µs at 115200 baud: without the carry, a compute
-//! loop's pieces ending at an RDTSC or a system call looked short, the back-off climbed to its
-//! cap and the loop ran emulated while the console was busy.) At the cap an entry is tried
+//! output ends a slice at every character, 87 µs at 115200 baud: a compute loop's piece that
+//! ends at an RDTSC or a system call is then often short on its own.) At the cap an entry is tried
 //! after an eighth to the whole of a million ticks (milliseconds of emulation; the eighths
 //! taken in an order that spreads them, [`CAP_EIGHTHS`]), so a program that turns to compute is
 //! run natively again within milliseconds, and a program that never does pays one short run
