@@ -54,7 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import guestrun  # noqa: E402  (ci/lib/guestrun.py: ISO and run-initrd helpers)
 from bench_report import (  # noqa: E402,F401  (re-exported for callers and tests)
-    ACCELERATED, DEFAULT_SYSTEMS, EMULATED, LABELS, QEMU, SYSTEMS, bounds_notes, fmt_s, fmt_x, gnuplot_data, gnuplot_script,
+    ACCELERATED, DEFAULT_SYSTEMS, EMULATED, LABELS, QEMU, SYSTEMS, bounds_notes, micro_benchmarks, fmt_s, fmt_x, gnuplot_data, gnuplot_script,
     median, ratio, render_markdown, spread)
 import suite  # noqa: E402
 
@@ -447,19 +447,12 @@ def build(systems: list[str], arch: str = "i386", workloads: bool = False) -> No
             raise SystemExit(f"bench: {' '.join(cmd)} failed ({r.returncode})")
 
 
-def micro_benchmarks(rep: dict) -> list[str]:
-    """The suite's micro-benchmarks of a report (its benchmarks but the real workloads)."""
-    return [b for b in rep["benchmarks"] if b not in (rep.get("workloads") or [])]
-
-
-def draw_chart(rep: dict, out: Path, benchmarks: list[str], name: str) -> str | None:
+def draw_chart(rep: dict, out: Path, benchmarks: list[str], name: str, title: str) -> str | None:
     """A chart of the benchmarks' medians (gnuplot) as OUT/name; None if gnuplot failed."""
     stem = name.removesuffix(".png")
     data, script, png = out / f"{stem}.dat", out / f"{stem}.gp", out / name
-    real = bool(benchmarks) and all(b in (rep.get("workloads") or []) for b in benchmarks)
     data.write_text(gnuplot_data(rep, benchmarks))
-    script.write_text(gnuplot_script(rep, str(data), str(png), benchmarks,
-                                     "Real workloads" if real else "Workload-suite micro-benchmarks"))
+    script.write_text(gnuplot_script(rep, str(data), str(png), benchmarks, title))
     r = subprocess.run(["gnuplot", str(script)], stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
         log(f"gnuplot failed: {r.stderr.strip()[-500:]}")
@@ -596,8 +589,9 @@ def main(argv: list[str]) -> int:
         "targets": evaluate_targets(med), "problems": problems, "profile": profile,
     }
     micro = micro_benchmarks(rep)
-    rep["chart"] = draw_chart(rep, out, micro, "chart.png") if a.chart and micro else None
-    rep["chart_real"] = (draw_chart(rep, out, real, "chart-real.png")
+    rep["chart"] = (draw_chart(rep, out, micro, "chart.png", "Workload-suite micro-benchmarks")
+                    if a.chart and micro else None)
+    rep["chart_real"] = (draw_chart(rep, out, real, "chart-real.png", "Real workloads")
                          if a.chart and real else None)
     (out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(rep))

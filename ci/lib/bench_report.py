@@ -185,11 +185,16 @@ def render_markdown(rep: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def micro_benchmarks(rep: dict) -> list[str]:
+    """The suite's micro-benchmarks of a report (its benchmarks but the real workloads)."""
+    return [b for b in rep["benchmarks"] if b not in (rep.get("workloads") or [])]
+
+
 def benchmark_groups(rep: dict) -> list[tuple[str | None, list[str]]]:
     """The report's benchmarks as (title, names): the real workloads first, then the suite's
     micro-benchmarks; one untitled group when there is only one kind."""
-    real = [b for b in rep["benchmarks"] if b in (rep.get("workloads") or [])]
-    micro = [b for b in rep["benchmarks"] if b not in real]
+    micro = micro_benchmarks(rep)
+    real = [b for b in rep["benchmarks"] if b not in micro]
     if not real or not micro:
         return [(None, real or micro)]
     return [("Real workloads", real), ("Micro-benchmarks", micro)]
