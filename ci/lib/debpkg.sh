@@ -66,17 +66,35 @@ fetch_pinned() {  # fetch_pinned PKG:ARCH VERSION SHA256 -> $dl/<deb>, checked
     ensure_foreign_arch "${pkg##*:}"
     if [[ -z $(field_of "$pkg=$ver" SHA256) ]]; then
         apt_update
-        [[ -n $(field_of "$pkg=$ver" SHA256) ]] || die "pinned $pkg=$ver is no longer offered by apt.
+    fi
+    if [[ -n $(field_of "$pkg=$ver" SHA256) ]]; then
+        say "downloading $pkg=$ver"
+        (cd "$dl" && apt-get download -q "$pkg=$ver" >/dev/null 2>&1) || die "apt-get download $pkg=$ver failed"
+    else
+        fetch_by_sibling "$pkg" "$ver" "$sha" "$f" || die "pinned $pkg=$ver is no longer offered by apt.
   Refresh the pins with: $refresh_cmd   (then check and commit $pins)"
     fi
-    say "downloading $pkg=$ver"
-    (cd "$dl" && apt-get download -q "$pkg=$ver" >/dev/null 2>&1) || die "apt-get download $pkg=$ver failed"
     [[ -f $f ]] || die "apt-get download $pkg=$ver did not produce $f"
     if ! verify_deb "$f" "$sha"; then
         mv "$f" "$f.bad"
         die "sha256 of $f differs from $pins ($sha); kept as $f.bad.
   If the archive legitimately changed, refresh the pins with: $refresh_cmd"
     fi
+}
+# fetch_by_sibling PKG:ARCH VERSION SHA256 FILE: when one architecture's index lacks a pinned
+# version that the archive still holds (seen: bookworm-security's i386 index failing to update,
+# "Mirror sync in progress?"), the host architecture's index names the same version's pool path;
+# the .deb for ARCH lies beside it. apt's own downloader fetches it (apt's proxy and archive
+# settings apply) and checks it against the pin's sha256.
+fetch_by_sibling() {
+    local pkg=$1 ver=$2 sha=$3 f=$4 host uri
+    host=$(dpkg --print-architecture)
+    [[ ${pkg##*:} != "$host" ]] || return 1
+    uri=$(apt-get download --print-uris "${pkg%%:*}:$host=$ver" 2>/dev/null | awk '{print $1; exit}' | tr -d "'")
+    [[ $uri == *_"$host".deb ]] || return 1
+    uri=${uri%_"$host".deb}_${pkg##*:}.deb
+    say "downloading $pkg=$ver by the $host index's pool path (apt's ${pkg##*:} index lacks it)"
+    /usr/lib/apt/apt-helper download-file "$uri" "$f" "SHA256:$sha" >/dev/null 2>&1 || { rm -f "$f"; return 1; }
 }
 extract() {  # extract DIR PKG:ARCH VERSION SHA256 [MEMBERS...] -> DIR/<pkg>/
     local base=$1 pkg=$2 ver=$3 sha=$4; shift 4
