@@ -18,12 +18,17 @@ import guestrun  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_run_native():
-    loader = importlib.machinery.SourceFileLoader("run_native", str(ROOT / "ci" / "run-native"))
-    spec = importlib.util.spec_from_loader("run_native", loader)
+def load_script(path: Path, name: str):
+    """An extension-less Python script (ci/run-native, tests/escape/run) loaded as module name."""
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(name, loader)
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     return mod
+
+
+def load_run_native():
+    return load_script(ROOT / "ci" / "run-native", "run_native")
 
 
 class GuestKernelTest(unittest.TestCase):

@@ -1,22 +1,13 @@
 """Unit tests of tests/escape/run's comparison with plain Bochs (stdlib unittest; no emulator
 is started): which accelerated lines may differ where native code reads S's own pages."""
-import importlib.machinery
-import importlib.util
+import sys
 import unittest
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_arch import ROOT, load_script  # noqa: E402
 
-
-def load_escape_run():
-    loader = importlib.machinery.SourceFileLoader("escape_run", str(ROOT / "tests" / "escape" / "run"))
-    spec = importlib.util.spec_from_loader("escape_run", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
-
-
-run = load_escape_run()
+run = load_script(ROOT / "tests" / "escape" / "run", "escape_run")
 SAME, STUB_PAGES = run.S_LINES["same"], run.S_LINES["stub-pages"]
 PLAIN = ["case: munmap-S ret=0", "case: read-S-after-munmap signal=11", "result: cases=2-aaaa"]
 NATIVE_READ = ["case: munmap-S ret=0", "case: read-S-after-munmap signal=0", "result: cases=2-bbbb"]
