@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import guestrun  # noqa: E402  (ci/lib/guestrun.py: ISO and run-initrd helpers)
 from bench_report import (  # noqa: E402,F401  (re-exported for callers and tests)
     ACCELERATED, DEFAULT_SYSTEMS, EMULATED, LABELS, QEMU, SYSTEMS, bounds_notes, micro_benchmarks, fmt_s, fmt_x, gnuplot_data, gnuplot_script,
-    median, ratio, render_markdown, spread)
+    median, ratio, render_markdown, round_ratios, spread)
 import suite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -41,6 +41,20 @@ def spread(runs: list[dict], system: str, what: str) -> tuple | None:
     return (min(xs), max(xs)) if xs else None
 
 
+def round_ratios(runs: list[dict], num: str, den: str, what: str) -> list[float]:
+    """num / den for a benchmark (or "boot") within each round that has both: on a noisy host
+    the rounds pair what ran minutes apart, not the medians of whole columns."""
+    def value(r):
+        v = r.get("boot_s") if what == "boot" else r["times"].get(what)
+        return v if isinstance(v, (int, float)) else None
+    by_round: dict = {}
+    for r in runs:
+        if r["system"] in (num, den) and value(r) is not None:
+            by_round.setdefault(r["round"], {})[r["system"]] = value(r)
+    return [ratio(v[num], v[den]) for _, v in sorted(by_round.items())
+            if num in v and den in v and v[den] > 0]
+
+
 def bounds_notes(rep: dict) -> list[str]:
     """For each missed target, what bounds it, in numbers from this report (medians, spreads
     over the rounds, and the per-benchmark profile)."""
@@ -59,6 +73,11 @@ def bounds_notes(rep: dict) -> list[str]:
             if sp_n[0] <= sp_d[1] * t["limit"]:
                 line += " (the ranges overlap within the target: more rounds would tell)"
             line += "."
+        rr = round_ratios(rep["runs"], n["system"], d["system"], what)
+        if len(rr) > 1:
+            within = sum(1 for x in rr if x <= t["limit"])
+            line += (f" Round by round the ratio was {min(rr):.2f}–{max(rr):.2f}× (median "
+                     f"{statistics.median(rr):.2f}×), within the target in {within} of {len(rr)} rounds.")
         p = prof.get(what)
         if p:
             line += (f" Profile (one accelerated boot running only {what}): {fmt_s(p['wall_s'])} s, of which "

@@ -312,6 +312,15 @@ class Pure(unittest.TestCase):
         self.assertIn("| bench-forkexec | 5.50 | 0.000 | 0.000 | 5.50 | 0 (0) | – | 0 | – | short_burst 7 |", md)
         self.assertIn("## What bounds the missed targets", md)
 
+    def test_round_ratios_pair_each_round(self):
+        runs = [{"round": 1, "system": "bochs", "times": {"b": 2.0}, "boot_s": 10.0},
+                {"round": 1, "system": "accel", "times": {"b": 1.0}, "boot_s": 11.0},
+                {"round": 2, "system": "accel", "times": {"b": 3.0}, "boot_s": None},
+                {"round": 2, "system": "bochs", "times": {"b": 2.0}, "boot_s": 10.0},
+                {"round": 3, "system": "accel", "times": {"b": 9.0}, "boot_s": 9.0}]  # no pair
+        self.assertEqual(bench.round_ratios(runs, "accel", "bochs", "b"), [0.5, 1.5])
+        self.assertEqual(bench.round_ratios(runs, "accel", "bochs", "boot"), [1.1])
+
     def test_spread(self):
         rep = synthetic_report()
         self.assertEqual(bench.spread(rep["runs"], "bochs", "boot"), (10.0, 12.0))
