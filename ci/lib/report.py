@@ -86,10 +86,11 @@ def bench_table(rep):
     """The demo's table from ci/bench's report.json: median (min–max) of the rounds per
     benchmark and system, speedup over plain Bochs and accel / native as ratios of medians,
     accel / plain paired by round (median and range of the per-round ratios), then every
-    round, and the benchmarks where the paired median is > 5% above plain."""
-    systems = [s for s in ("native", "bochs", "accel") if s in rep.get("systems", [])]
+    round, and the benchmarks where the paired median is > 5% above plain. With QEMU TCG among
+    the systems it gets a column and accel's speedup over it (QEMU / accel, of medians)."""
+    systems = [s for s in ("native", "bochs", "accel", "qemu") if s in rep.get("systems", [])]
     labels = {"native": "host native (s)", "bochs": "plain Bochs (s)",
-              "accel": "Bochs + plex86-accel (s)"}
+              "accel": "Bochs + plex86-accel (s)", "qemu": "QEMU TCG (s)"}
     cfg = rep.get("config") or {}
     n = {s: len([r for r in rep.get("runs", []) if r.get("system") == s]) for s in systems}
     order = (", the emulated systems in alternating order" if cfg.get("order") == "alternate"
@@ -110,6 +111,10 @@ def bench_table(rep):
     if "native" in systems and "accel" in systems:
         head += " accel / native |"
         rule += "---:|"
+    with_qemu = "qemu" in systems and "accel" in systems
+    if with_qemu:
+        head += " speedup over QEMU |"
+        rule += "---:|"
     rows += [head, rule]
     slower = []
     for what in list(rep.get("benchmarks", [])) + ["boot"]:
@@ -126,6 +131,8 @@ def bench_table(rep):
                 slower.append(f"{name} {fmt_ratios(paired)}")
         if "native" in systems and "accel" in systems:
             row += " – |" if what == "boot" else f" {ratio(a, bench_median(rep, 'native', what))} |"
+        if with_qemu:
+            row += f" {ratio(bench_median(rep, 'qemu', what), a)} |"
         rows.append(row)
     if both:
         rows += ["", "Accelerated more than 5% slower than plain Bochs (accel / plain per round, "

@@ -77,6 +77,25 @@ class Report(unittest.TestCase):
         self.assertIn("(accel / plain per round, median): bench-forkexec 1.13× (1.03–1.13), "
                       "boot to init 1.06× (1.00–1.07).", text)
 
+    def test_bench_table_with_qemu_has_its_column_and_speedup(self):
+        rep = make_rep()
+        for rnd in (1, 2, 3):
+            rep["runs"].append({"round": rnd, "system": "qemu", "json": None, "other_cpus": 0.0,
+                                "steal_share": 0.0, "boot_s": 5.0 + rnd,
+                                "times": {"bench-compute": 4.4, "bench-forkexec": 1.0 + rnd}})
+        rep["systems"].append("qemu")
+        rep["medians"] = bench.compute_medians(rep["runs"], rep["systems"], BENCHES)
+        text = report.bench_table(rep)
+        self.assertIn("| accel / native | speedup over QEMU |", text)
+        # QEMU medians 4.4 and 3.0 s against accel's 1.1 and 3.1 s
+        self.assertIn("| bench-compute | 1.00 (1.00–1.00) | 51.00 (50.00–52.00) | 1.10 (1.10–1.10) "
+                      "| 4.40 (4.40–4.40) | 46.36× | 0.02× (0.02–0.02) | 1.10× | 4.00× |", text)
+        self.assertIn("| bench-forkexec | 0.20 (0.20–0.20) | 3.10 (3.00–3.20) | 3.10 (3.00–6.30) "
+                      "| 3.00 (2.00–4.00) | 1.00× | 1.00× (1.00–1.97) | 15.50× | 0.97× |", text)
+        self.assertIn("| boot to init | – | 12.10 (12.00–12.20) | 12.20 (12.00–16.10) "
+                      "| 7.00 (6.00–8.00) | 0.99× | 1.00× (1.00–1.33) | – | 0.57× |", text)
+        self.assertIn("| 3 | qemu | 4.40 | 4.00 | 8.00 |", text)
+
     def test_bench_table_problems(self):
         rep = make_rep()
         rep["problems"] = ["round 1 accel: stop_reason=timeout"]
